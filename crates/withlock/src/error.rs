@@ -1,0 +1,141 @@
+//! Typed errors of the lock protocol.
+//!
+//! Every error names what it is about (the lock, the path, the holder) so
+//! that a caller can print it as one line that says the cause and the fix.
+
+use std::io;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::holder::Holders;
+
+/// Everything that can go wrong while taking or inspecting a lock.
+///
+/// Errors raised by the code that runs under the lock are never turned into
+/// this type: see [`crate::with_lock`].
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The lock name breaks the naming rules.
+    #[error("invalid lock name {name:?}: {reason}")]
+    InvalidName {
+        /// The name as given.
+        name: String,
+        /// Which rule it breaks and what to do instead.
+        reason: &'static str,
+    },
+
+    /// The lock directory is missing, not a directory, or cannot be searched.
+    #[error("lock directory {}: {reason}", dir.display())]
+    UnusableDir {
+        /// The directory.
+        dir: PathBuf,
+        /// Why it cannot be used and how to fix it.
+        reason: String,
+    },
+
+    /// The lock directory would let another unprivileged user swap lock files.
+    #[error("unsafe lock directory {}: {reason}", dir.display())]
+    UnsafeDir {
+        /// The directory.
+        dir: PathBuf,
+        /// What makes it unsafe and how to fix it.
+        reason: String,
+    },
+
+    /// Something other than a regular file sits at the lock path.
+    #[error(
+        "{} is a {kind}, not a lock file: remove it or choose another lock name",
+        path.display()
+    )]
+    NotRegularFile {
+        /// The lock path.
+        path: PathBuf,
+        /// What is there instead ("symbolic link", "FIFO", ...).
+        kind: &'static str,
+    },
+
+    /// The lock file or its directory may not be opened by this user.
+    #[error("permission denied opening {}: {detail}", path.display())]
+    PermissionDenied {
+        /// The path that could not be opened.
+        path: PathBuf,
+        /// Who owns it with which mode, and what to do.
+        detail: String,
+    },
+
+    /// The lock is held and the caller asked not to wait.
+    #[error("{lock} is busy: {holders}")]
+    Busy {
+        /// The lock, as a person would name it.
+        lock: String,
+        /// Who holds it, as far as this user can see.
+        holders: Holders,
+    },
+
+    /// The lock was still held when the wait ran out.
+    #[error("gave up on {lock} after {:.1}s: {holders}", waited.as_secs_f64())]
+    TimedOut {
+        /// The lock, as a person would name it.
+        lock: String,
+        /// How long the call waited.
+        waited: Duration,
+        /// Who held it at that moment.
+        holders: Holders,
+    },
+
+    /// The caller's interrupt check asked the wait to stop.
+    #[error("stopped waiting for {lock}: interrupted")]
+    Interrupted {
+        /// The lock, as a person would name it.
+        lock: String,
+    },
+
+    /// The lock file kept being replaced while we tried to lock it.
+    #[error(
+        "{} was replaced {attempts} times while being locked: \
+         another program keeps deleting or renaming it; stop it or use another directory",
+        path.display()
+    )]
+    KeepsChanging {
+        /// The lock path.
+        path: PathBuf,
+        /// How many times we tried.
+        attempts: u32,
+    },
+
+    /// Any other system call failure, with what we were doing.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done, naming the path.
+        context: String,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl Error {
+    /// Wraps an I/O error with what was being done when it happened.
+    pub(crate) fn io(context: impl Into<String>, source: impl Into<io::Error>) -> Self {
+        Error::Io {
+            context: context.into(),
+            source: source.into(),
+        }
+    }
+
+    /// True for the two errors that mean "someone else holds the lock".
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Error::Busy { .. } | Error::TimedOut { .. })
+    }
+
+    /// The holders named by a conflict error, if any.
+    pub fn holders(&self) -> Option<&Holders> {
+        match self {
+            Error::Busy { holders, .. } | Error::TimedOut { holders, .. } => Some(holders),
+            _ => None,
+        }
+    }
+}
+
+/// The result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

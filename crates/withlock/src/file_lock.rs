@@ -1,0 +1,271 @@
+//! The local lock: flock(2) on a lock file, found by name or by path.
+//!
+//! Linux only. Taking the lock:
+//! 1. open and check the lock directory ([`crate::lock_dir`]);
+//! 2. open or create the lock file inside it ([`crate::lock_file`]);
+//! 3. flock(2) it, shared or exclusive, waiting in the kernel
+//!    ([`crate::flock_wait`]);
+//! 4. check the path still names the file we locked: if it was deleted or
+//!    replaced meanwhile, our lock guards nothing, so unlock and start over
+//!    on the file that is there now;
+//! 5. set the "held since" stamp ([`crate::since_stamp`]).
+//!
+//! flock(2) locks belong to the open file description, so they exclude
+//! flock(1) and every other flock-based tool on the same file, survive
+//! `fork` and `exec` in whoever inherits the descriptor, and are released by
+//! the kernel when the last such descriptor closes. withlock never deletes a
+//! lock file: deleting a held one would let the next caller lock a new file.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use nix::errno::Errno;
+use nix::fcntl::AtFlags;
+use nix::sys::stat::{fstat, fstatat};
+
+use crate::error::{Error, Result};
+use crate::flock_wait::{self, Outcome};
+use crate::holder::Holders;
+use crate::lock::Lock;
+use crate::lock_dir::{self, LockDir};
+use crate::lock_file::{self, MAX_ATTEMPTS};
+use crate::name::LockName;
+use crate::request::{Mode, Wait};
+use crate::since_stamp;
+
+/// A lock on a file: `<dir>/<name>.lock` for a lock name, or any path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileLock {
+    dir: PathBuf,
+    file_name: String,
+    label: String,
+    mode: Mode,
+}
+
+impl FileLock {
+    /// The lock called `name` in `dir`, or in [`lock_dir::default_dir`].
+    pub fn named(name: &str, dir: Option<&Path>) -> Result<FileLock> {
+        let name = LockName::new(name)?;
+        Ok(FileLock {
+            dir: dir.map_or_else(lock_dir::default_dir, Path::to_owned),
+            file_name: name.file_name(),
+            label: name.to_string(),
+            mode: Mode::Exclusive,
+        })
+    }
+
+    /// The lock on the file at `path`, shared with flock(1) on that path.
+    pub fn at_path(path: &Path) -> Result<FileLock> {
+        let invalid = |reason| Error::InvalidName {
+            name: path.display().to_string(),
+            reason,
+        };
+        let file_name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .filter(|n| *n != "." && *n != "..")
+            .ok_or_else(|| invalid("a lock path must end in a UTF-8 file name"))?;
+        let dir = match path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        Ok(FileLock {
+            dir,
+            file_name: file_name.to_owned(),
+            label: path.display().to_string(),
+            mode: Mode::Exclusive,
+        })
+    }
+
+    /// A lock name, or a path when `spec` contains `/`.
+    pub fn parse(spec: &str, dir: Option<&Path>) -> Result<FileLock> {
+        if spec.contains('/') {
+            FileLock::at_path(Path::new(spec))
+        } else {
+            FileLock::named(spec, dir)
+        }
+    }
+
+    /// The same lock, taken in `mode`.
+    pub fn with_mode(mut self, mode: Mode) -> FileLock {
+        self.mode = mode;
+        self
+    }
+
+    /// The mode it will be taken in.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// The lock file's path.
+    pub fn path(&self) -> PathBuf {
+        self.dir.join(&self.file_name)
+    }
+
+    /// The name, or the path for a lock given by path.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    fn attempt(&self, fd: BorrowedFd<'_>, wait: Wait, start: Instant, interrupted: &mut dyn FnMut() -> bool) -> Result<Outcome> {
+        let io = |e: std::io::Error| Error::io(format!("lock {}", self.path().display()), e);
+        let first = flock_wait::try_lock(fd, self.mode).map_err(io)?;
+        let outcome = match (first, wait) {
+            (Outcome::Busy, Wait::For(limit)) if !limit.is_zero() => {
+                flock_wait::lock(fd, self.mode, Some(start + limit), interrupted)
+            }
+            (Outcome::Busy, Wait::Forever) => flock_wait::lock(fd, self.mode, None, interrupted),
+            (Outcome::Busy, Wait::For(_)) => Ok(Outcome::TimedOut),
+            (first, _) => Ok(first),
+        };
+        outcome.map_err(io)
+    }
+
+    fn conflict(&self, outcome: Outcome, fd: &OwnedFd, start: Instant) -> Error {
+        let holders = fstat(fd)
+            .map(|st| Holders::of_file(&st))
+            .unwrap_or_default();
+        let lock = self.label.clone();
+        match outcome {
+            Outcome::Busy => Error::Busy { lock, holders },
+            Outcome::Interrupted => Error::Interrupted { lock },
+            _ => Error::TimedOut {
+                lock,
+                waited: start.elapsed(),
+                holders,
+            },
+        }
+    }
+}
+
+impl Lock for FileLock {
+    type Guard = FileGuard;
+
+    fn acquire_with(
+        &self,
+        wait: Wait,
+        interrupted: &mut dyn FnMut() -> bool,
+    ) -> Result<FileGuard> {
+        let dir = LockDir::open(&self.dir)?;
+        let start = Instant::now();
+        for _ in 0..MAX_ATTEMPTS {
+            let fd = lock_file::open_or_create(&dir, &self.file_name)?;
+            match self.attempt(fd.as_fd(), wait, start, interrupted)? {
+                Outcome::Locked => {
+                    if still_at_path(&dir, &self.file_name, &fd)? {
+                        return Ok(FileGuard::new(fd, self.path(), self.mode));
+                    }
+                    // Deleted or replaced while we waited: lock what is there now.
+                    let _ = flock_wait::unlock(fd.as_fd());
+                }
+                outcome => {
+                    let error = self.conflict(outcome, &fd, start);
+                    // The holder may have let go between our attempt and the
+                    // look-up; try again rather than blame nobody.
+                    let nobody = error.holders().is_some_and(Holders::is_empty);
+                    if !(nobody && matches!(outcome, Outcome::Busy)) {
+                        return Err(error);
+                    }
+                }
+            }
+        }
+        Err(Error::KeepsChanging {
+            path: self.path(),
+            attempts: MAX_ATTEMPTS,
+        })
+    }
+
+    fn holders(&self) -> Result<Holders> {
+        let dir = LockDir::open(&self.dir)?;
+        match fstatat(dir.fd(), self.file_name.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => Ok(Holders::of_file(&st)),
+            Err(Errno::ENOENT) => Ok(Holders::default()),
+            Err(e) => Err(Error::io(format!("stat {}", self.path().display()), e)),
+        }
+    }
+
+    fn describe(&self) -> String {
+        self.label.clone()
+    }
+}
+
+/// True when `<dir>/<file_name>` is still the file open as `fd`.
+fn still_at_path(dir: &LockDir, file_name: &str, fd: &OwnedFd) -> Result<bool> {
+    let ours = fstat(fd).map_err(|e| Error::io(format!("stat lock file {file_name}"), e))?;
+    if ours.st_nlink == 0 {
+        return Ok(false);
+    }
+    match fstatat(dir.fd(), file_name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(now) => Ok(now.st_dev == ours.st_dev && now.st_ino == ours.st_ino),
+        Err(Errno::ENOENT) => Ok(false),
+        Err(e) => Err(Error::io(format!("stat lock file {file_name}"), e)),
+    }
+}
+
+/// A held file lock; dropping it releases the lock.
+///
+/// The lock belongs to the open file description. A child process that
+/// inherits [`FileGuard::as_fd`] shares it: the lock then stays held while
+/// either process keeps the descriptor, until [`FileGuard::release`] or the
+/// drop unlocks it for all of them at once.
+#[derive(Debug)]
+pub struct FileGuard {
+    fd: OwnedFd,
+    path: PathBuf,
+    mode: Mode,
+    stamp: Option<u64>,
+    acquired: Instant,
+}
+
+impl FileGuard {
+    fn new(fd: OwnedFd, path: PathBuf, mode: Mode) -> FileGuard {
+        let stamp = since_stamp::stamp(fd.as_fd(), SystemTime::now());
+        FileGuard {
+            fd,
+            path,
+            mode,
+            stamp,
+            acquired: Instant::now(),
+        }
+    }
+
+    /// The locked descriptor, for handing to a child process.
+    pub fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// The lock file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The mode the lock is held in.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// How long the lock has been held.
+    pub fn held_for(&self) -> Duration {
+        self.acquired.elapsed()
+    }
+
+    /// Releases the lock now, reporting a failure that a drop would hide.
+    pub fn release(mut self) -> Result<()> {
+        self.unlock()
+    }
+
+    fn unlock(&mut self) -> Result<()> {
+        if let Some(offset) = self.stamp.take() {
+            since_stamp::remove(self.fd.as_fd(), offset);
+        }
+        flock_wait::unlock(self.fd.as_fd())
+            .map_err(|e| Error::io(format!("unlock {}", self.path.display()), e))
+    }
+}
+
+impl Drop for FileGuard {
+    fn drop(&mut self) {
+        let _ = self.unlock();
+    }
+}

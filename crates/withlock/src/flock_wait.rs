@@ -1,0 +1,256 @@
+//! Taking a flock(2) lock, waiting in the kernel, with an optional deadline.
+//!
+//! Linux only. A blocked `flock()` cannot be given a timeout, so a deadline
+//! is a POSIX timer (`timer_create`, `CLOCK_MONOTONIC`, `SIGEV_THREAD_ID`)
+//! that sends a real-time signal, [`timer_signal`], to the waiting thread
+//! alone. Its handler does nothing and is installed without `SA_RESTART`, so
+//! the blocked `flock()` returns `EINTR` and we see the deadline has passed.
+//! After the first expiry the timer fires again every millisecond, so a
+//! signal that lands just before the thread enters `flock()` cannot leave it
+//! blocked. There is no polling: until the deadline the thread sleeps in the
+//! kernel and wakes only when the lock is released.
+//!
+//! The handler for [`timer_signal`] is installed process-wide the first time
+//! a deadline is used; a host program that uses that signal itself should
+//! not use timed waits.
+
+use std::io;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use crate::request::Mode;
+
+/// How a lock attempt ended, other than with an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// The lock is ours.
+    Locked,
+    /// Someone holds it and we were not to wait.
+    Busy,
+    /// The deadline passed.
+    TimedOut,
+    /// The interrupt check asked us to stop.
+    Interrupted,
+}
+
+/// The signal that interrupts a wait at its deadline: `SIGRTMIN + 5`.
+pub fn timer_signal() -> i32 {
+    libc::SIGRTMIN() + 5
+}
+
+fn operation(mode: Mode) -> i32 {
+    match mode {
+        Mode::Exclusive => libc::LOCK_EX,
+        Mode::Shared => libc::LOCK_SH,
+    }
+}
+
+fn flock(fd: BorrowedFd<'_>, op: i32) -> io::Result<()> {
+    // SAFETY: flock only reads the descriptor number, which `fd` keeps open.
+    if unsafe { libc::flock(fd.as_raw_fd(), op) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+fn is_busy(err: &io::Error) -> bool {
+    err.raw_os_error() == Some(libc::EWOULDBLOCK)
+}
+
+fn is_interrupt(err: &io::Error) -> bool {
+    err.raw_os_error() == Some(libc::EINTR)
+}
+
+/// Tries once, without blocking.
+pub(crate) fn try_lock(fd: BorrowedFd<'_>, mode: Mode) -> io::Result<Outcome> {
+    loop {
+        match flock(fd, operation(mode) | libc::LOCK_NB) {
+            Ok(()) => return Ok(Outcome::Locked),
+            Err(e) if is_busy(&e) => return Ok(Outcome::Busy),
+            Err(e) if is_interrupt(&e) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Blocks until the lock is ours, the deadline passes or `interrupted()`
+/// says to stop (it is asked each time a signal interrupts the wait).
+pub(crate) fn lock(
+    fd: BorrowedFd<'_>,
+    mode: Mode,
+    deadline: Option<Instant>,
+    interrupted: &mut dyn FnMut() -> bool,
+) -> io::Result<Outcome> {
+    let _timer = match deadline {
+        Some(deadline) => Some(DeadlineTimer::arm(deadline)?),
+        None => None,
+    };
+    loop {
+        match flock(fd, operation(mode)) {
+            Ok(()) => return Ok(Outcome::Locked),
+            Err(e) if is_interrupt(&e) => {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return Ok(Outcome::TimedOut);
+                }
+                if interrupted() {
+                    return Ok(Outcome::Interrupted);
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Releases a lock held through `fd`, for every descriptor sharing it.
+pub(crate) fn unlock(fd: BorrowedFd<'_>) -> io::Result<()> {
+    flock(fd, libc::LOCK_UN)
+}
+
+/// A POSIX timer that signals the calling thread at a deadline, then every
+/// millisecond until dropped.
+struct DeadlineTimer {
+    id: libc::timer_t,
+    signal_was_blocked: bool,
+}
+
+/// How often the timer fires again once the deadline has passed.
+const REFIRE: Duration = Duration::from_millis(1);
+
+impl DeadlineTimer {
+    fn arm(deadline: Instant) -> io::Result<DeadlineTimer> {
+        install_noop_handler();
+        let signal = timer_signal();
+        let signal_was_blocked = set_signal_blocked(signal, false)?;
+        // SAFETY: an all-zero sigevent is a valid value; we fill in the fields
+        // SIGEV_THREAD_ID reads.
+        let mut event: libc::sigevent = unsafe { MaybeUninit::zeroed().assume_init() };
+        event.sigev_notify = libc::SIGEV_THREAD_ID;
+        event.sigev_signo = signal;
+        // SAFETY: gettid has no preconditions.
+        event.sigev_notify_thread_id = unsafe { libc::gettid() };
+        let mut id: libc::timer_t = std::ptr::null_mut();
+        // SAFETY: `event` and `id` are valid for the call; the kernel copies them.
+        if unsafe { libc::timer_create(libc::CLOCK_MONOTONIC, &mut event, &mut id) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let timer = DeadlineTimer {
+            id,
+            signal_was_blocked,
+        };
+        // A zero it_value would disarm the timer, so wait at least 1 ns.
+        let first = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_nanos(1));
+        let spec = libc::itimerspec {
+            it_interval: timespec(REFIRE),
+            it_value: timespec(first),
+        };
+        // SAFETY: `timer.id` is the timer just created; `spec` is valid.
+        if unsafe { libc::timer_settime(timer.id, 0, &spec, std::ptr::null_mut()) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(timer)
+    }
+}
+
+impl Drop for DeadlineTimer {
+    fn drop(&mut self) {
+        // SAFETY: the timer was created by `arm` and is deleted only here.
+        unsafe { libc::timer_delete(self.id) };
+        if self.signal_was_blocked {
+            let _ = set_signal_blocked(timer_signal(), true);
+        }
+    }
+}
+
+fn timespec(d: Duration) -> libc::timespec {
+    libc::timespec {
+        tv_sec: d.as_secs() as libc::time_t,
+        tv_nsec: d.subsec_nanos() as libc::c_long,
+    }
+}
+
+extern "C" fn noop_handler(_: libc::c_int) {}
+
+fn install_noop_handler() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        // SAFETY: an all-zero sigaction is valid; we set the handler and an
+        // empty mask, and no SA_RESTART so that flock() returns EINTR. The
+        // handler touches nothing, so it is async-signal-safe.
+        unsafe {
+            let mut action: libc::sigaction = MaybeUninit::zeroed().assume_init();
+            action.sa_sigaction = noop_handler as *const () as libc::sighandler_t;
+            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigaction(timer_signal(), &action, std::ptr::null_mut());
+        }
+    });
+}
+
+/// Blocks or unblocks `signal` in this thread; returns whether it was blocked.
+fn set_signal_blocked(signal: i32, blocked: bool) -> io::Result<bool> {
+    // SAFETY: the sets are initialised by sigemptyset before use, and
+    // pthread_sigmask only changes this thread's mask.
+    unsafe {
+        let mut set: libc::sigset_t = MaybeUninit::zeroed().assume_init();
+        let mut old: libc::sigset_t = MaybeUninit::zeroed().assume_init();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, signal);
+        let how = if blocked {
+            libc::SIG_BLOCK
+        } else {
+            libc::SIG_UNBLOCK
+        };
+        let rc = libc::pthread_sigmask(how, &set, &mut old);
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(rc));
+        }
+        Ok(libc::sigismember(&old, signal) == 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs::File;
+    use std::os::fd::AsFd;
+
+    fn lock_file() -> (tempfile::TempDir, File, File) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.lock");
+        let a = File::create(&path).unwrap();
+        let b = File::open(&path).unwrap();
+        (dir, a, b)
+    }
+
+    #[test]
+    fn exclusive_excludes_and_shared_shares() {
+        let (_dir, a, b) = lock_file();
+        assert_eq!(try_lock(a.as_fd(), Mode::Shared).unwrap(), Outcome::Locked);
+        assert_eq!(try_lock(b.as_fd(), Mode::Shared).unwrap(), Outcome::Locked);
+        unlock(b.as_fd()).unwrap();
+        assert_eq!(try_lock(b.as_fd(), Mode::Exclusive).unwrap(), Outcome::Busy);
+        unlock(a.as_fd()).unwrap();
+        assert_eq!(try_lock(b.as_fd(), Mode::Exclusive).unwrap(), Outcome::Locked);
+    }
+
+    #[test]
+    fn deadline_ends_a_blocked_wait() {
+        let (_dir, a, b) = lock_file();
+        try_lock(a.as_fd(), Mode::Exclusive).unwrap();
+        let deadline = Instant::now() + Duration::from_millis(50);
+        let outcome = lock(b.as_fd(), Mode::Exclusive, Some(deadline), &mut || false).unwrap();
+        assert_eq!(outcome, Outcome::TimedOut);
+        assert!(Instant::now() >= deadline);
+    }
+
+    #[test]
+    fn a_free_lock_is_taken_even_with_a_past_deadline() {
+        let (_dir, a, _b) = lock_file();
+        let outcome = lock(a.as_fd(), Mode::Exclusive, Some(Instant::now()), &mut || false);
+        assert_eq!(outcome.unwrap(), Outcome::Locked);
+    }
+}

@@ -1,0 +1,262 @@
+//! Who holds a lock: pid, user, command line and since when.
+//!
+//! Linux only. The holders of a lock file are its flock entries in
+//! `/proc/locks`; each pid is then looked up in `/proc/<pid>/status` (user)
+//! and `/proc/<pid>/cmdline` (command), which every user may read unless
+//! /proc is mounted with `hidepid`. "Since" comes from the holder's stamp
+//! (see [`crate::since_stamp`]); holders that set no stamp, such as
+//! flock(1), show how long their process has been running instead.
+
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use nix::errno::Errno;
+use nix::sys::signal::kill;
+use nix::sys::stat::FileStat;
+use nix::unistd::Pid;
+
+use crate::escape;
+use crate::ownership;
+use crate::proc_locks::{self, Entry, FileId, Kind};
+use crate::request::Mode;
+use crate::since_stamp;
+
+/// One process holding, or waiting for, a lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    /// The process that took the lock (or asked for it).
+    pub pid: i32,
+    /// Exclusive or shared.
+    pub mode: Mode,
+    /// Its real user id, if the process is still there to ask.
+    pub uid: Option<u32>,
+    /// Its user name, or `uid N` when the account has no name.
+    pub user: Option<String>,
+    /// Its command line, unescaped; `None` if it cannot be read.
+    pub command: Option<Vec<Vec<u8>>>,
+    /// When it took the lock, if it said so (withlock holders do).
+    pub since: Option<SystemTime>,
+    /// When its process started.
+    pub started: Option<SystemTime>,
+    /// False when the pid has exited: a process that inherited the lock
+    /// descriptor from it (for example the command of a killed withlock)
+    /// holds the lock now.
+    pub running: bool,
+}
+
+impl Holder {
+    fn from_entry(entry: &Entry, stamps: &[Entry]) -> Holder {
+        let proc_dir = format!("/proc/{}", entry.pid);
+        let uid = std::fs::read_to_string(format!("{proc_dir}/status"))
+            .ok()
+            .and_then(|status| real_uid(&status));
+        let command = std::fs::read(format!("{proc_dir}/cmdline"))
+            .ok()
+            .map(|raw| split_cmdline(&raw))
+            .filter(|args| !args.is_empty());
+        let since = stamps
+            .iter()
+            .filter(|s| s.pid == entry.pid)
+            .find_map(|s| since_stamp::decode(s.start));
+        Holder {
+            pid: entry.pid,
+            mode: if entry.write {
+                Mode::Exclusive
+            } else {
+                Mode::Shared
+            },
+            uid,
+            user: uid.map(ownership::user_name),
+            command,
+            since,
+            started: process_start(&proc_dir),
+            running: is_running(entry.pid),
+        }
+    }
+
+    /// The command line, escaped so it is safe to print.
+    pub fn command_line(&self) -> Option<String> {
+        self.command.as_deref().map(escape::command_line)
+    }
+
+    /// How long it has held the lock, when that is known.
+    pub fn held_for(&self) -> Option<Duration> {
+        self.since
+            .and_then(|since| SystemTime::now().duration_since(since).ok())
+    }
+}
+
+impl fmt::Display for Holder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "pid {}", self.pid)?;
+        if !self.running {
+            return f.write_str(" (exited; a process it started still holds the lock)");
+        }
+        if let Some(user) = &self.user {
+            write!(f, " ({})", escape::text(user))?;
+        }
+        match (self.held_for(), self.started) {
+            (Some(held), _) => write!(f, " for {}", human_duration(held))?,
+            (None, Some(started)) => {
+                if let Ok(age) = SystemTime::now().duration_since(started) {
+                    write!(f, ", running for {}", human_duration(age))?;
+                }
+            }
+            (None, None) => {}
+        }
+        if let Some(command) = self.command_line() {
+            write!(f, ": {command}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The holders of one lock, as far as this user can see them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Holders {
+    /// Processes that hold the lock now.
+    pub holders: Vec<Holder>,
+    /// Processes blocked waiting for it, in the order the kernel lists them.
+    pub waiters: Vec<Holder>,
+}
+
+impl Holders {
+    /// Looks up who holds, and who waits for, the file with status `file`.
+    pub fn of_file(file: &FileStat) -> Holders {
+        let Ok(entries) = proc_locks::read() else {
+            return Holders::default();
+        };
+        let entries = proc_locks::on_file(&entries, FileId::of(file));
+        let flocks = |blocked: bool| {
+            entries
+                .iter()
+                .filter(move |e| e.kind == Kind::Flock && e.blocked == blocked)
+        };
+        let stamps: Vec<Entry> = entries
+            .iter()
+            .filter(|e| e.kind == Kind::Posix && !e.blocked)
+            .cloned()
+            .collect();
+        Holders {
+            holders: flocks(false).map(|e| Holder::from_entry(e, &stamps)).collect(),
+            waiters: flocks(true).map(|e| Holder::from_entry(e, &[])).collect(),
+        }
+    }
+
+    /// True when nobody holds the lock.
+    pub fn is_empty(&self) -> bool {
+        self.holders.is_empty()
+    }
+}
+
+impl fmt::Display for Holders {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.holders.as_slice() {
+            [] => f.write_str(
+                "held by a process this user cannot see (another PID namespace or machine)",
+            ),
+            [only] => write!(f, "held {} by {only}", only.mode),
+            [first, rest @ ..] => write!(
+                f,
+                "held {} by {} processes: {first} (and {} more)",
+                first.mode,
+                rest.len() + 1,
+                rest.len()
+            ),
+        }
+    }
+}
+
+/// True unless the pid is gone; a process we may not signal is still there.
+fn is_running(pid: i32) -> bool {
+    kill(Pid::from_raw(pid), None) != Err(Errno::ESRCH)
+}
+
+fn real_uid(status: &str) -> Option<u32> {
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().next())
+        .and_then(|uid| uid.parse().ok())
+}
+
+fn split_cmdline(raw: &[u8]) -> Vec<Vec<u8>> {
+    let raw = raw.strip_suffix(b"\0").unwrap_or(raw);
+    if raw.is_empty() {
+        return Vec::new();
+    }
+    raw.split(|&b| b == 0).map(<[u8]>::to_vec).collect()
+}
+
+/// When the process whose /proc directory is `proc_dir` started.
+fn process_start(proc_dir: &str) -> Option<SystemTime> {
+    let stat = std::fs::read_to_string(format!("{proc_dir}/stat")).ok()?;
+    // The command name in parentheses may hold spaces; fields follow the last ')'.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let start_ticks: u64 = after_name.split_whitespace().nth(19)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let ticks_per_second = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).ok()?;
+    let boot = boot_time()?;
+    boot.checked_add(Duration::from_millis(
+        start_ticks * 1000 / ticks_per_second.max(1),
+    ))
+}
+
+fn boot_time() -> Option<SystemTime> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let secs: u64 = stat
+        .lines()
+        .find_map(|line| line.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(secs))
+}
+
+/// "850ms", "12.3s", "4m05s", "2h03m".
+pub fn human_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    if d < Duration::from_secs(1) {
+        format!("{}ms", d.as_millis())
+    } else if secs < 60 {
+        format!("{:.1}s", d.as_secs_f64())
+    } else if secs < 3600 {
+        format!("{}m{:02}s", secs / 60, secs % 60)
+    } else {
+        format!("{}h{:02}m", secs / 3600, secs % 3600 / 60)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_real_uid() {
+        let status = "Name:\tsleep\nUid:\t1000\t1001\t1002\t1003\nGid:\t5\n";
+        assert_eq!(real_uid(status), Some(1000));
+    }
+
+    #[test]
+    fn splits_a_cmdline() {
+        assert_eq!(
+            split_cmdline(b"sh\0-c\0echo hi\0"),
+            vec![b"sh".to_vec(), b"-c".to_vec(), b"echo hi".to_vec()]
+        );
+        assert!(split_cmdline(b"").is_empty());
+    }
+
+    #[test]
+    fn formats_durations_for_people() {
+        assert_eq!(human_duration(Duration::from_millis(850)), "850ms");
+        assert_eq!(human_duration(Duration::from_millis(12_340)), "12.3s");
+        assert_eq!(human_duration(Duration::from_secs(245)), "4m05s");
+        assert_eq!(human_duration(Duration::from_secs(7380)), "2h03m");
+    }
+
+    #[test]
+    fn this_process_start_is_in_the_past() {
+        let started = process_start(&format!("/proc/{}", std::process::id())).unwrap();
+        assert!(started <= SystemTime::now());
+    }
+}

@@ -1,0 +1,41 @@
+//! Named locks that are kernel-backed, multi-user and safe in shared
+//! directories: the protocol behind the `withlock` command.
+//!
+//! Linux only: the lock is flock(2) on a lock file, and the holder is read
+//! from `/proc/locks` and `/proc/<pid>`.
+//!
+//! ```no_run
+//! use withlock::{FileLock, Lock, Mode};
+//!
+//! let lock = FileLock::named("deploy", None)?.with_mode(Mode::Exclusive);
+//! match lock.try_acquire() {
+//!     Ok(_guard) => println!("deploying"),
+//!     Err(e) if e.is_conflict() => eprintln!("{e}"),
+//!     Err(e) => return Err(e.into()),
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![deny(missing_docs)]
+
+mod error;
+pub mod escape;
+mod file_lock;
+mod flock_wait;
+mod holder;
+mod lock;
+pub mod lock_dir;
+mod lock_file;
+mod name;
+mod ownership;
+mod proc_locks;
+mod request;
+mod since_stamp;
+
+pub use error::{Error, Result};
+pub use file_lock::{FileGuard, FileLock};
+pub use flock_wait::timer_signal;
+pub use holder::{Holder, Holders, human_duration};
+pub use lock::{Lock, with_lock};
+pub use lock_file::LOCK_FILE_MODE;
+pub use name::{LockName, MAX_NAME_LEN};
+pub use request::{Mode, Wait};

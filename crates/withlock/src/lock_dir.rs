@@ -1,0 +1,220 @@
+//! The directory that holds named lock files: its default, and the check that
+//! nobody else can swap lock files in it.
+//!
+//! Linux only. The default is `/run/lock`, the FHS directory for lock files:
+//! it exists on every systemd and sysvinit distribution, is world-writable
+//! with the sticky bit (so every user, root included, can create a lock file
+//! there and nobody can delete another user's), is not per-service private
+//! the way `/tmp` is under systemd's `PrivateTmp=`, and is never aged by
+//! tmpfiles cleaning, which could otherwise delete a held lock file. Where it
+//! is missing (some containers) the fallback is `/tmp`.
+//!
+//! A directory is refused when another unprivileged user could replace a
+//! lock file in it: when it, or any directory above it, is writable by group
+//! or others without the sticky bit, or is owned by a user who is neither
+//! root nor the caller.
+
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, open};
+use nix::sys::stat::{FileStat, Mode, fstat, stat};
+use nix::unistd::geteuid;
+
+use crate::error::{Error, Result};
+use crate::ownership;
+
+/// The preferred default lock directory.
+pub const DEFAULT_DIR: &str = "/run/lock";
+/// The default when [`DEFAULT_DIR`] does not exist.
+pub const FALLBACK_DIR: &str = "/tmp";
+
+/// The directory named locks live in when none is given.
+pub fn default_dir() -> PathBuf {
+    if Path::new(DEFAULT_DIR).is_dir() {
+        PathBuf::from(DEFAULT_DIR)
+    } else {
+        PathBuf::from(FALLBACK_DIR)
+    }
+}
+
+/// An open, checked lock directory. Lock files are opened relative to its
+/// descriptor, so a rename of the path after the check changes nothing.
+#[derive(Debug)]
+pub struct LockDir {
+    path: PathBuf,
+    fd: OwnedFd,
+}
+
+impl LockDir {
+    /// Opens `path` and refuses it unless it is a directory that no other
+    /// unprivileged user can swap files in.
+    pub fn open(path: &Path) -> Result<LockDir> {
+        let fd = open(
+            path,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|errno| open_error(path, errno))?;
+        let dir = LockDir {
+            path: path.to_owned(),
+            fd,
+        };
+        let st = fstat(&dir.fd).map_err(|e| Error::io(format!("stat {}", path.display()), e))?;
+        check_safe(path, &st, geteuid().as_raw())?;
+        dir.check_ancestors()?;
+        Ok(dir)
+    }
+
+    /// The path the directory was opened by.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The open directory, for `openat`.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Checks every directory above this one: whoever may rename a parent
+    /// may swap the whole lock directory.
+    fn check_ancestors(&self) -> Result<()> {
+        let real = std::fs::canonicalize(&self.path)
+            .map_err(|e| Error::io(format!("resolve {}", self.path.display()), e))?;
+        let euid = geteuid().as_raw();
+        for ancestor in real.ancestors().skip(1) {
+            let st =
+                stat(ancestor).map_err(|e| Error::io(format!("stat {}", ancestor.display()), e))?;
+            check_safe(ancestor, &st, euid).map_err(|err| match err {
+                Error::UnsafeDir { dir, reason } => Error::UnsafeDir {
+                    dir: self.path.clone(),
+                    reason: format!("its parent {}: {reason}", dir.display()),
+                },
+                other => other,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+fn open_error(path: &Path, errno: Errno) -> Error {
+    let unusable = |reason: String| Error::UnusableDir {
+        dir: path.to_owned(),
+        reason,
+    };
+    match errno {
+        Errno::ENOENT => unusable(format!(
+            "does not exist: create it (mkdir -p {}) or choose another with --dir",
+            path.display()
+        )),
+        Errno::ENOTDIR => unusable("is not a directory: choose a directory with --dir".into()),
+        Errno::EACCES => Error::PermissionDenied {
+            path: path.to_owned(),
+            detail: match stat(path) {
+                Ok(st) => format!(
+                    "the directory is {}; choose a directory you can search with --dir",
+                    ownership::describe(&st)
+                ),
+                Err(_) => "a directory above it cannot be searched; choose another with --dir"
+                    .into(),
+            },
+        },
+        other => Error::io(format!("open lock directory {}", path.display()), other),
+    }
+}
+
+/// Refuses a directory whose entries another unprivileged user could replace.
+fn check_safe(dir: &Path, st: &FileStat, euid: u32) -> Result<()> {
+    let mode = st.st_mode & 0o7777;
+    let unsafe_dir = |reason: String| Error::UnsafeDir {
+        dir: dir.to_owned(),
+        reason,
+    };
+    if mode & 0o022 != 0 && mode & 0o1000 == 0 {
+        return Err(unsafe_dir(format!(
+            "it is writable by {} without the sticky bit (mode {mode:04o}), so another user \
+             could replace lock files; run chmod +t {} or use another directory",
+            if mode & 0o002 != 0 { "everyone" } else { "its group" },
+            quote(dir.as_os_str()),
+        )));
+    }
+    if st.st_uid != 0 && st.st_uid != euid {
+        return Err(unsafe_dir(format!(
+            "it is owned by {}, who could replace lock files; use a directory owned by \
+             root or by you",
+            ownership::user_name(st.st_uid)
+        )));
+    }
+    Ok(())
+}
+
+fn quote(path: &OsStr) -> String {
+    let text = String::from_utf8_lossy(path.as_bytes());
+    let plain = text
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/._-+".contains(c));
+    if plain {
+        text.into_owned()
+    } else {
+        format!("'{}'", text.replace('\'', r"'\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn dir_with_mode(mode: u32) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(mode)).unwrap();
+        dir
+    }
+
+    #[test]
+    fn accepts_a_private_directory_and_a_sticky_shared_one() {
+        for mode in [0o700, 0o755, 0o1777, 0o1775] {
+            let dir = dir_with_mode(mode);
+            LockDir::open(dir.path()).unwrap_or_else(|e| panic!("{mode:o}: {e}"));
+        }
+    }
+
+    #[test]
+    fn refuses_writable_by_others_without_sticky_bit() {
+        for mode in [0o777, 0o775, 0o757] {
+            let dir = dir_with_mode(mode);
+            let err = LockDir::open(dir.path()).unwrap_err();
+            assert!(matches!(err, Error::UnsafeDir { .. }), "{mode:o}: {err}");
+            assert!(err.to_string().contains("chmod +t"), "{err}");
+        }
+    }
+
+    #[test]
+    fn refuses_a_directory_below_an_unsafe_one() {
+        let outer = dir_with_mode(0o777);
+        let inner = outer.path().join("locks");
+        std::fs::create_dir(&inner).unwrap();
+        let err = LockDir::open(&inner).unwrap_err();
+        assert!(err.to_string().contains("its parent"), "{err}");
+    }
+
+    #[test]
+    fn missing_directory_says_how_to_create_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = LockDir::open(&dir.path().join("nope")).unwrap_err();
+        assert!(matches!(err, Error::UnusableDir { .. }));
+        assert!(err.to_string().contains("mkdir -p"), "{err}");
+    }
+
+    #[test]
+    fn a_file_is_not_a_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        std::fs::write(&file, "").unwrap();
+        let err = LockDir::open(&file).unwrap_err();
+        assert!(err.to_string().contains("not a directory"), "{err}");
+    }
+}

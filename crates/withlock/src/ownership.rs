@@ -1,0 +1,21 @@
+//! Words for who owns a file, for error messages ("owned by alice, mode 0600").
+
+use nix::sys::stat::FileStat;
+use nix::unistd::{Uid, User};
+
+/// The user name for `uid`, or the number when the account is unknown.
+pub fn user_name(uid: u32) -> String {
+    match User::from_uid(Uid::from_raw(uid)) {
+        Ok(Some(user)) => user.name,
+        _ => format!("uid {uid}"),
+    }
+}
+
+/// "owned by alice, mode 0600" for a file's status.
+pub fn describe(stat: &FileStat) -> String {
+    format!(
+        "owned by {}, mode {:04o}",
+        user_name(stat.st_uid),
+        stat.st_mode & 0o7777
+    )
+}
