@@ -14,6 +14,7 @@ use crate::holder::Holders;
 /// Errors raised by the code that runs under the lock are never turned into
 /// this type: see [`crate::with_lock`].
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// The lock name breaks the naming rules.
     #[error("invalid lock name {name:?}: {reason}")]

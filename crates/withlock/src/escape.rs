@@ -19,7 +19,8 @@ pub fn argument(arg: &[u8]) -> String {
             let _ = write!(out, "\\x{byte:02x}");
         }
     }
-    let needs_quotes = arg.is_empty() || out.chars().any(|c| c.is_whitespace() || "'\"".contains(c));
+    let needs_quotes =
+        arg.is_empty() || out.chars().any(|c| c.is_whitespace() || "'\"".contains(c));
     if needs_quotes {
         format!("'{}'", out.replace('\'', "\\'"))
     } else {
@@ -85,7 +86,10 @@ mod tests {
         let shown = argument(evil);
         assert!(!shown.chars().any(|c| c.is_control()), "{shown:?}");
         assert!(shown.starts_with("\\u{1b}]0;pwned\\u{7}"), "{shown}");
-        assert!(shown.contains("\\x9b"), "a lone C1 byte is not UTF-8: {shown}");
+        assert!(
+            shown.contains("\\x9b"),
+            "a lone C1 byte is not UTF-8: {shown}"
+        );
     }
 
     #[test]
@@ -96,7 +100,10 @@ mod tests {
 
     #[test]
     fn spaces_and_empty_arguments_are_quoted() {
-        assert_eq!(command_line(&["sh", "-c", "echo hi", ""]), "sh -c 'echo hi' ''");
+        assert_eq!(
+            command_line(&["sh", "-c", "echo hi", ""]),
+            "sh -c 'echo hi' ''"
+        );
         assert_eq!(argument(b"line\nbreak"), "line\\nbreak");
     }
 }

@@ -108,7 +108,13 @@ impl FileLock {
         &self.label
     }
 
-    fn attempt(&self, fd: BorrowedFd<'_>, wait: Wait, start: Instant, interrupted: &mut dyn FnMut() -> bool) -> Result<Outcome> {
+    fn attempt(
+        &self,
+        fd: BorrowedFd<'_>,
+        wait: Wait,
+        start: Instant,
+        interrupted: &mut dyn FnMut() -> bool,
+    ) -> Result<Outcome> {
         let io = |e: std::io::Error| Error::io(format!("lock {}", self.path().display()), e);
         let first = flock_wait::try_lock(fd, self.mode).map_err(io)?;
         let outcome = match (first, wait) {
@@ -142,11 +148,7 @@ impl FileLock {
 impl Lock for FileLock {
     type Guard = FileGuard;
 
-    fn acquire_with(
-        &self,
-        wait: Wait,
-        interrupted: &mut dyn FnMut() -> bool,
-    ) -> Result<FileGuard> {
+    fn acquire_with(&self, wait: Wait, interrupted: &mut dyn FnMut() -> bool) -> Result<FileGuard> {
         let dir = LockDir::open(&self.dir)?;
         let start = Instant::now();
         for _ in 0..MAX_ATTEMPTS {
@@ -178,7 +180,11 @@ impl Lock for FileLock {
 
     fn holders(&self) -> Result<Holders> {
         let dir = LockDir::open(&self.dir)?;
-        match fstatat(dir.fd(), self.file_name.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+        match fstatat(
+            dir.fd(),
+            self.file_name.as_str(),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        ) {
             Ok(st) => Ok(Holders::of_file(&st)),
             Err(Errno::ENOENT) => Ok(Holders::default()),
             Err(e) => Err(Error::io(format!("stat {}", self.path().display()), e)),

@@ -234,7 +234,10 @@ mod tests {
         unlock(b.as_fd()).unwrap();
         assert_eq!(try_lock(b.as_fd(), Mode::Exclusive).unwrap(), Outcome::Busy);
         unlock(a.as_fd()).unwrap();
-        assert_eq!(try_lock(b.as_fd(), Mode::Exclusive).unwrap(), Outcome::Locked);
+        assert_eq!(
+            try_lock(b.as_fd(), Mode::Exclusive).unwrap(),
+            Outcome::Locked
+        );
     }
 
     #[test]
@@ -250,7 +253,12 @@ mod tests {
     #[test]
     fn a_free_lock_is_taken_even_with_a_past_deadline() {
         let (_dir, a, _b) = lock_file();
-        let outcome = lock(a.as_fd(), Mode::Exclusive, Some(Instant::now()), &mut || false);
+        let outcome = lock(
+            a.as_fd(),
+            Mode::Exclusive,
+            Some(Instant::now()),
+            &mut || false,
+        );
         assert_eq!(outcome.unwrap(), Outcome::Locked);
     }
 }

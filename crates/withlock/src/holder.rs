@@ -138,7 +138,9 @@ impl Holders {
             .cloned()
             .collect();
         Holders {
-            holders: flocks(false).map(|e| Holder::from_entry(e, &stamps)).collect(),
+            holders: flocks(false)
+                .map(|e| Holder::from_entry(e, &stamps))
+                .collect(),
             waiters: flocks(true).map(|e| Holder::from_entry(e, &[])).collect(),
         }
     }

@@ -15,8 +15,11 @@ pub trait Lock {
     /// Acquires the lock, waiting as `wait` says. `interrupted` is asked
     /// each time a signal interrupts the wait; returning true stops it with
     /// [`crate::Error::Interrupted`].
-    fn acquire_with(&self, wait: Wait, interrupted: &mut dyn FnMut() -> bool)
-    -> Result<Self::Guard>;
+    fn acquire_with(
+        &self,
+        wait: Wait,
+        interrupted: &mut dyn FnMut() -> bool,
+    ) -> Result<Self::Guard>;
 
     /// Who holds, and who waits for, the lock now.
     fn holders(&self) -> Result<Holders>;

@@ -118,8 +118,9 @@ fn open_error(path: &Path, errno: Errno) -> Error {
                     "the directory is {}; choose a directory you can search with --dir",
                     ownership::describe(&st)
                 ),
-                Err(_) => "a directory above it cannot be searched; choose another with --dir"
-                    .into(),
+                Err(_) => {
+                    "a directory above it cannot be searched; choose another with --dir".into()
+                }
             },
         },
         other => Error::io(format!("open lock directory {}", path.display()), other),
@@ -137,7 +138,11 @@ fn check_safe(dir: &Path, st: &FileStat, euid: u32) -> Result<()> {
         return Err(unsafe_dir(format!(
             "it is writable by {} without the sticky bit (mode {mode:04o}), so another user \
              could replace lock files; run chmod +t {} or use another directory",
-            if mode & 0o002 != 0 { "everyone" } else { "its group" },
+            if mode & 0o002 != 0 {
+                "everyone"
+            } else {
+                "its group"
+            },
             quote(dir.as_os_str()),
         )));
     }

@@ -93,7 +93,12 @@ fn create_new(dir: &LockDir, file_name: &str, path: &PathBuf) -> Result<Option<O
         | OFlag::O_NOFOLLOW
         | OFlag::O_NOCTTY
         | OFlag::O_CLOEXEC;
-    match openat(dir.fd(), file_name, flags, Mode::from_bits_truncate(LOCK_FILE_MODE)) {
+    match openat(
+        dir.fd(),
+        file_name,
+        flags,
+        Mode::from_bits_truncate(LOCK_FILE_MODE),
+    ) {
         Ok(fd) => {
             // The umask narrowed the mode; widen it through the descriptor,
             // which can only name the file this call created.
@@ -200,8 +205,11 @@ mod tests {
         let target = tmp.path().join("victim");
         std::fs::write(&target, "precious").unwrap();
         std::os::unix::fs::symlink(&target, tmp.path().join("link.lock")).unwrap();
-        nix::unistd::mkfifo(&tmp.path().join("fifo.lock"), Mode::from_bits_truncate(0o666))
-            .unwrap();
+        nix::unistd::mkfifo(
+            &tmp.path().join("fifo.lock"),
+            Mode::from_bits_truncate(0o666),
+        )
+        .unwrap();
         std::fs::create_dir(tmp.path().join("dir.lock")).unwrap();
         for (name, kind) in [
             ("link.lock", "symbolic link"),

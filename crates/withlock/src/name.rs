@@ -75,7 +75,9 @@ mod tests {
     #[test]
     fn refuses_everything_else() {
         let too_long = "n".repeat(129);
-        for bad in ["", ".hidden", "a b", "a/b", "..", "é", "a\nb", "a*", &too_long] {
+        for bad in [
+            "", ".hidden", "a b", "a/b", "..", "é", "a\nb", "a*", &too_long,
+        ] {
             let err = LockName::new(bad).unwrap_err();
             assert!(matches!(err, Error::InvalidName { .. }), "{bad:?}: {err}");
         }

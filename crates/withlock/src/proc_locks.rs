@@ -139,17 +139,27 @@ mod tests {
         };
         let mine = on_file(&entries, file);
         assert_eq!(mine.len(), 3);
-        assert_eq!((mine[0].kind, mine[0].blocked, mine[0].write), (Kind::Flock, false, true));
+        assert_eq!(
+            (mine[0].kind, mine[0].blocked, mine[0].write),
+            (Kind::Flock, false, true)
+        );
         assert_eq!((mine[0].pid, mine[1].pid), (4242, 4343));
         assert!(mine[1].blocked && !mine[1].write);
-        assert_eq!((mine[2].kind, mine[2].start), (Kind::Posix, 1764150000000000));
+        assert_eq!(
+            (mine[2].kind, mine[2].start),
+            (Kind::Posix, 1764150000000000)
+        );
     }
 
     #[test]
     fn reads_hex_devices_and_skips_odd_lines() {
         let entries = parse(SAMPLE);
         assert_eq!(entries[3].file.major, 0xfd);
-        assert_eq!(entries.len(), 4, "the LEASE line has an extra field and is skipped");
+        assert_eq!(
+            entries.len(),
+            4,
+            "the LEASE line has an extra field and is skipped"
+        );
     }
 
     #[test]

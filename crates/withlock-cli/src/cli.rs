@@ -1,0 +1,135 @@
+//! The command line, as clap parses it.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::exit_code;
+
+const EXAMPLES: &str = "\
+Examples:
+  withlock deploy -- ./script deploy        wait for the lock, then deploy
+  withlock -n nightly -- ./backup.sh        skip this run if the last one still runs
+  withlock -w 30 build -- make              give up after 30 seconds (exit 75)
+  withlock -s artifacts -- ./read-only.sh   share the lock with other readers
+  withlock ./build.lock -- make             lock a file by path, like flock(1)
+";
+
+const EXIT_STATUS: &str = "\
+Exit status:
+  the command's own, or 128+N if it died of signal N
+  75   the lock is held (-n) or the wait timed out (-w); change with -E
+  64   bad usage: unknown option, invalid lock name or number
+  77   permission denied on the lock file or directory
+  78   unusable or unsafe lock directory, or no regular file at the lock path
+  71   any other system error
+  126  the command cannot be executed
+  127  the command was not found
+  130, 143, ...  interrupted by a signal while waiting (128+N); nothing ran
+";
+
+/// Run a command while holding a named lock.
+///
+/// The lock is flock(2) on <DIR>/<NAME>.lock, so it also excludes flock(1)
+/// on the same file. Waiting blocks in the kernel; a holder is named on
+/// conflict and while waiting.
+#[derive(Debug, Parser)]
+#[command(
+    name = "withlock",
+    version,
+    after_help = format!("{EXAMPLES}\n{EXIT_STATUS}"),
+    override_usage = "withlock [OPTIONS] NAME -- COMMAND [ARGS...]"
+)]
+pub struct Cli {
+    /// The lock: a name (letters, digits, '.', '_', '-'; at most 128 bytes)
+    /// for <DIR>/<NAME>.lock, or a lock file path if it contains '/'.
+    #[arg(value_name = "NAME")]
+    pub lock: String,
+
+    /// The command to run while holding the lock, without a shell.
+    #[arg(
+        value_name = "COMMAND",
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub command: Vec<OsString>,
+
+    /// Where named lock files live [default: /run/lock, or /tmp where that
+    /// is missing].
+    #[arg(long, value_name = "DIR", env = "WITHLOCK_DIR")]
+    pub dir: Option<PathBuf>,
+
+    /// Take a shared lock: any number of shared holders at once.
+    #[arg(short, long)]
+    pub shared: bool,
+
+    /// Take an exclusive lock (the default).
+    #[arg(short = 'x', long, conflicts_with = "shared")]
+    pub exclusive: bool,
+
+    /// Fail at once if the lock is held.
+    #[arg(short = 'n', long)]
+    pub no_wait: bool,
+
+    /// Give up after SECONDS (fractions allowed) [default: wait forever].
+    #[arg(
+        short = 'w',
+        long = "wait",
+        value_name = "SECONDS",
+        value_parser = parse_seconds,
+        conflicts_with = "no_wait"
+    )]
+    pub wait: Option<Duration>,
+
+    /// Exit status when the lock is held (-n) or the wait timed out (-w).
+    #[arg(
+        short = 'E',
+        long,
+        value_name = "N",
+        default_value_t = exit_code::CONFLICT
+    )]
+    pub conflict_exit_code: u8,
+
+    /// Print no messages except errors: not the holder on conflict, not the
+    /// waiting line.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    let seconds: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds, such as 10 or 0.5"))?;
+    Duration::try_from_secs_f64(seconds)
+        .map_err(|_| format!("{text:?} must be a number of seconds from 0 up"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn seconds_accept_fractions_and_refuse_the_rest() {
+        assert_eq!(parse_seconds("0.25"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_seconds("3"), Ok(Duration::from_secs(3)));
+        for bad in ["-1", "abc", "NaN", "inf", ""] {
+            assert!(parse_seconds(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_command_keeps_its_own_options() {
+        let cli = Cli::parse_from(["withlock", "-n", "x", "--", "ls", "-l", "--", "-n"]);
+        assert!(cli.no_wait);
+        assert_eq!(cli.command, ["ls", "-l", "--", "-n"]);
+    }
+}

@@ -1,0 +1,194 @@
+//! Finding, starting and waiting for the protected command.
+//!
+//! The command is executed directly (no shell), in a process group of its
+//! own, and inherits the locked descriptor: if withlock itself is killed,
+//! even with SIGKILL, the command still holds the lock until it exits, so no
+//! second holder can get in while it runs. When the command exits, withlock
+//! unlocks the descriptor explicitly, which releases the lock for every
+//! process sharing it: a daemon the command left behind keeps an open
+//! descriptor but not the lock. (Only if withlock is killed before the
+//! command ends do such daemons go on holding the lock until they exit.)
+
+use std::ffi::{OsStr, OsString};
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::{AccessFlags, Pid, access, getpid};
+
+use crate::exit_code;
+use crate::signals;
+use crate::terminal::{self, Terminal};
+
+/// Why the command could not be started; nothing ran.
+#[derive(Debug)]
+pub enum StartError {
+    /// Not on PATH, or no file at the path given.
+    NotFound(OsString),
+    /// There, but not executable (a directory, no x bit, a bad format).
+    CannotExecute(OsString, io::Error),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::NotFound(name) => write!(
+                f,
+                "command not found: {}: check the spelling, or give its full path",
+                shown(name)
+            ),
+            StartError::CannotExecute(name, err) => write!(
+                f,
+                "cannot execute {}: {err}: check it is an executable file (chmod +x)",
+                shown(name)
+            ),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+impl StartError {
+    /// The status env(1) would exit with.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            StartError::NotFound(_) => exit_code::NOT_FOUND,
+            StartError::CannotExecute(..) => exit_code::CANNOT_EXECUTE,
+        }
+    }
+}
+
+fn shown(name: &OsStr) -> String {
+    withlock::escape::argument(name.as_bytes())
+}
+
+/// Finds `program` the way execvp(3) would, before the lock is taken, so a
+/// typo fails at once instead of after a long wait.
+pub fn resolve(program: &OsStr) -> Result<PathBuf, StartError> {
+    if program.as_bytes().contains(&b'/') {
+        let path = PathBuf::from(program);
+        return check_executable(&path, program).map(|()| path);
+    }
+    let search = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    let mut denied = None;
+    for dir in std::env::split_paths(&search) {
+        let dir = if dir.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            dir
+        };
+        let candidate = dir.join(program);
+        match check_executable(&candidate, program) {
+            Ok(()) => return Ok(candidate),
+            Err(e @ StartError::CannotExecute(..)) => denied = denied.or(Some(e)),
+            Err(StartError::NotFound(_)) => {}
+        }
+    }
+    Err(denied.unwrap_or_else(|| StartError::NotFound(program.to_owned())))
+}
+
+fn check_executable(path: &Path, program: &OsStr) -> Result<(), StartError> {
+    let meta = match std::fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(StartError::NotFound(program.to_owned()));
+        }
+        Err(e) => return Err(StartError::CannotExecute(program.to_owned(), e)),
+    };
+    if meta.is_dir() {
+        let err = io::Error::from_raw_os_error(libc::EISDIR);
+        return Err(StartError::CannotExecute(program.to_owned(), err));
+    }
+    access(path, AccessFlags::X_OK)
+        .map_err(|e| StartError::CannotExecute(program.to_owned(), e.into()))
+}
+
+/// Runs the command holding `lock_fd`; returns the exit status to pass on.
+pub fn run(program: &Path, args: &[OsString], lock_fd: BorrowedFd<'_>) -> Result<u8, StartError> {
+    let terminal = Terminal::foreground();
+    let child = {
+        let _deferred = signals::Deferred::start();
+        let child = spawn(program, args, lock_fd, terminal)?;
+        signals::forward_to(child.id() as i32);
+        child
+    };
+    let group = Pid::from_raw(child.id() as i32);
+    if let Some(terminal) = terminal {
+        terminal.give_to(group);
+    }
+    let status = wait(group, terminal);
+    signals::stop_forwarding();
+    if let Some(terminal) = terminal {
+        terminal.take_back();
+    }
+    drop(child);
+    Ok(status)
+}
+
+fn spawn(
+    program: &Path,
+    args: &[OsString],
+    lock_fd: BorrowedFd<'_>,
+    terminal: Option<Terminal>,
+) -> Result<Child, StartError> {
+    let (arg0, rest) = args.split_first().expect("clap requires a command");
+    let mut command = Command::new(program);
+    command.arg0(arg0).args(rest).process_group(0);
+    let fd = lock_fd.as_raw_fd();
+    let terminal_fd = terminal.map(Terminal::raw_fd);
+    // SAFETY: the closure runs between fork and exec and calls only
+    // async-signal-safe functions (fcntl, getpid, sigprocmask, tcsetpgrp).
+    unsafe {
+        command.pre_exec(move || {
+            // Let the command inherit the lock, so the lock outlives a
+            // killed withlock for as long as the command runs.
+            if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                return Err(io::Error::last_os_error());
+            }
+            if let Some(terminal_fd) = terminal_fd {
+                terminal::set_foreground(terminal_fd, libc::getpid());
+            }
+            Ok(())
+        });
+    }
+    command.spawn().map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => StartError::NotFound(arg0.clone()),
+        _ => StartError::CannotExecute(arg0.clone(), e),
+    })
+}
+
+/// Waits for the command to end and returns its status as ours. With a
+/// terminal, a stopped command stops withlock too, the way a shell job does.
+fn wait(group: Pid, terminal: Option<Terminal>) -> u8 {
+    let flags = terminal.map(|_| WaitPidFlag::WUNTRACED);
+    loop {
+        match waitpid(group, flags) {
+            Ok(WaitStatus::Exited(_, code)) => return code as u8,
+            Ok(WaitStatus::Signaled(_, signal, _)) => return exit_code::for_signal(signal as i32),
+            Ok(WaitStatus::Stopped(..)) => {
+                if let Some(terminal) = terminal {
+                    stop_with_command(group, terminal);
+                }
+            }
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => return exit_code::OS_ERROR,
+        }
+    }
+}
+
+/// The command was stopped (Ctrl-Z): stop withlock so the shell sees the
+/// job stop, and when continued, continue the command too.
+fn stop_with_command(group: Pid, terminal: Terminal) {
+    terminal.take_back();
+    let _ = kill(getpid(), Signal::SIGSTOP);
+    // Continued: by `fg` (the terminal is ours again) or `bg` (it is not).
+    if terminal.is_ours() {
+        terminal.give_to(group);
+    }
+    let _ = killpg(group, Signal::SIGCONT);
+}

@@ -1,0 +1,39 @@
+//! withlock's own exit statuses, from sysexits(3) where one fits, so a
+//! script can tell a busy lock from its command's failure.
+
+use withlock::Error;
+
+/// The lock is held (`-n`) or the wait timed out: EX_TEMPFAIL.
+pub const CONFLICT: u8 = 75;
+/// Bad usage: an unknown option, an invalid name or number: EX_USAGE.
+pub const USAGE: u8 = 64;
+/// Any other system error: EX_OSERR.
+pub const OS_ERROR: u8 = 71;
+/// Permission denied on the lock file or directory: EX_NOPERM.
+pub const PERMISSION: u8 = 77;
+/// An unusable or unsafe lock directory, or no regular file at the lock
+/// path: EX_CONFIG.
+pub const CONFIG: u8 = 78;
+/// The command exists but cannot be executed, as env(1) says it.
+pub const CANNOT_EXECUTE: u8 = 126;
+/// The command was not found, as env(1) says it.
+pub const NOT_FOUND: u8 = 127;
+
+/// The exit status for a library error.
+pub fn of(error: &Error) -> u8 {
+    match error {
+        Error::InvalidName { .. } => USAGE,
+        Error::UnusableDir { .. } | Error::UnsafeDir { .. } | Error::NotRegularFile { .. } => {
+            CONFIG
+        }
+        Error::PermissionDenied { .. } => PERMISSION,
+        Error::Busy { .. } | Error::TimedOut { .. } => CONFLICT,
+        Error::Interrupted { .. } | Error::KeepsChanging { .. } | Error::Io { .. } => OS_ERROR,
+        _ => OS_ERROR,
+    }
+}
+
+/// 128+N for a signal N, the way shells report it.
+pub fn for_signal(signal: i32) -> u8 {
+    (128 + signal).clamp(0, 255) as u8
+}

@@ -1,0 +1,1 @@
+//! Integration tests that drive the real `withlock` binary.
