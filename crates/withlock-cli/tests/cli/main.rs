@@ -1,1 +1,12 @@
-//! Integration tests that drive the real `withlock` binary.
+//! Integration tests that drive the real `withlock` binary, one module per
+//! topic. Tests marked "needs root" fail (never skip) when not run as root.
+#![allow(dead_code)]
+
+mod exclusion;
+mod exit_status;
+mod holder_message;
+mod lifetime;
+mod multi_user;
+mod security;
+mod signals;
+mod support;

@@ -1,0 +1,177 @@
+//! Every exit status in the README's table, and that nothing runs on error.
+
+use crate::support::{Env, set_mode};
+
+#[test]
+fn passes_on_the_command_status() {
+    let env = Env::new();
+    for code in [0, 1, 3, 255] {
+        env.withlock()
+            .args(["t", "--", "sh", "-c", &format!("exit {code}")])
+            .assert()
+            .code(code);
+    }
+}
+
+#[test]
+fn a_command_killed_by_a_signal_gives_128_plus_n() {
+    let env = Env::new();
+    env.withlock()
+        .args(["t", "--", "sh", "-c", "kill -9 $$"])
+        .assert()
+        .code(128 + 9);
+}
+
+#[test]
+fn runs_the_command_directly_without_a_shell() {
+    let env = Env::new();
+    let out = env
+        .withlock()
+        .args(["t", "--", "echo", "$HOME", "a;b"])
+        .output();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "$HOME a;b\n");
+}
+
+#[test]
+fn the_command_keeps_options_that_look_like_ours() {
+    let env = Env::new();
+    let out = env
+        .withlock()
+        .args(["t", "--", "echo", "-n", "--", "-w"])
+        .output();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "-- -w");
+}
+
+#[test]
+fn a_missing_command_is_127_and_nothing_is_locked() {
+    let env = Env::new();
+    env.withlock()
+        .args(["t", "--", "no-such-command-withlock"])
+        .assert()
+        .code(127)
+        .stderr(predicates::str::contains(
+            "command not found: no-such-command-withlock",
+        ));
+    assert!(
+        !env.lock_file("t").exists(),
+        "a typo must fail before locking"
+    );
+}
+
+#[test]
+fn a_command_that_cannot_execute_is_126() {
+    let env = Env::new();
+    let script = env.file("not-executable.sh");
+    std::fs::write(&script, "#!/bin/sh\nexit 0\n").unwrap();
+    set_mode(&script, 0o644);
+    env.withlock()
+        .arg("t")
+        .arg("--")
+        .arg(&script)
+        .assert()
+        .code(126)
+        .stderr(predicates::str::contains("chmod +x"));
+    env.withlock()
+        .args(["t", "--"])
+        .arg(env.path())
+        .assert()
+        .code(126);
+}
+
+#[test]
+fn a_bad_name_is_64_with_one_line_and_nothing_runs() {
+    let env = Env::new();
+    let marker = env.file("ran");
+    for name in [".hidden", "a b", "", "ü", &"n".repeat(129)] {
+        let out = env
+            .withlock()
+            .args([name, "--", "touch"])
+            .arg(&marker)
+            .assert()
+            .code(64)
+            .get_output()
+            .clone();
+        let err = crate::support::stderr(&out);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains("invalid lock name"), "{err}");
+    }
+    assert!(!marker.exists());
+}
+
+#[test]
+fn bad_options_are_64_and_help_is_0() {
+    let env = Env::new();
+    env.withlock()
+        .args(["--no-such-option", "t", "--", "true"])
+        .assert()
+        .code(64);
+    env.withlock()
+        .args(["-w", "soon", "t", "--", "true"])
+        .assert()
+        .code(64);
+    env.withlock()
+        .args(["-n", "-w", "1", "t", "--", "true"])
+        .assert()
+        .code(64);
+    env.withlock().args(["t"]).assert().code(64);
+    env.withlock()
+        .arg("--help")
+        .assert()
+        .code(0)
+        .stdout(predicates::str::contains("Exit status:"));
+}
+
+#[test]
+fn a_missing_directory_is_78_and_says_how_to_fix_it() {
+    let env = Env::new();
+    let missing = env.file("missing");
+    env.withlock()
+        .arg("--dir")
+        .arg(&missing)
+        .args(["t", "--", "true"])
+        .assert()
+        .code(78)
+        .stderr(predicates::str::contains("mkdir -p"));
+}
+
+#[test]
+fn busy_and_timed_out_are_75_or_the_chosen_code() {
+    let env = Env::new();
+    let holder = env.hold(env.withlock().arg("t"), "h");
+    env.withlock()
+        .args(["-n", "t", "--", "true"])
+        .assert()
+        .code(75);
+    env.withlock()
+        .args(["-w", "0.2", "t", "--", "true"])
+        .assert()
+        .code(75);
+    env.withlock()
+        .args(["-n", "-E", "3", "t", "--", "true"])
+        .assert()
+        .code(3);
+    env.withlock()
+        .args(["-w", "0", "-E", "9", "t", "--", "true"])
+        .assert()
+        .code(9);
+    assert!(holder.release().success());
+}
+
+#[test]
+fn quiet_suppresses_the_conflict_message_but_not_errors() {
+    let env = Env::new();
+    let holder = env.hold(env.withlock().arg("t"), "h");
+    env.withlock()
+        .args(["-q", "-n", "t", "--", "true"])
+        .assert()
+        .code(75)
+        .stderr("");
+    env.withlock()
+        .args(["-q", "t", "--", "no-such-command-withlock"])
+        .assert()
+        .code(127)
+        .stderr(predicates::str::is_empty().not());
+    assert!(holder.release().success());
+}
+
+use predicates::prelude::PredicateBooleanExt;

@@ -1,0 +1,363 @@
+//! The fluent helper every test uses to run the real `withlock` binary,
+//! plus ways to wait for real events (a file appearing, a process blocking
+//! in /proc/locks) within generous bounds.
+
+use std::ffi::OsStr;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+
+use assert_cmd::assert::OutputAssertExt;
+use std::sync::{RwLock, mpsc};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// How long any awaited event may take before the test fails.
+pub const BOUND: Duration = Duration::from_secs(30);
+
+/// One test's private directory, readable by every user, with its own lock
+/// directory and its own copy of the binary that other users can execute.
+pub struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let dir = tempfile::Builder::new()
+            .prefix("withlock-test-")
+            .tempdir()
+            .unwrap();
+        set_mode(dir.path(), 0o755);
+        let env = Env { dir };
+        fs::create_dir(env.lock_dir()).unwrap();
+        set_mode(&env.lock_dir(), 0o1777);
+        fs::create_dir(env.path().join("bin")).unwrap();
+        set_mode(&env.path().join("bin"), 0o755);
+        copy_binary(&env.bin());
+        env
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A sticky, world-writable lock directory, like /run/lock.
+    pub fn lock_dir(&self) -> PathBuf {
+        self.path().join("locks")
+    }
+
+    /// The lock file of the named lock `name`.
+    pub fn lock_file(&self, name: &str) -> PathBuf {
+        self.lock_dir().join(format!("{name}.lock"))
+    }
+
+    pub fn bin(&self) -> PathBuf {
+        self.path().join("bin/withlock")
+    }
+
+    /// A file path in the test directory.
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.path().join(name)
+    }
+
+    /// `withlock --dir <lock dir>`, ready for more arguments.
+    pub fn withlock(&self) -> Run {
+        let mut run = Run::new(self.bin());
+        run.env("WITHLOCK_DIR", self.lock_dir());
+        run
+    }
+
+    /// A FIFO in the test directory, for a test to release a command.
+    pub fn fifo(&self, name: &str) -> PathBuf {
+        let path = self.file(name);
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o666)).unwrap();
+        set_mode(&path, 0o666);
+        path
+    }
+
+    /// Starts a withlock that holds `lock` until [`Holder::release`]:
+    /// its command announces itself by creating a file, then blocks on a FIFO.
+    pub fn hold(&self, run: Run, tag: &str) -> Holder {
+        let ready = self.file(&format!("{tag}.ready"));
+        let go = self.fifo(&format!("{tag}.go"));
+        let script = r#"echo "$$" > "$1"; read _ < "$2""#;
+        let child = run
+            .args(["--", "sh", "-c", script, "sh"])
+            .arg(&ready)
+            .arg(&go)
+            .spawn();
+        let mut holder = Holder { child, ready, go };
+        holder.wait_ready();
+        holder
+    }
+}
+
+/// A withlock invocation being built.
+pub struct Run {
+    program: PathBuf,
+    args: Vec<std::ffi::OsString>,
+    envs: Vec<(std::ffi::OsString, std::ffi::OsString)>,
+    user: Option<String>,
+    umask: Option<u32>,
+}
+
+impl Run {
+    fn new(program: PathBuf) -> Run {
+        Run {
+            program,
+            args: Vec::new(),
+            envs: Vec::new(),
+            user: None,
+            umask: None,
+        }
+    }
+
+    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Run {
+        self.args.push(arg.as_ref().to_owned());
+        self
+    }
+
+    pub fn args<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(mut self, args: I) -> Run {
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+
+    pub fn env(&mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) {
+        self.envs
+            .push((key.as_ref().to_owned(), value.as_ref().to_owned()));
+    }
+
+    /// Runs as another user, through setpriv.
+    pub fn as_user(mut self, user: &str) -> Run {
+        self.user = Some(user.to_owned());
+        self
+    }
+
+    /// Runs under this umask.
+    pub fn umask(mut self, umask: u32) -> Run {
+        self.umask = Some(umask);
+        self
+    }
+
+    pub fn command(&self) -> Command {
+        let mut argv: Vec<std::ffi::OsString> = Vec::new();
+        if let Some(user) = &self.user {
+            argv.extend(
+                [
+                    "setpriv",
+                    "--reuid",
+                    user,
+                    "--regid",
+                    user,
+                    "--init-groups",
+                    "--",
+                ]
+                .map(Into::into),
+            );
+        }
+        if let Some(umask) = self.umask {
+            let script = format!("umask {umask:03o} && exec \"$@\"");
+            argv.extend(["sh".into(), "-c".into(), script.into(), "sh".into()]);
+        }
+        argv.push(self.program.clone().into());
+        argv.extend(self.args.iter().cloned());
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..])
+            .envs(self.envs.iter().map(|(k, v)| (k, v)));
+        cmd
+    }
+
+    /// Runs to the end and checks its outcome with assert_cmd.
+    pub fn assert(&self) -> assert_cmd::assert::Assert {
+        output(&mut self.command()).assert()
+    }
+
+    pub fn output(&self) -> Output {
+        self.assert().get_output().clone()
+    }
+
+    /// Starts it in the background, stderr captured.
+    pub fn spawn(&self) -> Child {
+        spawn(self.command().stdin(Stdio::null()).stderr(Stdio::piped()))
+    }
+}
+
+/// Held for reading while a process is forked and exec'd, and for writing
+/// while a test copies the binary: a process forked during the copy would
+/// hold the copy's write descriptor until it execs, and exec of the copy
+/// would then fail with ETXTBSY.
+static FORKING: RwLock<()> = RwLock::new(());
+
+fn copy_binary(to: &Path) {
+    let _no_forks = FORKING.write().unwrap_or_else(|e| e.into_inner());
+    fs::copy(env!("CARGO_BIN_EXE_withlock"), to).unwrap();
+}
+
+/// Starts `command`; every test process is started through here.
+pub fn spawn(command: &mut Command) -> Child {
+    let _forking = FORKING.read().unwrap_or_else(|e| e.into_inner());
+    command.spawn().unwrap()
+}
+
+/// Runs `command` to the end with stdout and stderr captured; kills it and
+/// fails the test if it runs longer than [`BOUND`].
+pub fn output(command: &mut Command) -> Output {
+    let child = spawn(
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    let pid = child.id() as i32;
+    let (done, finished) = mpsc::channel();
+    std::thread::spawn(move || done.send(child.wait_with_output()));
+    match finished.recv_timeout(BOUND) {
+        Ok(output) => output.unwrap(),
+        Err(_) => {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            panic!("{command:?} ran longer than {BOUND:?}");
+        }
+    }
+}
+
+/// A withlock holding a lock until released.
+pub struct Holder {
+    pub child: Child,
+    ready: PathBuf,
+    go: PathBuf,
+}
+
+impl Holder {
+    fn wait_ready(&mut self) {
+        let ready = self.ready.clone();
+        let child = &mut self.child;
+        wait_for("the holder's command to start", || {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("the holder exited early with {status}");
+            }
+            ready.exists()
+        });
+    }
+
+    /// The pid of the holder's command (the shell that blocks).
+    pub fn command_pid(&self) -> i32 {
+        fs::read_to_string(&self.ready)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    /// The pid of withlock itself.
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Lets the command finish, and returns withlock's status.
+    pub fn release(mut self) -> ExitStatus {
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&self.go)
+            .unwrap()
+            .write_all(b"\n")
+            .unwrap();
+        wait_child(&mut self.child)
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits for a child within [`BOUND`].
+pub fn wait_child(child: &mut Child) -> ExitStatus {
+    let mut status = None;
+    wait_for("a process to exit", || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    status.unwrap()
+}
+
+/// Polls `condition` until it holds; fails the test after [`BOUND`].
+pub fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !condition() {
+        assert!(start.elapsed() < BOUND, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// The pids blocked in the kernel waiting for a flock on `path`.
+pub fn blocked_on(path: &Path) -> Vec<i32> {
+    flock_entries(path, true)
+}
+
+/// The pids holding a flock on `path`.
+pub fn holding(path: &Path) -> Vec<i32> {
+    flock_entries(path, false)
+}
+
+fn flock_entries(path: &Path, blocked: bool) -> Vec<i32> {
+    let Ok(meta) = fs::metadata(path) else {
+        return Vec::new();
+    };
+    let inode = format!(":{}", meta.ino());
+    let locks = fs::read_to_string("/proc/locks").unwrap();
+    locks
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let fields = if fields.get(1) == Some(&"->") {
+                if !blocked {
+                    return None;
+                }
+                &fields[2..]
+            } else {
+                if blocked {
+                    return None;
+                }
+                &fields[1..]
+            };
+            let on_file = fields.get(4).is_some_and(|id| id.ends_with(&inode));
+            (fields[0] == "FLOCK" && on_file).then(|| fields[3].parse().unwrap())
+        })
+        .collect()
+}
+
+/// Waits until `pid` is blocked in the kernel on the lock file `path`.
+pub fn wait_blocked(path: &Path, pid: i32) {
+    wait_for(&format!("pid {pid} to block on {}", path.display()), || {
+        blocked_on(path).contains(&pid)
+    });
+}
+
+pub fn set_mode(path: &Path, mode: u32) {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+pub fn signal(pid: i32, signal: Signal) {
+    kill(Pid::from_raw(pid), signal).unwrap();
+}
+
+/// Fails with the command that fixes it unless the tests run as root.
+pub fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test needs root (it creates users and changes sysctls): \
+         run `sudo cargo test --locked --workspace`"
+    );
+}
+
+/// The stderr of an output, as text.
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
