@@ -361,3 +361,63 @@ pub fn require_root() {
 pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
+
+/// Two unprivileged test users, created on first use.
+pub const ALICE: &str = "wl-alice";
+pub const BOB: &str = "wl-bob";
+
+/// A lock shared by every test process (cargo test threads and nextest
+/// processes alike), taken with withlock's own library.
+fn machine_lock(name: &str) -> withlock::FileGuard {
+    use withlock::Lock;
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}.lock"));
+    withlock::FileLock::at_path(&path)
+        .unwrap()
+        .acquire()
+        .unwrap()
+}
+
+/// Makes sure the test user `name` exists (needs root).
+pub fn ensure_user(name: &str) {
+    require_root();
+    let _serial = machine_lock("useradd");
+    if nix::unistd::User::from_name(name).unwrap().is_some() {
+        return;
+    }
+    let out = output(Command::new("useradd").args([
+        "--system",
+        "--no-create-home",
+        "--shell",
+        "/usr/sbin/nologin",
+        name,
+    ]));
+    assert!(out.status.success(), "useradd {name}: {}", stderr(&out));
+}
+
+/// Sets fs.protected_regular for as long as it lives, then restores it.
+/// Only one test at a time may hold one, across all test processes.
+pub struct ProtectedRegular {
+    previous: String,
+    _serial: withlock::FileGuard,
+}
+
+const PROTECTED_REGULAR: &str = "/proc/sys/fs/protected_regular";
+
+impl ProtectedRegular {
+    pub fn set(value: u8) -> ProtectedRegular {
+        require_root();
+        let serial = machine_lock("protected_regular");
+        let previous = fs::read_to_string(PROTECTED_REGULAR).unwrap();
+        fs::write(PROTECTED_REGULAR, value.to_string()).unwrap();
+        ProtectedRegular {
+            previous,
+            _serial: serial,
+        }
+    }
+}
+
+impl Drop for ProtectedRegular {
+    fn drop(&mut self) {
+        fs::write(PROTECTED_REGULAR, self.previous.trim()).unwrap();
+    }
+}
