@@ -1,1 +1,194 @@
-//! (being written)
+//! Mutual exclusion: never two exclusive holders, never an exclusive and a
+//! shared one, between withlock clients and flock(1) clients alike; and the
+//! wait happens in the kernel.
+
+use std::fs;
+use std::process::Command;
+
+use crate::support::{Env, output, spawn, wait_blocked, wait_child};
+
+/// A non-atomic read-increment-write: loses updates unless serialised.
+const INCREMENT: &str = r#"n=$(cat "$0"); echo $((n + 1)) > "$0""#;
+
+#[test]
+fn a_storm_of_withlock_and_flock_clients_loses_no_update() {
+    let env = Env::new();
+    let counter = env.file("counter");
+    fs::write(&counter, "0\n").unwrap();
+    let (clients, rounds) = (8, 25);
+    let lock_file = env.lock_file("storm");
+    let runners: Vec<_> = (0..clients)
+        .map(|i| {
+            let locked = if i % 2 == 0 {
+                format!(
+                    "{} storm -- sh -c '{INCREMENT}' \"$1\"",
+                    env.bin().display()
+                )
+            } else {
+                format!("flock {} sh -c '{INCREMENT}' \"$1\"", lock_file.display())
+            };
+            let script = format!("for i in $(seq {rounds}); do {locked} || exit 1; done");
+            let mut command = Command::new("sh");
+            command
+                .args(["-c", &script, "sh"])
+                .arg(&counter)
+                .env("WITHLOCK_DIR", env.lock_dir());
+            spawn(&mut command)
+        })
+        .collect();
+    for mut runner in runners {
+        assert!(wait_child(&mut runner).success());
+    }
+    let count: u32 = fs::read_to_string(&counter)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(count, clients * rounds);
+}
+
+#[test]
+fn shared_holders_share_and_exclude_exclusive_ones() {
+    let env = Env::new();
+    let file = env.lock_file("s");
+    let holder = env.hold(env.withlock().args(["-s", "s"]), "h");
+    env.withlock()
+        .args(["-s", "-n", "s", "--", "true"])
+        .assert()
+        .code(0);
+    env.withlock()
+        .args(["-n", "s", "--", "true"])
+        .assert()
+        .code(75);
+    let flock = |mode: &str| {
+        output(
+            Command::new("flock")
+                .args([mode, "-n"])
+                .arg(&file)
+                .arg("true"),
+        )
+    };
+    assert_eq!(flock("-s").status.code(), Some(0));
+    assert_eq!(flock("-x").status.code(), Some(1));
+    assert!(holder.release().success());
+    env.withlock()
+        .args(["-n", "s", "--", "true"])
+        .assert()
+        .code(0);
+}
+
+#[test]
+fn an_exclusive_holder_excludes_shared_ones() {
+    let env = Env::new();
+    let holder = env.hold(env.withlock().arg("x"), "h");
+    env.withlock()
+        .args(["-s", "-n", "x", "--", "true"])
+        .assert()
+        .code(75);
+    assert!(holder.release().success());
+}
+
+#[test]
+fn withlock_and_flock_exclude_each_other_both_ways() {
+    let env = Env::new();
+    let file = env.lock_file("both");
+    let holder = env.hold(env.withlock().arg("both"), "w");
+    let flock = output(Command::new("flock").arg("-n").arg(&file).arg("true"));
+    assert_eq!(
+        flock.status.code(),
+        Some(1),
+        "flock(1) got in beside withlock"
+    );
+    assert!(holder.release().success());
+
+    let ready = env.file("flock.ready");
+    let go = env.fifo("flock.go");
+    let mut flock_holder = spawn(
+        Command::new("flock")
+            .arg(&file)
+            .args(["sh", "-c", r#"echo > "$0"; read _ < "$1""#])
+            .arg(&ready)
+            .arg(&go),
+    );
+    crate::support::wait_for("flock(1) to hold the lock", || ready.exists());
+    env.withlock()
+        .args(["-n", "both", "--", "true"])
+        .assert()
+        .code(75)
+        .stderr(predicates::str::contains("flock"));
+    fs::write(&go, "\n").unwrap();
+    assert!(wait_child(&mut flock_holder).success());
+}
+
+/// The waiter sleeps in flock(2) until the holder lets go: its main thread
+/// makes no voluntary context switch while it waits, as a poller would.
+#[test]
+fn a_waiter_blocks_in_the_kernel_without_polling() {
+    let env = Env::new();
+    let file = env.lock_file("k");
+    let holder = env.hold(env.withlock().arg("k"), "h");
+    for wait in [None, Some("60")] {
+        let marker = env.file(&format!("ran-{wait:?}"));
+        let mut run = env.withlock().arg("-q");
+        if let Some(seconds) = wait {
+            run = run.args(["-w", seconds]);
+        }
+        let mut waiter = run.args(["k", "--", "touch"]).arg(&marker).spawn();
+        let pid = waiter.id() as i32;
+        wait_blocked(&file, pid);
+        let before = switches(pid);
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert_eq!(
+            switches(pid),
+            before,
+            "the waiter woke up while the lock was held"
+        );
+        assert!(!marker.exists());
+        waiter.kill().unwrap();
+        waiter.wait().unwrap();
+    }
+    assert!(holder.release().success());
+}
+
+fn switches(pid: i32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/task/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn the_next_waiter_runs_once_the_holder_ends() {
+    let env = Env::new();
+    let file = env.lock_file("n");
+    let marker = env.file("ran");
+    let holder = env.hold(env.withlock().arg("n"), "h");
+    let mut waiter = env
+        .withlock()
+        .args(["n", "--", "touch"])
+        .arg(&marker)
+        .spawn();
+    wait_blocked(&file, waiter.id() as i32);
+    assert!(!marker.exists());
+    assert!(holder.release().success());
+    assert!(wait_child(&mut waiter).success());
+    assert!(marker.exists());
+}
+
+#[test]
+fn a_timed_wait_gives_up_no_sooner_than_asked() {
+    let env = Env::new();
+    let holder = env.hold(env.withlock().arg("w"), "h");
+    let start = std::time::Instant::now();
+    env.withlock()
+        .args(["-w", "0.3", "w", "--", "true"])
+        .assert()
+        .code(75)
+        .stderr(predicates::str::contains("gave up on w after 0.3s"));
+    assert!(start.elapsed() >= std::time::Duration::from_millis(300));
+    assert!(holder.release().success());
+}

@@ -1,1 +1,174 @@
-//! (being written)
+//! Naming the holder: on conflict, on time-out and while waiting, with pid,
+//! user, command line and how long; escaped so it cannot drive a terminal.
+
+use std::io::Read;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+use crate::support::{Env, spawn, stderr, wait_blocked, wait_child, wait_for};
+
+#[test]
+fn a_conflict_names_pid_user_time_and_command_on_one_line() {
+    let env = Env::new();
+    let holder = env.hold(env.withlock().arg("t"), "h");
+    let out = env
+        .withlock()
+        .args(["-n", "t", "--", "true"])
+        .assert()
+        .code(75)
+        .get_output()
+        .clone();
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("withlock: t is busy: held exclusive by "),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("pid {} (root) for ", holder.pid())),
+        "{err}"
+    );
+    assert!(
+        err.contains("withlock t -- sh -c"),
+        "the holder's command line: {err}"
+    );
+    assert!(holder.release().success());
+}
+
+#[test]
+fn a_time_out_names_the_holder_too() {
+    let env = Env::new();
+    let holder = env.hold(env.withlock().args(["-s", "t"]), "h");
+    let out = env
+        .withlock()
+        .args(["-w", "0.1", "t", "--", "true"])
+        .assert()
+        .code(75)
+        .get_output()
+        .clone();
+    let err = stderr(&out);
+    assert!(err.contains("gave up on t after"), "{err}");
+    assert!(
+        err.contains(&format!("held shared by pid {} (root)", holder.pid())),
+        "{err}"
+    );
+    assert!(holder.release().success());
+}
+
+#[test]
+fn escape_sequences_in_a_holder_command_line_are_made_visible() {
+    let env = Env::new();
+    let evil = "\x1b]0;pwned\x07\x1b[2J\u{202e}";
+    let (ready, go) = (env.file("ready"), env.fifo("go"));
+    let script = format!(r#"echo > {}; read _ < {}"#, ready.display(), go.display());
+    let mut holder = env
+        .withlock()
+        .args(["t", "--", "sh", "-c", &script, evil])
+        .spawn();
+    wait_for("the holder's command to start", || ready.exists());
+    let out = env
+        .withlock()
+        .args(["-n", "t", "--", "true"])
+        .assert()
+        .code(75)
+        .get_output()
+        .clone();
+    assert!(
+        !out.stderr.iter().any(|&b| b == 0x1b || b == 0x07),
+        "raw control bytes reached stderr: {:?}",
+        stderr(&out)
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains(r"\u{1b}]0;pwned\u{7}\u{1b}[2J\u{202e}"),
+        "{err}"
+    );
+    std::fs::write(&go, "\n").unwrap();
+    assert!(wait_child(&mut holder).success());
+}
+
+#[test]
+fn a_flock1_holder_is_named_with_its_running_time() {
+    let env = Env::new();
+    let ready = env.file("ready");
+    let go = env.fifo("go");
+    let mut flock = spawn(
+        Command::new("flock")
+            .arg(env.lock_file("f"))
+            .args(["sh", "-c", r#"echo > "$0"; read _ < "$1""#])
+            .arg(&ready)
+            .arg(&go),
+    );
+    wait_for("flock(1) to hold the lock", || ready.exists());
+    let out = env
+        .withlock()
+        .args(["-n", "f", "--", "true"])
+        .assert()
+        .code(75)
+        .get_output()
+        .clone();
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("pid {} (root), running for", flock.id())),
+        "{err}"
+    );
+    assert!(err.contains(": flock "), "{err}");
+    std::fs::write(&go, "\n").unwrap();
+    assert!(wait_child(&mut flock).success());
+}
+
+/// Without a terminal the waiting line comes once, after about a second.
+#[test]
+fn a_long_wait_says_once_who_it_waits_for() {
+    let env = Env::new();
+    let holder = env.hold(env.withlock().arg("t"), "h");
+    let mut waiter = env.withlock().args(["t", "--", "true"]).spawn();
+    let lines = Arc::new(Mutex::new(String::new()));
+    let reader = {
+        let lines = Arc::clone(&lines);
+        let mut pipe = waiter.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0; 256];
+            while let Ok(n @ 1..) = pipe.read(&mut buf) {
+                lines
+                    .lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        })
+    };
+    wait_blocked(&env.lock_file("t"), waiter.id() as i32);
+    wait_for("the waiting line", || lines.lock().unwrap().ends_with('\n'));
+    let expected = format!(
+        "waiting 1.0s for t: held exclusive by pid {} (root) for ",
+        holder.pid()
+    );
+    assert!(
+        lines.lock().unwrap().contains(&expected),
+        "{}",
+        lines.lock().unwrap()
+    );
+    assert!(holder.release().success());
+    assert!(wait_child(&mut waiter).success());
+    reader.join().unwrap();
+    let all = lines.lock().unwrap().clone();
+    assert_eq!(all.lines().count(), 1, "{all}");
+}
+
+#[test]
+fn quiet_waits_in_silence() {
+    let env = Env::new();
+    let holder = env.hold(env.withlock().arg("t"), "h");
+    let mut waiter = env.withlock().args(["-q", "t", "--", "true"]).spawn();
+    wait_blocked(&env.lock_file("t"), waiter.id() as i32);
+    assert!(holder.release().success());
+    assert!(wait_child(&mut waiter).success());
+    let mut err = String::new();
+    waiter
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(err, "");
+}
