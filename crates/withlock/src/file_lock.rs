@@ -275,3 +275,101 @@ impl Drop for FileGuard {
         let _ = self.unlock();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lock::with_lock;
+
+    fn lock_in(dir: &tempfile::TempDir, name: &str) -> FileLock {
+        FileLock::named(name, Some(dir.path())).unwrap()
+    }
+
+    #[test]
+    fn a_second_acquire_is_busy_and_names_this_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = lock_in(&dir, "a");
+        let _held = lock.try_acquire().unwrap();
+        match lock.try_acquire() {
+            Err(Error::Busy { lock: name, holders }) => {
+                assert_eq!(name, "a");
+                let holder = &holders.holders[0];
+                assert_eq!(holder.pid, std::process::id() as i32);
+                assert_eq!(holder.mode, Mode::Exclusive);
+                assert!(holder.since.is_some(), "the stamp gives the time");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn dropping_the_guard_releases_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = lock_in(&dir, "b");
+        drop(lock.try_acquire().unwrap());
+        lock.try_acquire().unwrap().release().unwrap();
+        assert!(lock.holders().unwrap().is_empty());
+    }
+
+    #[test]
+    fn shared_guards_coexist() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = lock_in(&dir, "c").with_mode(Mode::Shared);
+        let _one = lock.try_acquire().unwrap();
+        let _two = lock.try_acquire().unwrap();
+        assert_eq!(lock.holders().unwrap().holders.len(), 2);
+        let exclusive = lock.clone().with_mode(Mode::Exclusive);
+        assert!(exclusive.try_acquire().unwrap_err().is_conflict());
+    }
+
+    #[test]
+    fn a_timeout_reports_the_wait_and_the_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = lock_in(&dir, "d");
+        let _held = lock.acquire().unwrap();
+        match lock.acquire_timeout(Duration::from_millis(30)) {
+            Err(Error::TimedOut { waited, holders, .. }) => {
+                assert!(waited >= Duration::from_millis(30));
+                assert_eq!(holders.holders.len(), 1);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn with_lock_returns_the_code_errors_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = lock_in(&dir, "e");
+        let inner: Result<(), std::io::Error> = with_lock(&lock, Wait::NoWait, || {
+            Err(std::io::Error::new(std::io::ErrorKind::WouldBlock, "mine"))
+        })
+        .expect("the lock itself was free");
+        let err = inner.unwrap_err();
+        assert_eq!((err.kind(), err.to_string()), (std::io::ErrorKind::WouldBlock, "mine".into()));
+        assert!(lock.holders().unwrap().is_empty(), "released after the error");
+    }
+
+    #[test]
+    fn a_deleted_lock_file_is_recreated_and_locked() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = lock_in(&dir, "f");
+        let first = lock.try_acquire().unwrap();
+        std::fs::remove_file(lock.path()).unwrap();
+        // The old guard locks an unlinked file: it guards nothing, so a new
+        // caller must lock the file now at the path.
+        let second = lock.try_acquire().unwrap();
+        assert!(lock.path().exists());
+        drop((first, second));
+    }
+
+    #[test]
+    fn a_path_lock_lives_beside_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.lock");
+        let lock = FileLock::parse(path.to_str().unwrap(), None).unwrap();
+        assert_eq!(lock.path(), path);
+        assert_eq!(lock.label(), path.display().to_string());
+        let _held = lock.try_acquire().unwrap();
+        assert!(path.exists());
+    }
+}
