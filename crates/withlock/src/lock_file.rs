@@ -16,7 +16,7 @@
 //!   call did not create.
 
 use std::os::fd::OwnedFd;
-use std::path::PathBuf;
+use std::path::Path;
 
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, openat};
@@ -59,7 +59,7 @@ pub(crate) fn open_or_create(dir: &LockDir, file_name: &str) -> Result<OwnedFd> 
 }
 
 /// Opens an existing lock file; `None` when it vanished meanwhile.
-fn open_existing(dir: &LockDir, file_name: &str, path: &PathBuf) -> Result<Option<OwnedFd>> {
+fn open_existing(dir: &LockDir, file_name: &str, path: &Path) -> Result<Option<OwnedFd>> {
     let flags = OFlag::O_RDONLY
         | OFlag::O_NOFOLLOW
         | OFlag::O_NONBLOCK
@@ -73,11 +73,11 @@ fn open_existing(dir: &LockDir, file_name: &str, path: &PathBuf) -> Result<Optio
         }
         Err(Errno::ENOENT) => Ok(None),
         Err(Errno::ELOOP) => Err(Error::NotRegularFile {
-            path: path.clone(),
+            path: path.to_owned(),
             kind: "symbolic link",
         }),
         Err(Errno::ENXIO) => Err(Error::NotRegularFile {
-            path: path.clone(),
+            path: path.to_owned(),
             kind: "socket",
         }),
         Err(Errno::EACCES) => Err(file_denied(dir, file_name, path)),
@@ -86,7 +86,7 @@ fn open_existing(dir: &LockDir, file_name: &str, path: &PathBuf) -> Result<Optio
 }
 
 /// Creates a new lock file; `None` when another process created it first.
-fn create_new(dir: &LockDir, file_name: &str, path: &PathBuf) -> Result<Option<OwnedFd>> {
+fn create_new(dir: &LockDir, file_name: &str, path: &Path) -> Result<Option<OwnedFd>> {
     let flags = OFlag::O_RDONLY
         | OFlag::O_CREAT
         | OFlag::O_EXCL
@@ -116,7 +116,7 @@ fn create_new(dir: &LockDir, file_name: &str, path: &PathBuf) -> Result<Option<O
     }
 }
 
-fn refuse_non_regular(path: &PathBuf, st: &FileStat) -> Result<()> {
+fn refuse_non_regular(path: &Path, st: &FileStat) -> Result<()> {
     let kind = match SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) {
         SFlag::S_IFREG => return Ok(()),
         SFlag::S_IFLNK => "symbolic link",
@@ -128,12 +128,12 @@ fn refuse_non_regular(path: &PathBuf, st: &FileStat) -> Result<()> {
         _ => "special file",
     };
     Err(Error::NotRegularFile {
-        path: path.clone(),
+        path: path.to_owned(),
         kind,
     })
 }
 
-fn file_denied(dir: &LockDir, file_name: &str, path: &PathBuf) -> Error {
+fn file_denied(dir: &LockDir, file_name: &str, path: &Path) -> Error {
     let detail = match fstatat(dir.fd(), file_name, AtFlags::AT_SYMLINK_NOFOLLOW) {
         Ok(st) => format!(
             "the lock file is {}; ask its owner or root to run chmod a+r on it",
@@ -142,12 +142,12 @@ fn file_denied(dir: &LockDir, file_name: &str, path: &PathBuf) -> Error {
         Err(_) => "it cannot be read by this user".into(),
     };
     Error::PermissionDenied {
-        path: path.clone(),
+        path: path.to_owned(),
         detail,
     }
 }
 
-fn dir_denied(dir: &LockDir, path: &PathBuf) -> Error {
+fn dir_denied(dir: &LockDir, path: &Path) -> Error {
     let detail = match fstat(dir.fd()) {
         Ok(st) => format!(
             "the lock directory {} is {}, so this user cannot create lock files in it; \
@@ -158,7 +158,7 @@ fn dir_denied(dir: &LockDir, path: &PathBuf) -> Error {
         Err(_) => "this user cannot create lock files in the lock directory".into(),
     };
     Error::PermissionDenied {
-        path: path.clone(),
+        path: path.to_owned(),
         detail,
     }
 }

@@ -133,6 +133,7 @@ impl Run {
     }
 
     /// Runs as another user, through setpriv.
+    #[allow(clippy::wrong_self_convention)] // a builder step: run.as_user("alice")
     pub fn as_user(mut self, user: &str) -> Run {
         self.user = Some(user.to_owned());
         self
