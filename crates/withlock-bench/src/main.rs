@@ -1,1 +1,193 @@
-fn main() {}
+//! `withlock-bench`: measures withlock against flock(1) in one run.
+//!
+//! Both wrappers take the same flock(2) lock, so what can differ is the cost
+//! of starting the wrapper, how soon a waiter runs once the holder ends, and
+//! the throughput under contention. Trials of the two are interleaved, so the
+//! noise of a shared machine falls on both alike, and medians and 90th
+//! percentiles are reported, so a few delayed runs do not decide the result.
+//!
+//! The same binary also serves as the command being locked, through hidden
+//! subcommands (see [`helpers`]): that way the timestamps are taken inside
+//! the locked command itself, with nothing else in between.
+
+mod helpers;
+mod measure_handoff;
+mod measure_startup;
+mod measure_storm;
+mod proc_locks;
+mod report;
+mod rig;
+mod stats;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use crate::report::{Results, Settings};
+use crate::rig::{Programs, Rig};
+
+/// Benchmark withlock against flock(1): startup time, lock handoff latency
+/// and throughput under contention, interleaved in one run.
+#[derive(Debug, Parser)]
+#[command(
+    name = "withlock-bench",
+    version,
+    args_conflicts_with_subcommands = true,
+    disable_help_subcommand = true,
+    override_usage = "withlock-bench [OPTIONS]"
+)]
+struct Cli {
+    #[command(flatten)]
+    options: Options,
+
+    #[command(subcommand)]
+    helper: Option<Helper>,
+}
+
+#[derive(Debug, Args)]
+struct Options {
+    /// The withlock binary [default: `withlock` in the directory of this
+    /// program, i.e. target/release when both are built with --release].
+    #[arg(long, value_name = "PATH")]
+    withlock: Option<PathBuf>,
+
+    /// The flock(1) binary.
+    #[arg(long, value_name = "PATH", default_value = "/usr/bin/flock")]
+    flock: PathBuf,
+
+    /// Startup runs of each of withlock, flock(1) and bare `true`.
+    #[arg(long, value_name = "N", default_value_t = 200, value_parser = at_least_one())]
+    runs: u32,
+
+    /// Handoff trials of each wrapper.
+    #[arg(long, value_name = "N", default_value_t = 50, value_parser = at_least_one())]
+    handoffs: u32,
+
+    /// Concurrent processes in the contention storm.
+    #[arg(long, value_name = "P", default_value_t = 8, value_parser = at_least_one())]
+    procs: u32,
+
+    /// Locked runs each storm process makes, one after another.
+    #[arg(long, value_name = "K", default_value_t = 60, value_parser = at_least_one())]
+    iterations: u32,
+
+    /// Storms of each wrapper, alternating between the two.
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = at_least_one())]
+    rounds: u32,
+
+    /// Print the figures as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn at_least_one() -> clap::builder::RangedI64ValueParser<u32> {
+    clap::value_parser!(u32).range(1..)
+}
+
+/// The commands the benchmark runs under a lock; not for people.
+#[derive(Debug, Subcommand)]
+enum Helper {
+    /// Write the monotonic time this process started at into FILE.
+    #[command(hide = true)]
+    Stamp { file: PathBuf },
+
+    /// Create READY, wait for a byte on the FIFO GO, then write the
+    /// monotonic time into END and exit.
+    #[command(hide = true)]
+    Hold {
+        ready: PathBuf,
+        go: PathBuf,
+        end: PathBuf,
+    },
+
+    /// Add one to the number in FILE, deliberately without any locking.
+    #[command(hide = true)]
+    Increment { file: PathBuf },
+}
+
+fn main() -> ExitCode {
+    // Taken before anything else, so that `stamp` records when the process
+    // got control rather than when clap had finished with its arguments.
+    let started_ns = helpers::monotonic_ns();
+    let cli = Cli::parse();
+    match started_ns.and_then(|started_ns| dispatch(cli, started_ns)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("withlock-bench: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(cli: Cli, started_ns: u64) -> Result<()> {
+    match cli.helper {
+        Some(Helper::Stamp { file }) => helpers::stamp(&file, started_ns),
+        Some(Helper::Hold { ready, go, end }) => helpers::hold(&ready, &go, &end),
+        Some(Helper::Increment { file }) => helpers::increment(&file),
+        None => benchmark(&cli.options),
+    }
+}
+
+fn benchmark(options: &Options) -> Result<()> {
+    let rig = Rig::new(programs(options)?)?;
+    let settings = Settings {
+        runs: options.runs as usize,
+        handoffs: options.handoffs as usize,
+        procs: options.procs as usize,
+        iterations: options.iterations as usize,
+        rounds: options.rounds as usize,
+    };
+    eprintln!("withlock: {}", rig.programs().withlock.display());
+    eprintln!("flock(1): {}", rig.programs().flock.display());
+    let results = Results {
+        startup: measure_startup::measure(&rig, settings.runs)?,
+        handoff: measure_handoff::measure(&rig, settings.handoffs)?,
+        storm: measure_storm::measure(&rig, settings.procs, settings.iterations, settings.rounds)?,
+        settings,
+    };
+    if options.json {
+        print!("{}", report::json(&results));
+    } else {
+        print!("{}", report::table(&results));
+    }
+    Ok(())
+}
+
+fn programs(options: &Options) -> Result<Programs> {
+    let bench = std::env::current_exe().context("cannot find this program's own path")?;
+    let withlock = match &options.withlock {
+        Some(path) => path.clone(),
+        None => bench
+            .parent()
+            .context("this program's path has no directory")?
+            .join("withlock"),
+    };
+    Ok(Programs {
+        withlock,
+        flock: options.flock.clone(),
+        bench,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn helpers_and_options_parse() {
+        let cli = Cli::parse_from(["withlock-bench", "hold", "r", "g", "e"]);
+        assert!(matches!(cli.helper, Some(Helper::Hold { .. })));
+        let cli = Cli::parse_from(["withlock-bench", "--runs", "5", "--json"]);
+        assert!(cli.helper.is_none() && cli.options.json);
+        assert_eq!(cli.options.runs, 5);
+        assert!(Cli::try_parse_from(["withlock-bench", "--procs", "0"]).is_err());
+    }
+}

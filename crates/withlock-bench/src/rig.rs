@@ -1,0 +1,217 @@
+//! The programs under test, the scratch directory they work in, and how each
+//! wrapper is asked to run a command under a named lock.
+
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result, ensure};
+use tempfile::TempDir;
+
+/// A lock wrapper under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wrapper {
+    Withlock,
+    Flock,
+}
+
+impl Wrapper {
+    /// Both, in the order they are reported.
+    pub const BOTH: [Wrapper; 2] = [Wrapper::Withlock, Wrapper::Flock];
+
+    /// A short name for file names and JSON keys.
+    pub fn key(self) -> &'static str {
+        match self {
+            Wrapper::Withlock => "withlock",
+            Wrapper::Flock => "flock",
+        }
+    }
+}
+
+/// Where the programs are.
+#[derive(Debug, Clone)]
+pub struct Programs {
+    pub withlock: PathBuf,
+    pub flock: PathBuf,
+    /// This binary, which doubles as the locked command (see `helpers`).
+    pub bench: PathBuf,
+}
+
+/// The programs plus a private scratch directory, deleted when the rig is
+/// dropped. A fresh directory per run means no stale lock, FIFO or counter
+/// from an earlier run, and no clash with another run at the same time.
+pub struct Rig {
+    programs: Programs,
+    scratch: TempDir,
+}
+
+impl Rig {
+    /// Checks the programs can be run and makes the scratch directory, with
+    /// a lock directory for each wrapper.
+    pub fn new(programs: Programs) -> Result<Rig> {
+        check_executable(&programs.withlock, "--withlock")?;
+        check_executable(&programs.flock, "--flock")?;
+        let scratch = tempfile::Builder::new()
+            .prefix("withlock-bench.")
+            .tempdir()
+            .context("cannot create a temporary directory")?;
+        let rig = Rig { programs, scratch };
+        for wrapper in Wrapper::BOTH {
+            fs::create_dir(rig.lock_dir(wrapper))?;
+        }
+        Ok(rig)
+    }
+
+    pub fn programs(&self) -> &Programs {
+        &self.programs
+    }
+
+    /// Each wrapper has a lock directory of its own, so neither is handed a
+    /// lock file the other created (withlock checks the files it opens).
+    pub fn lock_dir(&self, wrapper: Wrapper) -> PathBuf {
+        self.scratch.path().join(format!("{}-locks", wrapper.key()))
+    }
+
+    /// The file the lock `name` is taken on: `<DIR>/<NAME>.lock`, the path
+    /// withlock derives and flock(1) is given.
+    pub fn lock_file(&self, wrapper: Wrapper, name: &str) -> PathBuf {
+        self.lock_dir(wrapper).join(format!("{name}.lock"))
+    }
+
+    /// A fresh directory for one trial's files, inside the scratch directory.
+    pub fn trial_dir(&self) -> Result<TempDir> {
+        TempDir::new_in(self.scratch.path()).context("cannot create a trial directory")
+    }
+
+    /// `command` under the exclusive lock `name`: `withlock --dir D NAME --
+    /// COMMAND...` or `flock D/NAME.lock COMMAND...`. All output is
+    /// discarded: the figures come from exit statuses and stamp files, and
+    /// withlock's "waiting for" line would only clutter the report.
+    pub fn locked<S: AsRef<OsStr>>(&self, wrapper: Wrapper, name: &str, command: &[S]) -> Command {
+        let mut locked = match wrapper {
+            Wrapper::Withlock => {
+                let mut withlock = Command::new(&self.programs.withlock);
+                withlock
+                    .arg("--dir")
+                    .arg(self.lock_dir(wrapper))
+                    .arg(name)
+                    .arg("--");
+                withlock
+            }
+            Wrapper::Flock => {
+                let mut flock = Command::new(&self.programs.flock);
+                flock.arg(self.lock_file(wrapper, name));
+                flock
+            }
+        };
+        locked.args(command);
+        quiet(locked)
+    }
+
+    /// This binary's hidden subcommand `helper FILES...`, under the lock
+    /// `name`.
+    pub fn locked_helper(
+        &self,
+        wrapper: Wrapper,
+        name: &str,
+        helper: &str,
+        files: &[&Path],
+    ) -> Command {
+        let mut command = vec![self.programs.bench.as_os_str(), OsStr::new(helper)];
+        command.extend(files.iter().map(|file| file.as_os_str()));
+        self.locked(wrapper, name, &command)
+    }
+
+    /// `command` with no lock at all, as the baseline.
+    pub fn bare<S: AsRef<OsStr>>(&self, command: &[S]) -> Command {
+        let mut bare = Command::new(&command[0]);
+        bare.args(&command[1..]);
+        quiet(bare)
+    }
+}
+
+/// Runs `command` to the end and fails unless it exits with status 0.
+pub fn run_checked(command: &mut Command) -> Result<()> {
+    let status = command
+        .status()
+        .with_context(|| format!("cannot run {command:?}"))?;
+    ensure!(status.success(), "{command:?} failed: {status}");
+    Ok(())
+}
+
+fn quiet(mut command: Command) -> Command {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    command
+}
+
+fn check_executable(path: &Path, option: &str) -> Result<()> {
+    let metadata = fs::metadata(path).with_context(|| {
+        format!(
+            "cannot use {}: build withlock with `cargo build --release -p withlock-cli`, \
+             or name the program with {option} PATH",
+            path.display()
+        )
+    })?;
+    ensure!(
+        metadata.is_file() && metadata.permissions().mode() & 0o111 != 0,
+        "{} is not an executable file (see {option})",
+        path.display()
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rig() -> Rig {
+        Rig::new(Programs {
+            withlock: PathBuf::from("/bin/true"),
+            flock: PathBuf::from("/bin/true"),
+            bench: PathBuf::from("/bench"),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn builds_each_wrappers_command_line() {
+        let rig = rig();
+        let dir = rig.lock_dir(Wrapper::Withlock);
+        let withlock = rig.locked_helper(Wrapper::Withlock, "h", "stamp", &[Path::new("/s")]);
+        let args: Vec<&OsStr> = withlock.get_args().collect();
+        assert_eq!(
+            args,
+            [
+                OsStr::new("--dir"),
+                dir.as_os_str(),
+                OsStr::new("h"),
+                OsStr::new("--"),
+                OsStr::new("/bench"),
+                OsStr::new("stamp"),
+                OsStr::new("/s"),
+            ]
+        );
+        let lock = rig.lock_file(Wrapper::Flock, "h");
+        let flock = rig.locked(Wrapper::Flock, "h", &["true"]);
+        let args: Vec<&OsStr> = flock.get_args().collect();
+        assert_eq!(args, [lock.as_os_str(), OsStr::new("true")]);
+        assert!(lock.ends_with("flock-locks/h.lock"));
+    }
+
+    #[test]
+    fn refuses_a_missing_program() {
+        let err = Rig::new(Programs {
+            withlock: PathBuf::from("/nonexistent/withlock"),
+            flock: PathBuf::from("/bin/true"),
+            bench: PathBuf::from("/bench"),
+        })
+        .err()
+        .unwrap();
+        assert!(format!("{err:#}").contains("--withlock"), "{err:#}");
+    }
+}
