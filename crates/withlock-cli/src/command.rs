@@ -139,27 +139,50 @@ fn spawn(
     let (arg0, rest) = args.split_first().expect("clap requires a command");
     let mut command = Command::new(program);
     command.arg0(arg0).args(rest).process_group(0);
-    let fd = lock_fd.as_raw_fd();
-    let terminal_fd = terminal.map(Terminal::raw_fd);
-    // SAFETY: the closure runs between fork and exec and calls only
-    // async-signal-safe functions (fcntl, getpid, sigprocmask, tcsetpgrp).
-    unsafe {
-        command.pre_exec(move || {
-            // Let the command inherit the lock, so the lock outlives a
-            // killed withlock for as long as the command runs.
-            if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
-                return Err(io::Error::last_os_error());
-            }
-            if let Some(terminal_fd) = terminal_fd {
+    if let Some(terminal) = terminal {
+        let terminal_fd = terminal.raw_fd();
+        // SAFETY: the closure runs between fork and exec and calls only
+        // async-signal-safe functions (getpid, sigprocmask, tcsetpgrp).
+        unsafe {
+            command.pre_exec(move || {
                 terminal::set_foreground(terminal_fd, libc::getpid());
-            }
-            Ok(())
-        });
+                Ok(())
+            });
+        }
     }
+    // Let the command inherit the lock, so the lock outlives a killed
+    // withlock for as long as the command runs. Clearing close-on-exec here
+    // rather than in the child keeps the fast posix_spawn path open when no
+    // terminal is involved; no other thread of ours starts processes.
+    let _inherit =
+        Inherit::start(lock_fd).map_err(|e| StartError::CannotExecute(arg0.clone(), e))?;
     command.spawn().map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => StartError::NotFound(arg0.clone()),
         _ => StartError::CannotExecute(arg0.clone(), e),
     })
+}
+
+/// Clears close-on-exec on a descriptor until dropped.
+struct Inherit {
+    fd: i32,
+}
+
+impl Inherit {
+    fn start(fd: BorrowedFd<'_>) -> io::Result<Inherit> {
+        let fd = fd.as_raw_fd();
+        // SAFETY: F_SETFD only changes the flags of a descriptor we own.
+        if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Inherit { fd })
+    }
+}
+
+impl Drop for Inherit {
+    fn drop(&mut self) {
+        // SAFETY: as in `start`; the descriptor is still open.
+        unsafe { libc::fcntl(self.fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
 }
 
 /// Waits for the command to end and returns its status as ours. With a

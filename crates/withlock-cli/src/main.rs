@@ -17,7 +17,7 @@ use withlock::{FileLock, Lock, Mode, Wait};
 
 use crate::cli::Cli;
 use crate::command::StartError;
-use crate::waiting_report::WaitReport;
+use crate::waiting_report::ReportWhenWaiting;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -60,11 +60,9 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
         (false, None) => Wait::Forever,
     };
     signals::install();
-    let report = (!cli.quiet && wait != Wait::NoWait).then(|| WaitReport::start(lock.clone()));
-    let acquired = lock.acquire_with(wait, &mut || false);
-    if let Some(report) = report {
-        report.finish();
-    }
+    let mut report = ReportWhenWaiting::new(&lock, cli.quiet);
+    let acquired = lock.acquire_with(wait, &mut report);
+    report.finish();
     let guard = acquired?;
     let status = command::run(&program, &cli.command, guard.as_fd())?;
     // The command's status matters more than a failed unlock, which the

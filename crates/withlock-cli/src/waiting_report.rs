@@ -5,24 +5,36 @@
 //! is a file or pipe; on a terminal, as a line that updates every second
 //! and is cleared when the lock is ours. The lock itself is still waited
 //! for in the kernel by the main thread; this thread only reads
-//! `/proc/locks` to describe the holder.
+//! `/proc/locks` to describe the holder. It is started only once the lock
+//! turns out to be held, so an uncontended run pays nothing for it.
 
 use std::io::IsTerminal;
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use withlock::{FileLock, Lock, human_duration};
+use withlock::{FileLock, Lock, WaitHooks, human_duration};
 
 /// How long a wait goes unreported.
 const QUIET_PERIOD: Duration = Duration::from_secs(1);
 /// How often the terminal line is refreshed.
 const REFRESH: Duration = Duration::from_secs(1);
 
-/// A running reporter; [`WaitReport::finish`] stops it and clears its line.
+/// What the reporter has done, shared with the main thread so that it
+/// knows whether a line on the terminal must be cleared before the command
+/// starts.
+#[derive(Default)]
+struct Shown {
+    stopped: bool,
+    live_line: bool,
+}
+
+/// A running reporter; [`WaitReport::finish`] stops it.
 pub struct WaitReport {
     stop: Sender<()>,
+    shown: Arc<Mutex<Shown>>,
     thread: JoinHandle<()>,
 }
 
@@ -30,28 +42,48 @@ impl WaitReport {
     /// Starts reporting on a wait for `lock` that starts now.
     pub fn start(lock: FileLock) -> WaitReport {
         let (stop, stopped) = mpsc::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let started = Instant::now();
-            if stopped.recv_timeout(QUIET_PERIOD) != Err(RecvTimeoutError::Timeout) {
-                return;
-            }
-            if std::io::stderr().is_terminal() {
-                live_line(&lock, started, &stopped);
-            } else {
-                eprintln!("withlock: {}", describe(&lock, started));
-            }
-        });
-        WaitReport { stop, thread }
+        let shown = Arc::new(Mutex::new(Shown::default()));
+        let thread = {
+            let shown = Arc::clone(&shown);
+            std::thread::spawn(move || report(&lock, &stopped, &shown))
+        };
+        WaitReport {
+            stop,
+            shown,
+            thread,
+        }
     }
 
-    /// Stops reporting; on a terminal the line is gone when this returns.
+    /// Stops reporting. A live terminal line is gone when this returns;
+    /// otherwise the thread is left to end on its own, off the hand-over path.
     pub fn finish(self) {
+        let live_line = {
+            let mut shown = self.shown.lock().unwrap_or_else(|e| e.into_inner());
+            shown.stopped = true;
+            shown.live_line
+        };
         let _ = self.stop.send(());
-        let _ = self.thread.join();
+        if live_line {
+            let _ = self.thread.join();
+        }
     }
 }
 
-fn live_line(lock: &FileLock, started: Instant, stopped: &mpsc::Receiver<()>) {
+fn report(lock: &FileLock, stopped: &mpsc::Receiver<()>, shown: &Mutex<Shown>) {
+    let started = Instant::now() - Duration::from_millis(1);
+    if stopped.recv_timeout(QUIET_PERIOD) != Err(RecvTimeoutError::Timeout) {
+        return;
+    }
+    let mut state = shown.lock().unwrap_or_else(|e| e.into_inner());
+    if state.stopped {
+        return;
+    }
+    if !std::io::stderr().is_terminal() {
+        eprintln!("withlock: {}", describe(lock, started));
+        return;
+    }
+    state.live_line = true;
+    drop(state);
     let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
     bar.set_style(
         ProgressStyle::with_template("withlock: {wide_msg}")
@@ -74,5 +106,36 @@ fn describe(lock: &FileLock, started: Instant) -> String {
             format!("waiting {waited} for {label}: {holders}")
         }
         _ => format!("waiting {waited} for {label}"),
+    }
+}
+
+/// Starts a [`WaitReport`] when the wait begins, if reports are wanted.
+pub struct ReportWhenWaiting {
+    lock: Option<FileLock>,
+    report: Option<WaitReport>,
+}
+
+impl ReportWhenWaiting {
+    /// Reports on waits for `lock`, unless `quiet`.
+    pub fn new(lock: &FileLock, quiet: bool) -> ReportWhenWaiting {
+        ReportWhenWaiting {
+            lock: (!quiet).then(|| lock.clone()),
+            report: None,
+        }
+    }
+
+    /// Stops the report, if one was started.
+    pub fn finish(self) {
+        if let Some(report) = self.report {
+            report.finish();
+        }
+    }
+}
+
+impl WaitHooks for ReportWhenWaiting {
+    fn waiting(&mut self) {
+        if let Some(lock) = self.lock.take() {
+            self.report = Some(WaitReport::start(lock));
+        }
     }
 }

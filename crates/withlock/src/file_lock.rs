@@ -27,7 +27,7 @@ use nix::sys::stat::{fstat, fstatat};
 use crate::error::{Error, Result};
 use crate::flock_wait::{self, Outcome};
 use crate::holder::Holders;
-use crate::lock::Lock;
+use crate::lock::{Lock, WaitHooks};
 use crate::lock_dir::{self, LockDir};
 use crate::lock_file::{self, MAX_ATTEMPTS};
 use crate::name::LockName;
@@ -113,19 +113,19 @@ impl FileLock {
         fd: BorrowedFd<'_>,
         wait: Wait,
         start: Instant,
-        interrupted: &mut dyn FnMut() -> bool,
+        hooks: &mut dyn WaitHooks,
     ) -> Result<Outcome> {
         let io = |e: std::io::Error| Error::io(format!("lock {}", self.path().display()), e);
         let first = flock_wait::try_lock(fd, self.mode).map_err(io)?;
-        let outcome = match (first, wait) {
-            (Outcome::Busy, Wait::For(limit)) if !limit.is_zero() => {
-                flock_wait::lock(fd, self.mode, Some(start + limit), interrupted)
-            }
-            (Outcome::Busy, Wait::Forever) => flock_wait::lock(fd, self.mode, None, interrupted),
-            (Outcome::Busy, Wait::For(_)) => Ok(Outcome::TimedOut),
-            (first, _) => Ok(first),
+        let deadline = match (first, wait) {
+            (Outcome::Busy, Wait::For(limit)) if !limit.is_zero() => Some(start + limit),
+            (Outcome::Busy, Wait::Forever) => None,
+            (Outcome::Busy, Wait::For(_)) => return Ok(Outcome::TimedOut),
+            (first, _) => return Ok(first),
         };
-        outcome.map_err(io)
+        hooks.waiting();
+        let mut interrupted = || hooks.interrupted();
+        flock_wait::lock(fd, self.mode, deadline, &mut interrupted).map_err(io)
     }
 
     fn conflict(&self, outcome: Outcome, fd: &OwnedFd, start: Instant) -> Error {
@@ -148,12 +148,12 @@ impl FileLock {
 impl Lock for FileLock {
     type Guard = FileGuard;
 
-    fn acquire_with(&self, wait: Wait, interrupted: &mut dyn FnMut() -> bool) -> Result<FileGuard> {
+    fn acquire_with(&self, wait: Wait, hooks: &mut dyn WaitHooks) -> Result<FileGuard> {
         let dir = LockDir::open(&self.dir)?;
         let start = Instant::now();
         for _ in 0..MAX_ATTEMPTS {
             let fd = lock_file::open_or_create(&dir, &self.file_name)?;
-            match self.attempt(fd.as_fd(), wait, start, interrupted)? {
+            match self.attempt(fd.as_fd(), wait, start, hooks)? {
                 Outcome::Locked => {
                     if still_at_path(&dir, &self.file_name, &fd)? {
                         return Ok(FileGuard::new(fd, self.path(), self.mode));
@@ -291,7 +291,10 @@ mod tests {
         let lock = lock_in(&dir, "a");
         let _held = lock.try_acquire().unwrap();
         match lock.try_acquire() {
-            Err(Error::Busy { lock: name, holders }) => {
+            Err(Error::Busy {
+                lock: name,
+                holders,
+            }) => {
                 assert_eq!(name, "a");
                 let holder = &holders.holders[0];
                 assert_eq!(holder.pid, std::process::id() as i32);
@@ -328,7 +331,9 @@ mod tests {
         let lock = lock_in(&dir, "d");
         let _held = lock.acquire().unwrap();
         match lock.acquire_timeout(Duration::from_millis(30)) {
-            Err(Error::TimedOut { waited, holders, .. }) => {
+            Err(Error::TimedOut {
+                waited, holders, ..
+            }) => {
                 assert!(waited >= Duration::from_millis(30));
                 assert_eq!(holders.holders.len(), 1);
             }
@@ -345,8 +350,14 @@ mod tests {
         })
         .expect("the lock itself was free");
         let err = inner.unwrap_err();
-        assert_eq!((err.kind(), err.to_string()), (std::io::ErrorKind::WouldBlock, "mine".into()));
-        assert!(lock.holders().unwrap().is_empty(), "released after the error");
+        assert_eq!(
+            (err.kind(), err.to_string()),
+            (std::io::ErrorKind::WouldBlock, "mine".into())
+        );
+        assert!(
+            lock.holders().unwrap().is_empty(),
+            "released after the error"
+        );
     }
 
     #[test]

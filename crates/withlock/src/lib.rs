@@ -35,7 +35,7 @@ pub use error::{Error, Result};
 pub use file_lock::{FileGuard, FileLock};
 pub use flock_wait::timer_signal;
 pub use holder::{Holder, Holders, human_duration};
-pub use lock::{Lock, with_lock};
+pub use lock::{Lock, NoHooks, WaitHooks, with_lock};
 pub use lock_file::LOCK_FILE_MODE;
 pub use name::{LockName, MAX_NAME_LEN};
 pub use request::{Mode, Wait};

@@ -7,19 +7,33 @@ use crate::error::Result;
 use crate::holder::Holders;
 use crate::request::Wait;
 
+/// What a caller wants to hear while a lock is being waited for.
+pub trait WaitHooks {
+    /// Called once, when the lock turns out to be held and the wait begins;
+    /// not called when the lock is free. A command-line tool starts its
+    /// "waiting for ..." report here, so an uncontended lock costs nothing.
+    fn waiting(&mut self) {}
+
+    /// Asked each time a signal interrupts the wait; returning true stops
+    /// it with [`crate::Error::Interrupted`] (a binding checks for Ctrl-C here).
+    fn interrupted(&mut self) -> bool {
+        false
+    }
+}
+
+/// Hooks that do nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoHooks;
+
+impl WaitHooks for NoHooks {}
+
 /// A lock that can be acquired, waited for and inspected.
 pub trait Lock {
     /// What holding the lock looks like; dropping it releases the lock.
     type Guard;
 
-    /// Acquires the lock, waiting as `wait` says. `interrupted` is asked
-    /// each time a signal interrupts the wait; returning true stops it with
-    /// [`crate::Error::Interrupted`].
-    fn acquire_with(
-        &self,
-        wait: Wait,
-        interrupted: &mut dyn FnMut() -> bool,
-    ) -> Result<Self::Guard>;
+    /// Acquires the lock, waiting as `wait` says and telling `hooks`.
+    fn acquire_with(&self, wait: Wait, hooks: &mut dyn WaitHooks) -> Result<Self::Guard>;
 
     /// Who holds, and who waits for, the lock now.
     fn holders(&self) -> Result<Holders>;
@@ -29,17 +43,17 @@ pub trait Lock {
 
     /// Waits as long as it takes.
     fn acquire(&self) -> Result<Self::Guard> {
-        self.acquire_with(Wait::Forever, &mut || false)
+        self.acquire_with(Wait::Forever, &mut NoHooks)
     }
 
     /// Takes the lock only if it is free now, else [`crate::Error::Busy`].
     fn try_acquire(&self) -> Result<Self::Guard> {
-        self.acquire_with(Wait::NoWait, &mut || false)
+        self.acquire_with(Wait::NoWait, &mut NoHooks)
     }
 
     /// Waits at most `timeout`, else [`crate::Error::TimedOut`].
     fn acquire_timeout(&self, timeout: Duration) -> Result<Self::Guard> {
-        self.acquire_with(Wait::For(timeout), &mut || false)
+        self.acquire_with(Wait::For(timeout), &mut NoHooks)
     }
 }
 
@@ -49,7 +63,7 @@ pub trait Lock {
 /// included, comes back untouched as the `Ok` value, and a panic in `f`
 /// unwinds through here after the lock is released.
 pub fn with_lock<L: Lock, T>(lock: &L, wait: Wait, f: impl FnOnce() -> T) -> Result<T> {
-    let guard = lock.acquire_with(wait, &mut || false)?;
+    let guard = lock.acquire_with(wait, &mut NoHooks)?;
     let result = f();
     drop(guard);
     Ok(result)

@@ -15,7 +15,7 @@
 //! root nor the caller.
 
 use std::ffi::OsStr;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -79,13 +79,20 @@ impl LockDir {
         self.fd.as_fd()
     }
 
-    /// Checks every directory above this one: whoever may rename a parent
-    /// may swap the whole lock directory.
+    /// Checks every directory above this one: whoever may rename or
+    /// replace an entry in a parent may swap the whole lock directory. Both
+    /// routes count: the path as given (a symlink in it lives in a parent
+    /// that must be safe too) and the directory actually opened, resolved
+    /// through its descriptor so that a swap after the open cannot hide it.
     fn check_ancestors(&self) -> Result<()> {
-        let real = std::fs::canonicalize(&self.path)
+        let opened = std::fs::read_link(format!("/proc/self/fd/{}", self.fd.as_raw_fd()))
+            .or_else(|_| std::fs::canonicalize(&self.path))
+            .map_err(|e| Error::io(format!("resolve {}", self.path.display()), e))?;
+        let given = std::path::absolute(&self.path)
             .map_err(|e| Error::io(format!("resolve {}", self.path.display()), e))?;
         let euid = geteuid().as_raw();
-        for ancestor in real.ancestors().skip(1) {
+        let parents = opened.ancestors().skip(1).chain(given.ancestors().skip(1));
+        for ancestor in parents {
             let st =
                 stat(ancestor).map_err(|e| Error::io(format!("stat {}", ancestor.display()), e))?;
             check_safe(ancestor, &st, euid).map_err(|err| match err {
@@ -203,6 +210,21 @@ mod tests {
         let inner = outer.path().join("locks");
         std::fs::create_dir(&inner).unwrap();
         let err = LockDir::open(&inner).unwrap_err();
+        assert!(err.to_string().contains("its parent"), "{err}");
+    }
+
+    #[test]
+    fn refuses_a_symlink_that_lives_in_an_unsafe_directory() {
+        let outer = dir_with_mode(0o755);
+        let wide = outer.path().join("wide");
+        let safe = outer.path().join("safe");
+        std::fs::create_dir(&wide).unwrap();
+        std::fs::create_dir(&safe).unwrap();
+        std::fs::set_permissions(&wide, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let link = wide.join("link");
+        std::os::unix::fs::symlink(&safe, &link).unwrap();
+        LockDir::open(&safe).unwrap();
+        let err = LockDir::open(&link).unwrap_err();
         assert!(err.to_string().contains("its parent"), "{err}");
     }
 

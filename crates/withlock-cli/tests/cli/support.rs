@@ -90,7 +90,12 @@ impl Env {
             .arg(&ready)
             .arg(&go)
             .spawn();
-        let mut holder = Holder { child, ready, go };
+        let mut holder = Holder {
+            child,
+            ready,
+            go,
+            released: false,
+        };
         holder.wait_ready();
         holder
     }
@@ -231,6 +236,7 @@ pub struct Holder {
     pub child: Child,
     ready: PathBuf,
     go: PathBuf,
+    released: bool,
 }
 
 impl Holder {
@@ -241,7 +247,8 @@ impl Holder {
             if let Ok(Some(status)) = child.try_wait() {
                 panic!("the holder exited early with {status}");
             }
-            ready.exists()
+            // The shell creates the file before it writes its pid into it.
+            fs::read_to_string(&ready).is_ok_and(|pid| pid.ends_with('\n'))
         });
     }
 
@@ -267,12 +274,24 @@ impl Holder {
             .unwrap()
             .write_all(b"\n")
             .unwrap();
+        self.released = true;
         wait_child(&mut self.child)
     }
 }
 
 impl Drop for Holder {
+    /// A failed test must not leave the command blocked on its FIFO, holding
+    /// the test's output pipes open.
     fn drop(&mut self) {
+        if self.released {
+            // The command has ended; its pid may already belong to another.
+            return;
+        }
+        if let Ok(pid) = fs::read_to_string(&self.ready) {
+            if let Ok(pid) = pid.trim().parse() {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
