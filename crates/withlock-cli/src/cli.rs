@@ -10,6 +10,7 @@ use crate::exit_code;
 
 const EXAMPLES: &str = "\
 Examples:
+  withlock --list                           who holds and waits for each lock
   withlock deploy -- ./script deploy        wait for the lock, then deploy
   withlock -n nightly -- ./backup.sh        skip this run if the last one still runs
   withlock -w 30 build -- make              give up after 30 seconds (exit 75)
@@ -40,22 +41,45 @@ Exit status:
     name = "withlock",
     version,
     after_help = format!("{EXAMPLES}\n{EXIT_STATUS}"),
-    override_usage = "withlock [OPTIONS] NAME -- COMMAND [ARGS...]"
+    override_usage = "withlock [OPTIONS] NAME -- COMMAND [ARGS...]\n       \
+                      withlock --list [--json] [NAME...]"
 )]
 pub struct Cli {
     /// The lock: a name (letters, digits, '.', '_', '-'; at most 128 bytes)
     /// for <DIR>/<NAME>.lock, or a lock file path if it contains '/'.
-    #[arg(value_name = "NAME")]
-    pub lock: String,
+    #[arg(value_name = "NAME", required_unless_present_any = ["list", "generate_extras"])]
+    pub lock: Option<String>,
 
     /// The command to run while holding the lock, without a shell.
     #[arg(
         value_name = "COMMAND",
-        required = true,
+        required_unless_present_any = ["list", "generate_extras"],
         trailing_var_arg = true,
         allow_hyphen_values = true
     )]
     pub command: Vec<OsString>,
+
+    /// List the locks in DIR, or just the NAMEs given after it: state,
+    /// mode, holders and waiters with their pid, user, command and since.
+    #[arg(
+        long,
+        conflicts_with_all = ["shared", "exclusive", "no_wait", "wait", "conflict_exit_code", "verbose"]
+    )]
+    pub list: bool,
+
+    /// With --list: print JSON for scripts instead of a table.
+    #[arg(long, requires = "list")]
+    pub json: bool,
+
+    /// Report on stderr how long the lock was waited for and held.
+    #[arg(short, long)]
+    pub verbose: bool,
+
+    /// Write the man page and bash, zsh and fish completions under PREFIX
+    /// (share/man/man1, share/bash-completion/completions,
+    /// share/zsh/site-functions, share/fish/vendor_completions.d).
+    #[arg(long, value_name = "PREFIX", hide = true, exclusive = true)]
+    pub generate_extras: Option<PathBuf>,
 
     /// Where named lock files live [default: /run/lock, or /tmp where that
     /// is missing].
@@ -99,6 +123,17 @@ pub struct Cli {
     pub quiet: bool,
 }
 
+impl Cli {
+    /// With --list, the lock names given (all positional arguments).
+    pub fn list_names(&self) -> Vec<String> {
+        let rest = self
+            .command
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned());
+        self.lock.iter().cloned().chain(rest).collect()
+    }
+}
+
 fn parse_seconds(text: &str) -> Result<Duration, String> {
     let seconds: f64 = text
         .parse()
@@ -131,5 +166,20 @@ mod tests {
         let cli = Cli::parse_from(["withlock", "-n", "x", "--", "ls", "-l", "--", "-n"]);
         assert!(cli.no_wait);
         assert_eq!(cli.command, ["ls", "-l", "--", "-n"]);
+    }
+
+    #[test]
+    fn list_takes_names_and_refuses_lock_options() {
+        let cli = Cli::parse_from(["withlock", "--list", "--json", "a", "b"]);
+        assert_eq!(cli.list_names(), ["a", "b"]);
+        assert!(cli.json);
+        assert!(
+            Cli::parse_from(["withlock", "--list"])
+                .list_names()
+                .is_empty()
+        );
+        assert!(Cli::try_parse_from(["withlock", "--list", "-n"]).is_err());
+        assert!(Cli::try_parse_from(["withlock", "--json", "x", "--", "true"]).is_err());
+        assert!(Cli::try_parse_from(["withlock", "x"]).is_err());
     }
 }

@@ -6,14 +6,19 @@
 mod cli;
 mod command;
 mod exit_code;
+mod extras;
+mod lock_table;
 mod signals;
 mod terminal;
 mod waiting_report;
 
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Instant;
 
 use clap::Parser;
-use withlock::{FileLock, Lock, Mode, Wait};
+use withlock::{FileLock, Lock, Mode, Wait, human_duration};
 
 use crate::cli::Cli;
 use crate::command::StartError;
@@ -31,7 +36,14 @@ fn main() -> ExitCode {
             });
         }
     };
-    match run(&cli) {
+    let outcome = if let Some(prefix) = &cli.generate_extras {
+        generate_extras(prefix)
+    } else if cli.list {
+        list(&cli, &cli.list_names())
+    } else {
+        run(&cli)
+    };
+    match outcome {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
             let code = error_code(&err, &cli);
@@ -52,7 +64,8 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
     } else {
         Mode::Exclusive
     };
-    let lock = FileLock::parse(&cli.lock, cli.dir.as_deref())?.with_mode(mode);
+    let spec = cli.lock.as_deref().expect("clap requires NAME");
+    let lock = FileLock::parse(spec, cli.dir.as_deref())?.with_mode(mode);
     let program = command::resolve(&cli.command[0])?;
     let wait = match (cli.no_wait, cli.wait) {
         (true, _) => Wait::NoWait,
@@ -60,17 +73,57 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
         (false, None) => Wait::Forever,
     };
     signals::install();
+    let asked = Instant::now();
     let mut report = ReportWhenWaiting::new(&lock, cli.quiet);
     let acquired = lock.acquire_with(wait, &mut report);
     report.finish();
     let guard = acquired?;
+    if cli.verbose {
+        eprintln!(
+            "withlock: acquired {} ({mode}) after waiting {}",
+            withlock::escape::text(lock.label()),
+            human_duration(asked.elapsed())
+        );
+    }
     let status = command::run(&program, &cli.command, guard.as_fd())?;
+    let held = guard.held_for();
     // The command's status matters more than a failed unlock, which the
     // kernel repairs anyway when withlock exits a moment later.
     if let Err(err) = guard.release() {
         eprintln!("withlock: warning: {err}");
     }
+    if cli.verbose {
+        eprintln!(
+            "withlock: released {} after holding it {}",
+            withlock::escape::text(lock.label()),
+            human_duration(held)
+        );
+    }
     Ok(status)
+}
+
+fn list(cli: &Cli, names: &[String]) -> anyhow::Result<u8> {
+    let dir = cli
+        .dir
+        .clone()
+        .unwrap_or_else(withlock::lock_dir::default_dir);
+    let locks = withlock::list(&dir, names)?;
+    let mut out = anstream::stdout().lock();
+    if cli.json {
+        serde_json::to_writer_pretty(&mut out, &lock_table::json(&locks))?;
+        writeln!(out)?;
+    } else {
+        lock_table::table(&locks, &mut out)?;
+    }
+    Ok(0)
+}
+
+fn generate_extras(prefix: &Path) -> anyhow::Result<u8> {
+    let written: Vec<PathBuf> = extras::generate(prefix)?;
+    for path in written {
+        println!("{}", path.display());
+    }
+    Ok(0)
 }
 
 fn error_code(err: &anyhow::Error, cli: &Cli) -> u8 {

@@ -124,8 +124,15 @@ impl FileLock {
             (first, _) => return Ok(first),
         };
         hooks.waiting();
+        // Waiters are stamped too, so an inspection can say since when each
+        // one has been waiting.
+        let stamp = since_stamp::stamp(fd, SystemTime::now());
         let mut interrupted = || hooks.interrupted();
-        flock_wait::lock(fd, self.mode, deadline, &mut interrupted).map_err(io)
+        let outcome = flock_wait::lock(fd, self.mode, deadline, &mut interrupted);
+        if let Some(offset) = stamp {
+            since_stamp::remove(fd, offset);
+        }
+        outcome.map_err(io)
     }
 
     fn conflict(&self, outcome: Outcome, fd: &OwnedFd, start: Instant) -> Error {

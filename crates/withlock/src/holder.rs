@@ -34,7 +34,8 @@ pub struct Holder {
     pub user: Option<String>,
     /// Its command line, unescaped; `None` if it cannot be read.
     pub command: Option<Vec<Vec<u8>>>,
-    /// When it took the lock, if it said so (withlock holders do).
+    /// When it took the lock, or for a waiter when it started waiting, if
+    /// it said so (withlock does; flock(1) does not).
     pub since: Option<SystemTime>,
     /// When its process started.
     pub started: Option<SystemTime>,
@@ -77,6 +78,12 @@ impl Holder {
     /// The command line, escaped so it is safe to print.
     pub fn command_line(&self) -> Option<String> {
         self.command.as_deref().map(escape::command_line)
+    }
+
+    /// True when the process runs but this user may not see who it is or
+    /// what it runs (`/proc` mounted with `hidepid`, or another namespace).
+    pub fn is_hidden(&self) -> bool {
+        self.running && (self.uid.is_none() || self.command.is_none())
     }
 
     /// How long it has held the lock, when that is known.
@@ -141,13 +148,28 @@ impl Holders {
             holders: flocks(false)
                 .map(|e| Holder::from_entry(e, &stamps))
                 .collect(),
-            waiters: flocks(true).map(|e| Holder::from_entry(e, &[])).collect(),
+            waiters: flocks(true)
+                .map(|e| Holder::from_entry(e, &stamps))
+                .collect(),
         }
     }
 
     /// True when nobody holds the lock.
     pub fn is_empty(&self) -> bool {
         self.holders.is_empty()
+    }
+
+    /// The mode the lock is held in, if it is held.
+    pub fn mode(&self) -> Option<Mode> {
+        self.holders.first().map(|h| h.mode)
+    }
+
+    /// True when some holder or waiter could not be seen in full.
+    pub fn any_hidden(&self) -> bool {
+        self.holders
+            .iter()
+            .chain(&self.waiters)
+            .any(Holder::is_hidden)
     }
 }
 

@@ -1,0 +1,210 @@
+//! `withlock --list`: the locks in a directory, for people (an aligned
+//! table) and for scripts (JSON).
+//!
+//! The JSON is an array with one object per lock:
+//! `{"name", "path", "state": "free"|"held", "mode": "exclusive"|"shared"|null,
+//! "holders": [..], "waiters": [..], "hidden": bool}`, where each holder and
+//! waiter is `{"pid", "user", "command", "since"}`: `user` and `command` are
+//! null when this user may not see them, `command` is the list of arguments
+//! (unescaped), and `since` is the RFC 3339 UTC time the lock was taken (for
+//! a waiter, when it began waiting), or null when the process did not say
+//! (flock(1) does not). `hidden` is true when some holder or waiter could
+//! not be seen in full. Waiters come in the order the kernel queues them.
+
+use std::io::Write;
+use std::time::SystemTime;
+
+use anstyle::{AnsiColor, Style};
+use serde_json::{Value, json};
+use withlock::{Holder, LockStatus, human_duration};
+
+const HELD: Style = AnsiColor::Yellow.on_default().bold();
+const FREE: Style = AnsiColor::Green.on_default();
+const HEADER: Style = Style::new().bold();
+
+/// The JSON document for `locks`.
+pub fn json(locks: &[LockStatus]) -> Value {
+    Value::Array(locks.iter().map(lock_json).collect())
+}
+
+fn lock_json(lock: &LockStatus) -> Value {
+    json!({
+        "name": lock.name,
+        "path": lock.path,
+        "state": if lock.holders.is_empty() { "free" } else { "held" },
+        "mode": lock.holders.mode().map(|m| m.as_str()),
+        "holders": lock.holders.holders.iter().map(process_json).collect::<Vec<_>>(),
+        "waiters": lock.holders.waiters.iter().map(process_json).collect::<Vec<_>>(),
+        "hidden": lock.holders.any_hidden(),
+    })
+}
+
+fn process_json(process: &Holder) -> Value {
+    let command = process.command.as_ref().map(|args| {
+        args.iter()
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect::<Vec<_>>()
+    });
+    json!({
+        "pid": process.pid,
+        "user": process.user,
+        "command": command,
+        "since": process.since.map(rfc3339),
+    })
+}
+
+fn rfc3339(time: SystemTime) -> String {
+    humantime::format_rfc3339_micros(time).to_string()
+}
+
+/// One line of the table, before alignment.
+struct Row {
+    name: String,
+    state: &'static str,
+    mode: String,
+    pid: String,
+    user: String,
+    since: String,
+    command: String,
+}
+
+const HEADINGS: [&str; 6] = ["NAME", "STATE", "MODE", "PID", "USER", "SINCE"];
+
+/// Writes the table for `locks`; colour only where `out` allows it.
+pub fn table(locks: &[LockStatus], out: &mut impl Write) -> std::io::Result<()> {
+    let rows: Vec<Row> = locks.iter().flat_map(rows_of).collect();
+    let cells = |row: &Row| {
+        [
+            row.name.clone(),
+            row.state.to_owned(),
+            row.mode.clone(),
+            row.pid.clone(),
+            row.user.clone(),
+            row.since.clone(),
+        ]
+    };
+    let mut widths = HEADINGS.map(str::len);
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(cells(row)) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let heading: Vec<String> = HEADINGS
+        .iter()
+        .zip(widths)
+        .map(|(h, w)| format!("{h:<w$}"))
+        .collect();
+    writeln!(out, "{HEADER}{}  COMMAND{HEADER:#}", heading.join("  "))?;
+    for row in &rows {
+        let style = if row.state == "free" { FREE } else { HELD };
+        let mut line = String::new();
+        for (i, (cell, width)) in cells(row).iter().zip(widths).enumerate() {
+            let padded = format!("{cell:<width$}  ");
+            if i == 1 {
+                line.push_str(&format!("{style}{padded}{style:#}"));
+            } else {
+                line.push_str(&padded);
+            }
+        }
+        line.push_str(&row.command);
+        writeln!(out, "{}", line.trim_end())?;
+    }
+    if locks.iter().any(|l| l.holders.any_hidden()) {
+        writeln!(
+            out,
+            "some holders' user or command are hidden from this user (/proc mounted with \
+             hidepid, or another PID namespace); run as root to see them"
+        )?;
+    }
+    Ok(())
+}
+
+fn rows_of(lock: &LockStatus) -> Vec<Row> {
+    let name = withlock::escape::text(&lock.name);
+    if lock.holders.is_empty() && lock.holders.waiters.is_empty() {
+        return vec![Row {
+            name,
+            state: "free",
+            mode: String::new(),
+            pid: String::new(),
+            user: String::new(),
+            since: String::new(),
+            command: String::new(),
+        }];
+    }
+    let holders = lock.holders.holders.iter().map(|h| ("held", h));
+    let waiters = lock.holders.waiters.iter().map(|w| ("waiting", w));
+    holders
+        .chain(waiters)
+        .map(|(state, process)| Row {
+            name: name.clone(),
+            state,
+            mode: process.mode.to_string(),
+            pid: process.pid.to_string(),
+            user: process
+                .user
+                .as_deref()
+                .map_or_else(|| "?".to_owned(), withlock::escape::text),
+            since: process.since.map_or_else(String::new, |since| {
+                let ago = SystemTime::now().duration_since(since).unwrap_or_default();
+                format!(
+                    "{} ({} ago)",
+                    humantime::format_rfc3339_seconds(since),
+                    human_duration(ago)
+                )
+            }),
+            command: process.command_line().unwrap_or_else(|| {
+                if process.running {
+                    "?".into()
+                } else {
+                    "(exited)".into()
+                }
+            }),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use withlock::{FileLock, Lock};
+
+    #[test]
+    fn json_has_the_documented_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = FileLock::named("a", Some(dir.path())).unwrap();
+        let _held = lock.try_acquire().unwrap();
+        let locks = withlock::list(dir.path(), &[]).unwrap();
+        let doc = json(&locks);
+        let a = &doc[0];
+        assert_eq!(a["name"], "a");
+        assert_eq!(a["state"], "held");
+        assert_eq!(a["mode"], "exclusive");
+        assert_eq!(a["holders"][0]["pid"], std::process::id());
+        assert!(a["holders"][0]["since"].as_str().unwrap().ends_with('Z'));
+        assert_eq!(a["waiters"], json!([]));
+    }
+
+    #[test]
+    fn the_table_is_aligned_and_plain_without_a_terminal() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(
+            FileLock::named("idle", Some(dir.path()))
+                .unwrap()
+                .try_acquire()
+                .unwrap(),
+        );
+        let lock = FileLock::named("b", Some(dir.path())).unwrap();
+        let _held = lock.try_acquire().unwrap();
+        let locks = withlock::list(dir.path(), &[]).unwrap();
+        let mut out = anstream::StripStream::new(Vec::new());
+        table(&locks, &mut out).unwrap();
+        let text = String::from_utf8(out.into_inner()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("NAME"), "{text}");
+        let state_column = lines[0].find("STATE").unwrap();
+        assert_eq!(lines[1].find("held"), Some(state_column), "{text}");
+        assert_eq!(lines[2].find("free"), Some(state_column), "{text}");
+        assert!(!text.contains('\x1b'));
+    }
+}
