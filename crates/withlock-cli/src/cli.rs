@@ -78,7 +78,7 @@ pub struct Cli {
     /// Write the man page and bash, zsh and fish completions under PREFIX
     /// (share/man/man1, share/bash-completion/completions,
     /// share/zsh/site-functions, share/fish/vendor_completions.d).
-    #[arg(long, value_name = "PREFIX", hide = true, exclusive = true)]
+    #[arg(long, value_name = "PREFIX", exclusive = true)]
     pub generate_extras: Option<PathBuf>,
 
     /// Where named lock files live [default: /run/lock, or /tmp where that

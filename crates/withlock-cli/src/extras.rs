@@ -23,8 +23,14 @@ pub fn generate(prefix: &Path) -> Result<Vec<PathBuf>> {
     ] {
         let dir = prefix.join(dir);
         fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
-        let path = clap_complete::generate_to(shell, &mut Cli::command(), "withlock", &dir)
+        let mut path = clap_complete::generate_to(shell, &mut Cli::command(), "withlock", &dir)
             .with_context(|| format!("write {shell} completions in {}", dir.display()))?;
+        if shell == Shell::Bash {
+            // bash-completion loads completions/<command>, without a suffix.
+            let plain = dir.join("withlock");
+            fs::rename(&path, &plain).with_context(|| format!("write {}", plain.display()))?;
+            path = plain;
+        }
         written.push(path);
     }
     Ok(written)

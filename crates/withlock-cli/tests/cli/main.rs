@@ -4,8 +4,10 @@
 
 mod exclusion;
 mod exit_status;
+mod guide;
 mod holder_message;
 mod lifetime;
+mod listing;
 mod multi_user;
 mod security;
 mod signals;

@@ -1,0 +1,112 @@
+//! Runs every `sh`, `python` and `make` block of docs/guide.md, so the
+//! recipes cannot rot. Each block runs in a scratch directory with withlock
+//! on PATH and a private lock directory, and must exit 0.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::support::{Env, output, stderr};
+
+const GUIDE: &str = include_str!("../../../../docs/guide.md");
+
+/// The fenced blocks of `markdown` as (language, text).
+fn blocks(markdown: &str) -> Vec<(&str, String)> {
+    let mut found = Vec::new();
+    let mut current: Option<(&str, String)> = None;
+    for line in markdown.lines() {
+        match (&mut current, line.strip_prefix("```")) {
+            (None, Some(language)) => current = Some((language.trim(), String::new())),
+            (Some(_), Some(_)) => found.push(current.take().unwrap()),
+            (Some((_, text)), None) => {
+                text.push_str(line);
+                text.push('\n');
+            }
+            (None, None) => {}
+        }
+    }
+    found
+}
+
+fn run_block(env: &Env, index: usize, language: &str, text: &str) -> Option<Command> {
+    let scratch = env.file(&format!("scratch-{index}"));
+    std::fs::create_dir_all(&scratch).unwrap();
+    let mut command = match language {
+        "sh" => {
+            let mut c = Command::new("sh");
+            c.args(["-eu", "-c", text]);
+            c
+        }
+        "python" => {
+            let mut c = Command::new("python3");
+            c.args(["-c", text]);
+            c
+        }
+        "make" => {
+            std::fs::write(scratch.join("Makefile"), text).unwrap();
+            let mut c = Command::new("make");
+            c.arg("-s");
+            c
+        }
+        _ => return None,
+    };
+    let path = format!(
+        "{}:{}",
+        env.bin().parent().unwrap().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    command
+        .current_dir(&scratch)
+        .env("PATH", path)
+        .env("WITHLOCK_DIR", env.lock_dir());
+    Some(command)
+}
+
+#[test]
+fn every_runnable_block_of_the_guide_succeeds() {
+    let env = Env::new();
+    let mut ran = 0;
+    for (index, (language, text)) in blocks(GUIDE).into_iter().enumerate() {
+        let Some(mut command) = run_block(&env, index, language, &text) else {
+            continue;
+        };
+        let out = output(&mut command);
+        assert!(
+            out.status.success(),
+            "this {language} block of docs/guide.md failed with {}:\n{text}\nstderr: {}",
+            out.status,
+            stderr(&out)
+        );
+        ran += 1;
+    }
+    assert!(
+        ran >= 8,
+        "only {ran} blocks ran: did the guide lose its examples?"
+    );
+}
+
+#[test]
+fn the_skip_recipe_really_skips() {
+    let env = Env::new();
+    let (_, text) = blocks(GUIDE)
+        .into_iter()
+        .find(|(_, text)| text.contains("never printed"))
+        .unwrap();
+    let out = output(run_block(&env, 0, "sh", &text).as_mut().unwrap());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("second run exited 75"), "{stdout}");
+    assert!(!stdout.contains("never printed"));
+}
+
+#[test]
+fn finds_fenced_blocks() {
+    let found = blocks("text\n```sh\necho a\n```\n```yaml\nk: v\n```\n");
+    assert_eq!(
+        found,
+        [("sh", "echo a\n".to_owned()), ("yaml", "k: v\n".to_owned())]
+    );
+    assert!(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../docs/guide.md")
+            .exists()
+    );
+}
