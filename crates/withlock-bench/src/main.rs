@@ -1,10 +1,11 @@
 //! `withlock-bench`: measures withlock against flock(1) in one run.
 //!
 //! Both wrappers take the same flock(2) lock, so what can differ is the cost
-//! of starting the wrapper, how soon a waiter runs once the holder ends, and
-//! the throughput under contention. Trials of the two are interleaved, so the
-//! noise of a shared machine falls on both alike, and medians and 90th
-//! percentiles are reported, so a few delayed runs do not decide the result.
+//! of starting the wrapper, how soon a waiter runs once the holder ends, the
+//! throughput under contention, and how punctually a timed wait gives up.
+//! Trials of the two are interleaved, so the noise of a shared machine falls
+//! on both alike, and medians and 90th percentiles are reported, so a few
+//! delayed runs do not decide the result.
 //!
 //! The same binary also serves as the command being locked, through hidden
 //! subcommands (see [`helpers`]): that way the timestamps are taken inside
@@ -14,6 +15,7 @@ mod helpers;
 mod measure_handoff;
 mod measure_startup;
 mod measure_storm;
+mod measure_timeout;
 mod proc_locks;
 mod report;
 mod rig;
@@ -21,6 +23,7 @@ mod stats;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -28,8 +31,8 @@ use clap::{Args, Parser, Subcommand};
 use crate::report::{Results, Settings};
 use crate::rig::{Programs, Rig};
 
-/// Benchmark withlock against flock(1): startup time, lock handoff latency
-/// and throughput under contention, interleaved in one run.
+/// Benchmark withlock against flock(1): startup time, lock handoff latency,
+/// throughput under contention and timeout accuracy, interleaved in one run.
 #[derive(Debug, Parser)]
 #[command(
     name = "withlock-bench",
@@ -76,6 +79,15 @@ struct Options {
     /// Storms of each wrapper, alternating between the two.
     #[arg(long, value_name = "N", default_value_t = 3, value_parser = at_least_one())]
     rounds: u32,
+
+    /// Timed-out waits of each wrapper, alternating between the two.
+    #[arg(long, value_name = "N", default_value_t = 20, value_parser = at_least_one())]
+    timeouts: u32,
+
+    /// How long each timed-out wait asks to wait, in milliseconds (`-w` of
+    /// both wrappers).
+    #[arg(long, value_name = "MS", default_value_t = 200, value_parser = at_least_one())]
+    timeout_ms: u32,
 
     /// Print the figures as JSON instead of a table.
     #[arg(long)]
@@ -138,6 +150,8 @@ fn benchmark(options: &Options) -> Result<()> {
         procs: options.procs as usize,
         iterations: options.iterations as usize,
         rounds: options.rounds as usize,
+        timeouts: options.timeouts as usize,
+        timeout_ms: options.timeout_ms,
     };
     eprintln!("withlock: {}", rig.programs().withlock.display());
     eprintln!("flock(1): {}", rig.programs().flock.display());
@@ -145,6 +159,11 @@ fn benchmark(options: &Options) -> Result<()> {
         startup: measure_startup::measure(&rig, settings.runs)?,
         handoff: measure_handoff::measure(&rig, settings.handoffs)?,
         storm: measure_storm::measure(&rig, settings.procs, settings.iterations, settings.rounds)?,
+        timeout: measure_timeout::measure(
+            &rig,
+            settings.timeouts,
+            Duration::from_millis(settings.timeout_ms.into()),
+        )?,
         settings,
     };
     if options.json {
@@ -189,5 +208,10 @@ mod tests {
         assert!(cli.helper.is_none() && cli.options.json);
         assert_eq!(cli.options.runs, 5);
         assert!(Cli::try_parse_from(["withlock-bench", "--procs", "0"]).is_err());
+        let cli = Cli::parse_from(["withlock-bench"]);
+        assert_eq!((cli.options.timeouts, cli.options.timeout_ms), (20, 200));
+        let cli = Cli::parse_from(["withlock-bench", "--timeouts", "4", "--timeout-ms", "50"]);
+        assert_eq!((cli.options.timeouts, cli.options.timeout_ms), (4, 50));
+        assert!(Cli::try_parse_from(["withlock-bench", "--timeout-ms", "0"]).is_err());
     }
 }

@@ -26,12 +26,12 @@ use crate::proc_locks;
 use crate::rig::{Rig, Wrapper};
 
 /// How long any one step of a trial may take before the trial is abandoned.
-const STEP_LIMIT: Duration = Duration::from_secs(10);
+pub(crate) const STEP_LIMIT: Duration = Duration::from_secs(10);
 /// How often a step's condition is checked. The polling happens before the
 /// go-ahead or after both stamps are taken, never in the measured interval.
 const POLL: Duration = Duration::from_micros(200);
-/// The lock name used for handoffs.
-const LOCK: &str = "h";
+/// The lock name used for handoffs, and for timeouts.
+pub(crate) const LOCK: &str = "h";
 
 /// Latencies in microseconds, one per trial.
 #[derive(Debug, Default)]
@@ -65,18 +65,8 @@ pub fn measure(rig: &Rig, trials: usize) -> Result<Handoff> {
 /// One handoff, in microseconds.
 fn one_handoff(rig: &Rig, wrapper: Wrapper) -> Result<f64> {
     let dir = rig.trial_dir()?;
-    let file = |name: &str| dir.path().join(name);
-    let (ready, go, end, start) = (file("ready"), file("go"), file("end"), file("start"));
-    mkfifo(&go, Mode::S_IRUSR | Mode::S_IWUSR)
-        .with_context(|| format!("cannot create the FIFO {}", go.display()))?;
-    let mut trial = Trial::new(go.clone());
-
-    let holder = trial.spawn(rig, wrapper, "hold", &[&ready, &go, &end])?;
-    poll_until(
-        "the holder to take the lock",
-        &mut trial.processes[holder],
-        || Ok(ready.exists()),
-    )?;
+    let (end, start) = (dir.path().join("end"), dir.path().join("start"));
+    let mut trial = start_holder(rig, wrapper, dir.path())?;
     let inode = fs::metadata(rig.lock_file(wrapper, LOCK))
         .context("the holder left no lock file")?
         .ino();
@@ -88,8 +78,7 @@ fn one_handoff(rig: &Rig, wrapper: Wrapper) -> Result<f64> {
         || Ok(proc_locks::blocked_on(inode)?),
     )?;
 
-    open_gate(&go)?;
-    trial.finish()?;
+    trial.release()?;
     let (ended, started) = (helpers::read_number(&end)?, helpers::read_number(&start)?);
     ensure!(
         started >= ended,
@@ -98,10 +87,28 @@ fn one_handoff(rig: &Rig, wrapper: Wrapper) -> Result<f64> {
     Ok((started - ended) as f64 / 1e3)
 }
 
-/// The processes of one trial. Dropped before [`Trial::finish`], it opens
+/// Starts a trial whose holder, `hold READY GO END` under `wrapper` with
+/// its files in `dir`, has taken the lock [`LOCK`] once this returns.
+/// [`Trial::release`] lets it go; after that `dir/end` holds the time its
+/// command ended.
+pub(crate) fn start_holder(rig: &Rig, wrapper: Wrapper, dir: &Path) -> Result<Trial> {
+    let (ready, go, end) = (dir.join("ready"), dir.join("go"), dir.join("end"));
+    mkfifo(&go, Mode::S_IRUSR | Mode::S_IWUSR)
+        .with_context(|| format!("cannot create the FIFO {}", go.display()))?;
+    let mut trial = Trial::new(go.clone());
+    let holder = trial.spawn(rig, wrapper, "hold", &[&ready, &go, &end])?;
+    poll_until(
+        "the holder to take the lock",
+        &mut trial.processes[holder],
+        || Ok(ready.exists()),
+    )?;
+    Ok(trial)
+}
+
+/// The processes of one trial. Dropped before [`Trial::release`], it opens
 /// the gate so the holder lets go, then kills and reaps what is left, so a
 /// failed trial leaves nothing running.
-struct Trial {
+pub(crate) struct Trial {
     gate: PathBuf,
     processes: Vec<Child>,
     finished: bool,
@@ -130,6 +137,13 @@ impl Trial {
             .with_context(|| format!("cannot run {command:?}"))?;
         self.processes.push(child);
         Ok(self.processes.len() - 1)
+    }
+
+    /// Gives the holder its go-ahead, then waits for every process to exit
+    /// with status 0.
+    pub(crate) fn release(&mut self) -> Result<()> {
+        open_gate(&self.gate)?;
+        self.finish()
     }
 
     /// Waits for every process to exit with status 0.

@@ -1,14 +1,18 @@
 //! The figures, as a plain-text table or as JSON.
 //!
 //! Times are summarised by median and 90th percentile (see `stats`); storm
-//! throughput by the median over rounds. The ratio is always withlock over
-//! flock(1): for times lower is better, for throughput higher is better.
+//! throughput by the median over rounds; timeout errors also by their
+//! maximum. The ratio is always withlock over flock(1): for times lower is
+//! better, for throughput higher is better.
 
 use std::fmt::Write;
+
+use serde_json::{Value, json};
 
 use crate::measure_handoff::Handoff;
 use crate::measure_startup::Startup;
 use crate::measure_storm::{Round, Storm};
+use crate::measure_timeout::Timeouts;
 use crate::stats::{self, Summary};
 
 /// What the run was asked to do.
@@ -19,6 +23,9 @@ pub struct Settings {
     pub procs: usize,
     pub iterations: usize,
     pub rounds: usize,
+    pub timeouts: usize,
+    /// The time each timeout trial asks the wrapper to wait at most.
+    pub timeout_ms: u32,
 }
 
 /// Everything measured in one run.
@@ -28,6 +35,7 @@ pub struct Results {
     pub startup: Startup,
     pub handoff: Handoff,
     pub storm: Storm,
+    pub timeout: Timeouts,
 }
 
 /// The summaries both formats print.
@@ -36,6 +44,29 @@ struct Figures {
     handoff: [Option<Summary>; 2],
     storm_rate: [Option<f64>; 2],
     storm_lost: [i64; 2],
+    timeout: [Option<GiveUp>; 2],
+}
+
+/// How one wrapper's timed-out waits went, in milliseconds.
+#[derive(Debug, Clone, Copy)]
+struct GiveUp {
+    /// The median wall time from spawn to exit.
+    elapsed_median: f64,
+    /// The distance of the wall time from the requested time, either way.
+    error: Summary,
+    error_max: f64,
+}
+
+impl GiveUp {
+    /// `None` for no trials.
+    fn of(elapsed: &[f64], requested_ms: f64) -> Option<GiveUp> {
+        let errors: Vec<f64> = elapsed.iter().map(|ms| (ms - requested_ms).abs()).collect();
+        Some(GiveUp {
+            elapsed_median: stats::median(elapsed)?,
+            error: Summary::of(&errors)?,
+            error_max: stats::max(&errors)?,
+        })
+    }
 }
 
 impl Figures {
@@ -46,6 +77,8 @@ impl Figures {
             handoff: [&handoff.withlock, &handoff.flock].map(|s| Summary::of(s)),
             storm_rate: [&storm.withlock, &storm.flock].map(|rounds| stats::median(&rates(rounds))),
             storm_lost: [&storm.withlock, &storm.flock].map(|rounds| lost(rounds)),
+            timeout: [&results.timeout.withlock, &results.timeout.flock]
+                .map(|elapsed| GiveUp::of(elapsed, f64::from(results.settings.timeout_ms))),
         }
     }
 }
@@ -96,6 +129,7 @@ pub fn table(results: &Results) -> String {
     let p90 = |s: Option<Summary>| s.map(|s| s.p90);
     let [withlock, flock, bare] = f.startup;
     let [hand_withlock, hand_flock] = f.handoff;
+    let give_up = |figure: fn(GiveUp) -> f64| f.timeout.map(|g| g.map(figure));
     let rows = [
         Row::compare(
             "startup, median (ms)",
@@ -131,108 +165,136 @@ pub fn table(results: &Results) -> String {
                 "-".to_string(),
             ],
         },
+        Row::compare(
+            "timeout, median (ms)",
+            give_up(|g| g.elapsed_median),
+            None,
+            3,
+        ),
+        Row::compare(
+            "timeout |error|, median (ms)",
+            give_up(|g| g.error.median),
+            None,
+            3,
+        ),
+        Row::compare(
+            "timeout |error|, p90 (ms)",
+            give_up(|g| g.error.p90),
+            None,
+            3,
+        ),
+        Row::compare(
+            "timeout |error|, max (ms)",
+            give_up(|g| g.error_max),
+            None,
+            3,
+        ),
     ];
     let s = results.settings;
     let mut out = format!(
-        "startup: {} runs each; handoff: {} trials each; storm: {} processes x {} runs, {} rounds each\n\n",
-        s.runs, s.handoffs, s.procs, s.iterations, s.rounds
+        "startup: {} runs each; handoff: {} trials each; storm: {} processes x {} runs, {} rounds each;\n\
+         timeout: {} trials each, giving up after {} ms\n\n",
+        s.runs, s.handoffs, s.procs, s.iterations, s.rounds, s.timeouts, s.timeout_ms
     );
     let header = ["withlock", "flock(1)", "withlock/flock", "bare true"];
     let _ = writeln!(
         out,
-        "{:<24} {:>10} {:>10} {:>15} {:>10}",
+        "{:<28} {:>10} {:>10} {:>15} {:>10}",
         "measurement", header[0], header[1], header[2], header[3]
     );
     for row in rows {
         let [a, b, c, d] = &row.cells;
-        let _ = writeln!(out, "{:<24} {a:>10} {b:>10} {c:>15} {d:>10}", row.label);
+        let _ = writeln!(out, "{:<28} {a:>10} {b:>10} {c:>15} {d:>10}", row.label);
     }
     out.push_str(
         "\nstartup and handoff: lower is better, so a ratio above 1 means withlock is slower.\n\
          storm runs/s: higher is better, so a ratio above 1 means withlock is faster.\n\
-         lost updates are summed over all rounds; anything but 0 means the lock failed.\n",
+         lost updates are summed over all rounds; anything but 0 means the lock failed.\n\
+         timeout: wall time from spawn to exit of a wrapper told to give up after the time\n\
+         above while the lock stays held; |error| is its distance from that time. Both\n\
+         include the wrapper's own process start-up (about 1-2 ms, see startup), so even\n\
+         a perfect timer shows that much error.\n",
     );
     out
 }
 
 /// The same figures as JSON, with per-round storm results as well.
-///
-/// Written by hand: the shape is small and fixed, and this keeps serde out
-/// of the workspace's dependencies for one benchmark.
 pub fn json(results: &Results) -> String {
     let f = Figures::of(results);
     let s = results.settings;
-    let storm = |rounds: &[Round], rate: Option<f64>| {
-        format!(
-            "{{\"runs_per_sec_median\": {}, \"runs_per_sec\": [{}], \"lost_updates\": [{}]}}",
-            number(rate),
-            rounds
-                .iter()
-                .map(|r| number(Some(r.runs_per_sec)))
-                .collect::<Vec<_>>()
-                .join(", "),
-            rounds
-                .iter()
-                .map(|r| r.lost_updates.to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
-        )
-    };
     let median = |s: Option<Summary>| s.map(|s| s.median);
-    format!(
-        "{{\n\
-         \x20 \"settings\": {{\"runs\": {}, \"handoffs\": {}, \"procs\": {}, \"iterations\": {}, \"rounds\": {}}},\n\
-         \x20 \"startup_ms\": {{\n\
-         \x20   \"withlock\": {},\n\
-         \x20   \"flock\": {},\n\
-         \x20   \"true\": {},\n\
-         \x20   \"ratio_median\": {}\n\
-         \x20 }},\n\
-         \x20 \"handoff_us\": {{\n\
-         \x20   \"withlock\": {},\n\
-         \x20   \"flock\": {},\n\
-         \x20   \"ratio_median\": {}\n\
-         \x20 }},\n\
-         \x20 \"storm\": {{\n\
-         \x20   \"withlock\": {},\n\
-         \x20   \"flock\": {},\n\
-         \x20   \"ratio_median\": {}\n\
-         \x20 }}\n\
-         }}\n",
-        s.runs,
-        s.handoffs,
-        s.procs,
-        s.iterations,
-        s.rounds,
-        summary(f.startup[0]),
-        summary(f.startup[1]),
-        summary(f.startup[2]),
-        number(ratio(median(f.startup[0]), median(f.startup[1]))),
-        summary(f.handoff[0]),
-        summary(f.handoff[1]),
-        number(ratio(median(f.handoff[0]), median(f.handoff[1]))),
-        storm(&results.storm.withlock, f.storm_rate[0]),
-        storm(&results.storm.flock, f.storm_rate[1]),
-        number(ratio(f.storm_rate[0], f.storm_rate[1])),
-    )
+    let storm = |rounds: &[Round], rate: Option<f64>| {
+        json!({
+            "runs_per_sec_median": number(rate),
+            "runs_per_sec": rounds.iter().map(|r| number(Some(r.runs_per_sec))).collect::<Vec<_>>(),
+            "lost_updates": rounds.iter().map(|r| r.lost_updates).collect::<Vec<_>>(),
+        })
+    };
+    let error_median = |g: Option<GiveUp>| g.map(|g| g.error.median);
+    let value = json!({
+        "settings": {
+            "runs": s.runs,
+            "handoffs": s.handoffs,
+            "procs": s.procs,
+            "iterations": s.iterations,
+            "rounds": s.rounds,
+            "timeouts": s.timeouts,
+            "timeout_ms": s.timeout_ms,
+        },
+        "startup_ms": {
+            "withlock": summary(f.startup[0]),
+            "flock": summary(f.startup[1]),
+            "true": summary(f.startup[2]),
+            "ratio_median": number(ratio(median(f.startup[0]), median(f.startup[1]))),
+        },
+        "handoff_us": {
+            "withlock": summary(f.handoff[0]),
+            "flock": summary(f.handoff[1]),
+            "ratio_median": number(ratio(median(f.handoff[0]), median(f.handoff[1]))),
+        },
+        "storm": {
+            "withlock": storm(&results.storm.withlock, f.storm_rate[0]),
+            "flock": storm(&results.storm.flock, f.storm_rate[1]),
+            "ratio_median": number(ratio(f.storm_rate[0], f.storm_rate[1])),
+        },
+        "timeout_ms": {
+            "requested": s.timeout_ms,
+            "withlock": give_up(f.timeout[0]),
+            "flock": give_up(f.timeout[1]),
+            "ratio_abs_error_median": number(ratio(
+                error_median(f.timeout[0]),
+                error_median(f.timeout[1]),
+            )),
+        },
+    });
+    format!("{value:#}\n")
 }
 
-fn summary(summary: Option<Summary>) -> String {
+fn summary(summary: Option<Summary>) -> Value {
     match summary {
-        Some(s) => format!(
-            "{{\"median\": {}, \"p90\": {}}}",
-            number(Some(s.median)),
-            number(Some(s.p90))
-        ),
-        None => "null".to_string(),
+        Some(s) => json!({"median": number(Some(s.median)), "p90": number(Some(s.p90))}),
+        None => Value::Null,
     }
 }
 
-/// A JSON number, or `null` for none (JSON has no NaN or infinity).
-fn number(x: Option<f64>) -> String {
+fn give_up(give_up: Option<GiveUp>) -> Value {
+    match give_up {
+        Some(g) => json!({
+            "elapsed_median": number(Some(g.elapsed_median)),
+            "abs_error_median": number(Some(g.error.median)),
+            "abs_error_p90": number(Some(g.error.p90)),
+            "abs_error_max": number(Some(g.error_max)),
+        }),
+        None => Value::Null,
+    }
+}
+
+/// A JSON number rounded to 3 decimals, or `null` for none (JSON has no NaN
+/// or infinity).
+fn number(x: Option<f64>) -> Value {
     match x {
-        Some(x) if x.is_finite() => format!("{x:.3}"),
-        _ => "null".to_string(),
+        Some(x) if x.is_finite() => json!((x * 1e3).round() / 1e3),
+        _ => Value::Null,
     }
 }
 
@@ -252,6 +314,8 @@ mod tests {
                 procs: 2,
                 iterations: 1,
                 rounds: 1,
+                timeouts: 3,
+                timeout_ms: 200,
             },
             startup: Startup {
                 withlock: vec![3.0, 3.0, 9.0],
@@ -265,6 +329,10 @@ mod tests {
             storm: Storm {
                 withlock: vec![round(400.0)],
                 flock: vec![round(500.0)],
+            },
+            timeout: Timeouts {
+                withlock: vec![201.0, 203.0, 202.0],
+                flock: vec![199.5, 201.0, 200.0],
             },
         }
     }
@@ -291,17 +359,71 @@ mod tests {
     }
 
     #[test]
+    fn the_table_shows_timeout_errors() {
+        let table = table(&results());
+        let cells = |label: &str| -> Vec<String> {
+            let line = table.lines().find(|l| l.starts_with(label)).unwrap();
+            let cells: Vec<&str> = line[label.len()..].split_whitespace().collect();
+            cells.iter().map(|c| c.to_string()).collect()
+        };
+        assert_eq!(
+            cells("timeout, median (ms)"),
+            ["202.000", "200.000", "1.01x", "-"]
+        );
+        assert_eq!(
+            cells("timeout |error|, median (ms)"),
+            ["2.000", "0.500", "4.00x", "-"]
+        );
+        assert_eq!(
+            cells("timeout |error|, max (ms)"),
+            ["3.000", "1.000", "3.00x", "-"]
+        );
+        assert!(table.contains("timeout: 3 trials each, giving up after 200 ms"));
+    }
+
+    #[test]
     fn the_json_has_the_same_figures() {
-        let json = json(&results());
-        assert!(
-            json.contains(r#""withlock": {"median": 3.000, "p90": 9.000}"#),
-            "{json}"
+        let text = json(&results());
+        assert!(text.ends_with("}\n"), "{text}");
+        let json: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(json["settings"]["runs"], 3);
+        assert_eq!(json["settings"]["timeout_ms"], 200);
+        assert_eq!(
+            json["startup_ms"]["withlock"],
+            json!({"median": 3.0, "p90": 9.0})
         );
-        assert!(json.contains(r#""ratio_median": 1.000"#), "{json}");
-        assert!(
-            json.contains(r#""runs_per_sec": [400.000], "lost_updates": [0]"#),
-            "{json}"
+        assert_eq!(json["startup_ms"]["true"]["median"], 1.0);
+        assert_eq!(json["startup_ms"]["ratio_median"], 1.5);
+        assert_eq!(json["handoff_us"]["ratio_median"], 1.0);
+        assert_eq!(json["storm"]["withlock"]["runs_per_sec"], json!([400.0]));
+        assert_eq!(json["storm"]["withlock"]["lost_updates"], json!([0]));
+        assert_eq!(json["storm"]["ratio_median"], 0.8);
+        assert_eq!(json["timeout_ms"]["requested"], 200);
+        assert_eq!(
+            json["timeout_ms"]["withlock"],
+            json!({
+                "elapsed_median": 202.0,
+                "abs_error_median": 2.0,
+                "abs_error_p90": 3.0,
+                "abs_error_max": 3.0,
+            })
         );
-        assert_eq!(json.matches('{').count(), json.matches('}').count());
+        assert_eq!(json["timeout_ms"]["flock"]["abs_error_median"], 0.5);
+        assert_eq!(json["timeout_ms"]["ratio_abs_error_median"], 4.0);
+    }
+
+    #[test]
+    fn missing_figures_are_null_in_json() {
+        let mut results = results();
+        results.startup.bare.clear();
+        results.timeout.flock.clear();
+        results.storm.flock[0].runs_per_sec = 0.0;
+        let json: Value = serde_json::from_str(&json(&results)).unwrap();
+        assert!(json["startup_ms"]["true"].is_null());
+        assert!(json["timeout_ms"]["flock"].is_null());
+        assert!(json["timeout_ms"]["ratio_abs_error_median"].is_null());
+        assert!(json["storm"]["ratio_median"].is_null());
+        assert_eq!(number(Some(1.23456)), json!(1.235));
+        assert!(number(Some(f64::NAN)).is_null());
     }
 }

@@ -6,9 +6,14 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use tempfile::TempDir;
+
+/// The exit status of a wrapper that gave up waiting: withlock's default
+/// (EX_TEMPFAIL), and what flock(1) is told to use with `-E`.
+pub const GAVE_UP: i32 = 75;
 
 /// A lock wrapper under test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,18 +95,49 @@ impl Rig {
     /// discarded: the figures come from exit statuses and stamp files, and
     /// withlock's "waiting for" line would only clutter the report.
     pub fn locked<S: AsRef<OsStr>>(&self, wrapper: Wrapper, name: &str, command: &[S]) -> Command {
+        self.wrapped(wrapper, name, None, command)
+    }
+
+    /// `command` under the exclusive lock `name`, giving up after `limit`
+    /// with exit status [`GAVE_UP`]: `withlock --dir D NAME -w SECONDS --
+    /// COMMAND...` or `flock -w SECONDS -E 75 D/NAME.lock COMMAND...`.
+    pub fn locked_at_most<S: AsRef<OsStr>>(
+        &self,
+        wrapper: Wrapper,
+        name: &str,
+        limit: Duration,
+        command: &[S],
+    ) -> Command {
+        self.wrapped(wrapper, name, Some(limit), command)
+    }
+
+    fn wrapped<S: AsRef<OsStr>>(
+        &self,
+        wrapper: Wrapper,
+        name: &str,
+        limit: Option<Duration>,
+        command: &[S],
+    ) -> Command {
+        let seconds = limit.map(|limit| limit.as_secs_f64().to_string());
         let mut locked = match wrapper {
             Wrapper::Withlock => {
                 let mut withlock = Command::new(&self.programs.withlock);
-                withlock
-                    .arg("--dir")
-                    .arg(self.lock_dir(wrapper))
-                    .arg(name)
-                    .arg("--");
+                withlock.arg("--dir").arg(self.lock_dir(wrapper)).arg(name);
+                if let Some(seconds) = &seconds {
+                    withlock.arg("-w").arg(seconds);
+                }
+                withlock.arg("--");
                 withlock
             }
             Wrapper::Flock => {
                 let mut flock = Command::new(&self.programs.flock);
+                if let Some(seconds) = &seconds {
+                    flock
+                        .arg("-w")
+                        .arg(seconds)
+                        .arg("-E")
+                        .arg(GAVE_UP.to_string());
+                }
                 flock.arg(self.lock_file(wrapper, name));
                 flock
             }
@@ -201,6 +237,41 @@ mod tests {
         let args: Vec<&OsStr> = flock.get_args().collect();
         assert_eq!(args, [lock.as_os_str(), OsStr::new("true")]);
         assert!(lock.ends_with("flock-locks/h.lock"));
+    }
+
+    #[test]
+    fn a_time_limit_goes_to_each_wrapper_its_own_way() {
+        let rig = rig();
+        let limit = Duration::from_millis(200);
+        let dir = rig.lock_dir(Wrapper::Withlock);
+        let withlock = rig.locked_at_most(Wrapper::Withlock, "h", limit, &["true"]);
+        let args: Vec<&OsStr> = withlock.get_args().collect();
+        assert_eq!(
+            args,
+            [
+                OsStr::new("--dir"),
+                dir.as_os_str(),
+                OsStr::new("h"),
+                OsStr::new("-w"),
+                OsStr::new("0.2"),
+                OsStr::new("--"),
+                OsStr::new("true"),
+            ]
+        );
+        let lock = rig.lock_file(Wrapper::Flock, "h");
+        let flock = rig.locked_at_most(Wrapper::Flock, "h", limit, &["true"]);
+        let args: Vec<&OsStr> = flock.get_args().collect();
+        assert_eq!(
+            args,
+            [
+                OsStr::new("-w"),
+                OsStr::new("0.2"),
+                OsStr::new("-E"),
+                OsStr::new("75"),
+                lock.as_os_str(),
+                OsStr::new("true"),
+            ]
+        );
     }
 
     #[test]

@@ -44,6 +44,11 @@ pub fn percentile(samples: &[f64], p: f64) -> Option<f64> {
     Some(sorted[rank.clamp(1, sorted.len()) - 1])
 }
 
+/// The largest sample.
+pub fn max(samples: &[f64]) -> Option<f64> {
+    samples.iter().copied().max_by(f64::total_cmp)
+}
+
 /// `a / b`, or `None` where that is not a number worth printing.
 pub fn ratio(a: f64, b: f64) -> Option<f64> {
     let ratio = a / b;
@@ -77,6 +82,12 @@ mod tests {
         assert_eq!(percentile(&[5.0], 90.0), Some(5.0));
         assert_eq!(percentile(&[1.0, 2.0], 0.0), Some(1.0));
         assert_eq!(percentile(&[], 90.0), None);
+    }
+
+    #[test]
+    fn max_of_samples() {
+        assert_eq!(max(&[2.0, 7.5, -1.0]), Some(7.5));
+        assert_eq!(max(&[]), None);
     }
 
     #[test]
