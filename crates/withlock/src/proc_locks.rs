@@ -6,7 +6,7 @@
 //! file system's (`i_sb->s_dev`), printed in hex; the pid is the process
 //! that took the lock, even if it has since exited.
 
-use std::io;
+use std::io::{self, Read};
 
 use nix::sys::stat::FileStat;
 
@@ -54,9 +54,29 @@ impl FileId {
 }
 
 /// Every lock the kernel lists.
+///
+/// Each read(2) of /proc/locks that has to walk the lock list takes the
+/// kernel's file-lock rwsem for writing, which waits for an RCU grace
+/// period (milliseconds) and holds up every flock() on the machine
+/// meanwhile. So the file is read with a buffer large enough to take it
+/// whole in one call rather than in std's small first reads.
 pub(crate) fn read() -> io::Result<Vec<Entry>> {
-    Ok(parse(&std::fs::read_to_string("/proc/locks")?))
+    let mut file = std::fs::File::open("/proc/locks")?;
+    let mut text = Vec::with_capacity(READ_SIZE);
+    loop {
+        let start = text.len();
+        text.resize(start + READ_SIZE, 0);
+        let n = file.read(&mut text[start..])?;
+        text.truncate(start + n);
+        if n == 0 {
+            break;
+        }
+    }
+    Ok(parse(&String::from_utf8_lossy(&text)))
 }
+
+/// How much of /proc/locks one read asks for.
+const READ_SIZE: usize = 256 * 1024;
 
 /// The entries on `file`. Where no entry matches the device exactly (btrfs
 /// subvolumes and overlayfs report a different device to stat than to
