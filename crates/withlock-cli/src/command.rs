@@ -111,12 +111,15 @@ fn check_executable(path: &Path, program: &OsStr) -> Result<(), StartError> {
 /// Runs the command holding `lock_fd`; returns the exit status to pass on.
 pub fn run(program: &Path, args: &[OsString], lock_fd: BorrowedFd<'_>) -> Result<u8, StartError> {
     let terminal = Terminal::foreground();
-    let child = {
-        let _deferred = signals::Deferred::start();
-        let child = spawn(program, args, lock_fd, terminal)?;
-        signals::forward_to(child.id() as i32);
-        child
+    signals::starting();
+    let child = match spawn(program, args, lock_fd, terminal) {
+        Ok(child) => child,
+        Err(err) => {
+            signals::stop_forwarding();
+            return Err(err);
+        }
     };
+    signals::forward_to(child.id() as i32);
     let group = Pid::from_raw(child.id() as i32);
     if let Some(terminal) = terminal {
         terminal.give_to(group);

@@ -11,8 +11,10 @@
 //!   a signal sent to withlock, or to withlock's process group, reaches the
 //!   command only through withlock: never twice.
 //!
-//! The signals are blocked from just before the command is spawned until
-//! its process group is recorded, so none falls between the two.
+//! While the command is being started its process group is not known yet:
+//! a signal that arrives then is kept and passed on as soon as it is. The
+//! signals are not blocked meanwhile, because a child inherits the signal
+//! mask and the command would then start with them blocked.
 
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -20,17 +22,41 @@ use std::sync::atomic::{AtomicI32, Ordering};
 /// The signals withlock handles, in the order they are documented.
 pub const HANDLED: [i32; 4] = [libc::SIGTERM, libc::SIGHUP, libc::SIGINT, libc::SIGQUIT];
 
-/// The command's process group, or 0 while no command runs.
-static COMMAND_GROUP: AtomicI32 = AtomicI32::new(0);
+/// The command's process group; [`NO_COMMAND`] while waiting for the lock,
+/// [`STARTING`] while the command is being started.
+static COMMAND_GROUP: AtomicI32 = AtomicI32::new(NO_COMMAND);
+const NO_COMMAND: i32 = 0;
+const STARTING: i32 = -1;
+
+/// A signal that arrived while the command was being started, or 0.
+static PENDING: AtomicI32 = AtomicI32::new(0);
 
 extern "C" fn on_signal(signal: libc::c_int) {
-    let group = COMMAND_GROUP.load(Ordering::SeqCst);
-    if group == 0 {
+    match COMMAND_GROUP.load(Ordering::SeqCst) {
         // SAFETY: _exit is async-signal-safe and ends the process at once.
-        unsafe { libc::_exit(128 + signal) };
+        NO_COMMAND => unsafe { libc::_exit(128 + signal) },
+        STARTING => {
+            PENDING.store(signal, Ordering::SeqCst);
+            // The group may have been recorded meanwhile; then whichever of
+            // us takes the pending signal first passes it on.
+            let group = COMMAND_GROUP.load(Ordering::SeqCst);
+            if group > 0 {
+                pass_on_pending(group);
+            }
+        }
+        // SAFETY: kill is async-signal-safe; `group` is our child's group.
+        group => unsafe {
+            libc::kill(-group, signal);
+        },
     }
-    // SAFETY: kill is async-signal-safe; `group` is our child's group.
-    unsafe { libc::kill(-group, signal) };
+}
+
+fn pass_on_pending(group: i32) {
+    let signal = PENDING.swap(0, Ordering::SeqCst);
+    if signal != 0 {
+        // SAFETY: kill is async-signal-safe; `group` is our child's group.
+        unsafe { libc::kill(-group, signal) };
+    }
 }
 
 /// Installs the handler for every signal in [`HANDLED`].
@@ -48,45 +74,20 @@ pub fn install() {
     }
 }
 
-/// Blocks the handled signals until dropped; signals that arrive meanwhile
-/// are delivered on drop.
-pub struct Deferred {
-    previous: libc::sigset_t,
-}
-
-impl Deferred {
-    /// Starts deferring the handled signals.
-    pub fn start() -> Deferred {
-        // SAFETY: the sets are initialised with sigemptyset before use, and
-        // sigprocmask only changes this thread's mask.
-        unsafe {
-            let mut set: libc::sigset_t = MaybeUninit::zeroed().assume_init();
-            let mut previous: libc::sigset_t = MaybeUninit::zeroed().assume_init();
-            libc::sigemptyset(&mut set);
-            for signal in HANDLED {
-                libc::sigaddset(&mut set, signal);
-            }
-            libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut previous);
-            Deferred { previous }
-        }
-    }
-}
-
-impl Drop for Deferred {
-    fn drop(&mut self) {
-        // SAFETY: restores the mask saved by `start`.
-        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.previous, std::ptr::null_mut()) };
-    }
+/// The command is about to be started: keep signals until its group is known.
+pub fn starting() {
+    COMMAND_GROUP.store(STARTING, Ordering::SeqCst);
 }
 
 /// From now on, handled signals go to the process group `group`.
 pub fn forward_to(group: i32) {
     COMMAND_GROUP.store(group, Ordering::SeqCst);
+    pass_on_pending(group);
 }
 
 /// The command has ended: there is nobody to pass signals to any more, and
 /// withlock is only releasing the lock and exiting, so a late signal ends it
 /// as if it were still waiting.
 pub fn stop_forwarding() {
-    COMMAND_GROUP.store(0, Ordering::SeqCst);
+    COMMAND_GROUP.store(NO_COMMAND, Ordering::SeqCst);
 }
