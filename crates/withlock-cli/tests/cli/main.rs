@@ -1,6 +1,5 @@
 //! Integration tests that drive the real `withlock` binary, one module per
 //! topic. Tests marked "needs root" fail (never skip) when not run as root.
-#![allow(dead_code)]
 
 mod exclusion;
 mod exit_status;
