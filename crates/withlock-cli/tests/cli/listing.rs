@@ -168,3 +168,51 @@ fn verbose_reports_the_wait_and_the_hold() {
         "{err}"
     );
 }
+
+/// Needs root: mounts a /proc with hidepid=2 in a private mount namespace,
+/// where another user may not look into root's processes.
+#[test]
+fn a_user_who_cannot_see_the_holder_is_told_so() {
+    require_root();
+    ensure_user(BOB);
+    let env = Env::new();
+    let holder = env.hold(env.withlock().arg("secret"), "h");
+    let script = format!(
+        "mount -t proc -o hidepid=2 proc /proc && exec setpriv --reuid {BOB} --regid {BOB} \
+         --init-groups -- {} --dir {} --list \"$@\"",
+        env.bin().display(),
+        env.lock_dir().display()
+    );
+    let list = |extra: &[&str]| {
+        let mut command = std::process::Command::new("unshare");
+        command
+            .args([
+                "--mount",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                &script,
+                "sh",
+            ])
+            .args(extra);
+        let out = crate::support::output(&mut command);
+        assert!(out.status.success(), "{}", crate::support::stderr(&out));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let doc: Value = serde_json::from_str(&list(&["--json"])).unwrap();
+    let seen = &doc[0]["holders"][0];
+    assert_eq!(
+        seen["pid"],
+        holder.pid(),
+        "the pid still shows through /proc/locks"
+    );
+    assert_eq!(
+        (seen["user"].clone(), seen["command"].clone()),
+        (Value::Null, Value::Null)
+    );
+    assert_eq!(doc[0]["hidden"], true);
+    let table = list(&[]);
+    assert!(table.contains("hidden from this user"), "{table}");
+    assert!(holder.release().success());
+}
