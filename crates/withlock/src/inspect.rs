@@ -23,8 +23,8 @@ pub struct LockStatus {
     pub holders: Holders,
 }
 
-/// The status of the named locks in `dir`, or of every lock there when
-/// `names` is empty, sorted by name.
+/// The status of the named locks in `dir` (a name with '/' is a lock file
+/// path, as everywhere), or of every lock there when `names` is empty.
 pub fn list(dir: &Path, names: &[String]) -> Result<Vec<LockStatus>> {
     let names = if names.is_empty() {
         lock_names(dir)?
@@ -34,9 +34,9 @@ pub fn list(dir: &Path, names: &[String]) -> Result<Vec<LockStatus>> {
     names
         .iter()
         .map(|name| {
-            let lock = FileLock::named(name, Some(dir))?;
+            let lock = FileLock::parse(name, Some(dir))?;
             Ok(LockStatus {
-                name: name.clone(),
+                name: lock.label().to_owned(),
                 path: lock.path(),
                 holders: lock.holders()?,
             })
@@ -92,6 +92,20 @@ mod tests {
         assert_eq!(names, ["free", "held"]);
         assert!(all[0].holders.is_empty());
         assert_eq!(all[1].holders.mode(), Some(Mode::Exclusive));
+    }
+
+    #[test]
+    fn a_lock_can_be_named_by_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("by-path.lock");
+        let held = FileLock::at_path(&path).unwrap();
+        let _guard = held.try_acquire().unwrap();
+        let spec = path.to_str().unwrap().to_owned();
+        let one = list(Path::new("/nonexistent"), &[spec.clone()]).unwrap();
+        assert_eq!(
+            (one[0].name.as_str(), one[0].holders.holders.len()),
+            (spec.as_str(), 1)
+        );
     }
 
     #[test]
