@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use crate::support::{ALICE, BOB, Env, ensure_user, require_root, set_mode, wait_blocked};
+use crate::support::{ALICE, BOB, Env, ensure_user, require_root, wait_blocked};
 
 fn list_json(env: &Env, names: &[&str]) -> Value {
     let out = env
@@ -118,8 +118,6 @@ fn a_lock_held_by_another_user() {
     ensure_user(ALICE);
     ensure_user(BOB);
     let env = Env::new();
-    // Alice's command writes its ready file into the test directory.
-    set_mode(env.path(), 0o1777);
     let holder = env.hold(env.withlock().arg("theirs").as_user(ALICE), "h");
     let doc = list_json(&env, &["theirs"]);
     assert_eq!(doc[0]["holders"][0]["user"], ALICE);

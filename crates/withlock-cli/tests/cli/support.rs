@@ -19,8 +19,11 @@ use nix::unistd::Pid;
 /// How long any awaited event may take before the test fails.
 pub const BOUND: Duration = Duration::from_secs(30);
 
-/// One test's private directory, readable by every user, with its own lock
-/// directory and its own copy of the binary that other users can execute.
+/// One test's private directory with its own lock directory and its own
+/// copy of the binary that other users can execute. It is sticky and
+/// writable by all (like /tmp), so a holder running as another user can
+/// write its ready file; owned by root, it is still a safe parent for the
+/// lock directory.
 pub struct Env {
     dir: tempfile::TempDir,
 }
@@ -31,7 +34,7 @@ impl Env {
             .prefix("withlock-test-")
             .tempdir()
             .unwrap();
-        set_mode(dir.path(), 0o755);
+        set_mode(dir.path(), 0o1777);
         let env = Env { dir };
         fs::create_dir(env.lock_dir()).unwrap();
         set_mode(&env.lock_dir(), 0o1777);
@@ -84,7 +87,7 @@ impl Env {
     pub fn hold(&self, run: Run, tag: &str) -> Holder {
         let ready = self.file(&format!("{tag}.ready"));
         let go = self.fifo(&format!("{tag}.go"));
-        let script = r#"echo "$$" > "$1"; read _ < "$2""#;
+        let script = r#"echo "$$" > "$1" || exit 1; read _ < "$2""#;
         let child = run
             .args(["--", "sh", "-c", script, "sh"])
             .arg(&ready)
@@ -245,7 +248,11 @@ impl Holder {
         let child = &mut self.child;
         wait_for("the holder's command to start", || {
             if let Ok(Some(status)) = child.try_wait() {
-                panic!("the holder exited early with {status}");
+                let mut err = String::new();
+                if let Some(mut pipe) = child.stderr.take() {
+                    let _ = std::io::Read::read_to_string(&mut pipe, &mut err);
+                }
+                panic!("the holder exited early with {status}: {err}");
             }
             // The shell creates the file before it writes its pid into it.
             fs::read_to_string(&ready).is_ok_and(|pid| pid.ends_with('\n'))
