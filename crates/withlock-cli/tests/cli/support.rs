@@ -210,7 +210,27 @@ fn copy_binary(to: &Path) {
 /// Starts `command`; every test process is started through here.
 pub fn spawn(command: &mut Command) -> Child {
     let _forking = FORKING.read().unwrap_or_else(|e| e.into_inner());
-    command.spawn().unwrap()
+    match command.spawn() {
+        Ok(child) => child,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let program = command.get_program().to_string_lossy().into_owned();
+            panic!("{program} is missing, and the tests need it: {}", install_hint(&program))
+        }
+        Err(e) => panic!("cannot start {command:?}: {e}"),
+    }
+}
+
+/// The command that installs a program the tests run (Debian package names).
+fn install_hint(program: &str) -> String {
+    let package = match program {
+        "flock" | "setpriv" | "unshare" | "mount" => "util-linux",
+        "useradd" => "passwd",
+        "make" => "make",
+        "python3" => "python3",
+        "mknod" | "sh" => "coreutils dash",
+        _ => return format!("install {program} and run the tests again"),
+    };
+    format!("run `apt-get install {package}` and the tests again")
 }
 
 /// Runs `command` to the end with stdout and stderr captured; kills it and
