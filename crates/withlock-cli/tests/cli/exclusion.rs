@@ -101,23 +101,13 @@ fn withlock_and_flock_exclude_each_other_both_ways() {
     );
     assert!(holder.release().success());
 
-    let ready = env.file("flock.ready");
-    let go = env.fifo("flock.go");
-    let mut flock_holder = spawn(
-        Command::new("flock")
-            .arg(&file)
-            .args(["sh", "-c", r#"echo > "$0"; read _ < "$1""#])
-            .arg(&ready)
-            .arg(&go),
-    );
-    crate::support::wait_for("flock(1) to hold the lock", || ready.exists());
+    let flock_holder = env.hold_flock(&file, "flock");
     env.withlock()
         .args(["-n", "both", "--", "true"])
         .assert()
         .code(75)
         .stderr(predicates::str::contains("flock"));
-    fs::write(&go, "\n").unwrap();
-    assert!(wait_child(&mut flock_holder).success());
+    assert!(flock_holder.release().success());
 }
 
 /// The waiter sleeps in flock(2) until the holder lets go: its main thread

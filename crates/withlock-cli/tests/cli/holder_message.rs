@@ -2,10 +2,9 @@
 //! user, command line and how long; escaped so it cannot drive a terminal.
 
 use std::io::Read;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 
-use crate::support::{Env, spawn, stderr, wait_blocked, wait_child, wait_for};
+use crate::support::{Env, stderr, wait_blocked, wait_child, wait_for};
 
 #[test]
 fn a_conflict_names_pid_user_time_and_command_on_one_line() {
@@ -90,16 +89,7 @@ fn escape_sequences_in_a_holder_command_line_are_made_visible() {
 #[test]
 fn a_flock1_holder_is_named_with_its_running_time() {
     let env = Env::new();
-    let ready = env.file("ready");
-    let go = env.fifo("go");
-    let mut flock = spawn(
-        Command::new("flock")
-            .arg(env.lock_file("f"))
-            .args(["sh", "-c", r#"echo > "$0"; read _ < "$1""#])
-            .arg(&ready)
-            .arg(&go),
-    );
-    wait_for("flock(1) to hold the lock", || ready.exists());
+    let flock = env.hold_flock(&env.lock_file("f"), "flock");
     let out = env
         .withlock()
         .args(["-n", "f", "--", "true"])
@@ -109,12 +99,11 @@ fn a_flock1_holder_is_named_with_its_running_time() {
         .clone();
     let err = stderr(&out);
     assert!(
-        err.contains(&format!("pid {} (root), running for", flock.id())),
+        err.contains(&format!("pid {} (root), running for", flock.pid())),
         "{err}"
     );
     assert!(err.contains(": flock "), "{err}");
-    std::fs::write(&go, "\n").unwrap();
-    assert!(wait_child(&mut flock).success());
+    assert!(flock.release().success());
 }
 
 /// Without a terminal the waiting line comes once, after about a second.

@@ -11,17 +11,17 @@
 
 use std::ffi::{CString, OsStr};
 use std::fs;
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus};
 
 use crate::support::{
-    ALICE, Env, Holder, Run, blocked_on, ensure_user, holding, output, require_root, set_mode,
-    spawn, stderr, wait_blocked, wait_child, wait_for,
+    ALICE, Env, blocked_on, ensure_user, holding, output, require_root, set_mode, stderr,
+    wait_blocked, wait_child,
 };
 
 /// The exit status for an unusable or unsafe lock directory, or no regular
@@ -465,123 +465,6 @@ fn refuses_a_directory_owned_by_another_user() {
     assert!(marker.exists());
 }
 
-/// Waits until `tag`'s ready file holds a whole line and returns the pid
-/// written there (the shell creates the file before it writes the pid).
-fn ready_pid(env: &Env, tag: &str) -> i32 {
-    let ready = env.file(&format!("{tag}.ready"));
-    let mut pid = None;
-    wait_for(&format!("a pid in {}", ready.display()), || {
-        pid = fs::read_to_string(&ready)
-            .ok()
-            .filter(|text| text.ends_with('\n'))
-            .map(|text| text.trim().parse::<i32>().unwrap());
-        pid.is_some()
-    });
-    pid.unwrap()
-}
-
-/// Kills `pid` if it still runs; for commands left blocked on a FIFO by a
-/// failing test, which would otherwise keep the test's output open forever.
-fn kill_blocked_command(pid: i32) {
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGKILL,
-    );
-}
-
-/// A withlock holding a lock (the support's [`Holder`]) whose command is
-/// killed too if the test fails before releasing it.
-struct Held {
-    holder: Option<Holder>,
-    command: i32,
-}
-
-impl Held {
-    fn new(env: &Env, run: Run, tag: &str) -> Held {
-        let holder = env.hold(run, tag);
-        let command = ready_pid(env, tag);
-        Held {
-            holder: Some(holder),
-            command,
-        }
-    }
-
-    /// The pid of withlock.
-    fn pid(&self) -> i32 {
-        self.holder.as_ref().unwrap().pid()
-    }
-
-    /// Lets the command finish, and returns withlock's status.
-    fn release(mut self) -> ExitStatus {
-        self.holder.take().unwrap().release()
-    }
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        if self.holder.is_some() {
-            kill_blocked_command(self.command);
-        }
-    }
-}
-
-/// flock(1) holding a lock file until released.
-struct FlockHolder {
-    child: Child,
-    go: PathBuf,
-    /// The command's pid, until it is released.
-    command: Option<i32>,
-}
-
-impl FlockHolder {
-    /// Runs `flock PATH sh -c 'echo $$ > READY; read _ < GO'` and waits
-    /// until its command runs, so the lock is held.
-    fn start(env: &Env, path: &Path, tag: &str) -> FlockHolder {
-        let ready = env.file(&format!("{tag}.ready"));
-        let go = env.fifo(&format!("{tag}.go"));
-        let mut child = spawn(
-            Command::new("flock")
-                .arg(path)
-                .args(["sh", "-c", r#"echo "$$" > "$1"; read _ < "$2""#, "sh"])
-                .arg(&ready)
-                .arg(&go)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null()),
-        );
-        wait_for("flock(1)'s command to start", || {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("flock(1) exited early with {status}");
-            }
-            ready.exists()
-        });
-        let command = Some(ready_pid(env, tag));
-        FlockHolder { child, go, command }
-    }
-
-    /// Lets the command finish; returns flock(1)'s status.
-    fn release(mut self) -> ExitStatus {
-        fs::OpenOptions::new()
-            .write(true)
-            .open(&self.go)
-            .unwrap()
-            .write_all(b"\n")
-            .unwrap();
-        self.command = None;
-        wait_child(&mut self.child)
-    }
-}
-
-impl Drop for FlockHolder {
-    fn drop(&mut self) {
-        if let Some(pid) = self.command {
-            kill_blocked_command(pid);
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A withlock started in the background, killed if the test fails first.
 struct Waiter(Child);
 
@@ -640,14 +523,14 @@ fn a_lock_file_replaced_while_waiting_is_locked_anew() {
     let env = Env::new();
     let path = env.lock_file("t");
     let marker = env.file("ran");
-    let first = Held::new(&env, env.withlock().arg("t"), "first");
+    let first = env.hold(env.withlock().arg("t"), "first");
     let old_inode = fs::metadata(&path).unwrap().ino();
     let mut waiter = start_waiter(&env, &marker);
     let waiter_pid = waiter.pid();
     wait_blocked(&path, waiter_pid);
 
     fs::remove_file(&path).unwrap();
-    let second = FlockHolder::start(&env, &path, "second");
+    let second = env.hold_flock(&path, "second");
     assert_ne!(fs::metadata(&path).unwrap().ino(), old_inode);
     assert!(first.release().success());
 
@@ -675,7 +558,7 @@ fn a_lock_file_deleted_while_waiting_is_created_anew() {
     let env = Env::new();
     let path = env.lock_file("t");
     let marker = env.file("ran");
-    let first = Held::new(&env, env.withlock().arg("t"), "first");
+    let first = env.hold(env.withlock().arg("t"), "first");
     let mut waiter = start_waiter(&env, &marker);
     wait_blocked(&path, waiter.pid());
 
@@ -707,14 +590,14 @@ fn a_lock_by_path_excludes_flock_and_flock_excludes_it() {
             .code()
     };
 
-    let held = Held::new(&env, env.withlock().arg(&path), "withlock");
+    let held = env.hold(env.withlock().arg(&path), "withlock");
     assert_eq!(holding(&path), [held.pid()]);
     assert_eq!(flock_n(), Some(1), "flock(1) took a lock withlock holds");
     assert!(held.release().success());
     assert_eq!(flock_n(), Some(0));
 
     let marker = env.file("ran");
-    let flock = FlockHolder::start(&env, &path, "flock");
+    let flock = env.hold_flock(&path, "flock");
     let out = env
         .withlock()
         .arg("-n")

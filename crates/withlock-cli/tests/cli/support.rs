@@ -85,14 +85,31 @@ impl Env {
     /// Starts a withlock that holds `lock` until [`Holder::release`]:
     /// its command announces itself by creating a file, then blocks on a FIFO.
     pub fn hold(&self, run: Run, tag: &str) -> Holder {
+        self.hold_with(run.arg("--").command(), tag)
+    }
+
+    /// Starts flock(1) holding the lock file `path` until [`Holder::release`].
+    pub fn hold_flock(&self, path: &Path, tag: &str) -> Holder {
+        let mut flock = Command::new("flock");
+        flock.arg(path);
+        self.hold_with(flock, tag)
+    }
+
+    /// Runs `locker` (a command line that ends where its command goes) with
+    /// a command that announces itself by writing its pid to a file, then
+    /// blocks on a FIFO; returns once the command runs, so the lock is held.
+    fn hold_with(&self, mut locker: Command, tag: &str) -> Holder {
         let ready = self.file(&format!("{tag}.ready"));
         let go = self.fifo(&format!("{tag}.go"));
         let script = r#"echo "$$" > "$1" || exit 1; read _ < "$2""#;
-        let child = run
-            .args(["--", "sh", "-c", script, "sh"])
-            .arg(&ready)
-            .arg(&go)
-            .spawn();
+        let child = spawn(
+            locker
+                .args(["sh", "-c", script, "sh"])
+                .arg(&ready)
+                .arg(&go)
+                .stdin(Stdio::null())
+                .stderr(Stdio::piped()),
+        );
         let mut holder = Holder {
             child,
             ready,
@@ -214,7 +231,10 @@ pub fn spawn(command: &mut Command) -> Child {
         Ok(child) => child,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let program = command.get_program().to_string_lossy().into_owned();
-            panic!("{program} is missing, and the tests need it: {}", install_hint(&program))
+            panic!(
+                "{program} is missing, and the tests need it: {}",
+                install_hint(&program)
+            )
         }
         Err(e) => panic!("cannot start {command:?}: {e}"),
     }
@@ -254,7 +274,7 @@ pub fn output(command: &mut Command) -> Output {
     }
 }
 
-/// A withlock holding a lock until released.
+/// A withlock (or flock(1)) holding a lock until released.
 pub struct Holder {
     pub child: Child,
     ready: PathBuf,
@@ -288,7 +308,7 @@ impl Holder {
             .unwrap()
     }
 
-    /// The pid of withlock itself.
+    /// The pid of withlock (or flock(1)) itself.
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
     }
