@@ -6,17 +6,21 @@ use std::sync::{Arc, Mutex};
 
 use crate::support::{Env, stderr, wait_blocked, wait_child, wait_for};
 
+/// What `withlock -n NAME -- true` says on the busy lock NAME (exit 75).
+fn busy(env: &Env, name: &str) -> std::process::Output {
+    let out = env
+        .withlock()
+        .args(["-n", name, "--", "true"])
+        .assert()
+        .code(75);
+    out.get_output().clone()
+}
+
 #[test]
 fn a_conflict_names_pid_user_time_and_command_on_one_line() {
     let env = Env::new();
     let holder = env.hold(env.withlock().arg("t"), "h");
-    let out = env
-        .withlock()
-        .args(["-n", "t", "--", "true"])
-        .assert()
-        .code(75)
-        .get_output()
-        .clone();
+    let out = busy(&env, "t");
     let err = stderr(&out);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(
@@ -65,13 +69,7 @@ fn escape_sequences_in_a_holder_command_line_are_made_visible() {
         .args(["t", "--", "sh", "-c", &script, evil])
         .spawn();
     wait_for("the holder's command to start", || ready.exists());
-    let out = env
-        .withlock()
-        .args(["-n", "t", "--", "true"])
-        .assert()
-        .code(75)
-        .get_output()
-        .clone();
+    let out = busy(&env, "t");
     assert!(
         !out.stderr.iter().any(|&b| b == 0x1b || b == 0x07),
         "raw control bytes reached stderr: {:?}",
@@ -90,13 +88,7 @@ fn escape_sequences_in_a_holder_command_line_are_made_visible() {
 fn a_flock1_holder_is_named_with_its_running_time() {
     let env = Env::new();
     let flock = env.hold_flock(&env.lock_file("f"), "flock");
-    let out = env
-        .withlock()
-        .args(["-n", "f", "--", "true"])
-        .assert()
-        .code(75)
-        .get_output()
-        .clone();
+    let out = busy(&env, "f");
     let err = stderr(&out);
     assert!(
         err.contains(&format!("pid {} (root), running for", flock.pid())),

@@ -15,8 +15,8 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use predicates::str::contains;
 
 use crate::support::{
-    ALICE, BOB, Env, ProtectedRegular, Run, ensure_user, holding, output, require_root, set_mode,
-    spawn, stderr, wait_child, wait_for,
+    ALICE, BOB, Env, ProtectedRegular, Run, command_as, ensure_user, holding, output, require_root,
+    set_mode, spawn, stderr, wait_child, wait_for,
 };
 
 const ROOT: &str = "root";
@@ -38,22 +38,6 @@ fn withlock_as(env: &Env, user: &str) -> Run {
     } else {
         env.withlock().as_user(user)
     }
-}
-
-/// Another program run as `user` through setpriv, the way [`Run::as_user`]
-/// runs withlock.
-fn command_as(user: &str, program: &str) -> Command {
-    let mut cmd = Command::new("setpriv");
-    cmd.args([
-        "--reuid",
-        user,
-        "--regid",
-        user,
-        "--init-groups",
-        "--",
-        program,
-    ]);
-    cmd
 }
 
 fn uid_of(user: &str) -> u32 {

@@ -173,18 +173,7 @@ impl Run {
     pub fn command(&self) -> Command {
         let mut argv: Vec<std::ffi::OsString> = Vec::new();
         if let Some(user) = &self.user {
-            argv.extend(
-                [
-                    "setpriv",
-                    "--reuid",
-                    user,
-                    "--regid",
-                    user,
-                    "--init-groups",
-                    "--",
-                ]
-                .map(Into::into),
-            );
+            argv.extend(as_user_prefix(user).map(Into::into));
         }
         if let Some(umask) = self.umask {
             let script = format!("umask {umask:03o} && exec \"$@\"");
@@ -211,6 +200,27 @@ impl Run {
     pub fn spawn(&self) -> Child {
         spawn(self.command().stdin(Stdio::null()).stderr(Stdio::piped()))
     }
+}
+
+/// The setpriv words that run what follows as `user`, with their groups.
+fn as_user_prefix(user: &str) -> [&str; 7] {
+    [
+        "setpriv",
+        "--reuid",
+        user,
+        "--regid",
+        user,
+        "--init-groups",
+        "--",
+    ]
+}
+
+/// Any program run as another user, the way [`Run::as_user`] runs withlock.
+pub fn command_as(user: &str, program: &str) -> Command {
+    let [setpriv, rest @ ..] = as_user_prefix(user);
+    let mut command = Command::new(setpriv);
+    command.args(rest).arg(program);
+    command
 }
 
 /// Held for reading while a process is forked and exec'd, and for writing
