@@ -34,6 +34,9 @@ use crate::name::LockName;
 use crate::request::{Mode, Wait};
 use crate::since_stamp;
 
+/// How often a busy lock whose holder cannot be seen is tried again.
+const UNSEEN_HOLDER_RETRIES: u32 = 3;
+
 /// A lock on a file: `<dir>/<name>.lock` for a lock name, or any path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileLock {
@@ -158,6 +161,7 @@ impl Lock for FileLock {
     fn acquire_with(&self, wait: Wait, hooks: &mut dyn WaitHooks) -> Result<FileGuard> {
         let dir = LockDir::open(&self.dir)?;
         let start = Instant::now();
+        let mut unseen_retries = 0;
         for _ in 0..MAX_ATTEMPTS {
             let fd = lock_file::open_or_create(&dir, &self.file_name)?;
             match self.attempt(fd.as_fd(), wait, start, hooks)? {
@@ -171,9 +175,15 @@ impl Lock for FileLock {
                 outcome => {
                     let error = self.conflict(outcome, &fd, start);
                     // The holder may have let go between our attempt and the
-                    // look-up; try again rather than blame nobody.
+                    // look-up; try again rather than blame nobody. A holder we
+                    // cannot see at all (another PID namespace) stays unseen,
+                    // so only a few times.
                     let nobody = error.holders().is_some_and(Holders::is_empty);
-                    if !(nobody && matches!(outcome, Outcome::Busy)) {
+                    unseen_retries += 1;
+                    let retry = nobody
+                        && matches!(outcome, Outcome::Busy)
+                        && unseen_retries <= UNSEEN_HOLDER_RETRIES;
+                    if !retry {
                         return Err(error);
                     }
                 }
@@ -221,7 +231,9 @@ fn still_at_path(dir: &LockDir, file_name: &str, fd: &OwnedFd) -> Result<bool> {
 /// The lock belongs to the open file description. A child process that
 /// inherits [`FileGuard::as_fd`] shares it: the lock then stays held while
 /// either process keeps the descriptor, until [`FileGuard::release`] or the
-/// drop unlocks it for all of them at once.
+/// drop unlocks it for all of them at once. A process that got its copy of
+/// the guard through fork(2) and must leave the lock to its parent lets go
+/// with [`FileGuard::close_without_unlock`] instead.
 #[derive(Debug)]
 pub struct FileGuard {
     fd: OwnedFd,
@@ -229,6 +241,9 @@ pub struct FileGuard {
     mode: Mode,
     stamp: Option<u64>,
     acquired: Instant,
+    /// False once the guard was closed without unlocking: dropping it must
+    /// then leave the lock to the other descriptors that share it.
+    unlock_on_drop: bool,
 }
 
 impl FileGuard {
@@ -240,6 +255,7 @@ impl FileGuard {
             mode,
             stamp,
             acquired: Instant::now(),
+            unlock_on_drop: true,
         }
     }
 
@@ -268,6 +284,19 @@ impl FileGuard {
         self.unlock()
     }
 
+    /// Closes this process's descriptor without unlocking.
+    ///
+    /// For a process that inherited the guard through fork(2): unlocking
+    /// would release the lock for the parent too, since both descriptors
+    /// share one open file description. After this the lock stays with
+    /// whoever else has the descriptor open, and is released when they
+    /// release it or close it. The since stamp needs nothing either: a
+    /// record lock belongs to the process that set it, so a fork child never
+    /// had the parent's.
+    pub fn close_without_unlock(mut self) {
+        self.unlock_on_drop = false;
+    }
+
     fn unlock(&mut self) -> Result<()> {
         if let Some(offset) = self.stamp.take() {
             since_stamp::remove(self.fd.as_fd(), offset);
@@ -279,7 +308,9 @@ impl FileGuard {
 
 impl Drop for FileGuard {
     fn drop(&mut self) {
-        let _ = self.unlock();
+        if self.unlock_on_drop {
+            let _ = self.unlock();
+        }
     }
 }
 
@@ -378,6 +409,21 @@ mod tests {
         let second = lock.try_acquire().unwrap();
         assert!(lock.path().exists());
         drop((first, second));
+    }
+
+    #[test]
+    fn closing_without_unlock_leaves_the_lock_to_the_other_descriptors() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = lock_in(&dir, "g");
+        let guard = lock.try_acquire().unwrap();
+        // A duplicate shares the open file description, as a fork parent's
+        // descriptor does with its child's.
+        let parent = guard.as_fd().try_clone_to_owned().unwrap();
+        guard.close_without_unlock();
+        assert!(lock.try_acquire().unwrap_err().is_conflict(), "still held");
+        drop(parent);
+        lock.try_acquire()
+            .expect("free once the last descriptor closed");
     }
 
     #[test]
