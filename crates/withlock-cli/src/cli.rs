@@ -59,28 +59,6 @@ pub struct Cli {
     )]
     pub command: Vec<OsString>,
 
-    /// List the locks in DIR, or just the NAMEs given after it: state,
-    /// mode, holders and waiters with their pid, user, command and since.
-    #[arg(
-        long,
-        conflicts_with_all = ["shared", "exclusive", "no_wait", "wait", "conflict_exit_code", "verbose"]
-    )]
-    pub list: bool,
-
-    /// With --list: print JSON for scripts instead of a table.
-    #[arg(long, requires = "list")]
-    pub json: bool,
-
-    /// Report on stderr how long the lock was waited for and held.
-    #[arg(short, long)]
-    pub verbose: bool,
-
-    /// Write the man page and bash, zsh and fish completions under PREFIX
-    /// (share/man/man1, share/bash-completion/completions,
-    /// share/zsh/site-functions, share/fish/vendor_completions.d).
-    #[arg(long, value_name = "PREFIX", exclusive = true)]
-    pub generate_extras: Option<PathBuf>,
-
     /// Where named lock files live [default: /run/lock, or /tmp where that
     /// is missing].
     #[arg(long, value_name = "DIR", env = "WITHLOCK_DIR")]
@@ -121,6 +99,28 @@ pub struct Cli {
     /// waiting line.
     #[arg(short, long)]
     pub quiet: bool,
+
+    /// List the locks in DIR, or just the NAMEs given after it: state,
+    /// mode, holders and waiters with their pid, user, command and since.
+    #[arg(
+        long,
+        conflicts_with_all = ["shared", "exclusive", "no_wait", "wait", "conflict_exit_code", "verbose"]
+    )]
+    pub list: bool,
+
+    /// With --list: print JSON for scripts instead of a table.
+    #[arg(long, requires = "list")]
+    pub json: bool,
+
+    /// Report on stderr how long the lock was waited for and held.
+    #[arg(short, long)]
+    pub verbose: bool,
+
+    /// Write the man page and bash, zsh and fish completions under PREFIX
+    /// (share/man/man1, share/bash-completion/completions,
+    /// share/zsh/site-functions, share/fish/vendor_completions.d).
+    #[arg(long, value_name = "PREFIX", exclusive = true)]
+    pub generate_extras: Option<PathBuf>,
 }
 
 impl Cli {
