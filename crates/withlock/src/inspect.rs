@@ -101,7 +101,7 @@ mod tests {
         let held = FileLock::at_path(&path).unwrap();
         let _guard = held.try_acquire().unwrap();
         let spec = path.to_str().unwrap().to_owned();
-        let one = list(Path::new("/nonexistent"), &[spec.clone()]).unwrap();
+        let one = list(Path::new("/nonexistent"), std::slice::from_ref(&spec)).unwrap();
         assert_eq!(
             (one[0].name.as_str(), one[0].holders.holders.len()),
             (spec.as_str(), 1)

@@ -1,0 +1,142 @@
+"""Helpers shared by the tests: processes that hold or wait for a lock, and
+waiting for real events (a line on a pipe, a blocked waiter in /proc/locks)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Iterator, List, Optional
+
+import pytest
+
+import withlock
+
+# How long a test waits for an event before failing. Never a timing claim:
+# the event normally comes within milliseconds.
+EVENT_DEADLINE = 20.0
+
+
+def wait_until(what: str, condition: Callable[[], bool]) -> None:
+    """Waits for `condition` (a state the kernel reports, such as a blocked
+    waiter in /proc/locks), failing the test if it never comes."""
+    deadline = time.monotonic() + EVENT_DEADLINE
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"gave up waiting for {what}")
+        time.sleep(0.002)
+
+
+def wait_for_waiter(lock: withlock.Lock, pid: int) -> None:
+    """Waits until process `pid` is blocked in the kernel on `lock`."""
+    wait_until(
+        f"pid {pid} to block on {lock.path}",
+        lambda: any(w.pid == pid for w in lock.waiters()),
+    )
+
+
+class Background:
+    """Runs `task` in a thread; join() re-raises what it raised, so a failed
+    helper fails the test instead of leaving the test blocked."""
+
+    def __init__(self, task: Callable[[], None]) -> None:
+        self.error: Optional[BaseException] = None
+        self.thread = threading.Thread(target=self._run, args=(task,))
+        self.thread.start()
+
+    def _run(self, task: Callable[[], None]) -> None:
+        try:
+            task()
+        except BaseException as error:
+            self.error = error
+
+    def join(self) -> None:
+        self.thread.join(EVENT_DEADLINE)
+        assert not self.thread.is_alive(), "the helper thread is stuck"
+        if self.error is not None:
+            raise self.error
+
+
+def release_once_waiting(lock: withlock.Lock, pid: int, holder: "Holder") -> Background:
+    """Lets `holder` go once `pid` is blocked on `lock` (and in any case, so
+    the waiter never stays blocked)."""
+
+    def task() -> None:
+        try:
+            wait_for_waiter(lock, pid)
+        finally:
+            holder.release()
+
+    return Background(task)
+
+
+# A Python process that takes a lock, prints "ready" and holds the lock until
+# its stdin closes.
+HOLDER = """
+import sys, withlock
+with withlock.lock(sys.argv[1], dir=sys.argv[2], shared=sys.argv[3] == "shared"):
+    print("ready", flush=True)
+    sys.stdin.read()
+"""
+
+
+class Holder:
+    """A process holding a lock until `release()` closes its stdin."""
+
+    def __init__(self, argv: List[str]) -> None:
+        self.proc = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        line = self.proc.stdout.readline()
+        if line.strip() != "ready":
+            self.proc.kill()
+            _, err = self.proc.communicate()
+            pytest.fail(f"the holder did not get the lock: {line!r} {err}")
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def release(self) -> int:
+        _, err = self.proc.communicate(input="", timeout=EVENT_DEADLINE)
+        assert self.proc.returncode == 0, err
+        return self.proc.returncode
+
+
+@pytest.fixture
+def python_holder(tmp_path: Path) -> Iterator[Callable[..., Holder]]:
+    """Starts Python processes that hold a lock in tmp_path."""
+    started: List[Holder] = []
+
+    def start(name: str, shared: bool = False) -> Holder:
+        mode = "shared" if shared else "exclusive"
+        holder = Holder([sys.executable, "-c", HOLDER, name, str(tmp_path), mode])
+        started.append(holder)
+        return holder
+
+    yield start
+    for holder in started:
+        if holder.proc.poll() is None:
+            holder.proc.kill()
+            holder.proc.wait()
+
+
+def command_holder(withlock_command: str, tmp_path: Path, name: str, *options: str) -> Holder:
+    """`withlock NAME -- sh ...` whose command says "ready" once it runs
+    (so the lock is held) and holds it until its stdin closes."""
+    script = 'echo ready; cat >/dev/null'
+    return Holder([withlock_command, "--dir", str(tmp_path), *options, name, "--", "sh", "-c", script])
+
+
+@pytest.fixture(scope="session")
+def withlock_command() -> str:
+    """The withlock command: $WITHLOCK_BIN or the one on PATH. Its absence
+    fails the interoperability tests rather than skipping them."""
+    found = os.environ.get("WITHLOCK_BIN") or shutil.which("withlock")
+    if not found:
+        pytest.fail("the withlock command is not on PATH: build it with cargo build -p withlock-cli")
+    return found

@@ -1,0 +1,17 @@
+"""Named locks shared with the ``withlock`` command: kernel-blocking waits,
+holders named, safe in shared directories, usable by several users.
+
+::
+
+    import withlock
+
+    with withlock.lock("artifacts"):
+        build()
+
+See :func:`lock`.
+"""
+
+from ._errors import Busy, Holder, LockError, PermissionDenied, Timeout
+from ._lock import Lock, lock
+
+__all__ = ["Busy", "Holder", "Lock", "LockError", "PermissionDenied", "Timeout", "lock"]

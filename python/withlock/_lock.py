@@ -1,0 +1,297 @@
+"""withlock.Lock: a named lock held by this process, shared with the command."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+import os
+import threading
+import weakref
+from types import TracebackType
+from typing import Any, Callable, List, Optional, Type, TypeVar, Union
+
+from . import _withlock as _native
+from ._errors import Holder, _holders, _translate
+
+F = TypeVar("F", bound=Callable[..., Any])
+StrPath = Union[str, "os.PathLike[str]"]
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "<the lock's own timeout>"
+
+
+_UNSET: Any = _Unset()
+
+# The locks this process holds now, for the fork handler and the
+# self-deadlock check. Weak: a Lock that is garbage-collected while held is
+# released, as a file is closed.
+_held: "weakref.WeakSet[Lock]" = weakref.WeakSet()
+_held_mutex = threading.Lock()
+
+
+class Lock:
+    """A named lock: flock(2) on ``<dir>/<name>.lock``, the same file and
+    protocol as the ``withlock`` command, so the two exclude each other.
+
+    Create it with :func:`withlock.lock`. Use it as a context manager, as a
+    decorator, or with :meth:`acquire` and :meth:`release`.
+    """
+
+    def __init__(
+        self,
+        name: StrPath,
+        *,
+        shared: bool = False,
+        timeout: Optional[float] = None,
+        dir: Optional[StrPath] = None,
+    ) -> None:
+        spec = os.fspath(name)
+        if not isinstance(spec, str):
+            raise TypeError(f"a lock name must be str or os.PathLike[str], not {type(name).__name__}")
+        self._spec = spec
+        if dir is None:
+            # As the command's --dir does, so both find the same lock files.
+            dir = os.environ.get("WITHLOCK_DIR") or None
+        self._dir = None if dir is None else os.fspath(dir)
+        self._shared = bool(shared)
+        self._timeout = _check_timeout(timeout)
+        self._path: str = os.fspath(_call(_native.lock_path, spec, self._dir))
+        self._guard: Optional[_native.Guard] = None
+        self._thread: Optional[int] = None
+        self._mutex = threading.Lock()
+        self._acquiring = False
+
+    # -- taking and letting go --------------------------------------------
+
+    def acquire(self, timeout: Optional[float] = _UNSET) -> "Lock":
+        """Take the lock, waiting in the kernel (no polling) while it is held.
+
+        ``timeout`` (seconds) overrides the lock's own: None waits as long as
+        it takes, 0 tries once. Raises :class:`withlock.Busy` (``timeout=0``)
+        or :class:`withlock.Timeout`, both naming the holder. The GIL is
+        released while waiting, and Ctrl-C ends the wait with
+        ``KeyboardInterrupt``. Returns the lock itself.
+
+        Raises ``RuntimeError`` if this object already holds the lock, or if
+        it would wait forever for a lock this thread holds through another
+        object (it would wait for itself).
+        """
+        wait = self._timeout if timeout is _UNSET else _check_timeout(timeout)
+        with self._mutex:
+            if self._acquiring or self.locked:
+                raise RuntimeError(
+                    f"{self!r} is already held or being acquired by this object; "
+                    "create another withlock.lock() object for a second holder"
+                )
+            self._acquiring = True
+        try:
+            if wait is None:
+                self._refuse_waiting_for_this_thread()
+            guard = _call(_native.acquire, self._spec, self._dir, self._shared, wait)
+            # Should an exception (Ctrl-C) land before this line, the guard
+            # is dropped and the lock released at once.
+            with self._mutex:
+                self._guard, self._thread = guard, threading.get_ident()
+            with _held_mutex:
+                _held.add(self)
+        finally:
+            with self._mutex:
+                self._acquiring = False
+        return self
+
+    def release(self) -> None:
+        """Let go of the lock.
+
+        In a child process forked while the lock was held this is a quiet
+        no-op: the child never holds the lock, and the parent keeps it.
+        Raises ``RuntimeError`` if the lock was not acquired.
+        """
+        with self._mutex:
+            guard, self._guard, self._thread = self._guard, None, None
+        if guard is None:
+            raise RuntimeError(f"{self!r} is not held, so it cannot be released")
+        with _held_mutex:
+            _held.discard(self)
+        _call(guard.release)
+
+    def __enter__(self) -> "Lock":
+        return self.acquire()
+
+    def __exit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        if exc is None:
+            self.release()
+            return
+        # The block's own exception must come out untouched, even in the
+        # unlikely case that unlocking fails too.
+        try:
+            self.release()
+        except Exception as release_error:
+            if hasattr(exc, "add_note"):
+                exc.add_note(f"withlock: releasing {self._spec!r} failed as well: {release_error}")
+
+    def __call__(self, func: F) -> F:
+        """Use the lock as a decorator: each call runs holding the lock.
+
+        Every call takes the lock through a fresh object with the same
+        settings, so calls from several threads take turns, like calls from
+        several processes.
+        """
+        if inspect.iscoroutinefunction(func):
+            raise TypeError("withlock.lock cannot decorate a coroutine function: it would hold the lock only while creating the coroutine")
+
+        @functools.wraps(func)
+        def locked_call(*args: Any, **kwargs: Any) -> Any:
+            with self._copy():
+                return func(*args, **kwargs)
+
+        return locked_call  # type: ignore[return-value]
+
+    # -- looking -----------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """The lock name (or path) as given."""
+        return self._spec
+
+    @property
+    def path(self) -> str:
+        """The lock file: ``<dir>/<name>.lock``, or the path given."""
+        return self._path
+
+    @property
+    def shared(self) -> bool:
+        """True for a shared lock, False for an exclusive one."""
+        return self._shared
+
+    @property
+    def timeout(self) -> Optional[float]:
+        """The default timeout of :meth:`acquire`, in seconds; None: forever."""
+        return self._timeout
+
+    @property
+    def locked(self) -> bool:
+        """True while this object holds the lock in this process."""
+        guard = self._guard
+        return guard is not None and guard.held
+
+    @property
+    def held_for(self) -> Optional[float]:
+        """Seconds since this object took the lock; None when not held."""
+        guard = self._guard
+        return guard.held_for if guard is not None and guard.held else None
+
+    def holders(self) -> List[Holder]:
+        """Who holds the lock now, in any process (this one included)."""
+        return _holders(_call(_native.inspect, self._spec, self._dir)[0])
+
+    def waiters(self) -> List[Holder]:
+        """Who is blocked waiting for the lock now."""
+        return _holders(_call(_native.inspect, self._spec, self._dir)[1])
+
+    def __repr__(self) -> str:
+        mode = "shared" if self._shared else "exclusive"
+        state = "held" if self.locked else "free"
+        return f"<withlock.Lock {self._spec!r} {mode} {state} at {self._path!r}>"
+
+    # -- internals ---------------------------------------------------------
+
+    def _copy(self) -> "Lock":
+        return Lock(self._spec, shared=self._shared, timeout=self._timeout, dir=self._dir)
+
+    def _refuse_waiting_for_this_thread(self) -> None:
+        me = threading.get_ident()
+        with _held_mutex:
+            mine = [
+                other
+                for other in _held
+                if other._path == self._path and other._thread == me and other.locked
+            ]
+        if any(not (self._shared and other._shared) for other in mine):
+            raise RuntimeError(
+                f"this thread already holds the lock {self._spec!r} through another "
+                "withlock.lock() object; waiting for it would wait for itself forever"
+            )
+
+
+def _check_timeout(timeout: Optional[float]) -> Optional[float]:
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be a number of seconds or None, not {type(timeout).__name__}")
+    if math.isnan(timeout) or timeout < 0:
+        raise ValueError(f"timeout must be 0 or more seconds, or None to wait forever, not {timeout}")
+    return None if math.isinf(timeout) else float(timeout)
+
+
+def _call(function: Callable[..., Any], *args: Any) -> Any:
+    """Calls into the native module, raising the public exceptions."""
+    try:
+        return function(*args)
+    except _native.NativeError as native:
+        raise _translate(native) from None
+
+
+def _before_fork() -> None:
+    _held_mutex.acquire()
+
+
+def _after_fork_in_parent() -> None:
+    _held_mutex.release()
+
+
+def _after_fork_in_child() -> None:
+    """The child never holds its parent's locks: close its copies of their
+    descriptors at once, so the lock is free as soon as the parent lets go
+    (even if the parent dies), and nothing the child does can unlock the
+    parent's lock. The child's Lock objects stay "acquired" only so that
+    leaving a ``with`` block or calling release() in the child is a no-op.
+    """
+    global _held_mutex
+    _held_mutex = threading.Lock()
+    for held in list(_held):
+        guard = held._guard
+        if guard is not None:
+            guard.close_without_unlock()
+    _held.clear()
+
+
+os.register_at_fork(
+    before=_before_fork,
+    after_in_parent=_after_fork_in_parent,
+    after_in_child=_after_fork_in_child,
+)
+
+
+def lock(
+    name: StrPath,
+    *,
+    shared: bool = False,
+    timeout: Optional[float] = None,
+    dir: Optional[StrPath] = None,
+) -> Lock:
+    """A lock called ``name``: the file ``<dir>/<name>.lock``.
+
+    ``name`` is letters, digits, ``.``, ``_``, ``-`` (not starting with
+    ``.``, at most 128 bytes); a name with a ``/`` in it is a lock file path
+    instead. ``dir`` defaults, like the command's ``--dir``, to
+    ``$WITHLOCK_DIR`` when set, else ``/run/lock`` (``/tmp`` where that is
+    missing). ``shared=True`` takes a shared
+    lock (any number of shared holders, no exclusive one). ``timeout`` is
+    the default wait of :meth:`Lock.acquire` in seconds: None waits as long
+    as it takes, 0 tries once.
+
+    Raises ``ValueError`` for an invalid name. Nothing is opened until the
+    lock is acquired::
+
+        with withlock.lock("artifacts", timeout=600):
+            build()
+    """
+    return Lock(name, shared=shared, timeout=timeout, dir=dir)
