@@ -16,15 +16,17 @@ Examples:
   withlock -w 30 build -- make              give up after 30 seconds (exit 75)
   withlock -s artifacts -- ./read-only.sh   share the lock with other readers
   withlock ./build.lock -- make             lock a file by path, like flock(1)
+  withlock tcp:4711 -- ./deploy             hold TCP port 4711 on 127.0.0.1 instead
+  withlock unix:/run/lock/d.sock -- make    hold a Unix socket (abstract:NAME: no file)
 ";
 
 const EXIT_STATUS: &str = "\
 Exit status:
   the command's own, or 128+N if it died of signal N
   75   the lock is held (-n) or the wait timed out (-w); change with -E
-  64   bad usage: unknown option, invalid lock name or number
+  64   bad usage: unknown option, invalid lock name or number, -s with a socket lock
   77   permission denied on the lock file or directory
-  78   unusable or unsafe lock directory, or no regular file at the lock path
+  78   unusable or unsafe lock directory, or no regular file (no socket) at the lock path
   71   any other system error
   126  the command cannot be executed
   127  the command was not found
@@ -34,8 +36,9 @@ Exit status:
 /// Run a command while holding a named lock.
 ///
 /// The lock is flock(2) on <DIR>/<NAME>.lock, so it also excludes flock(1)
-/// on the same file. Waiting blocks in the kernel; a holder is named on
-/// conflict and while waiting.
+/// on the same file, or a socket withlock listens on (tcp:, unix:,
+/// abstract:). Waiting blocks in the kernel; a holder is named on conflict
+/// and while waiting.
 #[derive(Debug, Parser)]
 #[command(
     name = "withlock",
@@ -46,7 +49,9 @@ Exit status:
 )]
 pub struct Cli {
     /// The lock: a name (letters, digits, '.', '_', '-'; at most 128 bytes)
-    /// for <DIR>/<NAME>.lock, or a lock file path if it contains '/'.
+    /// for <DIR>/<NAME>.lock, a lock file path if it contains '/', or a
+    /// socket lock (exclusive only): tcp:PORT, tcp:HOST:PORT, unix:PATH,
+    /// abstract:NAME.
     #[arg(value_name = "NAME", required_unless_present_any = ["list", "generate_extras"])]
     pub lock: Option<String>,
 

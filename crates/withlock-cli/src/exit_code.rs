@@ -11,8 +11,8 @@ pub const USAGE: u8 = 64;
 pub const OS_ERROR: u8 = 71;
 /// Permission denied on the lock file or directory: EX_NOPERM.
 pub const PERMISSION: u8 = 77;
-/// An unusable or unsafe lock directory, or no regular file at the lock
-/// path: EX_CONFIG.
+/// An unusable or unsafe lock directory, no regular file at the lock path,
+/// or no socket at a socket lock's path: EX_CONFIG.
 pub const CONFIG: u8 = 78;
 /// The command exists but cannot be executed, as env(1) says it.
 pub const CANNOT_EXECUTE: u8 = 126;
@@ -22,10 +22,11 @@ pub const NOT_FOUND: u8 = 127;
 /// The exit status for a library error.
 pub fn of(error: &Error) -> u8 {
     match error {
-        Error::InvalidName { .. } => USAGE,
-        Error::UnusableDir { .. } | Error::UnsafeDir { .. } | Error::NotRegularFile { .. } => {
-            CONFIG
-        }
+        Error::InvalidName { .. } | Error::Unsupported { .. } => USAGE,
+        Error::UnusableDir { .. }
+        | Error::UnsafeDir { .. }
+        | Error::NotRegularFile { .. }
+        | Error::NotSocket { .. } => CONFIG,
         Error::PermissionDenied { .. } => PERMISSION,
         Error::Busy { .. } | Error::TimedOut { .. } => CONFLICT,
         Error::Interrupted { .. } | Error::KeepsChanging { .. } | Error::Io { .. } => OS_ERROR,

@@ -10,6 +10,9 @@
 //! a waiter, when it began waiting), or null when the process did not say
 //! (flock(1) does not). `hidden` is true when some holder or waiter could
 //! not be seen in full. Waiters come in the order the kernel queues them.
+//! A socket lock named after `--list` has its socket file as `path` (the
+//! spec itself for `tcp:` and `abstract:`), and no waiters; a held TCP lock
+//! has no holders that can be named (the table shows `?`).
 
 use std::io::Write;
 use std::time::SystemTime;
@@ -130,6 +133,18 @@ fn rows_of(lock: &LockStatus) -> Vec<Row> {
             user: String::new(),
             since: String::new(),
             command: String::new(),
+        }];
+    }
+    if let (None, Some(reason)) = (lock.holders.holders.first(), &lock.holders.unidentified) {
+        // Held, by whom the mechanism cannot tell (a TCP port).
+        return vec![Row {
+            name,
+            state: "held",
+            mode: "exclusive".into(),
+            pid: "?".into(),
+            user: "?".into(),
+            since: String::new(),
+            command: format!("({})", withlock::escape::text(reason)),
         }];
     }
     let holders = lock.holders.holders.iter().map(|h| ("held", h));

@@ -8,6 +8,7 @@ mod command;
 mod exit_code;
 mod extras;
 mod lock_table;
+mod option_support;
 mod signals;
 mod terminal;
 mod waiting_report;
@@ -18,7 +19,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
-use withlock::{FileLock, Lock, Mode, Wait, human_duration};
+use withlock::{AnyLock, Lock, Mode, Wait, human_duration};
 
 use crate::cli::Cli;
 use crate::command::StartError;
@@ -65,7 +66,9 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
         Mode::Exclusive
     };
     let spec = cli.lock.as_deref().expect("clap requires NAME");
-    let lock = FileLock::parse(spec, cli.dir.as_deref())?.with_mode(mode);
+    let lock = AnyLock::parse(spec, cli.dir.as_deref())?;
+    option_support::refuse_unsupported(cli, &lock)?;
+    let lock = lock.with_mode(mode)?;
     let program = command::resolve(&cli.command[0])?;
     let wait = match (cli.no_wait, cli.wait) {
         (true, _) => Wait::NoWait,
@@ -135,6 +138,9 @@ fn error_code(err: &anyhow::Error, cli: &Cli) -> u8 {
     }
     if let Some(err) = err.downcast_ref::<StartError>() {
         return err.exit_code();
+    }
+    if err.is::<option_support::Unsupported>() {
+        return exit_code::USAGE;
     }
     exit_code::OS_ERROR
 }

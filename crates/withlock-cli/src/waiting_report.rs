@@ -4,8 +4,9 @@
 //! withlock names the holder on stderr: once, as a plain line, when stderr
 //! is a file or pipe; on a terminal, as a line that updates every second
 //! and is cleared when the lock is ours. The lock itself is still waited
-//! for in the kernel by the main thread; this thread only reads
-//! `/proc/locks` to describe the holder. It is started only once the lock
+//! for in the kernel by the main thread; this thread only looks the holder
+//! up (`/proc/locks` for a file lock; for a socket lock, a connection that
+//! asks for its peer credentials) to describe it. It is started only once the lock
 //! turns out to be held, so an uncontended run pays nothing for it.
 
 use std::io::IsTerminal;
@@ -15,7 +16,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use withlock::{FileLock, Lock, WaitHooks, human_duration};
+use withlock::{AnyLock, Lock, WaitHooks, human_duration};
 
 /// How long a wait goes unreported.
 const QUIET_PERIOD: Duration = Duration::from_secs(1);
@@ -40,7 +41,7 @@ pub struct WaitReport {
 
 impl WaitReport {
     /// Starts reporting on a wait for `lock` that starts now.
-    pub fn start(lock: FileLock) -> WaitReport {
+    pub fn start(lock: AnyLock) -> WaitReport {
         let (stop, stopped) = mpsc::channel::<()>();
         let shown = Arc::new(Mutex::new(Shown::default()));
         let thread = {
@@ -69,7 +70,7 @@ impl WaitReport {
     }
 }
 
-fn report(lock: &FileLock, stopped: &mpsc::Receiver<()>, shown: &Mutex<Shown>) {
+fn report(lock: &AnyLock, stopped: &mpsc::Receiver<()>, shown: &Mutex<Shown>) {
     let started = Instant::now() - Duration::from_millis(1);
     if stopped.recv_timeout(QUIET_PERIOD) != Err(RecvTimeoutError::Timeout) {
         return;
@@ -98,7 +99,7 @@ fn report(lock: &FileLock, stopped: &mpsc::Receiver<()>, shown: &Mutex<Shown>) {
     bar.finish_and_clear();
 }
 
-fn describe(lock: &FileLock, started: Instant) -> String {
+fn describe(lock: &AnyLock, started: Instant) -> String {
     let waited = human_duration(started.elapsed());
     let label = withlock::escape::text(lock.label());
     match lock.holders() {
@@ -111,13 +112,13 @@ fn describe(lock: &FileLock, started: Instant) -> String {
 
 /// Starts a [`WaitReport`] when the wait begins, if reports are wanted.
 pub struct ReportWhenWaiting {
-    lock: Option<FileLock>,
+    lock: Option<AnyLock>,
     report: Option<WaitReport>,
 }
 
 impl ReportWhenWaiting {
     /// Reports on waits for `lock`, unless `quiet`.
-    pub fn new(lock: &FileLock, quiet: bool) -> ReportWhenWaiting {
+    pub fn new(lock: &AnyLock, quiet: bool) -> ReportWhenWaiting {
         ReportWhenWaiting {
             lock: (!quiet).then(|| lock.clone()),
             report: None,

@@ -55,6 +55,28 @@ pub enum Error {
         kind: &'static str,
     },
 
+    /// Something other than a socket sits at a socket lock's path.
+    #[error(
+        "{} is a {kind}, not a socket: remove it or choose another socket path",
+        path.display()
+    )]
+    NotSocket {
+        /// The socket path.
+        path: PathBuf,
+        /// What is there instead ("symbolic link", "regular file", ...).
+        kind: &'static str,
+    },
+
+    /// The lock cannot be taken the way it was asked for, such as a shared
+    /// socket lock: socket locks are exclusive only.
+    #[error("{lock}: {reason}")]
+    Unsupported {
+        /// The lock, as a person would name it.
+        lock: String,
+        /// What it cannot do and what to do instead.
+        reason: String,
+    },
+
     /// The lock file or its directory may not be opened by this user.
     #[error("permission denied opening {}: {detail}", path.display())]
     PermissionDenied {

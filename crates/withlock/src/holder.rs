@@ -47,7 +47,23 @@ pub struct Holder {
 
 impl Holder {
     fn from_entry(entry: &Entry, stamps: &[Entry]) -> Holder {
-        let proc_dir = format!("/proc/{}", entry.pid);
+        let mode = if entry.write {
+            Mode::Exclusive
+        } else {
+            Mode::Shared
+        };
+        let mut holder = Holder::of_pid(entry.pid, mode);
+        holder.since = stamps
+            .iter()
+            .filter(|s| s.pid == entry.pid)
+            .find_map(|s| since_stamp::decode(s.start));
+        holder
+    }
+
+    /// The process `pid`, holding in `mode`, as far as `/proc/<pid>` tells:
+    /// user, command line and start time; `since` is left unknown.
+    pub fn of_pid(pid: i32, mode: Mode) -> Holder {
+        let proc_dir = format!("/proc/{pid}");
         let uid = std::fs::read_to_string(format!("{proc_dir}/status"))
             .ok()
             .and_then(|status| real_uid(&status));
@@ -55,23 +71,15 @@ impl Holder {
             .ok()
             .map(|raw| split_cmdline(&raw))
             .filter(|args| !args.is_empty());
-        let since = stamps
-            .iter()
-            .filter(|s| s.pid == entry.pid)
-            .find_map(|s| since_stamp::decode(s.start));
         Holder {
-            pid: entry.pid,
-            mode: if entry.write {
-                Mode::Exclusive
-            } else {
-                Mode::Shared
-            },
+            pid,
+            mode,
             uid,
             user: uid.map(ownership::user_name),
             command,
-            since,
+            since: None,
             started: process_start(&proc_dir),
-            running: is_running(entry.pid),
+            running: is_running(pid),
         }
     }
 
@@ -125,6 +133,9 @@ pub struct Holders {
     pub holders: Vec<Holder>,
     /// Processes blocked waiting for it, in the order the kernel lists them.
     pub waiters: Vec<Holder>,
+    /// Set when the lock is known to be held but the mechanism cannot say
+    /// by whom (a TCP port gives no peer credentials): why, in a few words.
+    pub unidentified: Option<String>,
 }
 
 impl Holders {
@@ -145,6 +156,7 @@ impl Holders {
             .cloned()
             .collect();
         Holders {
+            unidentified: None,
             holders: flocks(false)
                 .map(|e| Holder::from_entry(e, &stamps))
                 .collect(),
@@ -154,9 +166,18 @@ impl Holders {
         }
     }
 
-    /// True when nobody holds the lock.
+    /// True when nobody holds the lock, as far as can be seen.
     pub fn is_empty(&self) -> bool {
-        self.holders.is_empty()
+        self.holders.is_empty() && self.unidentified.is_none()
+    }
+
+    /// A lock known to be held by a process that cannot be named, for the
+    /// reason given ("TCP gives no peer credentials").
+    pub fn unidentified(reason: impl Into<String>) -> Holders {
+        Holders {
+            unidentified: Some(reason.into()),
+            ..Holders::default()
+        }
     }
 
     /// The mode the lock is held in, if it is held.
@@ -176,6 +197,11 @@ impl Holders {
 impl fmt::Display for Holders {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.holders.as_slice() {
+            [] if self.unidentified.is_some() => write!(
+                f,
+                "held by a process withlock cannot identify ({})",
+                self.unidentified.as_deref().unwrap_or_default()
+            ),
             [] => f.write_str(
                 "held by a process this user cannot see (another PID namespace or machine)",
             ),

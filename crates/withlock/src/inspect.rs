@@ -11,6 +11,8 @@ use crate::file_lock::FileLock;
 use crate::holder::Holders;
 use crate::lock::Lock;
 use crate::name::LOCK_FILE_SUFFIX;
+use crate::socket_lock::SocketLock;
+use crate::socket_spec::SocketAddress;
 
 /// One lock and who holds and waits for it.
 #[derive(Debug, Clone)]
@@ -24,7 +26,8 @@ pub struct LockStatus {
 }
 
 /// The status of the named locks in `dir` (a name with '/' is a lock file
-/// path, as everywhere), or of every lock there when `names` is empty.
+/// path and `tcp:`, `unix:`, `abstract:` specs are socket locks, as
+/// everywhere), or of every lock file there when `names` is empty.
 pub fn list(dir: &Path, names: &[String]) -> Result<Vec<LockStatus>> {
     let names = if names.is_empty() {
         lock_names(dir)?
@@ -34,6 +37,9 @@ pub fn list(dir: &Path, names: &[String]) -> Result<Vec<LockStatus>> {
     names
         .iter()
         .map(|name| {
+            if let Some(address) = SocketAddress::parse(name) {
+                return socket_status(name, address?);
+            }
             let lock = FileLock::parse(name, Some(dir))?;
             Ok(LockStatus {
                 name: lock.label().to_owned(),
@@ -42,6 +48,21 @@ pub fn list(dir: &Path, names: &[String]) -> Result<Vec<LockStatus>> {
             })
         })
         .collect()
+}
+
+/// A socket lock named on the command line; its path is the socket file,
+/// or for `tcp:` and `abstract:` the spec itself.
+fn socket_status(name: &str, address: SocketAddress) -> Result<LockStatus> {
+    let path = match &address {
+        SocketAddress::Unix(path) => path.clone(),
+        _ => PathBuf::from(name),
+    };
+    let lock = SocketLock::new(address).labelled(name);
+    Ok(LockStatus {
+        name: name.to_owned(),
+        path,
+        holders: lock.holders()?,
+    })
 }
 
 /// The names of the lock files in `dir`.

@@ -1,8 +1,12 @@
 //! Named locks that are kernel-backed, multi-user and safe in shared
 //! directories: the protocol behind the `withlock` command.
 //!
-//! Linux only: the lock is flock(2) on a lock file, and the holder is read
-//! from `/proc/locks` and `/proc/<pid>`.
+//! Linux only. A [`FileLock`] is flock(2) on a lock file, its holder read
+//! from `/proc/locks` and `/proc/<pid>`; a [`SocketLock`] is a listening
+//! TCP, Unix or abstract socket (exclusive only), its holder named through
+//! `SO_PEERCRED` where the kernel gives it. [`AnyLock`] is either, chosen
+//! by the spec (`deploy`, `./x.lock`, `tcp:4711`, `unix:/run/x.sock`,
+//! `abstract:x`).
 //!
 //! ```no_run
 //! use withlock::{FileLock, Lock, Mode};
@@ -17,6 +21,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod any_lock;
 mod error;
 pub mod escape;
 mod file_lock;
@@ -31,7 +36,10 @@ mod ownership;
 mod proc_locks;
 mod request;
 mod since_stamp;
+mod socket_lock;
+mod socket_spec;
 
+pub use any_lock::{AnyGuard, AnyLock};
 pub use error::{Error, Result};
 pub use file_lock::{FileGuard, FileLock};
 pub use flock_wait::timer_signal;
@@ -41,3 +49,5 @@ pub use lock::{Lock, NoHooks, WaitHooks, with_lock};
 pub use lock_file::LOCK_FILE_MODE;
 pub use name::{LOCK_FILE_SUFFIX, LockName, MAX_NAME_LEN};
 pub use request::{Mode, Wait};
+pub use socket_lock::{SocketGuard, SocketLock, TAKEOVER_SUFFIX};
+pub use socket_spec::{MAX_SOCKET_PATH, SocketAddress};

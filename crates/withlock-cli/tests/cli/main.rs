@@ -10,4 +10,5 @@ mod listing;
 mod multi_user;
 mod security;
 mod signals;
+mod socket_locks;
 mod support;

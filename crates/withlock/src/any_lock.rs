@@ -1,0 +1,176 @@
+//! Any kind of lock withlock offers, chosen by its spec: a file lock for a
+//! lock name or path, a socket lock for `tcp:`, `unix:` or `abstract:`.
+//!
+//! The command-line tool takes every lock through this type, so adding a
+//! kind of lock touches only this enum.
+
+use std::os::fd::BorrowedFd;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::file_lock::{FileGuard, FileLock};
+use crate::holder::Holders;
+use crate::lock::{Lock, WaitHooks};
+use crate::request::{Mode, Wait};
+use crate::socket_lock::{SocketGuard, SocketLock};
+use crate::socket_spec::SocketAddress;
+
+/// A file lock or a socket lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AnyLock {
+    /// flock(2) on a lock file.
+    File(FileLock),
+    /// Listening on a socket address.
+    Socket(SocketLock),
+}
+
+impl AnyLock {
+    /// A socket spec (`tcp:PORT`, `tcp:HOST:PORT`, `unix:PATH`,
+    /// `abstract:NAME`), else a lock name or lock file path as
+    /// [`FileLock::parse`] reads it.
+    pub fn parse(spec: &str, dir: Option<&Path>) -> Result<AnyLock> {
+        match SocketAddress::parse(spec) {
+            Some(address) => Ok(AnyLock::Socket(SocketLock::new(address?).labelled(spec))),
+            None => FileLock::parse(spec, dir).map(AnyLock::File),
+        }
+    }
+
+    /// The kind of lock, as a word for messages: "file" or "socket".
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AnyLock::File(_) => "file",
+            AnyLock::Socket(_) => "socket",
+        }
+    }
+
+    /// True when the lock can be shared ([`Mode::Shared`]).
+    pub fn supports_shared(&self) -> bool {
+        matches!(self, AnyLock::File(_))
+    }
+
+    /// The same lock taken in `mode`; a socket lock refuses
+    /// [`Mode::Shared`] with [`Error::Unsupported`].
+    pub fn with_mode(self, mode: Mode) -> Result<AnyLock> {
+        match (self, mode) {
+            (AnyLock::File(lock), mode) => Ok(AnyLock::File(lock.with_mode(mode))),
+            (AnyLock::Socket(lock), Mode::Exclusive) => Ok(AnyLock::Socket(lock)),
+            (AnyLock::Socket(lock), Mode::Shared) => Err(Error::Unsupported {
+                lock: lock.label().to_owned(),
+                reason: "socket locks are exclusive only; take it exclusive or use a file lock"
+                    .into(),
+            }),
+        }
+    }
+
+    /// The mode it will be taken in.
+    pub fn mode(&self) -> Mode {
+        match self {
+            AnyLock::File(lock) => lock.mode(),
+            AnyLock::Socket(_) => Mode::Exclusive,
+        }
+    }
+
+    /// The spec as a person gave it: name, path or socket spec.
+    pub fn label(&self) -> &str {
+        match self {
+            AnyLock::File(lock) => lock.label(),
+            AnyLock::Socket(lock) => lock.label(),
+        }
+    }
+}
+
+impl Lock for AnyLock {
+    type Guard = AnyGuard;
+
+    fn acquire_with(&self, wait: Wait, hooks: &mut dyn WaitHooks) -> Result<AnyGuard> {
+        match self {
+            AnyLock::File(lock) => lock.acquire_with(wait, hooks).map(AnyGuard::File),
+            AnyLock::Socket(lock) => lock.acquire_with(wait, hooks).map(AnyGuard::Socket),
+        }
+    }
+
+    fn holders(&self) -> Result<Holders> {
+        match self {
+            AnyLock::File(lock) => lock.holders(),
+            AnyLock::Socket(lock) => lock.holders(),
+        }
+    }
+
+    fn describe(&self) -> String {
+        self.label().to_owned()
+    }
+}
+
+/// A held [`AnyLock`]; dropping it releases the lock.
+#[derive(Debug)]
+pub enum AnyGuard {
+    /// A held file lock.
+    File(FileGuard),
+    /// A held socket lock.
+    Socket(SocketGuard),
+}
+
+impl AnyGuard {
+    /// The descriptor that holds the lock, for handing to a child process:
+    /// the locked file or the listening socket.
+    pub fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            AnyGuard::File(guard) => guard.as_fd(),
+            AnyGuard::Socket(guard) => guard.as_fd(),
+        }
+    }
+
+    /// How long the lock has been held.
+    pub fn held_for(&self) -> Duration {
+        match self {
+            AnyGuard::File(guard) => guard.held_for(),
+            AnyGuard::Socket(guard) => guard.held_for(),
+        }
+    }
+
+    /// Releases the lock now, for every process sharing its descriptor.
+    pub fn release(self) -> Result<()> {
+        match self {
+            AnyGuard::File(guard) => guard.release(),
+            AnyGuard::Socket(guard) => guard.release(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_choose_the_kind_of_lock() {
+        let dir = Path::new("/run/lock");
+        for (spec, kind) in [
+            ("deploy", "file"),
+            ("./x.lock", "file"),
+            ("tcp:4711", "socket"),
+            ("unix:/run/lock/x.sock", "socket"),
+            ("abstract:x", "socket"),
+        ] {
+            let lock = AnyLock::parse(spec, Some(dir)).unwrap();
+            assert_eq!((lock.kind(), lock.label()), (kind, spec));
+        }
+        assert!(AnyLock::parse("tcp:0", None).is_err());
+    }
+
+    #[test]
+    fn socket_locks_refuse_shared_mode() {
+        let lock = AnyLock::parse("abstract:x", None).unwrap();
+        assert!(!lock.supports_shared());
+        assert!(matches!(
+            lock.clone().with_mode(Mode::Shared),
+            Err(Error::Unsupported { .. })
+        ));
+        assert_eq!(
+            lock.with_mode(Mode::Exclusive).unwrap().mode(),
+            Mode::Exclusive
+        );
+        let file = AnyLock::parse("x", None).unwrap();
+        assert_eq!(file.with_mode(Mode::Shared).unwrap().mode(), Mode::Shared);
+    }
+}
