@@ -127,13 +127,14 @@ pub enum Error {
     },
 
     /// Any other system call failure, with what we were doing.
-    #[error("{context}: {source}")]
+    #[error("{context}: {cause}")]
     Io {
         /// What was being done, naming the path.
         context: String,
-        /// The operating system's error.
-        #[source]
-        source: io::Error,
+        /// The operating system's error. It is part of this error's message
+        /// rather than its `source()`, so that printing the error chain does
+        /// not say it twice.
+        cause: io::Error,
     },
 }
 
@@ -142,7 +143,7 @@ impl Error {
     pub(crate) fn io(context: impl Into<String>, source: impl Into<io::Error>) -> Self {
         Error::Io {
             context: context.into(),
-            source: source.into(),
+            cause: source.into(),
         }
     }
 

@@ -145,10 +145,18 @@ impl Holders {
             return Holders::default();
         };
         let entries = proc_locks::on_file(&entries, FileId::of(file));
+        // /proc/locks comes a page per read(2), and the list may change
+        // between pages, so an entry can be seen twice: count each pid once.
         let flocks = |blocked: bool| {
+            let mut seen = Vec::new();
             entries
                 .iter()
                 .filter(move |e| e.kind == Kind::Flock && e.blocked == blocked)
+                .filter(move |e| {
+                    let first = !seen.contains(&e.pid);
+                    seen.push(e.pid);
+                    first
+                })
         };
         let stamps: Vec<Entry> = entries
             .iter()
