@@ -247,28 +247,28 @@ fn split_cmdline(raw: &[u8]) -> Vec<Vec<u8>> {
 }
 
 /// When the process whose /proc directory is `proc_dir` started.
+///
+/// Its start is given in clock ticks since boot; the boot time in
+/// /proc/stat is whole seconds, so the age is worked out against
+/// /proc/uptime (hundredths of a second) instead.
 fn process_start(proc_dir: &str) -> Option<SystemTime> {
     let stat = std::fs::read_to_string(format!("{proc_dir}/stat")).ok()?;
     // The command name in parentheses may hold spaces; fields follow the last ')'.
     let after_name = &stat[stat.rfind(')')? + 1..];
-    let start_ticks: u64 = after_name.split_whitespace().nth(19)?.parse().ok()?;
+    let start_ticks: f64 = after_name.split_whitespace().nth(19)?.parse().ok()?;
     // SAFETY: sysconf has no preconditions.
-    let ticks_per_second = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).ok()?;
-    let boot = boot_time()?;
-    boot.checked_add(Duration::from_millis(
-        start_ticks * 1000 / ticks_per_second.max(1),
-    ))
+    let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks_per_second <= 0 {
+        return None;
+    }
+    let started_after_boot = start_ticks / ticks_per_second as f64;
+    let age = (uptime()? - started_after_boot).max(0.0);
+    SystemTime::now().checked_sub(Duration::from_secs_f64(age))
 }
 
-fn boot_time() -> Option<SystemTime> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let secs: u64 = stat
-        .lines()
-        .find_map(|line| line.strip_prefix("btime "))?
-        .trim()
-        .parse()
-        .ok()?;
-    SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(secs))
+fn uptime() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/uptime").ok()?;
+    text.split_whitespace().next()?.parse().ok()
 }
 
 /// "850ms", "12.3s", "4m05s", "2h03m".
