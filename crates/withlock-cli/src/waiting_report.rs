@@ -114,6 +114,7 @@ fn describe(lock: &AnyLock, started: Instant) -> String {
 pub struct ReportWhenWaiting {
     lock: Option<AnyLock>,
     report: Option<WaitReport>,
+    quiet: bool,
 }
 
 impl ReportWhenWaiting {
@@ -122,6 +123,7 @@ impl ReportWhenWaiting {
         ReportWhenWaiting {
             lock: (!quiet).then(|| lock.clone()),
             report: None,
+            quiet,
         }
     }
 
@@ -138,5 +140,10 @@ impl WaitHooks for ReportWhenWaiting {
         if let Some(lock) = self.lock.take() {
             self.report = Some(WaitReport::start(lock));
         }
+    }
+
+    /// A quiet run prints no holder, so it need not look one up.
+    fn name_holders(&self) -> bool {
+        !self.quiet
     }
 }

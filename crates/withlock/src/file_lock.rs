@@ -138,10 +138,11 @@ impl FileLock {
         outcome.map_err(io)
     }
 
-    fn conflict(&self, outcome: Outcome, fd: &OwnedFd, start: Instant) -> Error {
-        let holders = fstat(fd)
-            .map(|st| Holders::of_file(&st))
-            .unwrap_or_default();
+    fn conflict(&self, outcome: Outcome, fd: &OwnedFd, start: Instant, name: bool) -> Error {
+        let holders = match fstat(fd) {
+            Ok(st) if name => Holders::of_file(&st),
+            _ => Holders::default(),
+        };
         let lock = self.label.clone();
         match outcome {
             Outcome::Busy => Error::Busy { lock, holders },
@@ -173,14 +174,16 @@ impl Lock for FileLock {
                     let _ = flock_wait::unlock(fd.as_fd());
                 }
                 outcome => {
-                    let error = self.conflict(outcome, &fd, start);
+                    let name = hooks.name_holders();
+                    let error = self.conflict(outcome, &fd, start, name);
                     // The holder may have let go between our attempt and the
                     // look-up; try again rather than blame nobody. A holder we
                     // cannot see at all (another PID namespace) stays unseen,
                     // so only a few times.
                     let nobody = error.holders().is_some_and(Holders::is_empty);
                     unseen_retries += 1;
-                    let retry = nobody
+                    let retry = name
+                        && nobody
                         && matches!(outcome, Outcome::Busy)
                         && unseen_retries <= UNSEEN_HOLDER_RETRIES;
                     if !retry {
@@ -362,6 +365,23 @@ mod tests {
         assert_eq!(lock.holders().unwrap().holders.len(), 1);
         let exclusive = lock.clone().with_mode(Mode::Exclusive);
         assert!(exclusive.try_acquire().unwrap_err().is_conflict());
+    }
+
+    #[test]
+    fn a_caller_that_will_not_show_holders_is_spared_the_look_up() {
+        struct Quiet;
+        impl WaitHooks for Quiet {
+            fn name_holders(&self) -> bool {
+                false
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let lock = lock_in(&dir, "q");
+        let _held = lock.try_acquire().unwrap();
+        match lock.acquire_with(Wait::NoWait, &mut Quiet) {
+            Err(Error::Busy { holders, .. }) => assert!(holders.holders.is_empty()),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -19,6 +19,14 @@ pub trait WaitHooks {
     fn interrupted(&mut self) -> bool {
         false
     }
+
+    /// Whether a conflict error should name the holders. Looking them up
+    /// reads /proc/locks, which takes milliseconds and meanwhile holds up
+    /// every flock() on the machine, so a caller that will not show them
+    /// (a quiet command line) says no and gets an empty list.
+    fn name_holders(&self) -> bool {
+        true
+    }
 }
 
 /// Hooks that do nothing.
