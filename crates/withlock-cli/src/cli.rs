@@ -8,30 +8,83 @@ use clap::Parser;
 
 use crate::exit_code;
 
-const EXAMPLES: &str = "\
-Examples:
-  withlock --list                           who holds and waits for each lock
-  withlock deploy -- ./script deploy        wait for the lock, then deploy
-  withlock -n nightly -- ./backup.sh        skip this run if the last one still runs
-  withlock -w 30 build -- make              give up after 30 seconds (exit 75)
-  withlock -s artifacts -- ./read-only.sh   share the lock with other readers
-  withlock ./build.lock -- make             lock a file by path, like flock(1)
-  withlock tcp:4711 -- ./deploy             hold TCP port 4711 on 127.0.0.1 instead
-  withlock unix:/run/lock/d.sock -- make    hold a Unix socket (abstract:NAME: no file)
-";
+/// Example command lines and what they do, for `--help` and the man page.
+pub const EXAMPLES: [(&str, &str); 8] = [
+    ("withlock --list", "who holds and waits for each lock"),
+    (
+        "withlock deploy -- ./script deploy",
+        "wait for the lock, then deploy",
+    ),
+    (
+        "withlock -n nightly -- ./backup.sh",
+        "skip this run if the last one still runs",
+    ),
+    (
+        "withlock -w 30 build -- make",
+        "give up after 30 seconds (exit 75)",
+    ),
+    (
+        "withlock -s artifacts -- ./read-only.sh",
+        "share the lock with other readers",
+    ),
+    (
+        "withlock ./build.lock -- make",
+        "lock a file by path, like flock(1)",
+    ),
+    (
+        "withlock tcp:4711 -- ./deploy",
+        "hold TCP port 4711 on 127.0.0.1 instead",
+    ),
+    (
+        "withlock unix:/run/lock/d.sock -- make",
+        "hold a Unix socket (abstract:NAME: no file)",
+    ),
+];
 
-const EXIT_STATUS: &str = "\
-Exit status:
-  the command's own, or 128+N if it died of signal N
-  75   the lock is held (-n) or the wait timed out (-w); change with -E
-  64   bad usage: unknown option, invalid lock name or number, -s with a socket lock
-  77   permission denied on the lock file or directory
-  78   unusable or unsafe lock directory, or no regular file (no socket) at the lock path
-  71   any other system error
-  126  the command cannot be executed
-  127  the command was not found
-  130, 143, ...  interrupted by a signal while waiting (128+N); nothing ran
-";
+/// Exit statuses and their meaning, for `--help` and the man page.
+pub const EXIT_STATUSES: [(&str, &str); 9] = [
+    (
+        "the command's",
+        "its own status, or 128+N if it died of signal N",
+    ),
+    (
+        "75",
+        "the lock is held (-n) or the wait timed out (-w); change with -E",
+    ),
+    (
+        "64",
+        "bad usage: unknown option, invalid lock name or number, -s with a socket lock",
+    ),
+    ("77", "permission denied on the lock file or directory"),
+    (
+        "78",
+        "unusable or unsafe lock directory, or no regular file (no socket) at the lock path",
+    ),
+    ("71", "any other system error"),
+    ("126", "the command cannot be executed"),
+    ("127", "the command was not found"),
+    (
+        "128+N",
+        "interrupted by signal N while waiting (130, 143, ...); nothing ran",
+    ),
+];
+
+/// The text after the options in `--help`: examples, then exit statuses.
+fn after_help() -> String {
+    let table = |title: &str, rows: &[(&str, &str)]| {
+        let width = rows.iter().map(|(left, _)| left.len()).max().unwrap_or(0);
+        let lines: Vec<String> = rows
+            .iter()
+            .map(|(left, right)| format!("  {left:<width$}   {right}"))
+            .collect();
+        format!("{title}:\n{}\n", lines.join("\n"))
+    };
+    format!(
+        "{}\n{}",
+        table("Examples", &EXAMPLES),
+        table("Exit status", &EXIT_STATUSES)
+    )
+}
 
 /// Run a command while holding a named lock.
 ///
@@ -43,7 +96,7 @@ Exit status:
 #[command(
     name = "withlock",
     version,
-    after_help = format!("{EXAMPLES}\n{EXIT_STATUS}"),
+    after_help = after_help(),
     override_usage = "withlock [OPTIONS] NAME -- COMMAND [ARGS...]\n       \
                       withlock --list [--json] [NAME...]"
 )]

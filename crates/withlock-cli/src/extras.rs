@@ -11,7 +11,9 @@ use anyhow::{Context, Result};
 use clap::CommandFactory;
 use clap_complete::Shell;
 
-use crate::cli::Cli;
+use roff::{Roff, bold, roman};
+
+use crate::cli::{self, Cli};
 
 /// Writes every extra under `prefix`; returns the files written.
 pub fn generate(prefix: &Path) -> Result<Vec<PathBuf>> {
@@ -39,12 +41,36 @@ pub fn generate(prefix: &Path) -> Result<Vec<PathBuf>> {
 fn man_page(dir: &Path) -> Result<PathBuf> {
     fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     let path = dir.join("withlock.1");
-    let mut page = Vec::new();
-    clap_mangen::Man::new(Cli::command())
-        .render(&mut page)
-        .context("render the man page")?;
-    fs::write(&path, page).with_context(|| format!("write {}", path.display()))?;
+    fs::write(&path, render_man_page()?).with_context(|| format!("write {}", path.display()))?;
     Ok(path)
+}
+
+/// clap_mangen's sections, with the examples and exit statuses as proper
+/// man page sections rather than `--help`'s plain-text columns.
+fn render_man_page() -> Result<Vec<u8>> {
+    let man = clap_mangen::Man::new(Cli::command());
+    let mut page = Vec::new();
+    man.render_title(&mut page)?;
+    man.render_name_section(&mut page)?;
+    man.render_synopsis_section(&mut page)?;
+    man.render_description_section(&mut page)?;
+    man.render_options_section(&mut page)?;
+    page.extend(definition_list("EXAMPLES", &cli::EXAMPLES).as_bytes());
+    page.extend(definition_list("EXIT STATUS", &cli::EXIT_STATUSES).as_bytes());
+    man.render_version_section(&mut page)?;
+    Ok(page)
+}
+
+/// A man page section of tagged paragraphs: each term, then its meaning.
+fn definition_list(title: &str, rows: &[(&str, &str)]) -> String {
+    let mut doc = Roff::new();
+    doc.control("SH", [title]);
+    for (left, right) in rows {
+        doc.control("TP", []);
+        doc.text([bold(*left)]);
+        doc.text([roman(*right)]);
+    }
+    doc.to_roff()
 }
 
 #[cfg(test)]
