@@ -12,6 +12,7 @@
 //! the locked command itself, with nothing else in between.
 
 mod helpers;
+mod measure_fairness;
 mod measure_handoff;
 mod measure_startup;
 mod measure_storm;
@@ -32,7 +33,8 @@ use crate::report::{Results, Settings};
 use crate::rig::{Programs, Rig};
 
 /// Benchmark withlock against flock(1): startup time, lock handoff latency,
-/// throughput under contention and timeout accuracy, interleaved in one run.
+/// throughput under contention, timeout accuracy and fairness (arrival
+/// order, an exclusive waiter behind shared holders), in one run.
 #[derive(Debug, Parser)]
 #[command(
     name = "withlock-bench",
@@ -88,6 +90,18 @@ struct Options {
     /// both wrappers).
     #[arg(long, value_name = "MS", default_value_t = 200, value_parser = at_least_one())]
     timeout_ms: u32,
+
+    /// Waiters queued one by one in the arrival-order measurement.
+    #[arg(long, value_name = "N", default_value_t = 30, value_parser = at_least_one())]
+    waiters: u32,
+
+    /// Shared holders streaming back to back in front of an exclusive waiter.
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = at_least_one())]
+    readers: u32,
+
+    /// How long each of those shared holders holds, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 100, value_parser = at_least_one())]
+    hold_ms: u32,
 
     /// Print the figures as JSON instead of a table.
     #[arg(long)]
@@ -152,6 +166,9 @@ fn benchmark(options: &Options) -> Result<()> {
         rounds: options.rounds as usize,
         timeouts: options.timeouts as usize,
         timeout_ms: options.timeout_ms,
+        waiters: options.waiters as usize,
+        readers: options.readers as usize,
+        hold_ms: options.hold_ms,
     };
     eprintln!("withlock: {}", rig.programs().withlock.display());
     eprintln!("flock(1): {}", rig.programs().flock.display());
@@ -163,6 +180,12 @@ fn benchmark(options: &Options) -> Result<()> {
             &rig,
             settings.timeouts,
             Duration::from_millis(settings.timeout_ms.into()),
+        )?,
+        fairness: measure_fairness::measure(
+            &rig,
+            settings.waiters,
+            settings.readers,
+            Duration::from_millis(settings.hold_ms.into()),
         )?,
         settings,
     };

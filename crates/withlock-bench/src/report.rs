@@ -9,6 +9,7 @@ use std::fmt::Write;
 
 use serde_json::{Value, json};
 
+use crate::measure_fairness::Fairness;
 use crate::measure_handoff::Handoff;
 use crate::measure_startup::Startup;
 use crate::measure_storm::{Round, Storm};
@@ -26,6 +27,12 @@ pub struct Settings {
     pub timeouts: usize,
     /// The time each timeout trial asks the wrapper to wait at most.
     pub timeout_ms: u32,
+    /// Waiters in the arrival-order measurement.
+    pub waiters: usize,
+    /// Shared holders in the stream before an exclusive waiter.
+    pub readers: usize,
+    /// How long each of them holds.
+    pub hold_ms: u32,
 }
 
 /// Everything measured in one run.
@@ -36,6 +43,7 @@ pub struct Results {
     pub handoff: Handoff,
     pub storm: Storm,
     pub timeout: Timeouts,
+    pub fairness: Fairness,
 }
 
 /// The summaries both formats print.
@@ -189,12 +197,44 @@ pub fn table(results: &Results) -> String {
             None,
             3,
         ),
+        Row {
+            label: "order inversions",
+            cells: [0, 1, 2, 3].map(|i| match results.fairness.inversions.get(i) {
+                Some(Some(n)) => n.to_string(),
+                _ => "-".to_string(),
+            }),
+        },
+        Row {
+            label: "writer wait (hold times)",
+            cells: [0, 1, 2, 3].map(|i| {
+                let fair = &results.fairness;
+                let starved = if fair.writer_starved.get(i) == Some(&true) {
+                    ">="
+                } else {
+                    ""
+                };
+                match fair.writer_wait_holds.get(i).copied().flatten() {
+                    Some(holds) => format!("{starved}{holds:.1}"),
+                    None => "-".to_string(),
+                }
+            }),
+        },
     ];
     let s = results.settings;
     let mut out = format!(
         "startup: {} runs each; handoff: {} trials each; storm: {} processes x {} runs, {} rounds each;\n\
-         timeout: {} trials each, giving up after {} ms\n\n",
-        s.runs, s.handoffs, s.procs, s.iterations, s.rounds, s.timeouts, s.timeout_ms
+         timeout: {} trials each, giving up after {} ms;\n\
+         fairness: {} waiters in order; an exclusive waiter behind {} readers holding {} ms each\n\n",
+        s.runs,
+        s.handoffs,
+        s.procs,
+        s.iterations,
+        s.rounds,
+        s.timeouts,
+        s.timeout_ms,
+        s.waiters,
+        s.readers,
+        s.hold_ms
     );
     let header = ["withlock", "flock(1)", "withlock/flock", "bare true"];
     let _ = writeln!(
@@ -213,7 +253,11 @@ pub fn table(results: &Results) -> String {
          timeout: wall time from spawn to exit of a wrapper told to give up after the time\n\
          above while the lock stays held; |error| is its distance from that time. Both\n\
          include the wrapper's own process start-up (about 1-2 ms, see startup), so even\n\
-         a perfect timer shows that much error.\n",
+         a perfect timer shows that much error.\n\
+         order inversions: pairs of waiters served against their arrival order (0 is\n\
+         first come, first served). writer wait: how long an exclusive waiter waited\n\
+         behind readers re-queueing back to back, in reader hold times; \">=\" means it\n\
+         was still waiting when the stream was stopped.\n",
     );
     out
 }
@@ -266,6 +310,23 @@ pub fn json(results: &Results) -> String {
                 error_median(f.timeout[1]),
             )),
         },
+        "fairness": {
+            "waiters": s.waiters,
+            "readers": s.readers,
+            "hold_ms": s.hold_ms,
+            "inversions": {
+                "withlock": results.fairness.inversions[0],
+                "flock": results.fairness.inversions[1],
+            },
+            "writer_wait_holds": {
+                "withlock": number(results.fairness.writer_wait_holds[0]),
+                "flock": number(results.fairness.writer_wait_holds[1]),
+            },
+            "writer_starved": {
+                "withlock": results.fairness.writer_starved[0],
+                "flock": results.fairness.writer_starved[1],
+            },
+        },
     });
     format!("{value:#}\n")
 }
@@ -316,6 +377,9 @@ mod tests {
                 rounds: 1,
                 timeouts: 3,
                 timeout_ms: 200,
+                waiters: 30,
+                readers: 4,
+                hold_ms: 100,
             },
             startup: Startup {
                 withlock: vec![3.0, 3.0, 9.0],
@@ -333,6 +397,11 @@ mod tests {
             timeout: Timeouts {
                 withlock: vec![201.0, 203.0, 202.0],
                 flock: vec![199.5, 201.0, 200.0],
+            },
+            fairness: Fairness {
+                inversions: [Some(0), Some(212)],
+                writer_wait_holds: [Some(1.2), Some(30.0)],
+                writer_starved: [false, true],
             },
         }
     }
@@ -356,6 +425,15 @@ mod tests {
             storm.ends_with("400        500           0.80x          -"),
             "{storm}"
         );
+        let row = |label: &str| -> Vec<String> {
+            let line = table.lines().find(|l| l.starts_with(label)).unwrap();
+            line[label.len()..]
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect()
+        };
+        assert_eq!(row("order inversions"), ["0", "212", "-", "-"]);
+        assert_eq!(row("writer wait (hold times)"), ["1.2", ">=30.0", "-", "-"]);
     }
 
     #[test]
@@ -410,6 +488,11 @@ mod tests {
         );
         assert_eq!(json["timeout_ms"]["flock"]["abs_error_median"], 0.5);
         assert_eq!(json["timeout_ms"]["ratio_abs_error_median"], 4.0);
+        let fairness = &json["fairness"];
+        assert_eq!(fairness["inversions"], json!({"withlock": 0, "flock": 212}));
+        assert_eq!(fairness["writer_wait_holds"]["withlock"], 1.2);
+        assert_eq!(fairness["writer_starved"]["flock"], true);
+        assert_eq!(fairness["waiters"], 30);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use clap::Parser;
 use crate::exit_code;
 
 /// Example command lines and what they do, for `--help` and the man page.
-pub const EXAMPLES: [(&str, &str); 8] = [
+pub const EXAMPLES: [(&str, &str); 10] = [
     ("withlock --list", "who holds and waits for each lock"),
     (
         "withlock deploy -- ./script deploy",
@@ -28,6 +28,14 @@ pub const EXAMPLES: [(&str, &str); 8] = [
         "share the lock with other readers",
     ),
     (
+        "withlock build artifacts=shared -- make",
+        "take both locks (or none), artifacts shared",
+    ),
+    (
+        "withlock --supersede deploy -- ./deploy",
+        "a newer --supersede deploy makes this one give up (79)",
+    ),
+    (
         "withlock ./build.lock -- make",
         "lock a file by path, like flock(1)",
     ),
@@ -42,7 +50,7 @@ pub const EXAMPLES: [(&str, &str); 8] = [
 ];
 
 /// Exit statuses and their meaning, for `--help` and the man page.
-pub const EXIT_STATUSES: [(&str, &str); 9] = [
+pub const EXIT_STATUSES: [(&str, &str); 10] = [
     (
         "the command's",
         "its own status, or 128+N if it died of signal N",
@@ -53,12 +61,16 @@ pub const EXIT_STATUSES: [(&str, &str); 9] = [
     ),
     (
         "64",
-        "bad usage: unknown option, invalid lock name or number, -s with a socket lock",
+        "bad usage: unknown option, invalid lock name or number, -s or --max with a socket lock",
     ),
     ("77", "permission denied on the lock file or directory"),
     (
         "78",
         "unusable or unsafe lock directory, or no regular file (no socket) at the lock path",
+    ),
+    (
+        "79",
+        "superseded: a newer --supersede request for the lock came while waiting; nothing ran",
     ),
     ("71", "any other system error"),
     ("126", "the command cannot be executed"),
@@ -97,22 +109,30 @@ fn after_help() -> String {
     name = "withlock",
     version,
     after_help = after_help(),
-    override_usage = "withlock [OPTIONS] NAME -- COMMAND [ARGS...]\n       \
+    override_usage = "withlock [OPTIONS] NAME... -- COMMAND [ARGS...]\n       \
                       withlock --list [--json] [NAME...]"
 )]
 pub struct Cli {
-    /// The lock: a name (letters, digits, '.', '_', '-'; at most 128 bytes)
-    /// for <DIR>/<NAME>.lock, a lock file path if it contains '/', or a
-    /// socket lock (exclusive only): tcp:PORT, tcp:HOST:PORT, unix:PATH,
-    /// abstract:NAME.
-    #[arg(value_name = "NAME", required_unless_present_any = ["list", "generate_extras"])]
-    pub lock: Option<String>,
+    /// The locks, all taken (or none) before the command runs. Each is a
+    /// name (letters, digits, '.', '_', '-'; at most 128 bytes) for
+    /// <DIR>/<NAME>.lock, a lock file path if it contains '/', or a socket
+    /// lock (exclusive only): tcp:PORT, tcp:HOST:PORT, unix:PATH,
+    /// abstract:NAME. NAME=shared or NAME=exclusive gives one lock its own
+    /// mode. Locks are taken in one global order whatever order they are
+    /// given in, so calls naming the same locks never deadlock.
+    #[arg(
+        value_name = "NAME",
+        num_args = 1..,
+        required_unless_present_any = ["list", "generate_extras"]
+    )]
+    pub locks: Vec<String>,
 
-    /// The command to run while holding the lock, without a shell.
+    /// The command to run while holding the locks, without a shell; after
+    /// `--`.
     #[arg(
         value_name = "COMMAND",
         required_unless_present_any = ["list", "generate_extras"],
-        trailing_var_arg = true,
+        last = true,
         allow_hyphen_values = true
     )]
     pub command: Vec<OsString>,
@@ -122,13 +142,25 @@ pub struct Cli {
     #[arg(long, value_name = "DIR", env = "WITHLOCK_DIR")]
     pub dir: Option<PathBuf>,
 
-    /// Take a shared lock: any number of shared holders at once.
+    /// Take shared locks: any number of shared holders at once (every lock
+    /// without a mode of its own).
     #[arg(short, long)]
     pub shared: bool,
 
     /// Take an exclusive lock (the default).
     #[arg(short = 'x', long, conflicts_with = "shared")]
     pub exclusive: bool,
+
+    /// Let up to N holders of the lock run at once (a counting semaphore),
+    /// served in arrival order like every request; use the same N for every
+    /// holder of a name.
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = clap::value_parser!(u32).range(1..),
+        conflicts_with_all = ["shared", "exclusive"]
+    )]
+    pub max: Option<u32>,
 
     /// Fail at once if the lock is held.
     #[arg(short = 'n', long)]
@@ -154,15 +186,22 @@ pub struct Cli {
     pub conflict_exit_code: u8,
 
     /// Print no messages except errors: not the holder on conflict, not the
-    /// waiting line.
+    /// waiting line, not who superseded the request.
     #[arg(short, long)]
     pub quiet: bool,
+
+    /// Give up (status 79, nothing runs) if a newer --supersede request for
+    /// any of the same locks comes while this one still waits; once the
+    /// locks are held, nothing interrupts the command. Requests see each
+    /// other within one network namespace.
+    #[arg(long, conflicts_with = "list")]
+    pub supersede: bool,
 
     /// List the locks in DIR, or just the NAMEs given after it: state,
     /// mode, holders and waiters with their pid, user, command and since.
     #[arg(
         long,
-        conflicts_with_all = ["shared", "exclusive", "no_wait", "wait", "conflict_exit_code", "verbose"]
+        conflicts_with_all = ["shared", "exclusive", "max", "no_wait", "wait", "conflict_exit_code", "verbose"]
     )]
     pub list: bool,
 
@@ -188,7 +227,7 @@ impl Cli {
             .command
             .iter()
             .map(|a| a.to_string_lossy().into_owned());
-        self.lock.iter().cloned().chain(rest).collect()
+        self.locks.iter().cloned().chain(rest).collect()
     }
 }
 
@@ -224,6 +263,17 @@ mod tests {
         let cli = Cli::parse_from(["withlock", "-n", "x", "--", "ls", "-l", "--", "-n"]);
         assert!(cli.no_wait);
         assert_eq!(cli.command, ["ls", "-l", "--", "-n"]);
+    }
+
+    #[test]
+    fn several_locks_come_before_the_command_after_dashes() {
+        let cli = Cli::parse_from(["withlock", "a", "b=shared", "--", "cmd", "x"]);
+        assert_eq!(cli.locks, ["a", "b=shared"]);
+        assert_eq!(cli.command, ["cmd", "x"]);
+        // Without `--` the command cannot be told from the locks.
+        assert!(Cli::try_parse_from(["withlock", "a", "b", "cmd"]).is_err());
+        assert!(Cli::try_parse_from(["withlock", "--", "cmd"]).is_err());
+        assert!(Cli::try_parse_from(["withlock", "--list", "--supersede"]).is_err());
     }
 
     #[test]

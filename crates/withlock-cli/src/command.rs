@@ -108,11 +108,16 @@ fn check_executable(path: &Path, program: &OsStr) -> Result<(), StartError> {
         .map_err(|e| StartError::CannotExecute(program.to_owned(), e.into()))
 }
 
-/// Runs the command holding `lock_fd`; returns the exit status to pass on.
-pub fn run(program: &Path, args: &[OsString], lock_fd: BorrowedFd<'_>) -> Result<u8, StartError> {
+/// Runs the command holding every descriptor of `lock_fds` (one per held
+/// lock); returns the exit status to pass on.
+pub fn run(
+    program: &Path,
+    args: &[OsString],
+    lock_fds: &[BorrowedFd<'_>],
+) -> Result<u8, StartError> {
     let terminal = Terminal::foreground();
     signals::starting();
-    let child = match spawn(program, args, lock_fd, terminal) {
+    let child = match spawn(program, args, lock_fds, terminal) {
         Ok(child) => child,
         Err(err) => {
             signals::stop_forwarding();
@@ -136,7 +141,7 @@ pub fn run(program: &Path, args: &[OsString], lock_fd: BorrowedFd<'_>) -> Result
 fn spawn(
     program: &Path,
     args: &[OsString],
-    lock_fd: BorrowedFd<'_>,
+    lock_fds: &[BorrowedFd<'_>],
     terminal: Option<Terminal>,
 ) -> Result<Child, StartError> {
     let (arg0, rest) = args.split_first().expect("clap requires a command");
@@ -153,12 +158,15 @@ fn spawn(
             });
         }
     }
-    // Let the command inherit the lock, so the lock outlives a killed
-    // withlock for as long as the command runs. Clearing close-on-exec here
-    // rather than in the child keeps the fast posix_spawn path open when no
+    // Let the command inherit the locks, so they outlive a killed withlock
+    // for as long as the command runs. Clearing close-on-exec here rather
+    // than in the child keeps the fast posix_spawn path open when no
     // terminal is involved; no other thread of ours starts processes.
-    let _inherit =
-        Inherit::start(lock_fd).map_err(|e| StartError::CannotExecute(arg0.clone(), e))?;
+    let _inherit = lock_fds
+        .iter()
+        .map(|fd| Inherit::start(*fd))
+        .collect::<io::Result<Vec<Inherit>>>()
+        .map_err(|e| StartError::CannotExecute(arg0.clone(), e))?;
     command.spawn().map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => StartError::NotFound(arg0.clone()),
         _ => StartError::CannotExecute(arg0.clone(), e),

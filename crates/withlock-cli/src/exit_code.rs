@@ -14,6 +14,9 @@ pub const PERMISSION: u8 = 77;
 /// An unusable or unsafe lock directory, no regular file at the lock path,
 /// or no socket at a socket lock's path: EX_CONFIG.
 pub const CONFIG: u8 = 78;
+/// A newer `--supersede` request for the lock came while this one waited;
+/// nothing ran. (Just past sysexits(3)'s range, so it means nothing else.)
+pub const SUPERSEDED: u8 = 79;
 /// The command exists but cannot be executed, as env(1) says it.
 pub const CANNOT_EXECUTE: u8 = 126;
 /// The command was not found, as env(1) says it.
@@ -29,6 +32,7 @@ pub fn of(error: &Error) -> u8 {
         | Error::NotSocket { .. } => CONFIG,
         Error::PermissionDenied { .. } => PERMISSION,
         Error::Busy { .. } | Error::TimedOut { .. } => CONFLICT,
+        Error::Superseded { .. } => SUPERSEDED,
         Error::Interrupted { .. } | Error::KeepsChanging { .. } | Error::Io { .. } => OS_ERROR,
         _ => OS_ERROR,
     }

@@ -7,6 +7,7 @@ mod cli;
 mod command;
 mod exit_code;
 mod extras;
+mod lock_request;
 mod lock_table;
 mod option_support;
 mod signals;
@@ -19,11 +20,10 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
-use withlock::{AnyLock, Lock, Mode, Wait, human_duration};
+use withlock::{Wait, human_duration};
 
 use crate::cli::Cli;
 use crate::command::StartError;
-use crate::waiting_report::ReportWhenWaiting;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -48,9 +48,9 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
             let code = error_code(&err, &cli);
-            let conflict = err
-                .downcast_ref::<withlock::Error>()
-                .is_some_and(withlock::Error::is_conflict);
+            let conflict = err.downcast_ref::<withlock::Error>().is_some_and(|e| {
+                e.is_conflict() || matches!(e, withlock::Error::Superseded { .. })
+            });
             if !(conflict && cli.quiet) {
                 eprintln!("withlock: {err:#}");
             }
@@ -60,15 +60,7 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli) -> anyhow::Result<u8> {
-    let mode = if cli.shared {
-        Mode::Shared
-    } else {
-        Mode::Exclusive
-    };
-    let spec = cli.lock.as_deref().expect("clap requires NAME");
-    let lock = AnyLock::parse(spec, cli.dir.as_deref())?;
-    option_support::refuse_unsupported(cli, &lock)?;
-    let lock = lock.with_mode(mode)?;
+    let set = lock_request::lock_set(cli)?;
     let program = command::resolve(&cli.command[0])?;
     let wait = match (cli.no_wait, cli.wait) {
         (true, _) => Wait::NoWait,
@@ -77,18 +69,15 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
     };
     signals::install();
     let asked = Instant::now();
-    let mut report = ReportWhenWaiting::new(&lock, cli.quiet);
-    let acquired = lock.acquire_with(wait, &mut report);
-    report.finish();
-    let guard = acquired?;
+    let guard = lock_request::take(cli, &set, wait)?;
     if cli.verbose {
         eprintln!(
-            "withlock: acquired {} ({mode}) after waiting {}",
-            withlock::escape::text(lock.label()),
+            "withlock: acquired {} after waiting {}",
+            lock_request::describe(&set),
             human_duration(asked.elapsed())
         );
     }
-    let status = command::run(&program, &cli.command, guard.as_fd())?;
+    let status = command::run(&program, &cli.command, &guard.fds())?;
     let held = guard.held_for();
     // The command's status matters more than a failed unlock, which the
     // kernel repairs anyway when withlock exits a moment later.
@@ -97,8 +86,9 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
     }
     if cli.verbose {
         eprintln!(
-            "withlock: released {} after holding it {}",
-            withlock::escape::text(lock.label()),
+            "withlock: released {} after holding {} {}",
+            lock_request::names(&set),
+            if set.len() == 1 { "it" } else { "them" },
             human_duration(held)
         );
     }

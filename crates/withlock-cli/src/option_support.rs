@@ -3,7 +3,7 @@
 //!
 //! Each entry of [`REFUSALS`] names an option, says whether the command line
 //! gave it, and whether a lock supports it; a new option that some locks
-//! cannot honour (such as a future `--max`) is one more entry.
+//! cannot honour (as `--max` was) is one more entry.
 
 use withlock::AnyLock;
 
@@ -33,12 +33,20 @@ struct Refusal {
     limit: &'static str,
 }
 
-const REFUSALS: &[Refusal] = &[Refusal {
-    option: "--shared",
-    given: |cli| cli.shared,
-    supported: AnyLock::supports_shared,
-    limit: "exclusive only",
-}];
+const REFUSALS: &[Refusal] = &[
+    Refusal {
+        option: "--shared",
+        given: |cli| cli.shared,
+        supported: AnyLock::supports_shared,
+        limit: "exclusive only",
+    },
+    Refusal {
+        option: "--max",
+        given: |cli| cli.max.is_some(),
+        supported: AnyLock::supports_max,
+        limit: "one holder at a time",
+    },
+];
 
 /// Fails on the first option given that `lock` cannot honour.
 pub fn refuse_unsupported(cli: &Cli, lock: &AnyLock) -> Result<(), Unsupported> {
@@ -63,7 +71,7 @@ mod tests {
 
     fn check(args: &[&str]) -> Result<(), String> {
         let cli = Cli::parse_from(args);
-        let lock = AnyLock::parse(cli.lock.as_deref().unwrap(), None).unwrap();
+        let lock = AnyLock::parse(&cli.locks[0], None).unwrap();
         refuse_unsupported(&cli, &lock).map_err(|e| e.to_string())
     }
 
@@ -75,5 +83,14 @@ mod tests {
         );
         assert!(check(&["withlock", "-s", "name", "--", "true"]).is_ok());
         assert!(check(&["withlock", "-x", "abstract:x", "--", "true"]).is_ok());
+    }
+
+    #[test]
+    fn max_is_refused_for_socket_locks_only() {
+        assert_eq!(
+            check(&["withlock", "--max", "2", "unix:/tmp/x.sock", "--", "true"]),
+            Err("socket locks are one holder at a time: drop --max or use a file lock".into())
+        );
+        assert!(check(&["withlock", "--max", "2", "name", "--", "true"]).is_ok());
     }
 }

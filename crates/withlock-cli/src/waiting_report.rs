@@ -16,7 +16,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use withlock::{AnyLock, Lock, WaitHooks, human_duration};
+use withlock::{AnyLock, Lock, SetHooks, WaitHooks, human_duration};
 
 /// How long a wait goes unreported.
 const QUIET_PERIOD: Duration = Duration::from_secs(1);
@@ -110,7 +110,8 @@ fn describe(lock: &AnyLock, started: Instant) -> String {
     }
 }
 
-/// Starts a [`WaitReport`] when the wait begins, if reports are wanted.
+/// Starts a [`WaitReport`] when the wait for a lock begins, if reports
+/// are wanted; with several locks, on the lock being waited for.
 pub struct ReportWhenWaiting {
     lock: Option<AnyLock>,
     report: Option<WaitReport>,
@@ -118,10 +119,10 @@ pub struct ReportWhenWaiting {
 }
 
 impl ReportWhenWaiting {
-    /// Reports on waits for `lock`, unless `quiet`.
-    pub fn new(lock: &AnyLock, quiet: bool) -> ReportWhenWaiting {
+    /// Reports on waits for the locks it is told of, unless `quiet`.
+    pub fn new(quiet: bool) -> ReportWhenWaiting {
         ReportWhenWaiting {
-            lock: (!quiet).then(|| lock.clone()),
+            lock: None,
             report: None,
             quiet,
         }
@@ -138,6 +139,10 @@ impl ReportWhenWaiting {
 impl WaitHooks for ReportWhenWaiting {
     fn waiting(&mut self) {
         if let Some(lock) = self.lock.take() {
+            // The last lock's wait, if any, is over.
+            if let Some(report) = self.report.take() {
+                report.finish();
+            }
             self.report = Some(WaitReport::start(lock));
         }
     }
@@ -145,5 +150,11 @@ impl WaitHooks for ReportWhenWaiting {
     /// A quiet run prints no holder, so it need not look one up.
     fn name_holders(&self) -> bool {
         !self.quiet
+    }
+}
+
+impl SetHooks for ReportWhenWaiting {
+    fn taking(&mut self, lock: &AnyLock) {
+        self.lock = (!self.quiet).then(|| lock.clone());
     }
 }

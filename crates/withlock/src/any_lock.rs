@@ -63,6 +63,24 @@ impl AnyLock {
         }
     }
 
+    /// True when the lock can be a counting semaphore ([`FileLock::with_max`]).
+    pub fn supports_max(&self) -> bool {
+        matches!(self, AnyLock::File(_))
+    }
+
+    /// The same lock as a counting semaphore of up to `max` holders
+    /// ([`FileLock::with_max`]); a socket lock refuses with
+    /// [`Error::Unsupported`].
+    pub fn with_max(self, max: u32) -> Result<AnyLock> {
+        match self {
+            AnyLock::File(lock) => Ok(AnyLock::File(lock.with_max(max))),
+            AnyLock::Socket(lock) => Err(Error::Unsupported {
+                lock: lock.label().to_owned(),
+                reason: "socket locks have one holder; drop --max or use a file lock".into(),
+            }),
+        }
+    }
+
     /// The mode it will be taken in.
     pub fn mode(&self) -> Mode {
         match self {
@@ -172,5 +190,15 @@ mod tests {
         );
         let file = AnyLock::parse("x", None).unwrap();
         assert_eq!(file.with_mode(Mode::Shared).unwrap().mode(), Mode::Shared);
+    }
+
+    #[test]
+    fn only_file_locks_count_holders() {
+        let socket = AnyLock::parse("abstract:x", None).unwrap();
+        assert!(!socket.supports_max());
+        assert!(matches!(socket.with_max(2), Err(Error::Unsupported { .. })));
+        let file = AnyLock::parse("x", None).unwrap();
+        assert!(file.supports_max());
+        assert_eq!(file.with_max(3).unwrap().mode(), Mode::Shared);
     }
 }

@@ -113,6 +113,20 @@ pub enum Error {
         lock: String,
     },
 
+    /// A newer superseding request for the lock came while this one was
+    /// still waiting, so it gave up (see [`crate::supersede`]).
+    #[error(
+        "superseded by {} while waiting for {lock}",
+        crate::supersede::describe(by)
+    )]
+    Superseded {
+        /// The lock, as a person would name it.
+        lock: String,
+        /// The newer request's process: pid, user, command, and the mode
+        /// it asked for.
+        by: Box<crate::holder::Holder>,
+    },
+
     /// The lock file kept being replaced while we tried to lock it.
     #[error(
         "{} was replaced {attempts} times while being locked: \

@@ -3,12 +3,14 @@
 //! Linux only. Taking the lock:
 //! 1. open and check the lock directory ([`crate::lock_dir`]);
 //! 2. open or create the lock file inside it ([`crate::lock_file`]);
-//! 3. flock(2) it, shared or exclusive, waiting in the kernel
-//!    ([`crate::flock_wait`]);
-//! 4. check the path still names the file we locked: if it was deleted or
+//! 3. queue in arrival order ([`crate::queue`]): draw a ticket, wait in
+//!    the kernel until the requests ahead that matter are gone;
+//! 4. flock(2) it, shared or exclusive, waiting in the kernel
+//!    ([`crate::flock_wait`]) for peers that do not queue (flock(1));
+//! 5. check the path still names the file we locked: if it was deleted or
 //!    replaced meanwhile, our lock guards nothing, so unlock and start over
 //!    on the file that is there now;
-//! 5. set the "held since" stamp ([`crate::since_stamp`]).
+//! 6. set the "held since" stamp ([`crate::since_stamp`]).
 //!
 //! flock(2) locks belong to the open file description, so they exclude
 //! flock(1) and every other flock-based tool on the same file, survive
@@ -31,11 +33,16 @@ use crate::lock::{Lock, WaitHooks};
 use crate::lock_dir::{self, LockDir};
 use crate::lock_file::{self, MAX_ATTEMPTS};
 use crate::name::LockName;
+use crate::queue::{self, Kind, Ticket};
 use crate::request::{Mode, Wait};
 use crate::since_stamp;
 
 /// How often a busy lock whose holder cannot be seen is tried again.
 const UNSEEN_HOLDER_RETRIES: u32 = 3;
+
+/// How long a request that may not wait waits for the queue's gate, which
+/// is held only while a ticket is drawn; longer means the lock is busy.
+const GATE_NO_WAIT: Duration = Duration::from_secs(1);
 
 /// A lock on a file: `<dir>/<name>.lock` for a lock name, or any path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +51,7 @@ pub struct FileLock {
     file_name: String,
     label: String,
     mode: Mode,
+    max: Option<u32>,
 }
 
 impl FileLock {
@@ -55,6 +63,7 @@ impl FileLock {
             file_name: name.file_name(),
             label: name.to_string(),
             mode: Mode::Exclusive,
+            max: None,
         })
     }
 
@@ -78,6 +87,7 @@ impl FileLock {
             file_name: file_name.to_owned(),
             label: path.display().to_string(),
             mode: Mode::Exclusive,
+            max: None,
         })
     }
 
@@ -90,10 +100,37 @@ impl FileLock {
         }
     }
 
-    /// The same lock, taken in `mode`.
+    /// The same lock, taken in `mode` (and no longer as a semaphore).
     pub fn with_mode(mut self, mode: Mode) -> FileLock {
         self.mode = mode;
+        self.max = None;
         self
+    }
+
+    /// The same lock as a counting semaphore: up to `max` holders at once
+    /// (at least 1), served in arrival order like every request.
+    ///
+    /// Such a holder takes the flock shared, so it excludes exclusive
+    /// holders (and flock(1) `-x`) but not shared ones; use the same `max`
+    /// for every holder of a name. Only withlock clients count: flock(1)
+    /// `-s` peers are not limited.
+    pub fn with_max(mut self, max: u32) -> FileLock {
+        self.mode = Mode::Shared;
+        self.max = Some(max.max(1));
+        self
+    }
+
+    /// The semaphore's limit, if it is one ([`FileLock::with_max`]).
+    pub fn max(&self) -> Option<u32> {
+        self.max
+    }
+
+    fn queue_kind(&self) -> Kind {
+        match (self.max, self.mode) {
+            (Some(n), _) => Kind::AtMost(n),
+            (None, Mode::Exclusive) => Kind::Exclusive,
+            (None, Mode::Shared) => Kind::Shared,
+        }
     }
 
     /// The mode it will be taken in.
@@ -117,25 +154,100 @@ impl FileLock {
         wait: Wait,
         start: Instant,
         hooks: &mut dyn WaitHooks,
-    ) -> Result<Outcome> {
+    ) -> Result<(Outcome, Option<Ticket>)> {
         let io = |e: std::io::Error| Error::io(format!("lock {}", self.path().display()), e);
-        let first = flock_wait::try_lock(fd, self.mode).map_err(io)?;
-        let deadline = match (first, wait) {
-            (Outcome::Busy, Wait::For(limit)) if !limit.is_zero() => Some(start + limit),
-            (Outcome::Busy, Wait::Forever) => None,
-            (Outcome::Busy, Wait::For(_)) => return Ok(Outcome::TimedOut),
-            (first, _) => return Ok(first),
+        let (may_wait, deadline) = match wait {
+            Wait::For(limit) if !limit.is_zero() => (true, Some(start + limit)),
+            Wait::Forever => (true, None),
+            _ => (false, None),
         };
-        hooks.waiting();
-        // Waiters are stamped too, so an inspection can say since when each
-        // one has been waiting.
-        let stamp = since_stamp::stamp(fd, SystemTime::now());
-        let mut interrupted = || hooks.interrupted();
-        let outcome = flock_wait::lock(fd, self.mode, deadline, &mut interrupted);
-        if let Some(offset) = stamp {
-            since_stamp::remove(fd, offset);
+        // What a request that may not wait reports when it would have to.
+        let refused = if matches!(wait, Wait::NoWait) {
+            Outcome::Busy
+        } else {
+            Outcome::TimedOut
+        };
+        let mut waiting = Waiting {
+            fd,
+            deadline,
+            exclusive: self.mode == Mode::Exclusive && self.max.is_none(),
+            hooks,
+            stamp: None,
+            told: false,
+        };
+        let ticket = if queue::usable(fd) {
+            match self.enqueue(&mut waiting, may_wait, refused).map_err(io)? {
+                Ok(ticket) => Some(ticket),
+                Err(outcome) => return Ok((outcome, None)),
+            }
+        } else {
+            None
+        };
+        let leave = |outcome: Outcome| {
+            if let Some(ticket) = ticket {
+                queue::leave(fd, ticket);
+            }
+            Ok((outcome, None))
+        };
+        if let Some(ticket) = ticket {
+            while let Some(at) = queue::blocker(fd, ticket).map_err(io)? {
+                if !may_wait {
+                    return leave(refused);
+                }
+                let outcome = waiting.block(&mut || queue::wait_for(fd, at)).map_err(io)?;
+                if outcome != Outcome::Locked {
+                    return leave(outcome);
+                }
+            }
         }
-        outcome.map_err(io)
+        let mode = self.mode;
+        let outcome = match flock_wait::try_lock(fd, mode).map_err(io)? {
+            Outcome::Busy if may_wait => waiting
+                .block(&mut || flock_wait::flock_once(fd, mode))
+                .map_err(io)?,
+            Outcome::Busy => refused,
+            outcome => outcome,
+        };
+        if outcome == Outcome::Locked {
+            Ok((outcome, ticket))
+        } else {
+            leave(outcome)
+        }
+    }
+
+    /// Draws a ticket under the gate; a request that will have to wait
+    /// stamps itself there too, so waiting stamps rise in ticket order.
+    fn enqueue(
+        &self,
+        waiting: &mut Waiting<'_, '_>,
+        may_wait: bool,
+        refused: Outcome,
+    ) -> std::io::Result<std::result::Result<Ticket, Outcome>> {
+        let fd = waiting.fd;
+        if !queue::try_gate(fd)? {
+            let deadline = if may_wait {
+                waiting.deadline
+            } else {
+                Some(Instant::now() + GATE_NO_WAIT)
+            };
+            let hooks = &mut *waiting.hooks;
+            let outcome = flock_wait::block(deadline, &mut || hooks.interrupted(), &mut || {
+                queue::wait_gate(fd)
+            })?;
+            match outcome {
+                Outcome::Locked => {}
+                Outcome::TimedOut if !may_wait => return Ok(Err(refused)),
+                outcome => return Ok(Err(outcome)),
+            }
+        }
+        let drawn = queue::take_ticket(fd, self.queue_kind());
+        if let Ok(ticket) = drawn {
+            if may_wait && queue::blocker(fd, ticket).is_ok_and(|b| b.is_some()) {
+                waiting.stamp();
+            }
+        }
+        queue::open_gate(fd);
+        drawn.map(Ok)
     }
 
     fn conflict(&self, outcome: Outcome, fd: &OwnedFd, start: Instant, name: bool) -> Error {
@@ -166,14 +278,19 @@ impl Lock for FileLock {
         for _ in 0..MAX_ATTEMPTS {
             let fd = lock_file::open_or_create(&dir, &self.file_name)?;
             match self.attempt(fd.as_fd(), wait, start, hooks)? {
-                Outcome::Locked => {
+                (Outcome::Locked, ticket) => {
                     if still_at_path(&dir, &self.file_name, &fd)? {
-                        return Ok(FileGuard::new(fd, self.path(), self.mode));
+                        let mut guard = FileGuard::new(fd, self.path(), self.mode);
+                        guard.ticket = ticket;
+                        return Ok(guard);
                     }
                     // Deleted or replaced while we waited: lock what is there now.
                     let _ = flock_wait::unlock(fd.as_fd());
+                    if let Some(ticket) = ticket {
+                        queue::leave(fd.as_fd(), ticket);
+                    }
                 }
-                outcome => {
+                (outcome, _) => {
                     let name = hooks.name_holders();
                     let error = self.conflict(outcome, &fd, start, name);
                     // The holder may have let go between our attempt and the
@@ -216,6 +333,47 @@ impl Lock for FileLock {
     }
 }
 
+/// One request's waits: they share the deadline, tell the hooks once
+/// and stamp the waiter once.
+struct Waiting<'f, 'h> {
+    fd: BorrowedFd<'f>,
+    deadline: Option<Instant>,
+    exclusive: bool,
+    hooks: &'h mut dyn WaitHooks,
+    stamp: Option<u64>,
+    told: bool,
+}
+
+impl Waiting<'_, '_> {
+    /// Stamps the waiter, so an inspection can list it in arrival order
+    /// and say since when it waits.
+    fn stamp(&mut self) {
+        if self.stamp.is_none() {
+            self.stamp = since_stamp::stamp_waiting(self.fd, SystemTime::now(), self.exclusive);
+        }
+    }
+
+    /// Blocks in `call` until it succeeds, the deadline passes or the hooks
+    /// ask to stop.
+    fn block(&mut self, call: &mut dyn FnMut() -> std::io::Result<()>) -> std::io::Result<Outcome> {
+        self.stamp();
+        if !self.told {
+            self.told = true;
+            self.hooks.waiting();
+        }
+        let hooks = &mut *self.hooks;
+        flock_wait::block(self.deadline, &mut || hooks.interrupted(), call)
+    }
+}
+
+impl Drop for Waiting<'_, '_> {
+    fn drop(&mut self) {
+        if let Some(offset) = self.stamp.take() {
+            since_stamp::remove(self.fd, offset);
+        }
+    }
+}
+
 /// True when `<dir>/<file_name>` is still the file open as `fd`.
 fn still_at_path(dir: &LockDir, file_name: &str, fd: &OwnedFd) -> Result<bool> {
     let ours = fstat(fd).map_err(|e| Error::io(format!("stat lock file {file_name}"), e))?;
@@ -243,6 +401,8 @@ pub struct FileGuard {
     path: PathBuf,
     mode: Mode,
     stamp: Option<u64>,
+    /// The place in the arrival queue, kept while the lock is held.
+    ticket: Option<Ticket>,
     acquired: Instant,
     /// False once the guard was closed without unlocking: dropping it must
     /// then leave the lock to the other descriptors that share it.
@@ -257,6 +417,7 @@ impl FileGuard {
             path,
             mode,
             stamp,
+            ticket: None,
             acquired: Instant::now(),
             unlock_on_drop: true,
         }
@@ -304,8 +465,14 @@ impl FileGuard {
         if let Some(offset) = self.stamp.take() {
             since_stamp::remove(self.fd.as_fd(), offset);
         }
-        flock_wait::unlock(self.fd.as_fd())
-            .map_err(|e| Error::io(format!("unlock {}", self.path.display()), e))
+        let unlocked = flock_wait::unlock(self.fd.as_fd())
+            .map_err(|e| Error::io(format!("unlock {}", self.path.display()), e));
+        // Explicitly, so a daemon that inherited the descriptor keeps no
+        // place in the queue either.
+        if let Some(ticket) = self.ticket.take() {
+            queue::leave(self.fd.as_fd(), ticket);
+        }
+        unlocked
     }
 }
 

@@ -1,4 +1,6 @@
-//! Taking a flock(2) lock, waiting in the kernel, with an optional deadline.
+//! Taking a flock(2) lock, waiting in the kernel, with an optional deadline;
+//! [`block`] gives the same deadline to any blocking call (the arrival
+//! queue's `fcntl(F_OFD_SETLKW)` waits, see [`crate::queue`]).
 //!
 //! Linux only. A blocked `flock()` cannot be given a timeout, so a deadline
 //! is a POSIX timer (`timer_create`, `CLOCK_MONOTONIC`, `SIGEV_THREAD_ID`)
@@ -56,6 +58,11 @@ fn flock(fd: BorrowedFd<'_>, op: i32) -> io::Result<()> {
     }
 }
 
+/// One blocking flock(2) call, for [`block`].
+pub(crate) fn flock_once(fd: BorrowedFd<'_>, mode: Mode) -> io::Result<()> {
+    flock(fd, operation(mode))
+}
+
 fn is_busy(err: &io::Error) -> bool {
     err.raw_os_error() == Some(libc::EWOULDBLOCK)
 }
@@ -84,12 +91,24 @@ pub(crate) fn lock(
     deadline: Option<Instant>,
     interrupted: &mut dyn FnMut() -> bool,
 ) -> io::Result<Outcome> {
+    block(deadline, interrupted, &mut || flock(fd, operation(mode)))
+}
+
+/// Repeats the blocking call `call` until it succeeds, the deadline passes
+/// or `interrupted()` says to stop; a signal makes `call` fail with `EINTR`
+/// (the deadline timer's among them). flock(2) and `fcntl(F_OFD_SETLKW)`
+/// waits share this.
+pub(crate) fn block(
+    deadline: Option<Instant>,
+    interrupted: &mut dyn FnMut() -> bool,
+    call: &mut dyn FnMut() -> io::Result<()>,
+) -> io::Result<Outcome> {
     let _timer = match deadline {
         Some(deadline) => Some(DeadlineTimer::arm(deadline)?),
         None => None,
     };
     loop {
-        match flock(fd, operation(mode)) {
+        match call() {
             Ok(()) => return Ok(Outcome::Locked),
             Err(e) if is_interrupt(&e) => {
                 if deadline.is_some_and(|d| Instant::now() >= d) {

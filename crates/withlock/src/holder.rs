@@ -131,7 +131,8 @@ impl fmt::Display for Holder {
 pub struct Holders {
     /// Processes that hold the lock now.
     pub holders: Vec<Holder>,
-    /// Processes blocked waiting for it, in the order the kernel lists them.
+    /// Processes waiting for it: withlock clients in queue (arrival)
+    /// order, then the other processes blocked in flock(2), such as flock(1).
     pub waiters: Vec<Holder>,
     /// Set when the lock is known to be held but the mechanism cannot say
     /// by whom (a TCP port gives no peer credentials): why, in a few words.
@@ -161,16 +162,46 @@ impl Holders {
         let stamps: Vec<Entry> = entries
             .iter()
             .filter(|e| e.kind == Kind::Posix && !e.blocked)
+            .filter(|e| since_stamp::decode(e.start).is_some())
             .cloned()
             .collect();
+        let holders: Vec<Holder> = flocks(false)
+            .map(|e| Holder::from_entry(e, &stamps))
+            .collect();
+        // withlock waiters queue on record locks that /proc/locks shows
+        // without a pid, but each stamps itself while it waits, in arrival
+        // order: a stamp of a process that holds no flock is a waiter.
+        let mut queued: Vec<&Entry> = stamps
+            .iter()
+            .filter(|s| !holders.iter().any(|h| h.pid == s.pid))
+            .collect();
+        queued.sort_by_key(|s| s.start);
+        queued.dedup_by_key(|s| s.pid);
+        let mut waiters: Vec<Holder> = queued
+            .into_iter()
+            .map(|s| {
+                let mut waiter = Holder::from_entry(s, &stamps);
+                waiter.since = since_stamp::decode(s.start);
+                waiter
+            })
+            .collect();
+        // Then the waiters blocked in flock(2): flock(1) and the like,
+        // unordered, and withlock clients already through the queue.
+        for blocked in flocks(true) {
+            if let Some(known) = waiters.iter_mut().find(|w| w.pid == blocked.pid) {
+                known.mode = if blocked.write {
+                    Mode::Exclusive
+                } else {
+                    Mode::Shared
+                };
+            } else {
+                waiters.push(Holder::from_entry(blocked, &stamps));
+            }
+        }
         Holders {
             unidentified: None,
-            holders: flocks(false)
-                .map(|e| Holder::from_entry(e, &stamps))
-                .collect(),
-            waiters: flocks(true)
-                .map(|e| Holder::from_entry(e, &stamps))
-                .collect(),
+            holders,
+            waiters,
         }
     }
 

@@ -8,6 +8,12 @@
 //! by the spec (`deploy`, `./x.lock`, `tcp:4711`, `unix:/run/x.sock`,
 //! `abstract:x`).
 //!
+//! Several locks are a [`LockSet`], taken all or none in one global order
+//! so that callers naming them in any order never deadlock; `NAME=shared`
+//! gives one its own mode ([`parse_spec`]). A [`Supersede`] watch makes a
+//! waiting request give up when a newer superseding request comes
+//! ([`Error::Superseded`]).
+//!
 //! ```no_run
 //! use withlock::{FileLock, Lock, Mode};
 //!
@@ -31,13 +37,16 @@ mod inspect;
 mod lock;
 pub mod lock_dir;
 mod lock_file;
+mod lock_set;
 mod name;
 mod ownership;
 mod proc_locks;
+mod queue;
 mod request;
 mod since_stamp;
 mod socket_lock;
 mod socket_spec;
+pub mod supersede;
 
 pub use any_lock::{AnyGuard, AnyLock};
 pub use error::{Error, Result};
@@ -47,7 +56,9 @@ pub use holder::{Holder, Holders, human_duration};
 pub use inspect::{LockStatus, list};
 pub use lock::{Lock, NoHooks, WaitHooks, with_lock};
 pub use lock_file::LOCK_FILE_MODE;
+pub use lock_set::{DirId, LockKey, LockSet, SetGuard, SetHooks, parse_spec, split_spec};
 pub use name::{LOCK_FILE_SUFFIX, LockName, MAX_NAME_LEN};
 pub use request::{Mode, Wait};
 pub use socket_lock::{SocketGuard, SocketLock, TAKEOVER_SUFFIX};
 pub use socket_spec::{MAX_SOCKET_PATH, SocketAddress};
+pub use supersede::{Supersede, SupersedeHooks};

@@ -2,9 +2,13 @@
 //!
 //! Linux only. The rules, each guarding against a known attack on lock files
 //! in shared directories such as `/run/lock` or `/tmp`:
-//! - an existing file is opened without `O_CREAT`, read-only: under
+//! - an existing file is opened without `O_CREAT`: under
 //!   `fs.protected_regular` an `O_CREAT` open of another user's file in a
-//!   sticky directory fails even for root, and a plain open does not;
+//!   sticky directory fails even for root, and a plain open does not. It is
+//!   opened read-write, which the arrival queue's write locks need (see
+//!   [`crate::queue`]; nothing is written), or read-only where this user may
+//!   not write it (a 0644 file made by flock(1)) or the file system is
+//!   read-only: such a lock is then taken unordered;
 //! - every open uses `O_NOFOLLOW`, so a symlink planted at the lock path is
 //!   never followed, and `O_NONBLOCK`, so a FIFO planted there cannot block;
 //! - the type is checked with `fstatat(AT_SYMLINK_NOFOLLOW)` before opening
@@ -32,7 +36,8 @@ pub const LOCK_FILE_MODE: u32 = 0o666;
 /// How often a lock path may change under us before we give up.
 pub(crate) const MAX_ATTEMPTS: u32 = 100;
 
-/// Opens `<dir>/<file_name>` read-only, creating it if it does not exist.
+/// Opens `<dir>/<file_name>` read-write (else read-only), creating it if
+/// it does not exist.
 pub(crate) fn open_or_create(dir: &LockDir, file_name: &str) -> Result<OwnedFd> {
     let path = dir.path().join(file_name);
     for _ in 0..MAX_ATTEMPTS {
@@ -60,12 +65,16 @@ pub(crate) fn open_or_create(dir: &LockDir, file_name: &str) -> Result<OwnedFd> 
 
 /// Opens an existing lock file; `None` when it vanished meanwhile.
 fn open_existing(dir: &LockDir, file_name: &str, path: &Path) -> Result<Option<OwnedFd>> {
-    let flags = OFlag::O_RDONLY
-        | OFlag::O_NOFOLLOW
-        | OFlag::O_NONBLOCK
-        | OFlag::O_NOCTTY
-        | OFlag::O_CLOEXEC;
-    match openat(dir.fd(), file_name, flags, Mode::empty()) {
+    let flags = OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
+    let opened = match openat(dir.fd(), file_name, flags | OFlag::O_RDWR, Mode::empty()) {
+        // Not writable by this user, or a read-only file system: lock it
+        // unordered, as flock(1) does.
+        Err(Errno::EACCES | Errno::EPERM | Errno::EROFS | Errno::ETXTBSY) => {
+            openat(dir.fd(), file_name, flags | OFlag::O_RDONLY, Mode::empty())
+        }
+        other => other,
+    };
+    match opened {
         Ok(fd) => {
             let st = fstat(&fd).map_err(|e| Error::io(format!("stat {}", path.display()), e))?;
             refuse_non_regular(path, &st)?;
@@ -87,7 +96,7 @@ fn open_existing(dir: &LockDir, file_name: &str, path: &Path) -> Result<Option<O
 
 /// Creates a new lock file; `None` when another process created it first.
 fn create_new(dir: &LockDir, file_name: &str, path: &Path) -> Result<Option<OwnedFd>> {
-    let flags = OFlag::O_RDONLY
+    let flags = OFlag::O_RDWR
         | OFlag::O_CREAT
         | OFlag::O_EXCL
         | OFlag::O_NOFOLLOW

@@ -44,7 +44,16 @@ pub(crate) fn stamp(fd: BorrowedFd<'_>, now: SystemTime) -> Option<u64> {
     record_lock(fd, libc::F_RDLCK, micros).then_some(micros)
 }
 
-/// Removes a stamp set by [`stamp`].
+/// Stamps `now` for a waiter: a write lock for an exclusive request, so an
+/// inspection can tell the waiter's mode, else (or where the descriptor is
+/// read-only) a read lock.
+pub(crate) fn stamp_waiting(fd: BorrowedFd<'_>, now: SystemTime, exclusive: bool) -> Option<u64> {
+    let micros = u64::try_from(now.duration_since(UNIX_EPOCH).ok()?.as_micros()).ok()?;
+    let written = exclusive && record_lock(fd, libc::F_WRLCK, micros);
+    (written || record_lock(fd, libc::F_RDLCK, micros)).then_some(micros)
+}
+
+/// Removes a stamp set by [`stamp`] or [`stamp_waiting`].
 pub(crate) fn remove(fd: BorrowedFd<'_>, offset: u64) {
     record_lock(fd, libc::F_UNLCK, offset);
 }

@@ -3,12 +3,15 @@
 
 mod exclusion;
 mod exit_status;
+mod fairness;
 mod guide;
 mod holder_message;
 mod lifetime;
 mod listing;
 mod multi_user;
 mod security;
+mod several_locks;
 mod signals;
 mod socket_locks;
+mod supersede;
 mod support;

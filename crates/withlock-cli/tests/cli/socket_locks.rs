@@ -15,7 +15,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use nix::sys::signal::Signal;
 
-use crate::support::{ALICE, BOB, Env, ensure_user, signal, spawn, stderr, wait_child, wait_for};
+use crate::support::{
+    ALICE, BOB, Env, ensure_user, signal, spawn, stderr, wait_child, wait_for, without_forks,
+};
 
 /// A non-atomic read-increment-write: loses updates unless serialised.
 const INCREMENT: &str = r#"n=$(cat "$0"); echo $((n + 1)) > "$0""#;
@@ -323,7 +325,7 @@ fn a_stale_socket_file_is_taken_over_by_one_of_many_racing_clients() {
     let env = Env::new();
     let path = env.file("lock.sock");
     // A crashed holder's socket file: bound, listened on, closed.
-    drop(UnixListener::bind(&path).unwrap());
+    without_forks(|| drop(UnixListener::bind(&path).unwrap()));
     assert!(UnixStream::connect(&path).is_err(), "stale");
     let spec = format!("unix:{}", path.display());
     let counter = env.file("counter");
@@ -375,7 +377,7 @@ fn a_symlink_or_other_file_at_a_socket_path_is_refused_and_not_followed() {
     let env = Env::new();
     // A symlink to a stale socket must not be taken over through the link.
     let target = env.file("target.sock");
-    drop(UnixListener::bind(&target).unwrap());
+    without_forks(|| drop(UnixListener::bind(&target).unwrap()));
     let link = env.file("link.sock");
     std::os::unix::fs::symlink(&target, &link).unwrap();
     let regular = env.file("regular.sock");

@@ -230,8 +230,14 @@ pub fn command_as(user: &str, program: &str) -> Command {
 static FORKING: RwLock<()> = RwLock::new(());
 
 fn copy_binary(to: &Path) {
+    without_forks(|| fs::copy(env!("CARGO_BIN_EXE_withlock"), to).unwrap());
+}
+
+/// Runs `f` while no test starts a process, so no child can inherit a
+/// descriptor `f` opens and closes (a socket that must end up stale, say).
+pub fn without_forks<T>(f: impl FnOnce() -> T) -> T {
     let _no_forks = FORKING.write().unwrap_or_else(|e| e.into_inner());
-    fs::copy(env!("CARGO_BIN_EXE_withlock"), to).unwrap();
+    f()
 }
 
 /// Starts `command`; every test process is started through here.
@@ -373,9 +379,60 @@ pub fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
     }
 }
 
-/// The pids blocked in the kernel waiting for a flock on `path`.
+/// The pids blocked in the kernel waiting for the lock on `path`: in
+/// flock(2) (flock(1), or withlock past its queue), or in withlock's
+/// arrival queue. Queued waiters block in `fcntl(F_OFD_SETLKW)`, which
+/// /proc/locks lists without a pid, so a process counts when it has a
+/// stamp on the file (a POSIX lock, which names it), holds no flock on it,
+/// sleeps in fcntl(2) or flock(2), and some request on the file is blocked.
 pub fn blocked_on(path: &Path) -> Vec<i32> {
-    flock_entries(path, true)
+    let mut pids = flock_entries(path, true);
+    let Ok(meta) = fs::metadata(path) else {
+        return pids;
+    };
+    let inode = format!(":{}", meta.ino());
+    let locks = fs::read_to_string("/proc/locks").unwrap();
+    let on_file = |line: &&str| {
+        line.split_whitespace()
+            .any(|field| field.ends_with(&inode) && field.matches(':').count() == 2)
+    };
+    if !locks.lines().filter(on_file).any(|l| l.contains("->")) {
+        return pids;
+    }
+    let holders = flock_entries(path, false);
+    let stamped: Vec<i32> = locks
+        .lines()
+        .filter(on_file)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields.get(1) == Some(&"POSIX")).then(|| fields.get(4)?.parse().ok())?
+        })
+        .collect();
+    for pid in stamped {
+        if !holders.contains(&pid) && !pids.contains(&pid) && sleeps_in_a_lock_call(pid) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// True when `pid`'s main thread sleeps in fcntl(2) or flock(2).
+fn sleeps_in_a_lock_call(pid: i32) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    const LOCK_CALLS: [&str; 2] = ["72", "73"];
+    #[cfg(target_arch = "aarch64")]
+    const LOCK_CALLS: [&str; 2] = ["25", "32"];
+    let syscall = fs::read_to_string(format!("/proc/{pid}/syscall")).unwrap_or_default();
+    let in_call = syscall
+        .split_whitespace()
+        .next()
+        .is_some_and(|n| LOCK_CALLS.contains(&n));
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let sleeping = stat
+        .rfind(')')
+        .and_then(|end| stat[end + 1..].split_whitespace().next())
+        == Some("S");
+    in_call && sleeping
 }
 
 /// The pids holding a flock on `path`.

@@ -1,0 +1,69 @@
+//! The locks one run takes and how it takes them: every NAME on the command
+//! line (each with `-s`'s mode or its own, `NAME=shared` or
+//! `NAME=exclusive`) as one [`LockSet`], all or none in the library's
+//! global order; with `--supersede`, watching for newer requests while it
+//! waits.
+
+use withlock::{AnyLock, LockSet, Mode, SetGuard, Supersede, Wait};
+
+use crate::cli::Cli;
+use crate::option_support;
+use crate::waiting_report::ReportWhenWaiting;
+
+/// The set of locks the command line names, in the order they are taken.
+pub fn lock_set(cli: &Cli) -> anyhow::Result<LockSet> {
+    let default = if cli.shared {
+        Mode::Shared
+    } else {
+        Mode::Exclusive
+    };
+    let mut locks = Vec::with_capacity(cli.locks.len());
+    for spec in &cli.locks {
+        let (spec, own_mode) = withlock::split_spec(spec)?;
+        let lock = AnyLock::parse(spec, cli.dir.as_deref())?;
+        option_support::refuse_unsupported(cli, &lock)?;
+        // A lock's own mode wins over -s and --max.
+        let lock = match (own_mode, cli.max) {
+            (Some(mode), _) => lock.with_mode(mode)?,
+            (None, Some(max)) => lock.with_max(max)?,
+            (None, None) => lock.with_mode(default)?,
+        };
+        locks.push(lock);
+    }
+    Ok(LockSet::new(locks)?)
+}
+
+/// Takes every lock of `set`, reporting the wait unless quiet; with
+/// `--supersede`, gives up with [`withlock::Error::Superseded`] when a
+/// newer superseding request for one of the locks comes while it waits.
+/// Once this returns the locks are held and nothing supersedes them.
+pub fn take(cli: &Cli, set: &LockSet, wait: Wait) -> anyhow::Result<SetGuard> {
+    let mut report = ReportWhenWaiting::new(cli.quiet);
+    let acquired = if cli.supersede {
+        let watch = Supersede::announce(set)?;
+        let acquired = set.acquire_with(wait, &mut watch.hooks(&mut report));
+        watch.finish(acquired)
+    } else {
+        set.acquire_with(wait, &mut report)
+    };
+    report.finish();
+    Ok(acquired?)
+}
+
+/// The locks and their modes for messages: `a (exclusive), b (shared)`.
+pub fn describe(set: &LockSet) -> String {
+    let locks: Vec<String> = set
+        .locks()
+        .map(|lock| format!("{} ({})", withlock::escape::text(lock.label()), lock.mode()))
+        .collect();
+    locks.join(", ")
+}
+
+/// The locks' names for messages: `a, b`.
+pub fn names(set: &LockSet) -> String {
+    let locks: Vec<String> = set
+        .locks()
+        .map(|lock| withlock::escape::text(lock.label()))
+        .collect();
+    locks.join(", ")
+}

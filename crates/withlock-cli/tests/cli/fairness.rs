@@ -1,0 +1,306 @@
+//! Arrival order: waiters are served first come, first served, shared and
+//! exclusive alike; an exclusive waiter is not starved by shared holders; a
+//! killed waiter does not stall the queue; `--max N` never lets N+1 in.
+//! Every step waits for a real event (a process blocked in the kernel, a
+//! file written), never for time to pass.
+
+use std::fs;
+use std::path::Path;
+use std::process::{Child, Command};
+
+use nix::sys::signal::Signal;
+
+use crate::support::{Env, Run, output, signal, spawn, wait_blocked, wait_child, wait_for};
+
+/// Starts withlock on lock `name` with `options`, its command appending
+/// `tag` to `log`, and returns once it is blocked in the kernel.
+fn queue(env: &Env, options: &[&str], name: &str, tag: &str, log: &Path) -> Child {
+    let run: Run = env.withlock().args(options).args([name, "--", "sh", "-c"]);
+    let child = run.arg(r#"echo "$0" >> "$1""#).arg(tag).arg(log).spawn();
+    wait_blocked(&env.lock_file(name), child.id() as i32);
+    child
+}
+
+fn lines(log: &Path) -> Vec<String> {
+    fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn finish(children: Vec<Child>) {
+    for mut child in children {
+        assert!(wait_child(&mut child).success());
+    }
+}
+
+#[test]
+fn thirty_two_waiters_are_served_in_arrival_order() {
+    let env = Env::new();
+    let log = env.file("log");
+    let holder = env.hold(env.withlock().arg("q"), "h");
+    // Runs of shared requests between exclusive ones, of several lengths.
+    let pattern = "xsxxssxsssxxsxssssxxsxsxxxssxsxx";
+    let mut waiters = Vec::new();
+    for (i, mode) in pattern.chars().enumerate() {
+        let option = if mode == 's' { "-s" } else { "-x" };
+        waiters.push(queue(&env, &[option], "q", &i.to_string(), &log));
+    }
+    assert!(holder.release().success());
+    finish(waiters);
+    let served: Vec<usize> = lines(&log).iter().map(|l| l.parse().unwrap()).collect();
+    // Consecutive shared requests run together, in any order among
+    // themselves; everything else keeps the arrival order.
+    let mut expected_groups: Vec<Vec<usize>> = Vec::new();
+    for (i, mode) in pattern.chars().enumerate() {
+        let joins = mode == 's' && i > 0 && pattern.as_bytes()[i - 1] == b's';
+        match expected_groups.last_mut() {
+            Some(group) if joins => group.push(i),
+            _ => expected_groups.push(vec![i]),
+        }
+    }
+    let mut rest = served.as_slice();
+    for group in expected_groups {
+        assert!(rest.len() >= group.len(), "served {served:?}");
+        let (head, tail) = rest.split_at(group.len());
+        let mut head = head.to_vec();
+        head.sort_unstable();
+        assert_eq!(head, group, "served out of arrival order: {served:?}");
+        rest = tail;
+    }
+    assert!(rest.is_empty());
+}
+
+/// Starts a shared holder of `name` that arrives after everyone before it.
+fn late_reader(env: &Env, name: &str, tag: &str, log: &Path) -> Child {
+    queue(env, &["-s"], name, tag, log)
+}
+
+#[test]
+fn an_exclusive_waiter_is_not_starved_by_shared_holders() {
+    let env = Env::new();
+    let log = env.file("log");
+    let readers: Vec<_> = (0..4)
+        .map(|i| env.hold(env.withlock().args(["-s", "r"]), &format!("r{i}")))
+        .collect();
+    let writer = queue(&env, &["-x"], "r", "writer", &log);
+    // Readers keep arriving while the first ones hold: with flock(2) alone
+    // each would join the readers at once and the writer would wait for all.
+    let late: Vec<Child> = (0..4)
+        .map(|i| late_reader(&env, "r", &format!("late{i}"), &log))
+        .collect();
+    assert!(lines(&log).is_empty(), "nobody ran beside the readers");
+    for reader in readers {
+        assert!(reader.release().success());
+    }
+    let mut all = vec![writer];
+    all.extend(late);
+    finish(all);
+    let served = lines(&log);
+    assert_eq!(served.len(), 5);
+    assert_eq!(served[0], "writer", "the writer went first: {served:?}");
+}
+
+#[test]
+fn a_killed_waiter_does_not_stall_the_queue() {
+    let env = Env::new();
+    let log = env.file("log");
+    let holder = env.hold(env.withlock().arg("k"), "h");
+    let mut waiters: Vec<Child> = (0..5)
+        .map(|i| queue(&env, &[], "k", &i.to_string(), &log))
+        .collect();
+    let mut killed = waiters.remove(2);
+    signal(killed.id() as i32, Signal::SIGKILL);
+    assert!(!wait_child(&mut killed).success());
+    assert!(holder.release().success());
+    finish(waiters);
+    assert_eq!(lines(&log), ["0", "1", "3", "4"]);
+}
+
+#[test]
+fn a_killed_shared_waiter_behind_a_writer_stalls_nobody() {
+    let env = Env::new();
+    let log = env.file("log");
+    let holder = env.hold(env.withlock().arg("ks"), "h");
+    let writer = queue(&env, &[], "ks", "writer", &log);
+    let mut victim = queue(&env, &["-s"], "ks", "victim", &log);
+    let reader = queue(&env, &["-s"], "ks", "reader", &log);
+    signal(victim.id() as i32, Signal::SIGKILL);
+    wait_child(&mut victim);
+    assert!(holder.release().success());
+    finish(vec![writer, reader]);
+    assert_eq!(lines(&log), ["writer", "reader"]);
+}
+
+#[test]
+fn max_lets_exactly_n_holders_in() {
+    let env = Env::new();
+    let holders: Vec<_> = (0..3)
+        .map(|i| env.hold(env.withlock().args(["--max", "3", "m"]), &format!("m{i}")))
+        .collect();
+    env.withlock()
+        .args(["--max", "3", "-n", "m", "--", "true"])
+        .assert()
+        .code(75);
+    // An exclusive request waits for all of them.
+    env.withlock()
+        .args(["-n", "m", "--", "true"])
+        .assert()
+        .code(75);
+    let log = env.file("log");
+    let fourth = queue(&env, &["--max", "3"], "m", "fourth", &log);
+    let mut holders = holders.into_iter();
+    assert!(holders.next().unwrap().release().success());
+    finish(vec![fourth]);
+    assert_eq!(lines(&log), ["fourth"]);
+    for holder in holders {
+        assert!(holder.release().success());
+    }
+}
+
+#[test]
+fn a_semaphore_newcomer_does_not_pass_an_exclusive_waiter() {
+    let env = Env::new();
+    let log = env.file("log");
+    let holder = env.hold(env.withlock().args(["--max", "2", "mx"]), "h");
+    let writer = queue(&env, &[], "mx", "writer", &log);
+    // One of two places is free, but the writer came first.
+    env.withlock()
+        .args(["--max", "2", "-n", "mx", "--", "true"])
+        .assert()
+        .code(75);
+    let reader = queue(&env, &["--max", "2"], "mx", "newcomer", &log);
+    assert!(holder.release().success());
+    finish(vec![writer, reader]);
+    assert_eq!(lines(&log), ["writer", "newcomer"]);
+}
+
+/// Each command counts itself in and out under a separate flock and
+/// records the most that ever ran at once.
+const COUNT: &str = r#"
+c="$1"
+flock "$c/count.lock" sh -c 'n=$(($(cat "$0/running") + 1)); echo $n > "$0/running"
+  if [ $n -gt $(cat "$0/max") ]; then echo $n > "$0/max"; fi' "$c"
+sleep 0.01
+flock "$c/count.lock" sh -c 'echo $(($(cat "$0/running") - 1)) > "$0/running"' "$c"
+"#;
+
+#[test]
+fn a_semaphore_storm_never_exceeds_its_limit() {
+    let env = Env::new();
+    let counts = env.file("counts");
+    fs::create_dir(&counts).unwrap();
+    fs::write(counts.join("running"), "0\n").unwrap();
+    fs::write(counts.join("max"), "0\n").unwrap();
+    let count = env.file("count.sh");
+    fs::write(&count, COUNT).unwrap();
+    let (clients, rounds) = (12, 6);
+    let runners: Vec<_> = (0..clients)
+        .map(|_| {
+            let script = format!(
+                "for i in $(seq {rounds}); do {} --max 3 sem -- sh {} \"$1\" || exit 1; done",
+                env.bin().display(),
+                count.display()
+            );
+            let mut command = Command::new("sh");
+            command
+                .args(["-c", &script, "sh"])
+                .arg(&counts)
+                .env("WITHLOCK_DIR", env.lock_dir());
+            spawn(&mut command)
+        })
+        .collect();
+    finish(runners);
+    let read = |name: &str| -> u32 {
+        fs::read_to_string(counts.join(name))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(read("running"), 0);
+    let max = read("max");
+    eprintln!("at most {max} ran at once under --max 3");
+    assert!((1..=3).contains(&max), "{max} ran at once under --max 3");
+}
+
+#[test]
+fn flock_and_withlock_still_exclude_each_other_with_a_queue() {
+    let env = Env::new();
+    let file = env.lock_file("f");
+    let log = env.file("log");
+    let flock_n = || output(Command::new("flock").arg("-n").arg(&file).arg("true"));
+
+    let holder = env.hold(env.withlock().arg("f"), "w");
+    let queued = queue(&env, &[], "f", "queued", &log);
+    assert_eq!(flock_n().status.code(), Some(1), "flock(1) got in");
+    assert!(holder.release().success());
+    finish(vec![queued]);
+
+    let flock_holder = env.hold_flock(&file, "flock");
+    let first = queue(&env, &[], "f", "first", &log);
+    let second = queue(&env, &["-s"], "f", "second", &log);
+    env.withlock()
+        .args(["-n", "f", "--", "true"])
+        .assert()
+        .code(75);
+    assert!(lines(&log) == ["queued"], "nobody ran beside flock(1)");
+    assert!(flock_holder.release().success());
+    finish(vec![first, second]);
+    assert_eq!(lines(&log), ["queued", "first", "second"]);
+}
+
+/// A queued waiter sleeps in fcntl(2) on its predecessor's ticket: its
+/// main thread makes no voluntary context switch while it waits.
+#[test]
+fn a_queued_waiter_does_not_poll() {
+    let env = Env::new();
+    let file = env.lock_file("p");
+    let log = env.file("log");
+    let holder = env.hold(env.withlock().arg("p"), "h");
+    let ahead = queue(&env, &["-w", "60"], "p", "ahead", &log);
+    let mut waiters = vec![ahead];
+    for options in [&["-w", "60"][..], &["-s"][..], &["--max", "2"][..]] {
+        let waiter = queue(&env, options, "p", "w", &log);
+        let pid = waiter.id() as i32;
+        wait_blocked(&file, pid);
+        let before = switches(pid);
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert_eq!(switches(pid), before, "{options:?} woke while queued");
+        waiters.push(waiter);
+    }
+    assert!(lines(&log).is_empty());
+    assert!(holder.release().success());
+    finish(waiters);
+    wait_for("every waiter to run", || lines(&log).len() == 4);
+}
+
+fn switches(pid: i32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/task/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn max_is_refused_for_socket_locks_and_beside_shared() {
+    let env = Env::new();
+    env.withlock()
+        .args(["--max", "2", "abstract:withlock-fair", "--", "true"])
+        .assert()
+        .code(64)
+        .stderr(predicates::str::contains("--max"));
+    env.withlock()
+        .args(["--max", "2", "-s", "x", "--", "true"])
+        .assert()
+        .code(64);
+    env.withlock()
+        .args(["--max", "0", "x", "--", "true"])
+        .assert()
+        .code(64);
+}

@@ -1,0 +1,478 @@
+//! Several locks taken together: all or none, in one global order.
+//!
+//! A [`LockSet`] holds any number of [`AnyLock`]s, each with its own mode.
+//! [`LockSet::acquire_with`] takes them one after another in the set's
+//! order and keeps the ones it has while it waits for the next; if any of
+//! them fails (busy, timed out, interrupted, an error), every lock already
+//! taken is released before the error is returned, so the caller holds
+//! either all of them or none.
+//!
+//! **The global order.** Two callers that name the same locks in opposite
+//! orders would deadlock if each took them in the order given: each would
+//! hold one and wait for the other. So the set sorts its locks by a key
+//! that every caller computes the same way for the same lock, whatever the
+//! order or the spelling it was given in (see [`LockKey`]):
+//!
+//! 1. file locks first, by the identity of their directory (device and
+//!    inode number, so every path to it gives one order: through symbolic
+//!    links, bind mounts or another container's mount point), then by the
+//!    lock file's name;
+//! 2. then socket locks: TCP by address and port, then Unix sockets by
+//!    their directory's identity and file name, then abstract names by
+//!    their bytes.
+//!
+//! Since every caller takes its locks in increasing key order while
+//! holding only locks with smaller keys, no cycle of waiters can form.
+//!
+//! **One lock named twice** (even spelt differently: `a` and
+//! `/run/lock/a.lock`, `tcp:4711` and `tcp:127.0.0.1:4711`) is taken once;
+//! if the two namings ask for different modes, exclusive wins, since it
+//! grants everything shared does.
+//!
+//! **A deadline** ([`Wait::For`]) is shared: it is the time for the whole
+//! set, not for each lock.
+//!
+//! **Per-lock modes** in a spec ([`parse_spec`]): `NAME=shared` or
+//! `NAME=exclusive` (`=` cannot occur in a lock name). A spec that ends in
+//! one of those two words after a `=` always has it read as its mode; a
+//! path or socket name that itself ends so is written with a mode after it
+//! (`./x=shared=exclusive`).
+//!
+//! ```no_run
+//! use withlock::{LockSet, Mode};
+//!
+//! let set = LockSet::parse(&["build", "artifacts=shared"], None, Mode::Exclusive)?;
+//! let guard = set.acquire()?; // both, or an error and neither
+//! guard.release()?;
+//! # Ok::<(), withlock::Error>(())
+//! ```
+
+use std::os::fd::BorrowedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::any_lock::{AnyGuard, AnyLock};
+use crate::error::{Error, Result};
+use crate::lock::{Lock, NoHooks, WaitHooks};
+use crate::request::{Mode, Wait};
+use crate::socket_spec::SocketAddress;
+
+/// What a caller wants to hear while a set of locks is being taken: the
+/// [`WaitHooks`] of each wait, and which lock is tried next.
+pub trait SetHooks: WaitHooks {
+    /// Called before each lock of the set is tried, in acquisition order;
+    /// [`WaitHooks::waiting`] may follow if that lock turns out to be held.
+    fn taking(&mut self, _lock: &AnyLock) {}
+}
+
+impl SetHooks for NoHooks {}
+
+/// Splits a lock spec with an optional mode of its own: `build`,
+/// `artifacts=shared`, `./x.lock=exclusive`, `tcp:4711`. The lock is read
+/// by [`AnyLock::parse`]; without a mode of its own it is taken in
+/// `default`.
+pub fn parse_spec(spec: &str, dir: Option<&Path>, default: Mode) -> Result<AnyLock> {
+    let (lock, mode) = split_spec(spec)?;
+    AnyLock::parse(lock, dir)?.with_mode(mode.unwrap_or(default))
+}
+
+/// The lock part of `spec` and the mode it gives itself, if any:
+/// `artifacts=shared` is `("artifacts", Some(Mode::Shared))`. A lock name
+/// with any other word after `=` is refused with [`Error::InvalidName`].
+pub fn split_spec(spec: &str) -> Result<(&str, Option<Mode>)> {
+    if let Some((lock, word)) = spec.rsplit_once('=') {
+        let mode = match word {
+            "shared" => Some(Mode::Shared),
+            "exclusive" => Some(Mode::Exclusive),
+            _ => None,
+        };
+        if let Some(mode) = mode {
+            return Ok((lock, Some(mode)));
+        }
+        // A lock name cannot contain '=': say what '=' means.
+        let is_name = !spec.contains('/') && SocketAddress::parse(spec).is_none();
+        if is_name {
+            return Err(Error::InvalidName {
+                name: spec.to_owned(),
+                reason: "a lock's own mode follows '=' and is shared or exclusive, \
+                         as in artifacts=shared",
+            });
+        }
+    }
+    Ok((spec, None))
+}
+
+/// The key that puts locks in the global order (see the module docs); two
+/// locks with equal keys are the same lock.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum LockKey {
+    /// A file lock: its directory's device and inode (or, if the
+    /// directory cannot be examined, its path as given), then its file name.
+    File(DirId, Vec<u8>),
+    /// A TCP socket lock: the address's bytes (IPv4 mapped into IPv6) and port.
+    Tcp([u8; 16], u16),
+    /// A Unix socket lock: its directory, then its file name.
+    Unix(DirId, Vec<u8>),
+    /// An abstract socket lock: its name.
+    Abstract(Vec<u8>),
+}
+
+/// A directory's identity for [`LockKey`].
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum DirId {
+    /// Device and inode number.
+    Inode(u64, u64),
+    /// The path as given, for a directory that cannot be examined (taking
+    /// the lock will then fail and say why).
+    Unresolved(Vec<u8>),
+}
+
+impl LockKey {
+    /// The key of `lock`. It reads the lock's directory with stat(2); the
+    /// lock file itself need not exist.
+    pub fn of(lock: &AnyLock) -> LockKey {
+        match lock {
+            AnyLock::File(lock) => {
+                let (dir, name) = dir_and_name(&lock.path());
+                LockKey::File(dir, name)
+            }
+            AnyLock::Socket(lock) => match lock.address() {
+                SocketAddress::Tcp(addr) => {
+                    let ip = match addr.ip() {
+                        std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+                        std::net::IpAddr::V6(v6) => v6,
+                    };
+                    LockKey::Tcp(ip.octets(), addr.port())
+                }
+                SocketAddress::Unix(path) => {
+                    let (dir, name) = dir_and_name(path);
+                    LockKey::Unix(dir, name)
+                }
+                SocketAddress::Abstract(name) => LockKey::Abstract(name.clone()),
+            },
+        }
+    }
+
+    /// The key as bytes, the same in every process for the same lock (for
+    /// naming things after the lock, such as supersede notices).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let dir = |d: &DirId| match d {
+            DirId::Inode(dev, ino) => format!("{dev}:{ino}").into_bytes(),
+            DirId::Unresolved(path) => [b"?".as_slice(), path].concat(),
+        };
+        match self {
+            LockKey::File(d, name) => [b"file/".as_slice(), &dir(d), b"/", name].concat(),
+            LockKey::Tcp(ip, port) => {
+                let ip = std::net::Ipv6Addr::from(*ip);
+                format!("tcp/[{ip}]:{port}").into_bytes()
+            }
+            LockKey::Unix(d, name) => [b"unix/".as_slice(), &dir(d), b"/", name].concat(),
+            LockKey::Abstract(name) => [b"abstract/".as_slice(), name].concat(),
+        }
+    }
+}
+
+fn dir_and_name(path: &Path) -> (DirId, Vec<u8>) {
+    let name = path
+        .file_name()
+        .map(|n| n.as_bytes().to_vec())
+        .unwrap_or_default();
+    let dir = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    let id = match nix::sys::stat::stat(dir) {
+        Ok(st) => DirId::Inode(st.st_dev, st.st_ino),
+        Err(_) => DirId::Unresolved(dir.as_os_str().as_bytes().to_vec()),
+    };
+    (id, name)
+}
+
+/// Several locks, each with its own mode, taken all or none in the global
+/// order (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockSet {
+    /// In acquisition order, each with its key.
+    locks: Vec<(LockKey, AnyLock)>,
+}
+
+impl LockSet {
+    /// The set of `locks`: sorted into the global order, a lock named twice
+    /// kept once (exclusive if either naming asked for it).
+    pub fn new(locks: impl IntoIterator<Item = AnyLock>) -> Result<LockSet> {
+        let mut keyed: Vec<(LockKey, AnyLock)> = Vec::new();
+        for lock in locks {
+            let key = LockKey::of(&lock);
+            match keyed.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, kept)) => {
+                    if lock.mode() == Mode::Exclusive && kept.mode() != Mode::Exclusive {
+                        *kept = kept.clone().with_mode(Mode::Exclusive)?;
+                    }
+                }
+                None => keyed.push((key, lock)),
+            }
+        }
+        keyed.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(LockSet { locks: keyed })
+    }
+
+    /// Parses each spec with [`parse_spec`] and makes a set of them.
+    pub fn parse<S: AsRef<str>>(specs: &[S], dir: Option<&Path>, default: Mode) -> Result<LockSet> {
+        let locks = specs
+            .iter()
+            .map(|spec| parse_spec(spec.as_ref(), dir, default))
+            .collect::<Result<Vec<_>>>()?;
+        LockSet::new(locks)
+    }
+
+    /// The locks in the order they are taken.
+    pub fn locks(&self) -> impl ExactSizeIterator<Item = &AnyLock> + '_ {
+        self.locks.iter().map(|(_, lock)| lock)
+    }
+
+    /// The locks with their keys, in the order they are taken.
+    pub fn keyed(&self) -> &[(LockKey, AnyLock)] {
+        &self.locks
+    }
+
+    /// How many locks the set has.
+    pub fn len(&self) -> usize {
+        self.locks.len()
+    }
+
+    /// True for a set of no locks (acquiring it holds nothing).
+    pub fn is_empty(&self) -> bool {
+        self.locks.is_empty()
+    }
+
+    /// Takes every lock, in order, waiting as `wait` says for the whole
+    /// set; on any failure releases those already taken and returns the
+    /// error (a [`Error::TimedOut`] then counts the whole wait).
+    pub fn acquire_with(&self, wait: Wait, hooks: &mut dyn SetHooks) -> Result<SetGuard> {
+        let start = Instant::now();
+        let deadline = match wait {
+            Wait::For(limit) => Some(start + limit),
+            _ => None,
+        };
+        let mut guards = Vec::with_capacity(self.locks.len());
+        for (_, lock) in &self.locks {
+            let this_wait = match deadline {
+                Some(deadline) => Wait::For(deadline.saturating_duration_since(Instant::now())),
+                None => wait,
+            };
+            hooks.taking(lock);
+            match lock.acquire_with(this_wait, hooks) {
+                Ok(guard) => guards.push(guard),
+                Err(err) => {
+                    let _ = release_all(guards);
+                    return Err(match err {
+                        Error::TimedOut { lock, holders, .. } => Error::TimedOut {
+                            lock,
+                            waited: start.elapsed(),
+                            holders,
+                        },
+                        err => err,
+                    });
+                }
+            }
+        }
+        Ok(SetGuard {
+            guards,
+            acquired: Instant::now(),
+        })
+    }
+
+    /// Waits as long as it takes.
+    pub fn acquire(&self) -> Result<SetGuard> {
+        self.acquire_with(Wait::Forever, &mut NoHooks)
+    }
+
+    /// Takes the locks only if all are free now, else [`Error::Busy`].
+    pub fn try_acquire(&self) -> Result<SetGuard> {
+        self.acquire_with(Wait::NoWait, &mut NoHooks)
+    }
+
+    /// Waits at most `timeout` for all of them, else [`Error::TimedOut`].
+    pub fn acquire_timeout(&self, timeout: Duration) -> Result<SetGuard> {
+        self.acquire_with(Wait::For(timeout), &mut NoHooks)
+    }
+}
+
+/// Releases `guards` in the reverse of the order they were taken.
+fn release_all(guards: Vec<AnyGuard>) -> Result<()> {
+    let mut first_error = None;
+    for guard in guards.into_iter().rev() {
+        if let Err(err) = guard.release() {
+            first_error.get_or_insert(err);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// Every lock of a [`LockSet`], held; dropping it releases them all.
+#[derive(Debug)]
+pub struct SetGuard {
+    guards: Vec<AnyGuard>,
+    acquired: Instant,
+}
+
+impl SetGuard {
+    /// The held locks, in the order they were taken.
+    pub fn guards(&self) -> &[AnyGuard] {
+        &self.guards
+    }
+
+    /// The descriptors that hold the locks, for handing to a child process.
+    pub fn fds(&self) -> Vec<BorrowedFd<'_>> {
+        self.guards.iter().map(AnyGuard::as_fd).collect()
+    }
+
+    /// How long the last lock has been held, that is the whole set.
+    pub fn held_for(&self) -> Duration {
+        self.acquired.elapsed()
+    }
+
+    /// Releases every lock now, in reverse order, for every process sharing
+    /// their descriptors; all are released even if one fails, and the first
+    /// failure is returned.
+    pub fn release(self) -> Result<()> {
+        release_all(self.guards)
+    }
+
+    /// The guards themselves, to release one by one.
+    pub fn into_guards(self) -> Vec<AnyGuard> {
+        self.guards
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::file_lock::FileLock;
+
+    fn set(dir: &tempfile::TempDir, specs: &[&str]) -> LockSet {
+        LockSet::parse(specs, Some(dir.path()), Mode::Exclusive).unwrap()
+    }
+
+    fn labels(set: &LockSet) -> Vec<String> {
+        set.locks().map(|l| l.label().to_owned()).collect()
+    }
+
+    #[test]
+    fn specs_carry_their_own_mode() {
+        let dir = Path::new("/run/lock");
+        let shared = parse_spec("artifacts=shared", Some(dir), Mode::Exclusive).unwrap();
+        assert_eq!((shared.label(), shared.mode()), ("artifacts", Mode::Shared));
+        let exclusive = parse_spec("build=exclusive", Some(dir), Mode::Shared).unwrap();
+        assert_eq!(exclusive.mode(), Mode::Exclusive);
+        let default = parse_spec("build", Some(dir), Mode::Shared).unwrap();
+        assert_eq!(default.mode(), Mode::Shared);
+        let path = parse_spec("./x=shared=exclusive", None, Mode::Shared).unwrap();
+        assert_eq!((path.label(), path.mode()), ("./x=shared", Mode::Exclusive));
+        assert!(matches!(
+            parse_spec("build=readonly", Some(dir), Mode::Exclusive),
+            Err(Error::InvalidName { .. })
+        ));
+        assert!(matches!(
+            parse_spec("tcp:4711=shared", None, Mode::Exclusive),
+            Err(Error::Unsupported { .. })
+        ));
+        let socket = parse_spec("abstract:x=exclusive", None, Mode::Exclusive).unwrap();
+        assert_eq!(socket.label(), "abstract:x");
+    }
+
+    #[test]
+    fn the_order_is_the_same_whatever_order_the_locks_are_given_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let forward = set(&dir, &["b", "tcp:4711", "a", "abstract:z"]);
+        let backward = set(&dir, &["abstract:z", "a", "tcp:4711", "b"]);
+        assert_eq!(labels(&forward), ["a", "b", "tcp:4711", "abstract:z"]);
+        assert_eq!(labels(&forward), labels(&backward));
+    }
+
+    #[test]
+    fn a_lock_named_twice_is_taken_once_exclusive_if_asked_so_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.lock");
+        let spelt_twice = [format!("{}=shared", path.display()), "a".into()];
+        let set = LockSet::parse(&spelt_twice, Some(dir.path()), Mode::Exclusive).unwrap();
+        assert_eq!(set.len(), 1);
+        assert_eq!(set.locks().next().unwrap().mode(), Mode::Exclusive);
+        let set =
+            LockSet::parse(&["tcp:4711", "tcp:127.0.0.1:4711"], None, Mode::Exclusive).unwrap();
+        assert_eq!(set.len(), 1);
+        let guard = self::set(&dir, &["a", "a=shared"]).try_acquire().unwrap();
+        assert_eq!(guard.fds().len(), 1);
+    }
+
+    #[test]
+    fn a_symlinked_directory_gives_the_same_order_and_the_same_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        std::os::unix::fs::symlink(&real, dir.path().join("link")).unwrap();
+        let a = AnyLock::File(FileLock::named("a", Some(&real)).unwrap());
+        let a_again = AnyLock::File(FileLock::named("a", Some(&dir.path().join("link"))).unwrap());
+        assert_eq!(LockKey::of(&a), LockKey::of(&a_again));
+        assert_eq!(LockSet::new([a, a_again]).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn all_or_none_a_busy_lock_leaves_nothing_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = FileLock::named("b", Some(dir.path())).unwrap();
+        let held_b = b.try_acquire().unwrap();
+        let both = set(&dir, &["a", "b"]);
+        let err = both.try_acquire().unwrap_err();
+        assert!(
+            matches!(&err, Error::Busy { lock, .. } if lock == "b"),
+            "{err:?}"
+        );
+        let a = FileLock::named("a", Some(dir.path())).unwrap();
+        assert!(a.holders().unwrap().is_empty(), "a was released");
+        drop(held_b);
+        let guard = both.try_acquire().unwrap();
+        assert_eq!(guard.fds().len(), 2);
+        assert!(a.try_acquire().unwrap_err().is_conflict());
+        guard.release().unwrap();
+        assert!(a.holders().unwrap().is_empty() && b.holders().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_deadline_is_shared_by_the_whole_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let _held = FileLock::named("b", Some(dir.path()))
+            .unwrap()
+            .try_acquire()
+            .unwrap();
+        match set(&dir, &["a", "b"]).acquire_timeout(Duration::from_millis(30)) {
+            Err(Error::TimedOut { lock, waited, .. }) => {
+                assert_eq!(lock, "b");
+                assert!(waited >= Duration::from_millis(30));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn mixed_modes_share_what_is_shared() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = set(&dir, &["build", "artifacts=shared"])
+            .try_acquire()
+            .unwrap();
+        set(&dir, &["artifacts=shared"]).try_acquire().unwrap();
+        assert!(
+            set(&dir, &["build"])
+                .try_acquire()
+                .unwrap_err()
+                .is_conflict()
+        );
+        assert!(
+            set(&dir, &["artifacts"])
+                .try_acquire()
+                .unwrap_err()
+                .is_conflict()
+        );
+    }
+}

@@ -1,0 +1,420 @@
+//! The arrival-order queue in front of the flock: tickets kept by the
+//! kernel as open-file-description (OFD) record locks on the lock file.
+//!
+//! Linux only. flock(2) wakes its waiters in no particular order, so a
+//! newcomer may barge ahead of a long waiter and a stream of shared holders
+//! can starve an exclusive one. withlock clients therefore queue first, in
+//! byte ranges of the lock file far below the since stamps (which sit at
+//! offset ≈ 2^50, see [`crate::since_stamp`]); nothing is ever written to
+//! the file, the ranges are only locked:
+//!
+//! - the **gate**, byte 0: a write lock held for the few microseconds it
+//!   takes to draw a ticket;
+//! - **tickets**, byte [`TICKET_BASE`] + t (t ≥ 1): a write lock held by
+//!   each queued or running request, from arrival until release;
+//! - **exclusive markers**, byte [`MARK_BASE`] + t: a write lock held beside
+//!   ticket t when that request is exclusive.
+//!
+//! Under the gate a request finds the highest held ticket with
+//! `F_OFD_GETLK` probes (a binary search over the ticket range) and takes
+//! the next one, so tickets rise with arrival. It then waits, blocking in
+//! `F_OFD_SETLKW` for a read lock on one predecessor's byte (which conflicts
+//! with the predecessor's write lock, so the kernel wakes it when that
+//! ticket is released or its owner dies), for as long as a predecessor
+//! that matters is held:
+//!
+//! - exclusive: any ticket below its own (it blocks on the highest);
+//! - shared: any exclusive marker below its own, so consecutive shared
+//!   requests run together;
+//! - at most N (`--max N`): an exclusive marker below its own, as for a
+//!   shared request, else N or more tickets below its own (it blocks on the
+//!   lowest, the oldest running holder; when another of the N finishes
+//!   first it wakes a little later than it could, but never lets N+1 in).
+//!
+//! Only then does it take the flock itself, which now only contends with
+//! peers that do not queue (flock(1), other tools). The ticket is kept while
+//! the lock is held and unlocked explicitly on release. OFD locks belong to
+//! the open file description, so a killed waiter's ticket vanishes with its
+//! last descriptor, and a running command that inherited the descriptor
+//! keeps the ticket, like the flock, if withlock itself is killed.
+//!
+//! A write lock needs a descriptor open for writing. A lock file this user
+//! cannot open read-write (a 0644 file made by flock(1) as another user) is
+//! locked with plain flock, unordered; so are all requests of peers that do
+//! not know this protocol, and every lock on a network or FUSE file system,
+//! where flock(2) may be emulated with record locks that would conflict
+//! with the queue's. The order is promised only among withlock clients
+//! that could open the file read-write.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+/// The gate's byte.
+pub(crate) const GATE: u64 = 0;
+/// Ticket t is the byte at `TICKET_BASE + t`.
+pub(crate) const TICKET_BASE: u64 = 1 << 40;
+/// The exclusive marker of ticket t is the byte at `MARK_BASE + t`.
+pub(crate) const MARK_BASE: u64 = 1 << 41;
+/// Tickets run from 1 to `SPAN - 1`.
+const SPAN: u64 = 1 << 40;
+
+/// What a queued request waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// Every request ahead of it.
+    Exclusive,
+    /// The exclusive requests ahead of it.
+    Shared,
+    /// Fewer than N requests ahead of it.
+    AtMost(u32),
+}
+
+/// A place in the queue: ticket `number` of `kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Ticket {
+    pub number: u64,
+    pub kind: Kind,
+}
+
+fn ofd(fd: BorrowedFd<'_>, cmd: i32, kind: i32, start: u64, len: u64) -> io::Result<libc::flock> {
+    let mut record = libc::flock {
+        l_type: kind as libc::c_short,
+        l_whence: libc::SEEK_SET as libc::c_short,
+        l_start: start as libc::off_t,
+        l_len: len as libc::off_t,
+        // OFD requests must leave the pid zero.
+        l_pid: 0,
+    };
+    // SAFETY: `record` is a valid flock struct the kernel reads and, for
+    // F_OFD_GETLK, writes back.
+    if unsafe { libc::fcntl(fd.as_raw_fd(), cmd, &mut record) } == 0 {
+        Ok(record)
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// File systems whose flock(2) may be emulated with byte-range locks over
+/// the whole file (NFS, SMB, Ceph, FUSE, 9p, AFS, cluster file systems):
+/// there a flock would conflict with the queue's record locks, so the
+/// queue is not used and the lock is taken unordered.
+const FLOCK_MAY_BE_RECORD_LOCK: [i64; 11] = [
+    0x6969,      // NFS
+    0x517B,      // SMB
+    0xFF53_4D42, // CIFS
+    0xFE53_4D42, // SMB2
+    0x00C3_6400, // Ceph
+    0x6573_5546, // FUSE
+    0x0102_1997, // 9p
+    0x5346_414F, // AFS
+    0x7461_636F, // OCFS2
+    0x0116_1970, // GFS2
+    0x0BD0_0BD0, // Lustre
+];
+
+/// True when `fd` can take the queue's write locks (open read-write) on a
+/// file system where they are independent of flock(2).
+pub(crate) fn usable(fd: BorrowedFd<'_>) -> bool {
+    // SAFETY: F_GETFL only reads the descriptor's flags.
+    let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+    if flags < 0 || flags & libc::O_ACCMODE != libc::O_RDWR {
+        return false;
+    }
+    let mut fs = std::mem::MaybeUninit::<libc::statfs>::zeroed();
+    // SAFETY: fstatfs writes a statfs struct into the buffer we own.
+    if unsafe { libc::fstatfs(fd.as_raw_fd(), fs.as_mut_ptr()) } != 0 {
+        return false;
+    }
+    // SAFETY: fstatfs succeeded, so the struct is initialised.
+    #[allow(clippy::unnecessary_cast)] // f_type's width depends on the architecture
+    let kind = unsafe { fs.assume_init() }.f_type as i64;
+    !FLOCK_MAY_BE_RECORD_LOCK.contains(&kind)
+}
+
+fn is_busy(err: &io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(libc::EAGAIN | libc::EACCES))
+}
+
+/// Takes the gate if nobody holds it; false if someone does.
+pub(crate) fn try_gate(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    match ofd(fd, libc::F_OFD_SETLK, libc::F_WRLCK, GATE, 1) {
+        Ok(_) => Ok(true),
+        Err(e) if is_busy(&e) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Blocks until the gate is ours (`EINTR` when a signal interrupts).
+pub(crate) fn wait_gate(fd: BorrowedFd<'_>) -> io::Result<()> {
+    ofd(fd, libc::F_OFD_SETLKW, libc::F_WRLCK, GATE, 1).map(drop)
+}
+
+/// Releases the gate.
+pub(crate) fn open_gate(fd: BorrowedFd<'_>) {
+    let _ = ofd(fd, libc::F_OFD_SETLK, libc::F_UNLCK, GATE, 1);
+}
+
+/// Draws the next ticket; the caller holds the gate.
+pub(crate) fn take_ticket(fd: BorrowedFd<'_>, kind: Kind) -> io::Result<Ticket> {
+    let number = highest(fd, TICKET_BASE, 1, SPAN - 1)?.map_or(1, |t| t + 1);
+    if number >= SPAN {
+        return Err(io::Error::other("the lock's queue is full"));
+    }
+    ofd(
+        fd,
+        libc::F_OFD_SETLK,
+        libc::F_WRLCK,
+        TICKET_BASE + number,
+        1,
+    )?;
+    if kind == Kind::Exclusive {
+        ofd(fd, libc::F_OFD_SETLK, libc::F_WRLCK, MARK_BASE + number, 1)?;
+    }
+    Ok(Ticket { number, kind })
+}
+
+/// Leaves the queue: unlocks the ticket and its marker.
+pub(crate) fn leave(fd: BorrowedFd<'_>, ticket: Ticket) {
+    let _ = ofd(
+        fd,
+        libc::F_OFD_SETLK,
+        libc::F_UNLCK,
+        TICKET_BASE + ticket.number,
+        1,
+    );
+    let _ = ofd(
+        fd,
+        libc::F_OFD_SETLK,
+        libc::F_UNLCK,
+        MARK_BASE + ticket.number,
+        1,
+    );
+}
+
+/// The byte of a predecessor that `ticket` must still wait for, if any.
+pub(crate) fn blocker(fd: BorrowedFd<'_>, ticket: Ticket) -> io::Result<Option<u64>> {
+    let below = ticket.number - 1;
+    if below == 0 {
+        return Ok(None);
+    }
+    Ok(match ticket.kind {
+        Kind::Exclusive => highest(fd, TICKET_BASE, 1, below)?.map(|t| TICKET_BASE + t),
+        Kind::Shared => highest(fd, MARK_BASE, 1, below)?.map(|t| MARK_BASE + t),
+        Kind::AtMost(n) => {
+            // Like a shared request it never passes an exclusive one.
+            if let Some(mark) = highest(fd, MARK_BASE, 1, below)? {
+                return Ok(Some(MARK_BASE + mark));
+            }
+            let oldest = lowest(fd, TICKET_BASE, 1, below)?;
+            let mut held = u32::from(oldest.is_some());
+            let mut from = oldest;
+            while let Some(t) = from.filter(|_| held < n) {
+                from = lowest(fd, TICKET_BASE, t + 1, below)?;
+                held += u32::from(from.is_some());
+            }
+            oldest.filter(|_| held >= n).map(|t| TICKET_BASE + t)
+        }
+    })
+}
+
+/// Blocks until the predecessor's byte `at` is released (`EINTR` when a
+/// signal interrupts), then lets go of it again.
+pub(crate) fn wait_for(fd: BorrowedFd<'_>, at: u64) -> io::Result<()> {
+    ofd(fd, libc::F_OFD_SETLKW, libc::F_RDLCK, at, 1)?;
+    let _ = ofd(fd, libc::F_OFD_SETLK, libc::F_UNLCK, at, 1);
+    Ok(())
+}
+
+/// The first byte of a write lock another description holds in
+/// `base + [lo, hi]`, as an index from `base`, if there is one.
+fn probe(fd: BorrowedFd<'_>, base: u64, lo: u64, hi: u64) -> io::Result<Option<u64>> {
+    // A read request conflicts only with write locks: tickets and markers,
+    // not other waiters' passing read locks on them.
+    let found = ofd(fd, libc::F_OFD_GETLK, libc::F_RDLCK, base + lo, hi - lo + 1)?;
+    if found.l_type == libc::F_UNLCK as libc::c_short {
+        return Ok(None);
+    }
+    let start = (found.l_start as u64).saturating_sub(base);
+    Ok(Some(start.clamp(lo, hi)))
+}
+
+/// The highest held index in `base + [lo, hi]`.
+fn highest(fd: BorrowedFd<'_>, base: u64, mut lo: u64, mut hi: u64) -> io::Result<Option<u64>> {
+    let mut best = None;
+    while lo <= hi {
+        let mid = lo + (hi - lo) / 2;
+        match probe(fd, base, mid, hi)? {
+            Some(found) => {
+                best = Some(found);
+                lo = found + 1;
+            }
+            None if mid == lo => break,
+            None => hi = mid - 1,
+        }
+    }
+    Ok(best)
+}
+
+/// The lowest held index in `base + [lo, hi]`.
+fn lowest(fd: BorrowedFd<'_>, base: u64, mut lo: u64, mut hi: u64) -> io::Result<Option<u64>> {
+    let mut best = None;
+    while lo <= hi {
+        let mid = lo + (hi - lo) / 2;
+        match probe(fd, base, lo, mid)? {
+            Some(found) => {
+                best = Some(found);
+                if found == lo {
+                    break;
+                }
+                hi = found - 1;
+            }
+            None => lo = mid + 1,
+        }
+    }
+    Ok(best)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs::File;
+    use std::os::fd::AsFd;
+
+    fn files(n: usize) -> (tempfile::TempDir, Vec<File>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.lock");
+        File::create(&path).unwrap();
+        let open = || {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .unwrap()
+        };
+        (dir, (0..n).map(|_| open()).collect())
+    }
+
+    fn enqueue(file: &File, kind: Kind) -> Ticket {
+        assert!(try_gate(file.as_fd()).unwrap());
+        let ticket = take_ticket(file.as_fd(), kind).unwrap();
+        open_gate(file.as_fd());
+        ticket
+    }
+
+    #[test]
+    fn a_read_write_descriptor_on_a_local_file_system_can_queue() {
+        let (dir, f) = files(1);
+        assert!(usable(f[0].as_fd()));
+        let read_only = File::open(dir.path().join("q.lock")).unwrap();
+        assert!(!usable(read_only.as_fd()));
+    }
+
+    #[test]
+    fn tickets_rise_and_restart_once_the_queue_empties() {
+        let (_dir, f) = files(4);
+        let numbers: Vec<u64> = f[..3]
+            .iter()
+            .map(|file| enqueue(file, Kind::Exclusive).number)
+            .collect();
+        assert_eq!(numbers, [1, 2, 3]);
+        // The middle one leaves: the next is still above all live ones.
+        leave(
+            f[1].as_fd(),
+            Ticket {
+                number: 2,
+                kind: Kind::Exclusive,
+            },
+        );
+        assert_eq!(enqueue(&f[3], Kind::Shared).number, 4);
+        for (file, number) in [(&f[0], 1), (&f[2], 3), (&f[3], 4)] {
+            leave(
+                file.as_fd(),
+                Ticket {
+                    number,
+                    kind: Kind::Exclusive,
+                },
+            );
+        }
+        assert_eq!(enqueue(&f[1], Kind::Shared).number, 1);
+    }
+
+    #[test]
+    fn the_search_finds_the_extremes_among_scattered_tickets() {
+        let (_dir, f) = files(2);
+        let held = [3u64, 17, 1000, 65_537, SPAN - 2];
+        for t in held {
+            ofd(
+                f[0].as_fd(),
+                libc::F_OFD_SETLK,
+                libc::F_WRLCK,
+                TICKET_BASE + t,
+                1,
+            )
+            .unwrap();
+        }
+        let probe_fd = f[1].as_fd();
+        assert_eq!(
+            highest(probe_fd, TICKET_BASE, 1, SPAN - 1).unwrap(),
+            Some(SPAN - 2)
+        );
+        assert_eq!(highest(probe_fd, TICKET_BASE, 1, 999).unwrap(), Some(17));
+        assert_eq!(lowest(probe_fd, TICKET_BASE, 1, SPAN - 1).unwrap(), Some(3));
+        assert_eq!(
+            lowest(probe_fd, TICKET_BASE, 18, SPAN - 1).unwrap(),
+            Some(1000)
+        );
+        assert_eq!(lowest(probe_fd, TICKET_BASE, 4, 16).unwrap(), None);
+        assert_eq!(highest(probe_fd, TICKET_BASE, 1, 2).unwrap(), None);
+        // Its own locks are invisible to a description.
+        assert_eq!(
+            highest(f[0].as_fd(), TICKET_BASE, 1, SPAN - 1).unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn each_kind_waits_for_the_right_predecessors() {
+        let (_dir, f) = files(5);
+        let shared = enqueue(&f[0], Kind::Shared);
+        let exclusive = enqueue(&f[1], Kind::Exclusive);
+        let late_shared = enqueue(&f[2], Kind::Shared);
+        let two = enqueue(&f[3], Kind::AtMost(2));
+        let four = enqueue(&f[4], Kind::AtMost(4));
+        assert_eq!(blocker(f[0].as_fd(), shared).unwrap(), None);
+        assert_eq!(
+            blocker(f[1].as_fd(), exclusive).unwrap(),
+            Some(TICKET_BASE + 1)
+        );
+        assert_eq!(
+            blocker(f[2].as_fd(), late_shared).unwrap(),
+            Some(MARK_BASE + 2)
+        );
+        // Behind an exclusive request, a semaphore request waits for it first.
+        assert_eq!(blocker(f[3].as_fd(), two).unwrap(), Some(MARK_BASE + 2));
+        assert_eq!(blocker(f[4].as_fd(), four).unwrap(), Some(MARK_BASE + 2));
+        leave(f[1].as_fd(), exclusive);
+        assert_eq!(blocker(f[3].as_fd(), two).unwrap(), Some(TICKET_BASE + 1));
+        assert_eq!(blocker(f[4].as_fd(), four).unwrap(), None, "3 ahead < 4");
+        leave(f[0].as_fd(), shared);
+        assert_eq!(blocker(f[3].as_fd(), two).unwrap(), None, "1 ahead < 2");
+        // A dead owner's ticket is gone with its descriptor.
+        drop(f);
+    }
+
+    #[test]
+    fn a_waiter_wakes_when_its_predecessor_leaves() {
+        let (_dir, mut f) = files(2);
+        let first = enqueue(&f[0], Kind::Exclusive);
+        let second = enqueue(&f[1], Kind::Exclusive);
+        let at = blocker(f[1].as_fd(), second).unwrap().unwrap();
+        let waiter_file = f.pop().unwrap();
+        let waiter = std::thread::spawn(move || {
+            wait_for(waiter_file.as_fd(), at).unwrap();
+            blocker(waiter_file.as_fd(), second).unwrap()
+        });
+        let _ = first;
+        // Closing the only descriptor releases the ticket, as a death would.
+        drop(f);
+        assert_eq!(waiter.join().unwrap(), None);
+    }
+}

@@ -1,0 +1,667 @@
+//! Superseding: a newer request for a lock makes an older one that is
+//! still waiting give up.
+//!
+//! Linux only. A request that may be superseded calls
+//! [`Supersede::announce`] before it waits, from the thread that will wait.
+//! That:
+//!
+//! 1. binds and listens on one Linux abstract Unix socket per lock of its
+//!    set, named `withlock-supersede/<lock>/<stamp>/<pid>`, where `<lock>` is
+//!    a 64-bit FNV-1a hash of the lock's [`LockKey`] (the same in every
+//!    process for the same lock, however it is spelt) and `<stamp>` the
+//!    wall-clock time of the announcement in nanoseconds;
+//! 2. lists `/proc/net/unix` for listening sockets with the same
+//!    `withlock-supersede/<lock>/` prefix (abstract names appear there with
+//!    `@`, to every user): those are the other superseding requests for
+//!    the lock that have not started their command;
+//! 3. connects to each older one (smaller stamp; the pid breaks ties) and
+//!    sends one byte, its mode (`x` or `s`): that connection is the
+//!    notice. If it finds a newer one instead, this request is superseded
+//!    at once ([`Error::Superseded`]); since every request binds before it
+//!    lists, of two requests that arrive together the later one to list
+//!    sees the other, so exactly the older one gives up.
+//!
+//! Meanwhile a watcher thread sleeps in `poll()` on the sockets. When a
+//! notice arrives it `accept()`s it, reads the newer request's pid through
+//! `SO_PEERCRED` and its user and command from `/proc/<pid>`
+//! ([`Holder::of_pid`]), and interrupts the waiting thread's blocking wait
+//! with [`crate::timer_signal`] (its no-op handler is installed without
+//! `SA_RESTART`, so the wait returns `EINTR`), repeating every millisecond
+//! until the wait has stopped, so a signal landing just before the thread
+//! blocks is not lost. [`Supersede::hooks`] makes
+//! [`crate::WaitHooks::interrupted`] say yes then, and [`Supersede::finish`]
+//! turns the resulting [`Error::Interrupted`] into [`Error::Superseded`].
+//! A request whose locks were all taken is a holder: [`Supersede::finish`]
+//! stops listening before the caller runs anything, and a notice that came
+//! too late is ignored, so a holder is never interrupted. Nothing polls
+//! while waiting; nothing is written to disk.
+//!
+//! Limits: abstract sockets belong to a network namespace, so requests in
+//! different network namespaces (containers with their own network) do
+//! not supersede each other. Any local user who can see the socket can
+//! send a notice; the same users can take the lock and hold it anyway.
+//!
+//! ```no_run
+//! use withlock::{LockSet, Mode, NoHooks, Supersede, Wait};
+//!
+//! let set = LockSet::parse(&["deploy"], None, Mode::Exclusive)?;
+//! let watch = Supersede::announce(&set)?;
+//! let acquired = set.acquire_with(Wait::Forever, &mut watch.hooks(&mut NoHooks));
+//! match watch.finish(acquired) {
+//!     Ok(_guard) => println!("deploying"),
+//!     Err(e @ withlock::Error::Superseded { .. }) => eprintln!("{e}"),
+//!     Err(e) => return Err(e),
+//! }
+//! # Ok::<(), withlock::Error>(())
+//! ```
+
+use std::io::Read;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
+
+use nix::errno::Errno;
+use nix::sys::socket::{
+    self, AddressFamily, Backlog, MsgFlags, SockFlag, SockType, UnixAddr, sockopt,
+};
+
+use crate::any_lock::AnyLock;
+use crate::error::{Error, Result};
+use crate::flock_wait::timer_signal;
+use crate::holder::Holder;
+use crate::lock::WaitHooks;
+use crate::lock_set::{LockKey, LockSet, SetHooks};
+use crate::request::Mode;
+
+/// The start of every supersede socket's abstract name.
+pub const NAME_PREFIX: &str = "withlock-supersede/";
+
+/// How often the waiting thread is signalled again until its wait stops.
+const RESIGNAL: Duration = Duration::from_millis(1);
+/// How long a notice's one byte may take to arrive after its connection.
+const GREETING_WAIT: Duration = Duration::from_secs(1);
+/// The byte a request sends to a newer one only to learn who it is.
+const PROBE: u8 = b'?';
+/// How far in the future another request's stamp may be and still count
+/// as newer: clocks agree on one machine, so a stamp further ahead is a
+/// name someone made up to make every request give up, and is ignored.
+const MAX_CLOCK_SKEW: Duration = Duration::from_secs(10);
+
+/// The supersede protocol's name prefix for `key`'s lock, with '/' at the end.
+pub fn prefix_for(key: &LockKey) -> String {
+    format!("{NAME_PREFIX}{:016x}/", fnv1a(&key.to_bytes()))
+}
+
+/// FNV-1a, 64 bits: stable across builds, unlike std's hasher.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
+        (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// A request's place in the order of announcements: older is smaller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Stamp {
+    nanos: u128,
+    pid: u32,
+}
+
+impl Stamp {
+    fn parse(rest: &str) -> Option<Stamp> {
+        let (nanos, pid) = rest.split_once('/')?;
+        Some(Stamp {
+            nanos: nanos.parse().ok()?,
+            pid: pid.split('.').next()?.parse().ok()?,
+        })
+    }
+}
+
+/// What the watcher thread and the waiting thread share.
+#[derive(Default)]
+struct Shared {
+    /// Set once a newer request has sent its notice.
+    noticed: AtomicBool,
+    /// Set once the wait has stopped (the hook said yes) or the watch ended.
+    done: AtomicBool,
+    /// The newer request and the lock it named, once noticed.
+    by: Mutex<Option<(String, Holder)>>,
+}
+
+/// A superseding request's watch for newer ones, from before it waits
+/// until [`Supersede::finish`] (see the module docs).
+pub struct Supersede {
+    shared: Arc<Shared>,
+    stop: Option<OwnedFd>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Supersede {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Supersede")
+            .field("noticed", &self.shared.noticed.load(Ordering::SeqCst))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Supersede {
+    /// Announces a superseding request for every lock of `set`: notifies
+    /// the older requests for any of them and listens for newer ones.
+    ///
+    /// Call it from the thread that will wait for the locks, which must
+    /// live until [`Supersede::finish`] or the drop. Fails with
+    /// [`Error::Superseded`] if a newer request for one of the locks has
+    /// already announced itself.
+    pub fn announce(set: &LockSet) -> Result<Supersede> {
+        install_noop_handler();
+        let stamp = Stamp {
+            nanos: SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+            pid: std::process::id(),
+        };
+        let mut listeners = Vec::new();
+        let mut newer: Option<(Stamp, String, &AnyLock)> = None;
+        for (key, lock) in set.keyed() {
+            let prefix = prefix_for(key);
+            let (listener, own) = listen(&prefix, stamp)?;
+            listeners.push((listener, lock.label().to_owned()));
+            for (name, other) in announced(&prefix) {
+                if name == own {
+                    continue;
+                }
+                let made_up = other.nanos > stamp.nanos + MAX_CLOCK_SKEW.as_nanos();
+                if other < stamp {
+                    notify(&name, lock.mode());
+                } else if made_up {
+                    continue;
+                } else if newer.as_ref().is_none_or(|(s, ..)| other > *s) {
+                    newer = Some((other, name, lock));
+                }
+            }
+        }
+        if let Some((_, name, lock)) = newer {
+            if let Some(by) = probe(&name) {
+                return Err(Error::Superseded {
+                    lock: lock.label().to_owned(),
+                    by: Box::new(by),
+                });
+            }
+        }
+        let (stop_read, stop) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| Error::io("create a pipe for the supersede watch", e))?;
+        let shared = Arc::new(Shared::default());
+        // SAFETY: pthread_self has no preconditions; the waiting thread
+        // outlives the watch (see the docs above).
+        let waiter = unsafe { libc::pthread_self() };
+        let thread = {
+            let shared = Arc::clone(&shared);
+            std::thread::Builder::new()
+                .name("withlock-supersede".into())
+                .spawn(move || watch(listeners, stop_read, waiter as usize, &shared))
+                .map_err(|e| Error::io("start the supersede watch", e))?
+        };
+        Ok(Supersede {
+            shared,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// `inner`, plus: the wait stops once a newer request has sent notice.
+    pub fn hooks<'a>(&'a self, inner: &'a mut dyn SetHooks) -> SupersedeHooks<'a> {
+        SupersedeHooks { watch: self, inner }
+    }
+
+    /// The newer request that sent notice, if one did: the lock it named
+    /// and who it is.
+    pub fn superseded_by(&self) -> Option<(String, Holder)> {
+        self.shared
+            .by
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Stops the watch (a notice from now on is ignored), then returns
+    /// `result`, except that a wait interrupted by a notice becomes
+    /// [`Error::Superseded`]. Call it as soon as the wait ends: once the
+    /// locks are held, nothing supersedes the request.
+    pub fn finish<T>(mut self, result: Result<T>) -> Result<T> {
+        self.stop();
+        match result {
+            Err(Error::Interrupted { lock }) => match self.superseded_by() {
+                Some((_, by)) => Err(Error::Superseded {
+                    lock,
+                    by: Box::new(by),
+                }),
+                None => Err(Error::Interrupted { lock }),
+            },
+            other => other,
+        }
+    }
+
+    fn stop(&mut self) {
+        self.shared.done.store(true, Ordering::SeqCst);
+        // Closing the pipe wakes the watcher, which then ends.
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Supersede {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Hooks that stop the wait once a newer request has sent notice; made
+/// by [`Supersede::hooks`].
+pub struct SupersedeHooks<'a> {
+    watch: &'a Supersede,
+    inner: &'a mut dyn SetHooks,
+}
+
+impl WaitHooks for SupersedeHooks<'_> {
+    fn waiting(&mut self) {
+        self.inner.waiting();
+    }
+
+    fn interrupted(&mut self) -> bool {
+        let shared = &self.watch.shared;
+        if shared.noticed.load(Ordering::SeqCst) {
+            shared.done.store(true, Ordering::SeqCst);
+            return true;
+        }
+        self.inner.interrupted()
+    }
+
+    fn name_holders(&self) -> bool {
+        self.inner.name_holders()
+    }
+}
+
+impl SetHooks for SupersedeHooks<'_> {
+    fn taking(&mut self, lock: &AnyLock) {
+        self.inner.taking(lock);
+    }
+}
+
+/// The words for a newer request in messages: `pid N (user, command)`.
+pub fn describe(by: &Holder) -> String {
+    if by.pid <= 0 {
+        return "a request in another PID namespace".into();
+    }
+    let user = by
+        .user
+        .as_deref()
+        .map_or_else(|| "user unknown".to_owned(), crate::escape::text);
+    let command = by
+        .command_line()
+        .unwrap_or_else(|| "command unknown".into());
+    format!("pid {} ({user}, {command})", by.pid)
+}
+
+fn socket_error(what: &str, e: Errno) -> Error {
+    Error::io(format!("{what} a supersede socket"), e)
+}
+
+fn stream_socket() -> Result<OwnedFd> {
+    socket::socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )
+    .map_err(|e| socket_error("create", e))
+}
+
+/// Binds and listens on `prefix<stamp>/<pid>` (with `.N` after it should
+/// someone else hold that name); returns the socket and the name.
+fn listen(prefix: &str, stamp: Stamp) -> Result<(OwnedFd, String)> {
+    let base = format!("{prefix}{}/{}", stamp.nanos, stamp.pid);
+    let mut last = Errno::EADDRINUSE;
+    for attempt in 0..16 {
+        let name = match attempt {
+            0 => base.clone(),
+            n => format!("{base}.{n}"),
+        };
+        let fd = stream_socket()?;
+        let addr = UnixAddr::new_abstract(name.as_bytes()).map_err(|e| socket_error("name", e))?;
+        match socket::bind(fd.as_raw_fd(), &addr) {
+            Ok(()) => {
+                socket::listen(&fd, Backlog::new(64).unwrap_or(Backlog::MAXCONN))
+                    .map_err(|e| socket_error("listen on", e))?;
+                return Ok((fd, name));
+            }
+            Err(e @ Errno::EADDRINUSE) => last = e,
+            Err(e) => return Err(socket_error("bind", e)),
+        }
+    }
+    Err(socket_error("bind", last))
+}
+
+/// The listening supersede sockets under `prefix` in `/proc/net/unix`,
+/// with their stamps.
+fn announced(prefix: &str) -> Vec<(String, Stamp)> {
+    let Ok(table) = std::fs::read_to_string("/proc/net/unix") else {
+        return Vec::new();
+    };
+    parse_net_unix(&table, prefix)
+}
+
+/// Listening sockets (flag `__SO_ACCEPTCON`) whose abstract name starts
+/// with `prefix`, from the text of `/proc/net/unix`.
+fn parse_net_unix(table: &str, prefix: &str) -> Vec<(String, Stamp)> {
+    const ACCEPTCON: u32 = 0x0001_0000;
+    let mut found: Vec<(String, Stamp)> = Vec::new();
+    for line in table.lines().skip(1) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (Some(flags), Some(path)) = (fields.get(3), fields.get(7)) else {
+            continue;
+        };
+        let listening = u32::from_str_radix(flags, 16).is_ok_and(|f| f & ACCEPTCON != 0);
+        let Some(name) = path.strip_prefix('@') else {
+            continue;
+        };
+        let Some(rest) = name.strip_prefix(prefix) else {
+            continue;
+        };
+        if let (true, Some(stamp)) = (listening, Stamp::parse(rest)) {
+            if !found.iter().any(|(n, _)| n == name) {
+                found.push((name.to_owned(), stamp));
+            }
+        }
+    }
+    found
+}
+
+/// Connects to the abstract socket `name` and sends `byte`.
+fn connect_and_send(name: &str, byte: u8) -> Option<OwnedFd> {
+    let fd = stream_socket().ok()?;
+    let addr = UnixAddr::new_abstract(name.as_bytes()).ok()?;
+    // A full queue (EAGAIN) or a socket closed meanwhile: that request is
+    // not waiting any more, or will hear from the next newcomer.
+    socket::connect(fd.as_raw_fd(), &addr).ok()?;
+    socket::send(fd.as_raw_fd(), &[byte], MsgFlags::MSG_NOSIGNAL).ok()?;
+    Some(fd)
+}
+
+/// Sends notice to an older request.
+fn notify(name: &str, mode: Mode) {
+    let byte = match mode {
+        Mode::Exclusive => b'x',
+        Mode::Shared => b's',
+    };
+    drop(connect_and_send(name, byte));
+}
+
+/// Who listens on `name` (a newer request), without sending notice.
+fn probe(name: &str) -> Option<Holder> {
+    let fd = connect_and_send(name, PROBE)?;
+    let cred = socket::getsockopt(&fd, sockopt::PeerCredentials).ok()?;
+    Some(Holder::of_pid(cred.pid(), Mode::Exclusive))
+}
+
+/// The watcher thread: waits for notices on `listeners` until `stop` closes.
+fn watch(listeners: Vec<(OwnedFd, String)>, stop: OwnedFd, waiter: usize, shared: &Shared) {
+    loop {
+        let mut fds: Vec<libc::pollfd> = std::iter::once(&stop)
+            .chain(listeners.iter().map(|(fd, _)| fd))
+            .map(|fd| libc::pollfd {
+                fd: fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        // SAFETY: `fds` is a valid array of pollfd for its length, and the
+        // descriptors stay open for the call.
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+        if ready < 0 {
+            if Errno::last() == Errno::EINTR {
+                continue;
+            }
+            return;
+        }
+        if fds[0].revents != 0 {
+            return;
+        }
+        for (pollfd, (listener, label)) in fds[1..].iter().zip(&listeners) {
+            if pollfd.revents == 0 {
+                continue;
+            }
+            let notice = match accept_notice(listener) {
+                Ok(notice) => notice,
+                // Out of descriptors or memory: poll would report the
+                // queued connection again at once, so stop watching
+                // rather than spin; the request then just waits.
+                Err(()) => return,
+            };
+            if let Some(by) = notice {
+                if shared.done.load(Ordering::SeqCst) {
+                    return;
+                }
+                *shared.by.lock().unwrap_or_else(|e| e.into_inner()) = Some((label.clone(), by));
+                shared.noticed.store(true, Ordering::SeqCst);
+                interrupt_until_done(waiter, &stop, shared);
+                return;
+            }
+        }
+    }
+}
+
+/// Accepts one connection; a notice names the newer request. Fails only
+/// when the connection cannot be accepted for want of resources.
+fn accept_notice(listener: &OwnedFd) -> std::result::Result<Option<Holder>, ()> {
+    match socket::accept4(listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC) {
+        Ok(raw) => Ok(read_notice(raw)),
+        Err(Errno::EAGAIN | Errno::EINTR | Errno::ECONNABORTED) => Ok(None),
+        Err(_) => Err(()),
+    }
+}
+
+/// Reads the greeting of the connection `raw` just accepted.
+fn read_notice(raw: std::os::fd::RawFd) -> Option<Holder> {
+    // SAFETY: accept4 just returned this descriptor, owned by nobody else.
+    let conn = unsafe { OwnedFd::from_raw_fd(raw) };
+    let cred = socket::getsockopt(&conn, sockopt::PeerCredentials).ok()?;
+    let mut stream = UnixStream::from(conn);
+    stream.set_read_timeout(Some(GREETING_WAIT)).ok()?;
+    let mut byte = [0u8];
+    stream.read_exact(&mut byte).ok()?;
+    let mode = match byte[0] {
+        b'x' => Mode::Exclusive,
+        b's' => Mode::Shared,
+        _ => return None,
+    };
+    Some(Holder::of_pid(cred.pid(), mode))
+}
+
+/// Signals the waiting thread every [`RESIGNAL`] until its wait has
+/// stopped or the watch ends.
+fn interrupt_until_done(waiter: usize, stop: &OwnedFd, shared: &Shared) {
+    while !shared.done.load(Ordering::SeqCst) {
+        // SAFETY: `waiter` is the pthread_t of the waiting thread, which
+        // lives until the watch ends (Supersede::announce's contract), and
+        // the watch is ended and this thread joined before it goes away.
+        unsafe { libc::pthread_kill(waiter as libc::pthread_t, timer_signal()) };
+        let mut fd = libc::pollfd {
+            fd: stop.as_fd().as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd; `stop` stays open for the call.
+        let ready = unsafe { libc::poll(&mut fd, 1, RESIGNAL.as_millis() as libc::c_int) };
+        if ready > 0 {
+            return;
+        }
+    }
+}
+
+extern "C" fn noop_handler(_: libc::c_int) {}
+
+/// Makes sure [`timer_signal`] interrupts rather than kills: installs a
+/// no-op handler without `SA_RESTART` unless one is installed already (the
+/// deadline timer installs the same).
+fn install_noop_handler() {
+    // SAFETY: an all-zero sigaction is valid; we read the current action,
+    // and install a handler that touches nothing (async-signal-safe) with
+    // an empty mask and no SA_RESTART only where none is set.
+    unsafe {
+        let mut current: libc::sigaction = std::mem::zeroed();
+        if libc::sigaction(timer_signal(), std::ptr::null(), &mut current) != 0 {
+            return;
+        }
+        if current.sa_sigaction != libc::SIG_DFL {
+            return;
+        }
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = noop_handler as *const () as libc::sighandler_t;
+        libc::sigemptyset(&mut action.sa_mask);
+        libc::sigaction(timer_signal(), &action, std::ptr::null_mut());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::file_lock::FileLock;
+    use crate::lock::{Lock, NoHooks};
+    use crate::request::Wait;
+
+    #[test]
+    fn reads_listening_supersede_sockets_from_proc_net_unix() {
+        let prefix = "withlock-supersede/00000000000000ab/";
+        let table = "Num       RefCount Protocol Flags    Type St Inode Path\n\
+            0000000000000000: 00000002 00000000 00010000 0001 01 100 @withlock-supersede/00000000000000ab/5/42\n\
+            0000000000000000: 00000003 00000000 00000000 0001 03 101 @withlock-supersede/00000000000000ab/5/42\n\
+            0000000000000000: 00000002 00000000 00010000 0001 01 102 @withlock-supersede/00000000000000cd/6/43\n\
+            0000000000000000: 00000002 00000000 00010000 0001 01 103 /run/x.sock\n\
+            0000000000000000: 00000002 00000000 00010000 0001 01 104\n";
+        let found = parse_net_unix(table, prefix);
+        assert_eq!(
+            found,
+            [(
+                "withlock-supersede/00000000000000ab/5/42".to_owned(),
+                Stamp { nanos: 5, pid: 42 }
+            )]
+        );
+    }
+
+    #[test]
+    fn the_lock_hash_is_stable() {
+        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+    }
+
+    #[test]
+    fn a_newer_request_supersedes_a_waiting_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = FileLock::named("s", Some(dir.path())).unwrap();
+        let set = LockSet::new([AnyLock::File(lock.clone())]).unwrap();
+        let _held = lock.try_acquire().unwrap();
+        let prefix = prefix_for(&set.keyed()[0].0);
+        let waiting = std::thread::scope(|scope| {
+            let set = &set;
+            let waiter = scope.spawn(move || {
+                // The watch must live on the waiting thread: announce there.
+                let own = Supersede::announce(set).unwrap();
+                let mut plain = NoHooks;
+                let result = set.acquire_with(Wait::Forever, &mut own.hooks(&mut plain));
+                own.finish(result).map(drop)
+            });
+            // Once the waiter listens, a newer request supersedes it
+            // (whether or not it has blocked yet).
+            while announced(&prefix).is_empty() {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let newest = Supersede::announce(set).unwrap();
+            let result = waiter.join().unwrap();
+            assert!(newest.superseded_by().is_none());
+            result
+        });
+        match waiting {
+            Err(Error::Superseded { lock, by }) => {
+                assert_eq!(lock, "s");
+                assert_eq!(by.pid, std::process::id() as i32);
+                assert_eq!(by.mode, Mode::Exclusive);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(announced(&prefix).is_empty(), "every watch has stopped");
+    }
+
+    #[test]
+    fn a_holder_is_not_superseded() {
+        let dir = tempfile::tempdir().unwrap();
+        let set = LockSet::new([AnyLock::File(
+            FileLock::named("h", Some(dir.path())).unwrap(),
+        )])
+        .unwrap();
+        let own = Supersede::announce(&set).unwrap();
+        let mut plain = NoHooks;
+        let result = set.acquire_with(Wait::NoWait, &mut own.hooks(&mut plain));
+        let guard = own.finish(result).unwrap();
+        // Nobody listens any more: a newer request does not even see it.
+        let newer = Supersede::announce(&set).unwrap();
+        drop(newer);
+        drop(guard);
+    }
+
+    #[test]
+    fn a_request_finding_a_newer_one_gives_up_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let set = LockSet::new([AnyLock::File(
+            FileLock::named("t", Some(dir.path())).unwrap(),
+        )])
+        .unwrap();
+        let prefix = prefix_for(&set.keyed()[0].0);
+        // A newer request, announced a moment from now.
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap();
+        let soon = Stamp {
+            nanos: (now + Duration::from_secs(1)).as_nanos(),
+            pid: 1,
+        };
+        let (_listener, _) = listen(&prefix, soon).unwrap();
+        match Supersede::announce(&set) {
+            Err(Error::Superseded { by, .. }) => {
+                assert_eq!(by.pid, std::process::id() as i32)
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_made_up_stamp_far_in_the_future_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let set = LockSet::new([AnyLock::File(
+            FileLock::named("u", Some(dir.path())).unwrap(),
+        )])
+        .unwrap();
+        let prefix = prefix_for(&set.keyed()[0].0);
+        let squatter = Stamp {
+            nanos: u128::from(u64::MAX),
+            pid: 1,
+        };
+        let (_listener, _) = listen(&prefix, squatter).unwrap();
+        Supersede::announce(&set).expect("not superseded by a made-up name");
+    }
+
+    #[test]
+    fn describes_the_newer_request() {
+        let me = Holder::of_pid(std::process::id() as i32, Mode::Exclusive);
+        let text = describe(&me);
+        assert!(
+            text.starts_with(&format!("pid {} (", std::process::id())),
+            "{text}"
+        );
+        let unseen = Holder::of_pid(0, Mode::Exclusive);
+        assert_eq!(describe(&unseen), "a request in another PID namespace");
+    }
+}
