@@ -2,49 +2,21 @@
 //! shared one, between withlock clients and flock(1) clients alike; and the
 //! wait happens in the kernel.
 
-use std::fs;
 use std::process::Command;
 
-use crate::support::{Env, output, spawn, wait_blocked, wait_child};
-
-/// A non-atomic read-increment-write: loses updates unless serialised.
-const INCREMENT: &str = r#"n=$(cat "$0"); echo $((n + 1)) > "$0""#;
+use crate::support::{Env, output, storm, voluntary_switches, wait_blocked, wait_child};
 
 #[test]
 fn a_storm_of_withlock_and_flock_clients_loses_no_update() {
     let env = Env::new();
-    let counter = env.file("counter");
-    fs::write(&counter, "0\n").unwrap();
     let (clients, rounds) = (8, 25);
-    let lock_file = env.lock_file("storm");
-    let runners: Vec<_> = (0..clients)
-        .map(|i| {
-            let locked = if i % 2 == 0 {
-                format!(
-                    "{} storm -- sh -c '{INCREMENT}' \"$1\"",
-                    env.bin().display()
-                )
-            } else {
-                format!("flock {} sh -c '{INCREMENT}' \"$1\"", lock_file.display())
-            };
-            let script = format!("for i in $(seq {rounds}); do {locked} || exit 1; done");
-            let mut command = Command::new("sh");
-            command
-                .args(["-c", &script, "sh"])
-                .arg(&counter)
-                .env("WITHLOCK_DIR", env.lock_dir());
-            spawn(&mut command)
+    let lockers: Vec<String> = (0..clients)
+        .map(|i| match i % 2 {
+            0 => format!("{} storm --", env.bin().display()),
+            _ => format!("flock {}", env.lock_file("storm").display()),
         })
         .collect();
-    for mut runner in runners {
-        assert!(wait_child(&mut runner).success());
-    }
-    let count: u32 = fs::read_to_string(&counter)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    assert_eq!(count, clients * rounds);
+    assert_eq!(storm(&env, &lockers, rounds), u64::from(clients * rounds));
 }
 
 #[test]
@@ -126,10 +98,10 @@ fn a_waiter_blocks_in_the_kernel_without_polling() {
         let mut waiter = run.args(["k", "--", "touch"]).arg(&marker).spawn();
         let pid = waiter.id() as i32;
         wait_blocked(&file, pid);
-        let before = switches(pid);
+        let before = voluntary_switches(pid);
         std::thread::sleep(std::time::Duration::from_millis(300));
         assert_eq!(
-            switches(pid),
+            voluntary_switches(pid),
             before,
             "the waiter woke up while the lock was held"
         );
@@ -138,17 +110,6 @@ fn a_waiter_blocks_in_the_kernel_without_polling() {
         waiter.wait().unwrap();
     }
     assert!(holder.release().success());
-}
-
-fn switches(pid: i32) -> u64 {
-    let status = fs::read_to_string(format!("/proc/{pid}/task/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
 }
 
 #[test]

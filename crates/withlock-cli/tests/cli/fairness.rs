@@ -10,7 +10,9 @@ use std::process::{Child, Command};
 
 use nix::sys::signal::Signal;
 
-use crate::support::{Env, Run, output, signal, spawn, wait_blocked, wait_child, wait_for};
+use crate::support::{
+    Env, Run, output, signal, spawn, voluntary_switches, wait_blocked, wait_child, wait_for,
+};
 
 /// Starts withlock on lock `name` with `options`, its command appending
 /// `tag` to `log`, and returns once it is blocked in the kernel.
@@ -265,26 +267,19 @@ fn a_queued_waiter_does_not_poll() {
         let waiter = queue(&env, options, "p", "w", &log);
         let pid = waiter.id() as i32;
         wait_blocked(&file, pid);
-        let before = switches(pid);
+        let before = voluntary_switches(pid);
         std::thread::sleep(std::time::Duration::from_millis(300));
-        assert_eq!(switches(pid), before, "{options:?} woke while queued");
+        assert_eq!(
+            voluntary_switches(pid),
+            before,
+            "{options:?} woke while queued"
+        );
         waiters.push(waiter);
     }
     assert!(lines(&log).is_empty());
     assert!(holder.release().success());
     finish(waiters);
     wait_for("every waiter to run", || lines(&log).len() == 4);
-}
-
-fn switches(pid: i32) -> u64 {
-    let status = fs::read_to_string(format!("/proc/{pid}/task/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
 }
 
 #[test]

@@ -2,18 +2,14 @@
 //! none, each with its own mode if it says so, and in one global order, so
 //! that calls naming the same locks in opposite orders never deadlock.
 
-use std::fs;
 use std::path::Path;
 use std::process::Command;
 
 use nix::sys::signal::Signal;
 
 use crate::support::{
-    Env, blocked_on, holding, output, signal, spawn, wait_blocked, wait_child, wait_for,
+    Env, blocked_on, holding, output, signal, storm, wait_blocked, wait_child, wait_for,
 };
-
-/// A non-atomic read-increment-write: loses updates unless serialised.
-const INCREMENT: &str = r#"n=$(cat "$0"); echo $((n + 1)) > "$0""#;
 
 /// flock(1) -n on `path` with `mode` (-x or -s): 0 if it got in, 1 if not.
 fn flock_n(path: &Path, mode: &str) -> Option<i32> {
@@ -157,8 +153,6 @@ fn a_lock_named_twice_is_taken_once() {
 #[test]
 fn opposite_orders_never_deadlock_under_a_storm() {
     let env = Env::new();
-    let counter = env.file("counter");
-    fs::write(&counter, "0\n").unwrap();
     let a_path = env.lock_file("a").display().to_string();
     let orders = [
         "a b".to_owned(),
@@ -169,31 +163,12 @@ fn opposite_orders_never_deadlock_under_a_storm() {
         "a=exclusive b".to_owned(),
     ];
     let rounds = 40;
-    let runners: Vec<_> = orders
+    let lockers: Vec<String> = orders
         .iter()
-        .map(|locks| {
-            let locked = format!(
-                "{} {locks} -- sh -c '{INCREMENT}' \"$1\"",
-                env.bin().display()
-            );
-            let script = format!("for i in $(seq {rounds}); do {locked} || exit 1; done");
-            let mut command = Command::new("sh");
-            command
-                .args(["-c", &script, "sh"])
-                .arg(&counter)
-                .env("WITHLOCK_DIR", env.lock_dir());
-            spawn(&mut command)
-        })
+        .map(|locks| format!("{} {locks} --", env.bin().display()))
         .collect();
-    for mut runner in runners {
-        assert!(wait_child(&mut runner).success());
-    }
-    let count: usize = fs::read_to_string(&counter)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    assert_eq!(count, orders.len() * rounds);
+    let count = storm(&env, &lockers, rounds);
+    assert_eq!(count, u64::from(rounds) * orders.len() as u64);
 }
 
 /// Two waiters name the locks in opposite orders while a third party

@@ -10,17 +10,14 @@
 use std::fs;
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use nix::sys::signal::Signal;
 
 use crate::support::{
-    ALICE, BOB, Env, ensure_user, signal, spawn, stderr, wait_child, wait_for, without_forks,
+    ALICE, BOB, Env, INCREMENT, ensure_user, signal, stderr, storm, wait_child, wait_for,
+    without_forks,
 };
-
-/// A non-atomic read-increment-write: loses updates unless serialised.
-const INCREMENT: &str = r#"n=$(cat "$0"); echo $((n + 1)) > "$0""#;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -77,32 +74,15 @@ fn wait_polling(pid: i32) {
     });
 }
 
-fn storm(kind: Kind) {
+fn exclusion_storm(kind: Kind) {
     let env = Env::new();
     let spec = spec(&env, kind);
-    let counter = env.file("counter");
-    fs::write(&counter, "0\n").unwrap();
     let (clients, rounds) = (6, 10);
-    let runners: Vec<_> = (0..clients)
-        .map(|_| {
-            let script = format!(
-                "for i in $(seq {rounds}); do {} {spec} -- sh -c '{INCREMENT}' \"$1\" || exit 1; done",
-                env.bin().display()
-            );
-            let mut command = Command::new("sh");
-            command.args(["-c", &script, "sh"]).arg(&counter);
-            spawn(&mut command)
-        })
-        .collect();
-    for mut runner in runners {
-        assert!(wait_child(&mut runner).success());
-    }
-    let count: u32 = fs::read_to_string(&counter)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    assert_eq!(count, clients * rounds);
+    let lockers = vec![format!("{} {spec} --", env.bin().display()); clients];
+    assert_eq!(
+        storm(&env, &lockers, rounds),
+        u64::from(rounds) * clients as u64
+    );
 }
 
 fn sigkill_releases(kind: Kind) {
@@ -260,7 +240,7 @@ macro_rules! for_each_mechanism {
 
             #[test]
             fn an_exclusion_storm_loses_no_update() {
-                storm($kind);
+                exclusion_storm($kind);
             }
 
             #[test]

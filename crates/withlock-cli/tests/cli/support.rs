@@ -555,3 +555,51 @@ impl Drop for ProtectedRegular {
         fs::write(PROTECTED_REGULAR, self.previous.trim()).unwrap();
     }
 }
+
+/// A non-atomic read-increment-write of the file named by "$0": loses
+/// updates unless something serialises it.
+pub const INCREMENT: &str = r#"n=$(cat "$0"); echo $((n + 1)) > "$0""#;
+
+/// A contention storm: one client per entry of `lockers`, all at once, each
+/// running `rounds` times `<locker> sh -c INCREMENT COUNTER`, where a locker
+/// is the start of a command line that runs what follows under a lock
+/// (`withlock NAME --`, `flock FILE`). Returns the counter's final value,
+/// which is `lockers.len() * rounds` unless an update was lost.
+pub fn storm(env: &Env, lockers: &[String], rounds: u32) -> u64 {
+    let counter = env.file("storm-counter");
+    fs::write(&counter, "0\n").unwrap();
+    let runners: Vec<Child> = lockers
+        .iter()
+        .map(|locker| {
+            let locked = format!("{locker} sh -c '{INCREMENT}' \"$1\"");
+            let script = format!("for i in $(seq {rounds}); do {locked} || exit 1; done");
+            let mut command = Command::new("sh");
+            command
+                .args(["-c", &script, "sh"])
+                .arg(&counter)
+                .env("WITHLOCK_DIR", env.lock_dir());
+            spawn(&mut command)
+        })
+        .collect();
+    for mut runner in runners {
+        assert!(wait_child(&mut runner).success(), "a storm client failed");
+    }
+    fs::read_to_string(&counter)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// How often the main thread of `pid` has gone to sleep voluntarily; a
+/// process blocked in the kernel does not add to it, a poller does.
+pub fn voluntary_switches(pid: i32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/task/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
