@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use crate::support::{Env, output, storm, voluntary_switches, wait_blocked, wait_child};
+use crate::support::{Env, assert_sleeps_without_polling, output, storm, wait_blocked, wait_child};
 
 #[test]
 fn a_storm_of_withlock_and_flock_clients_loses_no_update() {
@@ -98,13 +98,7 @@ fn a_waiter_blocks_in_the_kernel_without_polling() {
         let mut waiter = run.args(["k", "--", "touch"]).arg(&marker).spawn();
         let pid = waiter.id() as i32;
         wait_blocked(&file, pid);
-        let before = voluntary_switches(pid);
-        std::thread::sleep(std::time::Duration::from_millis(300));
-        assert_eq!(
-            voluntary_switches(pid),
-            before,
-            "the waiter woke up while the lock was held"
-        );
+        assert_sleeps_without_polling(pid, "the waiter");
         assert!(!marker.exists());
         waiter.kill().unwrap();
         waiter.wait().unwrap();

@@ -11,7 +11,8 @@ use std::process::{Child, Command};
 use nix::sys::signal::Signal;
 
 use crate::support::{
-    Env, Run, output, signal, spawn, voluntary_switches, wait_blocked, wait_child, wait_for,
+    Env, Run, assert_sleeps_without_polling, output, signal, spawn, wait_blocked, wait_child,
+    wait_for,
 };
 
 /// Starts withlock on lock `name` with `options`, its command appending
@@ -267,13 +268,7 @@ fn a_queued_waiter_does_not_poll() {
         let waiter = queue(&env, options, "p", "w", &log);
         let pid = waiter.id() as i32;
         wait_blocked(&file, pid);
-        let before = voluntary_switches(pid);
-        std::thread::sleep(std::time::Duration::from_millis(300));
-        assert_eq!(
-            voluntary_switches(pid),
-            before,
-            "{options:?} woke while queued"
-        );
+        assert_sleeps_without_polling(pid, &format!("a waiter with {options:?}"));
         waiters.push(waiter);
     }
     assert!(lines(&log).is_empty());

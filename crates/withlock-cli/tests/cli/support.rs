@@ -603,3 +603,16 @@ pub fn voluntary_switches(pid: i32) -> u64 {
         .parse()
         .unwrap()
 }
+
+/// Fails unless `pid`'s main thread stays asleep for a while: a waiter that
+/// blocks in the kernel makes no voluntary context switch, a poller does.
+/// (Showing that nothing happens takes an interval; nothing is timed.)
+pub fn assert_sleeps_without_polling(pid: i32, what: &str) {
+    let before = voluntary_switches(pid);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        voluntary_switches(pid),
+        before,
+        "{what} woke while it should sleep"
+    );
+}
