@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pyo3::create_exception;
-use pyo3::exceptions::PyException;
+use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyTuple};
 use withlock::{Error, FileGuard, FileLock, Holder, Holders, Lock, Mode, Wait, WaitHooks};
@@ -125,17 +125,28 @@ impl WaitHooks for SignalCheck {
 /// Takes the lock `spec` (a name, or a path when it holds `/`) in `dir`.
 ///
 /// `timeout`: None waits forever, 0 tries once, else the longest wait in
-/// seconds (the caller checks it is not negative or NaN).
+/// seconds (the caller checks it is not negative or NaN). `max`: a counting
+/// semaphore of up to `max` holders (at least 1, not with `shared`)
+/// instead of an exclusive or shared lock.
 #[pyfunction]
-#[pyo3(signature = (spec, dir, shared, timeout))]
+#[pyo3(signature = (spec, dir, shared, timeout, max=None))]
 fn acquire(
     py: Python<'_>,
     spec: &str,
     dir: Option<PathBuf>,
     shared: bool,
     timeout: Option<f64>,
+    max: Option<u32>,
 ) -> PyResult<Guard> {
-    let lock = file_lock(py, spec, dir.as_deref(), shared)?;
+    let mut lock = file_lock(py, spec, dir.as_deref(), shared)?;
+    if let Some(max) = max {
+        if shared || max == 0 {
+            return Err(PyValueError::new_err(
+                "max must be 1 or more, and cannot be combined with shared",
+            ));
+        }
+        lock = lock.with_max(max);
+    }
     let wait = match timeout {
         None => Wait::Forever,
         Some(t) if t <= 0.0 => Wait::NoWait,

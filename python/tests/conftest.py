@@ -4,6 +4,7 @@ waiting for real events (a line on a pipe, a blocked waiter in /proc/locks)."""
 from __future__ import annotations
 
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -37,6 +38,62 @@ def wait_for_waiter(lock: withlock.Lock, pid: int) -> None:
         f"pid {pid} to block on {lock.path}",
         lambda: any(w.pid == pid for w in lock.waiters()),
     )
+
+
+# The system calls a lock wait sleeps in: fcntl(2) (withlock's arrival
+# queue, F_OFD_SETLKW) and flock(2), by machine.
+LOCK_CALLS = {"x86_64": {"72", "73"}, "aarch64": {"25", "32"}}
+
+
+def _sleeps_in_a_lock_call(pid: int) -> bool:
+    """True when `pid`'s main thread sleeps in fcntl(2) or flock(2)."""
+    calls = LOCK_CALLS.get(platform.machine())
+    if calls is None:
+        pytest.skip(f"the lock system calls of {platform.machine()} are not known")
+    try:
+        syscall = Path(f"/proc/{pid}/syscall").read_text().split()
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    state = stat[stat.rfind(")") + 1 :].split()[:1]
+    return syscall[:1] != [] and syscall[0] in calls and state == ["S"]
+
+
+def lock_entries(path: str) -> List[List[str]]:
+    """The /proc/locks lines on the file `path`, split into fields."""
+    try:
+        inode = f":{os.stat(path).st_ino}"
+    except FileNotFoundError:
+        return []
+    entries = []
+    for line in Path("/proc/locks").read_text().splitlines():
+        fields = line.split()
+        if any(f.endswith(inode) and f.count(":") == 2 for f in fields):
+            entries.append(fields)
+    return entries
+
+
+def is_blocked(path: str, pid: int) -> bool:
+    """True when process `pid` is blocked in the kernel waiting for the lock
+    file `path`: in flock(2), or in withlock's arrival queue, which it
+    enters with a ticket and a stamp (a POSIX lock naming it, taken only
+    once it has its place in the queue) and waits in fcntl(F_OFD_SETLKW)."""
+    entries = lock_entries(path)
+    if not _sleeps_in_a_lock_call(pid):
+        return False
+    pid_field = str(pid)
+    if any(f[1] == "->" and f[2] == "FLOCK" and f[5] == pid_field for f in entries):
+        return True
+    holds_flock = any(f[1] == "FLOCK" and f[4] == pid_field for f in entries)
+    stamped = any(f[1] == "POSIX" and f[4] == pid_field for f in entries)
+    someone_blocked = any(f[1] == "->" for f in entries)
+    return stamped and not holds_flock and someone_blocked
+
+
+def wait_blocked(path: str, pid: int) -> None:
+    """Waits until process `pid` is blocked in the kernel on the lock file
+    `path` (its place in the arrival queue taken)."""
+    wait_until(f"pid {pid} to block on {path}", lambda: is_blocked(path, pid))
 
 
 class Background:

@@ -35,6 +35,9 @@ _held_mutex = threading.Lock()
 class Lock:
     """A named lock: flock(2) on ``<dir>/<name>.lock``, the same file and
     protocol as the ``withlock`` command, so the two exclude each other.
+    Exclusive, shared (``shared=True``) or a counting semaphore of up to N
+    holders (``max=N``, like the command's ``--max N``); requests are served
+    in the order they arrived.
 
     Create it with :func:`withlock.lock`. Use it as a context manager, as a
     decorator, or with :meth:`acquire` and :meth:`release`.
@@ -47,6 +50,7 @@ class Lock:
         shared: bool = False,
         timeout: Optional[float] = None,
         dir: Optional[StrPath] = None,
+        max: Optional[int] = None,
     ) -> None:
         spec = os.fspath(name)
         if not isinstance(spec, str):
@@ -57,6 +61,7 @@ class Lock:
             dir = os.environ.get("WITHLOCK_DIR") or None
         self._dir = None if dir is None else os.fspath(dir)
         self._shared = bool(shared)
+        self._max = _check_max(max, self._shared)
         self._timeout = _check_timeout(timeout)
         self._path: str = os.fspath(_call(_native.lock_path, spec, self._dir))
         self._guard: Optional[_native.Guard] = None
@@ -90,7 +95,7 @@ class Lock:
         try:
             if wait is None:
                 self._refuse_waiting_for_this_thread()
-            guard = _call(_native.acquire, self._spec, self._dir, self._shared, wait)
+            guard = _call(_native.acquire, self._spec, self._dir, self._shared, wait, self._max)
             # Should an exception (Ctrl-C) land before this line, the guard
             # is dropped and the lock released at once.
             with self._mutex:
@@ -168,8 +173,14 @@ class Lock:
 
     @property
     def shared(self) -> bool:
-        """True for a shared lock, False for an exclusive one."""
+        """True for a shared lock, False for an exclusive one or a semaphore."""
         return self._shared
+
+    @property
+    def max(self) -> Optional[int]:
+        """N for a counting semaphore of up to N holders (``max=N``); None
+        for an exclusive or shared lock."""
+        return self._max
 
     @property
     def timeout(self) -> Optional[float]:
@@ -197,14 +208,19 @@ class Lock:
         return _holders(_call(_native.inspect, self._spec, self._dir)[1])
 
     def __repr__(self) -> str:
-        mode = "shared" if self._shared else "exclusive"
+        if self._max is not None:
+            mode = f"max {self._max}"
+        else:
+            mode = "shared" if self._shared else "exclusive"
         state = "held" if self.locked else "free"
         return f"<withlock.Lock {self._spec!r} {mode} {state} at {self._path!r}>"
 
     # -- internals ---------------------------------------------------------
 
     def _copy(self) -> "Lock":
-        return Lock(self._spec, shared=self._shared, timeout=self._timeout, dir=self._dir)
+        return Lock(
+            self._spec, shared=self._shared, timeout=self._timeout, dir=self._dir, max=self._max
+        )
 
     def _refuse_waiting_for_this_thread(self) -> None:
         me = threading.get_ident()
@@ -214,11 +230,36 @@ class Lock:
                 for other in _held
                 if other._path == self._path and other._thread == me and other.locked
             ]
-        if any(not (self._shared and other._shared) for other in mine):
+        # A shared request waits only for exclusive requests ahead of it; a
+        # semaphore of N waits for those too, and for N requests of any kind.
+        exclusive = [other for other in mine if not other._shared and other._max is None]
+        if self._max is not None:
+            waits_for_itself = bool(exclusive) or len(mine) >= self._max
+        elif self._shared:
+            waits_for_itself = bool(exclusive)
+        else:
+            waits_for_itself = bool(mine)
+        if waits_for_itself:
             raise RuntimeError(
                 f"this thread already holds the lock {self._spec!r} through another "
                 "withlock.lock() object; waiting for it would wait for itself forever"
             )
+
+
+def _check_max(max: Optional[int], shared: bool) -> Optional[int]:
+    if max is None:
+        return None
+    if isinstance(max, bool) or not isinstance(max, int):
+        raise TypeError(f"max must be a whole number of holders or None, not {type(max).__name__}")
+    if not 1 <= max <= 2**32 - 1:
+        raise ValueError(f"max must be 1 or more (and below 2**32) holders, not {max}")
+    if shared:
+        raise ValueError(
+            "max=N and shared=True cannot be combined: max=N is already a semaphore "
+            "of up to N holders; drop shared=True, or drop max for any number of "
+            "shared holders"
+        )
+    return int(max)
 
 
 def _check_timeout(timeout: Optional[float]) -> Optional[float]:
@@ -276,6 +317,7 @@ def lock(
     shared: bool = False,
     timeout: Optional[float] = None,
     dir: Optional[StrPath] = None,
+    max: Optional[int] = None,
 ) -> Lock:
     """A lock called ``name``: the file ``<dir>/<name>.lock``.
 
@@ -284,14 +326,23 @@ def lock(
     instead. ``dir`` defaults, like the command's ``--dir``, to
     ``$WITHLOCK_DIR`` when set, else ``/run/lock`` (``/tmp`` where that is
     missing). ``shared=True`` takes a shared
-    lock (any number of shared holders, no exclusive one). ``timeout`` is
-    the default wait of :meth:`Lock.acquire` in seconds: None waits as long
-    as it takes, 0 tries once.
+    lock (any number of shared holders, no exclusive one). ``max=N`` (N >= 1)
+    makes it a counting semaphore instead, like the command's ``--max N``: up
+    to N holders at once (``max=1``: one at a time). Its holders exclude
+    exclusive holders but not ``shared=True`` ones, so give every holder of a
+    name the same ``max``. ``max`` cannot be combined with ``shared=True``
+    (``ValueError``).
+    Requests of every kind are served in the order they arrived.
+    ``timeout`` is the default wait of :meth:`Lock.acquire` in seconds: None
+    waits as long as it takes, 0 tries once.
 
     Raises ``ValueError`` for an invalid name. Nothing is opened until the
     lock is acquired::
 
         with withlock.lock("artifacts", timeout=600):
             build()
+
+        with withlock.lock("gpu", max=2):  # two at a time
+            train()
     """
-    return Lock(name, shared=shared, timeout=timeout, dir=dir)
+    return Lock(name, shared=shared, timeout=timeout, dir=dir, max=max)
