@@ -194,7 +194,9 @@ fn timespec(d: Duration) -> libc::timespec {
 
 extern "C" fn noop_handler(_: libc::c_int) {}
 
-fn install_noop_handler() {
+/// Makes [`timer_signal`] interrupt a blocking call rather than kill the
+/// process: installs a no-op handler without `SA_RESTART`, once.
+pub(crate) fn install_noop_handler() {
     static INSTALL: Once = Once::new();
     INSTALL.call_once(|| {
         // SAFETY: an all-zero sigaction is valid; we set the handler and an

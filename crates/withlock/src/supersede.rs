@@ -70,7 +70,7 @@ use nix::sys::socket::{
 
 use crate::any_lock::AnyLock;
 use crate::error::{Error, Result};
-use crate::flock_wait::timer_signal;
+use crate::flock_wait::{install_noop_handler, timer_signal};
 use crate::holder::Holder;
 use crate::lock::WaitHooks;
 use crate::lock_set::{LockKey, LockSet, SetHooks};
@@ -499,30 +499,6 @@ fn interrupt_until_done(waiter: usize, stop: &OwnedFd, shared: &Shared) {
         if ready > 0 {
             return;
         }
-    }
-}
-
-extern "C" fn noop_handler(_: libc::c_int) {}
-
-/// Makes sure [`timer_signal`] interrupts rather than kills: installs a
-/// no-op handler without `SA_RESTART` unless one is installed already (the
-/// deadline timer installs the same).
-fn install_noop_handler() {
-    // SAFETY: an all-zero sigaction is valid; we read the current action,
-    // and install a handler that touches nothing (async-signal-safe) with
-    // an empty mask and no SA_RESTART only where none is set.
-    unsafe {
-        let mut current: libc::sigaction = std::mem::zeroed();
-        if libc::sigaction(timer_signal(), std::ptr::null(), &mut current) != 0 {
-            return;
-        }
-        if current.sa_sigaction != libc::SIG_DFL {
-            return;
-        }
-        let mut action: libc::sigaction = std::mem::zeroed();
-        action.sa_sigaction = noop_handler as *const () as libc::sighandler_t;
-        libc::sigemptyset(&mut action.sa_mask);
-        libc::sigaction(timer_signal(), &action, std::ptr::null_mut());
     }
 }
 
