@@ -114,8 +114,7 @@ def test_max_two_across_processes(tmp_path: Path) -> None:
             withlock.lock("slots", dir=tmp_path, max=2, timeout=0).acquire()
         assert caught.value.holder is not None and caught.value.holder.pid == os.getpid()
         # A waiting process gets in beside `newer` once the oldest holder
-        # lets go. (It waits for the oldest one: the library does not let it
-        # in when only `newer` lets go.)
+        # lets go (a place freed by either holder would do).
         waiter.append(start_waiter(oldest, tmp_path, 2, "waiter", log))
         oldest.release()
         finish(waiter)

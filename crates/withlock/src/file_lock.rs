@@ -190,11 +190,17 @@ impl FileLock {
             Ok((outcome, None))
         };
         if let Some(ticket) = ticket {
-            while let Some(at) = queue::blocker(fd, ticket).map_err(io)? {
+            loop {
+                let at = queue::blockers(fd, ticket).map_err(io)?;
+                if at.is_empty() {
+                    break;
+                }
                 if !may_wait {
                     return leave(refused);
                 }
-                let outcome = waiting.block(&mut || queue::wait_for(fd, at)).map_err(io)?;
+                let outcome = waiting
+                    .block(&mut || queue::wait_for_any(fd, &at))
+                    .map_err(io)?;
                 if outcome != Outcome::Locked {
                     return leave(outcome);
                 }
@@ -242,7 +248,7 @@ impl FileLock {
         }
         let drawn = queue::take_ticket(fd, self.queue_kind());
         if let Ok(ticket) = drawn {
-            if may_wait && queue::blocker(fd, ticket).is_ok_and(|b| b.is_some()) {
+            if may_wait && queue::blockers(fd, ticket).is_ok_and(|b| !b.is_empty()) {
                 waiting.stamp();
             }
         }

@@ -27,9 +27,10 @@
 //! - shared: any exclusive marker below its own, so consecutive shared
 //!   requests run together;
 //! - at most N (`--max N`): an exclusive marker below its own, as for a
-//!   shared request, else N or more tickets below its own (it blocks on the
-//!   lowest, the oldest running holder; when another of the N finishes
-//!   first it wakes a little later than it could, but never lets N+1 in).
+//!   shared request, else N or more tickets below its own: it waits until
+//!   any of the N oldest of those (the running holders) leaves, with one
+//!   helper thread per extra ticket ([`wait_for_any`]), so a place freed
+//!   by any holder goes to the next waiter at once.
 //!
 //! Only then does it take the flock itself, which now only contends with
 //! peers that do not queue (flock(1), other tools). The ticket is kept while
@@ -48,6 +49,13 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::unix::thread::JoinHandleExt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::flock_wait::{install_noop_handler, timer_signal};
 
 /// The gate's byte.
 pub(crate) const GATE: u64 = 0;
@@ -191,30 +199,45 @@ pub(crate) fn leave(fd: BorrowedFd<'_>, ticket: Ticket) {
     );
 }
 
-/// The byte of a predecessor that `ticket` must still wait for, if any.
-pub(crate) fn blocker(fd: BorrowedFd<'_>, ticket: Ticket) -> io::Result<Option<u64>> {
+/// The bytes `ticket` must wait on now, any one of which may let it move:
+/// none when it may go ahead. An exclusive or shared request waits on one
+/// predecessor; a request for one of N places, while N or more requests
+/// ahead of it hold their tickets, on the N oldest of them (the ones
+/// running), since whichever of them ends first frees a place.
+pub(crate) fn blockers(fd: BorrowedFd<'_>, ticket: Ticket) -> io::Result<Vec<u64>> {
     let below = ticket.number - 1;
     if below == 0 {
-        return Ok(None);
+        return Ok(Vec::new());
     }
+    let one = |found: Option<u64>, base: u64| found.map(|t| base + t).into_iter().collect();
     Ok(match ticket.kind {
-        Kind::Exclusive => highest(fd, TICKET_BASE, 1, below)?.map(|t| TICKET_BASE + t),
-        Kind::Shared => highest(fd, MARK_BASE, 1, below)?.map(|t| MARK_BASE + t),
+        Kind::Exclusive => one(highest(fd, TICKET_BASE, 1, below)?, TICKET_BASE),
+        Kind::Shared => one(highest(fd, MARK_BASE, 1, below)?, MARK_BASE),
         Kind::AtMost(n) => {
             // Like a shared request it never passes an exclusive one.
             if let Some(mark) = highest(fd, MARK_BASE, 1, below)? {
-                return Ok(Some(MARK_BASE + mark));
+                return Ok(vec![MARK_BASE + mark]);
             }
-            let oldest = lowest(fd, TICKET_BASE, 1, below)?;
-            let mut held = u32::from(oldest.is_some());
-            let mut from = oldest;
-            while let Some(t) = from.filter(|_| held < n) {
-                from = lowest(fd, TICKET_BASE, t + 1, below)?;
-                held += u32::from(from.is_some());
+            let mut oldest = Vec::new();
+            let mut from = 1;
+            while oldest.len() < n as usize {
+                match lowest(fd, TICKET_BASE, from, below)? {
+                    Some(t) => {
+                        oldest.push(TICKET_BASE + t);
+                        from = t + 1;
+                    }
+                    None => return Ok(Vec::new()),
+                }
             }
-            oldest.filter(|_| held >= n).map(|t| TICKET_BASE + t)
+            oldest
         }
     })
+}
+
+/// The first of [`blockers`], for tests that look at one predecessor.
+#[cfg(test)]
+fn blocker(fd: BorrowedFd<'_>, ticket: Ticket) -> io::Result<Option<u64>> {
+    Ok(blockers(fd, ticket)?.first().copied())
 }
 
 /// Blocks until the predecessor's byte `at` is released (`EINTR` when a
@@ -223,6 +246,102 @@ pub(crate) fn wait_for(fd: BorrowedFd<'_>, at: u64) -> io::Result<()> {
     ofd(fd, libc::F_OFD_SETLKW, libc::F_RDLCK, at, 1)?;
     let _ = ofd(fd, libc::F_OFD_SETLK, libc::F_UNLCK, at, 1);
     Ok(())
+}
+
+/// Blocks until the request at any one of `at` leaves: the calling thread
+/// waits on the first byte and one helper thread on each of the others;
+/// the helper whose predecessor leaves first interrupts the caller with
+/// [`timer_signal`]. Returns `EINTR` like [`wait_for`] when the caller is
+/// interrupted for another reason (the deadline, a signal of its own).
+///
+/// Helpers unblock only the timer signal, so a Ctrl-C is delivered to the
+/// calling thread as before. Before returning, the helpers are stopped by
+/// the same signal, sent again until each has ended (one might be about to
+/// enter its wait when the first arrives): a bounded wait at tear-down, not
+/// a poll for the lock.
+pub(crate) fn wait_for_any(fd: BorrowedFd<'_>, at: &[u64]) -> io::Result<()> {
+    let Some((&first, others)) = at.split_first() else {
+        return Ok(());
+    };
+    if others.is_empty() {
+        return wait_for(fd, first);
+    }
+    install_noop_handler();
+    let raw = fd.as_raw_fd();
+    // SAFETY: pthread_self has no preconditions.
+    let caller = unsafe { libc::pthread_self() } as usize;
+    let woken = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let helpers: Vec<JoinHandle<()>> = others
+        .iter()
+        .map(|&byte| {
+            let (woken, stop) = (Arc::clone(&woken), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                // SAFETY: `raw` stays open until every helper is joined below.
+                let fd = unsafe { BorrowedFd::borrow_raw(raw) };
+                helper_wait(fd, byte, caller, &woken, &stop);
+            })
+        })
+        .collect();
+    let result = wait_for(fd, first);
+    stop.store(true, Ordering::SeqCst);
+    for helper in helpers {
+        while !helper.is_finished() {
+            // SAFETY: the thread has not been joined, so its pthread_t is valid.
+            unsafe { libc::pthread_kill(helper.as_pthread_t(), timer_signal()) };
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        let _ = helper.join();
+    }
+    match result {
+        Err(e) if e.raw_os_error() == Some(libc::EINTR) && woken.load(Ordering::SeqCst) => Ok(()),
+        other => other,
+    }
+}
+
+/// One helper of [`wait_for_any`]: waits for `byte`'s owner to leave, then
+/// wakes the caller; gives up when told to stop.
+fn helper_wait(
+    fd: BorrowedFd<'_>,
+    byte: u64,
+    caller: usize,
+    woken: &AtomicBool,
+    stop: &AtomicBool,
+) {
+    only_timer_signal_unblocked();
+    loop {
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
+        match ofd(fd, libc::F_OFD_SETLKW, libc::F_RDLCK, byte, 1) {
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+            outcome => {
+                if outcome.is_ok() {
+                    let _ = ofd(fd, libc::F_OFD_SETLK, libc::F_UNLCK, byte, 1);
+                }
+                if !stop.load(Ordering::SeqCst) {
+                    woken.store(true, Ordering::SeqCst);
+                    // SAFETY: the caller's thread waits in wait_for_any and
+                    // joins this thread before it returns, so it is alive.
+                    unsafe { libc::pthread_kill(caller as libc::pthread_t, timer_signal()) };
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// Blocks every signal in this thread but [`timer_signal`], so that
+/// process-directed signals (Ctrl-C) go to the thread that handles them.
+fn only_timer_signal_unblocked() {
+    // SAFETY: the set is initialised by sigfillset before use, and
+    // pthread_sigmask only changes this thread's mask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut set);
+        libc::sigdelset(&mut set, timer_signal());
+        libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    }
 }
 
 /// The first byte of a write lock another description holds in
@@ -399,6 +518,24 @@ mod tests {
         assert_eq!(blocker(f[3].as_fd(), two).unwrap(), None, "1 ahead < 2");
         // A dead owner's ticket is gone with its descriptor.
         drop(f);
+    }
+
+    #[test]
+    fn a_place_freed_by_the_younger_of_two_holders_lets_the_next_in() {
+        let (_dir, mut f) = files(3);
+        let older = enqueue(&f[0], Kind::AtMost(2));
+        let younger = enqueue(&f[1], Kind::AtMost(2));
+        let next = enqueue(&f[2], Kind::AtMost(2));
+        let at = blockers(f[2].as_fd(), next).unwrap();
+        assert_eq!(at, [TICKET_BASE + 1, TICKET_BASE + 2]);
+        let waiter_file = f.pop().unwrap();
+        let waiter = std::thread::spawn(move || {
+            wait_for_any(waiter_file.as_fd(), &at).unwrap();
+            blockers(waiter_file.as_fd(), next).unwrap()
+        });
+        leave(f[1].as_fd(), younger);
+        assert!(waiter.join().unwrap().is_empty(), "one place is free");
+        let _ = older;
     }
 
     #[test]

@@ -162,6 +162,21 @@ fn max_lets_exactly_n_holders_in() {
     }
 }
 
+/// The younger of two `--max 2` holders leaves first: its place goes to
+/// the next waiter at once, while the older holder still runs.
+#[test]
+fn a_place_freed_by_any_holder_goes_to_the_next_waiter() {
+    let env = Env::new();
+    let log = env.file("log");
+    let older = env.hold(env.withlock().args(["--max", "2", "m"]), "older");
+    let younger = env.hold(env.withlock().args(["--max", "2", "m"]), "younger");
+    let mut next = queue(&env, &["--max", "2"], "m", "next", &log);
+    assert!(younger.release().success());
+    assert!(wait_child(&mut next).success());
+    assert_eq!(lines(&log), ["next"], "it ran while the older holder held");
+    assert!(older.release().success());
+}
+
 #[test]
 fn a_semaphore_newcomer_does_not_pass_an_exclusive_waiter() {
     let env = Env::new();
