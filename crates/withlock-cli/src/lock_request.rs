@@ -21,8 +21,11 @@ pub fn lock_set(cli: &Cli) -> anyhow::Result<LockSet> {
     for spec in &cli.locks {
         let (spec, own_mode) = withlock::split_spec(spec)?;
         let lock = AnyLock::parse(spec, cli.dir.as_deref())?;
-        option_support::refuse_unsupported(cli, &lock)?;
-        // A lock's own mode wins over -s and --max.
+        // A lock's own mode wins over -s and --max, so only a lock without
+        // one must be able to honour them.
+        if own_mode.is_none() {
+            option_support::refuse_unsupported(cli, &lock)?;
+        }
         let lock = match (own_mode, cli.max) {
             (Some(mode), _) => lock.with_mode(mode)?,
             (None, Some(max)) => lock.with_max(max)?,

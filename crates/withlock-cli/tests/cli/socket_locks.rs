@@ -233,6 +233,23 @@ fn refuses_shared(kind: Kind) {
     assert!(!marker.exists(), "nothing ran");
 }
 
+/// `-s` is for the locks without a mode of their own: a socket lock that
+/// says `=exclusive` beside a shared file lock is fine, one that says
+/// `=shared` is not.
+#[test]
+fn shared_beside_a_socket_lock_with_its_own_mode() {
+    let env = Env::new();
+    let spec = format!("abstract:withlock-own-mode-{}", std::process::id());
+    env.withlock()
+        .args(["-s", "files", &format!("{spec}=exclusive"), "--", "true"])
+        .assert()
+        .code(0);
+    env.withlock()
+        .args([&format!("{spec}=shared"), "--", "true"])
+        .assert()
+        .code(64);
+}
+
 macro_rules! for_each_mechanism {
     ($($module:ident => $kind:expr),* $(,)?) => {$(
         mod $module {
