@@ -1,0 +1,179 @@
+//! Who holds a lock, written where every session on the server can read
+//! it: the connection's `application_name`.
+//!
+//! Format: `withlock <pid> <user>@<host>: <command>`, for example
+//! `withlock 4711 alice@ci-3: ./script deploy`. The server keeps at most
+//! 63 bytes (NAMEDATALEN - 1) and replaces non-ASCII bytes with `?`, so the
+//! text is cut here to 63 printable ASCII bytes, the command last: pid,
+//! user and host survive unless the user and host names are very long.
+
+use std::fmt;
+
+/// What every withlock `application_name` starts with.
+pub const APPLICATION_NAME_PREFIX: &str = "withlock ";
+
+/// The most the server keeps of `application_name`.
+const MAX_APPLICATION_NAME: usize = 63;
+
+/// The holder's identity: client pid, user, host and command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The client process id (on its own machine).
+    pub pid: u32,
+    /// The client's user name.
+    pub user: String,
+    /// The client's host name.
+    pub host: String,
+    /// The command line, space-separated; may be cut short.
+    pub command: String,
+}
+
+impl Identity {
+    /// This process: its pid, real user, host name and command line
+    /// (`/proc/self/cmdline`).
+    pub fn current() -> Identity {
+        let command = std::fs::read("/proc/self/cmdline")
+            .map(|raw| {
+                raw.split(|&b| b == 0)
+                    .filter(|a| !a.is_empty())
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_default();
+        Identity {
+            pid: std::process::id(),
+            user: current_user(),
+            host: host_name(),
+            command,
+        }
+    }
+
+    /// The same identity with another command line (the command withlock
+    /// runs, rather than withlock's own).
+    pub fn with_command(mut self, args: &[impl AsRef<str>]) -> Identity {
+        self.command = args.iter().map(AsRef::as_ref).collect::<Vec<_>>().join(" ");
+        self
+    }
+
+    /// The `application_name` to connect with: at most 63 printable ASCII
+    /// bytes.
+    pub fn application_name(&self) -> String {
+        let mut text: String = self
+            .to_string()
+            .chars()
+            .map(|c| {
+                if c.is_ascii_graphic() || c == ' ' {
+                    c
+                } else {
+                    '?'
+                }
+            })
+            .collect();
+        text.truncate(MAX_APPLICATION_NAME);
+        text
+    }
+
+    /// Reads back an `application_name` written by [`Self::application_name`];
+    /// `None` for a session that is not withlock's.
+    pub fn parse(application_name: &str) -> Option<Identity> {
+        let rest = application_name.strip_prefix(APPLICATION_NAME_PREFIX)?;
+        let (pid, rest) = rest.split_once(' ')?;
+        let pid = pid.parse().ok()?;
+        let (who, command) = match rest.split_once(": ") {
+            Some((who, command)) => (who, command),
+            None => (rest.strip_suffix(':').unwrap_or(rest), ""),
+        };
+        let (user, host) = who.rsplit_once('@').unwrap_or((who, ""));
+        Some(Identity {
+            pid,
+            user: user.to_owned(),
+            host: host.to_owned(),
+            command: command.to_owned(),
+        })
+    }
+}
+
+impl fmt::Display for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{APPLICATION_NAME_PREFIX}{} {}@{}: {}",
+            self.pid, self.user, self.host, self.command
+        )
+    }
+}
+
+fn current_user() -> String {
+    // SAFETY: getuid has no preconditions.
+    let uid = unsafe { libc::getuid() };
+    let mut buf = vec![0 as libc::c_char; 1024];
+    let mut pwd = std::mem::MaybeUninit::<libc::passwd>::uninit();
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call and buf's length is given;
+    // on success result points to pwd, whose strings live in buf.
+    let rc = unsafe {
+        libc::getpwuid_r(
+            uid,
+            pwd.as_mut_ptr(),
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut result,
+        )
+    };
+    if rc == 0 && !result.is_null() {
+        // SAFETY: getpwuid_r succeeded, so pw_name is a NUL-terminated
+        // string inside buf, which is still alive.
+        let name = unsafe { std::ffi::CStr::from_ptr((*result).pw_name) };
+        return name.to_string_lossy().into_owned();
+    }
+    format!("uid {uid}")
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "?".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alice() -> Identity {
+        Identity {
+            pid: 4711,
+            user: "alice".into(),
+            host: "ci-3".into(),
+            command: "./script deploy".into(),
+        }
+    }
+
+    #[test]
+    fn application_name_round_trips() {
+        let name = alice().application_name();
+        assert_eq!(name, "withlock 4711 alice@ci-3: ./script deploy");
+        assert_eq!(Identity::parse(&name), Some(alice()));
+        assert_eq!(Identity::parse("psql"), None);
+    }
+
+    #[test]
+    fn long_and_non_ascii_commands_are_cut_to_what_the_server_keeps() {
+        let id = alice().with_command(&["é".repeat(100)]);
+        let name = id.application_name();
+        assert_eq!(name.len(), 63);
+        assert!(name.is_ascii());
+        let back = Identity::parse(&name).unwrap();
+        assert_eq!(
+            (back.pid, back.user.as_str(), back.host.as_str()),
+            (4711, "alice", "ci-3")
+        );
+    }
+
+    #[test]
+    fn the_current_process_is_named() {
+        let id = Identity::current();
+        assert_eq!(id.pid, std::process::id());
+        assert!(!id.user.is_empty() && !id.host.is_empty());
+    }
+}

@@ -1,0 +1,44 @@
+//! withlock's PostgreSQL backend: a named lock held as a session-level
+//! advisory lock on a PostgreSQL server, so that processes on different
+//! machines exclude each other (issue 5; work in progress, see
+//! `docs/wip-postgres.md`).
+//!
+//! - The lock name becomes a 64-bit advisory key by a documented, stable
+//!   hash ([`advisory_key`]), negative so it never meets an application's
+//!   own small keys.
+//! - Each lock gets one dedicated connection ([`connection`]); the session's
+//!   `application_name` carries the holder's pid, user, host and command
+//!   ([`Identity`]), which other sessions read from `pg_stat_activity`.
+//! - Exclusive and shared locks are `pg_advisory_lock` and
+//!   `pg_advisory_lock_shared`; `Wait::NoWait` uses the `pg_try_` forms, and
+//!   `Wait::For` sets `lock_timeout`, so the server ends the wait: nothing
+//!   polls.
+//! - Holders and waiters come from `pg_locks` joined to `pg_stat_activity`
+//!   ([`PgLock::pg_holders`]).
+//!
+//! ```no_run
+//! use withlock::{Lock, Mode};
+//! use withlock_pg::PgLock;
+//!
+//! let lock = PgLock::new("postgres://app@db.example/app", "deploy")?.with_mode(Mode::Shared);
+//! let guard = lock.acquire()?;
+//! // ... work under the lock ...
+//! guard.release()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![deny(missing_docs)]
+
+pub mod connection;
+mod error;
+mod holders;
+mod identity;
+mod key;
+mod pg_guard;
+mod pg_lock;
+
+pub use error::PgError;
+pub use holders::PgHolder;
+pub use identity::{APPLICATION_NAME_PREFIX, Identity};
+pub use key::{KEY_PREFIX, LockKeyParts, advisory_key};
+pub use pg_guard::PgGuard;
+pub use pg_lock::PgLock;

@@ -1,0 +1,11 @@
+//! Tests of the PostgreSQL backend against a real server: each test starts
+//! its own (see `server.rs`) and synchronises on what `pg_locks` shows,
+//! never on sleeps.
+
+mod acquire;
+mod exclusion;
+mod key;
+mod loss;
+mod order;
+mod proxy;
+mod server;
