@@ -91,7 +91,13 @@ impl LockDir {
         let given = std::path::absolute(&self.path)
             .map_err(|e| Error::io(format!("resolve {}", self.path.display()), e))?;
         let euid = geteuid().as_raw();
-        let parents = opened.ancestors().skip(1).chain(given.ancestors().skip(1));
+        let mut parents: Vec<&Path> = opened.ancestors().skip(1).collect();
+        // The two routes mostly share their upper part: stat each directory once.
+        for parent in given.ancestors().skip(1) {
+            if !parents.contains(&parent) {
+                parents.push(parent);
+            }
+        }
         for ancestor in parents {
             let st =
                 stat(ancestor).map_err(|e| Error::io(format!("stat {}", ancestor.display()), e))?;
