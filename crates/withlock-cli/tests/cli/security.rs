@@ -455,6 +455,7 @@ fn refuses_a_directory_owned_by_another_user() {
     let dir = dir_with_mode(&env, "alices", 0o755);
     std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).unwrap();
     let err = refused_dir(&env, &dir);
+    assert_eq!(err.lines().count(), 1, "one line: {err:?}");
     assert!(err.contains(&format!("owned by {ALICE}")), "{err}");
 
     let marker = dir.join("ran");
@@ -467,6 +468,15 @@ fn refuses_a_directory_owned_by_another_user() {
         .assert()
         .success();
     assert!(marker.exists());
+
+    // Ownership was the only objection: owned by root, root may use it.
+    std::os::unix::fs::chown(&dir, Some(0), Some(0)).unwrap();
+    env.withlock()
+        .arg("--dir")
+        .arg(&dir)
+        .args(["t", "--", "true"])
+        .assert()
+        .success();
 }
 
 /// A withlock started in the background, killed if the test fails first.
