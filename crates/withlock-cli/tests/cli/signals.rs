@@ -513,6 +513,37 @@ fn the_command_starts_with_the_forwarded_signals_unblocked_on_a_terminal() {
     assert_eq!(blocked, [], "the command starts with these signals blocked");
 }
 
+/// On a terminal the waiting line is redrawn every second, in place, and
+/// erased before the command writes anything.
+#[test]
+fn the_waiting_line_updates_in_place_on_a_terminal() {
+    let env = Env::new();
+    let holder = env.hold(env.withlock().arg("t"), "h");
+    let run = env.withlock().args(["t", "--", "echo", "RAN"]);
+    let mut terminal = OnTerminal::start(&run);
+    wait_for("the waiting line's second rendering", || {
+        terminal
+            .output()
+            .contains("waiting 2.0s for t: held exclusive by pid")
+    });
+    assert!(
+        terminal.output().contains("waiting 1.0s for t"),
+        "{:?}",
+        terminal.output()
+    );
+    assert!(holder.release().success());
+    assert!(wait_child(&mut terminal.withlock.child).success());
+    terminal.wait_drained();
+    let output = terminal.output();
+    let last_line = output.rfind("waiting ").unwrap();
+    let ran = output.rfind("RAN").expect("the command ran");
+    assert!(last_line < ran, "{output:?}");
+    assert!(
+        output[last_line..ran].contains("\x1b[2K"),
+        "the line is erased before the command's output: {output:?}"
+    );
+}
+
 /// The state letter of `pid` in /proc/<pid>/stat ('T' when stopped).
 fn state(pid: i32) -> Option<char> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
