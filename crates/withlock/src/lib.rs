@@ -40,6 +40,8 @@ mod lock_file;
 mod lock_set;
 mod name;
 mod ownership;
+#[cfg(feature = "postgres")]
+pub mod pg;
 mod proc_locks;
 mod queue;
 mod request;
@@ -58,6 +60,8 @@ pub use lock::{Lock, NoHooks, WaitHooks, with_lock};
 pub use lock_file::LOCK_FILE_MODE;
 pub use lock_set::{DirId, LockKey, LockSet, SetGuard, SetHooks, parse_spec, split_spec};
 pub use name::{LOCK_FILE_SUFFIX, LockName, MAX_NAME_LEN};
+#[cfg(feature = "postgres")]
+pub use pg::{PgGuard, PgLock};
 pub use request::{Mode, Wait};
 pub use socket_lock::{SocketGuard, SocketLock, TAKEOVER_SUFFIX};
 pub use socket_spec::{MAX_SOCKET_PATH, SocketAddress};

@@ -3,9 +3,6 @@
 //! never on sleeps.
 
 mod acquire;
-mod exclusion;
 mod key;
 mod loss;
 mod order;
-mod proxy;
-mod server;

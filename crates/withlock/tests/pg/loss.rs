@@ -6,10 +6,10 @@
 use std::time::Duration;
 
 use withlock::Lock;
-use withlock_pg::PgLock;
+use withlock::pg::PgLock;
 
-use crate::proxy::Proxy;
-use crate::server::TestServer;
+use withlock_pg_testing::Proxy;
+use withlock_pg_testing::TestServer;
 
 const BOUND: Duration = Duration::from_secs(30);
 

@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use postgres::{Client, Config, NoTls};
 
-use crate::error::PgError;
-use crate::identity::Identity;
+use crate::pg::error::PgError;
+use crate::pg::identity::Identity;
 
 /// Keepalive idle time before the first probe.
 pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(5);

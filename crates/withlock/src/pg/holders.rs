@@ -4,11 +4,11 @@
 
 use std::time::SystemTime;
 
+use crate::{Holder, Holders, Mode};
 use postgres::Client;
-use withlock::{Holder, Holders, Mode};
 
-use crate::identity::Identity;
-use crate::key::LockKeyParts;
+use crate::pg::identity::Identity;
+use crate::pg::key::LockKeyParts;
 
 /// Granted sessions first, then waiters in the order they began waiting
 /// (`waitstart`, PostgreSQL 14+). A holder's "since" is when its session

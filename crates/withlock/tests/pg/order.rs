@@ -5,10 +5,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use withlock::pg::PgLock;
 use withlock::{Error, Lock, Mode};
-use withlock_pg::PgLock;
 
-use crate::server::TestServer;
+use withlock_pg_testing::TestServer;
 
 const BOUND: Duration = Duration::from_secs(30);
 

@@ -2,16 +2,16 @@
 
 use std::time::{Duration, Instant};
 
+use crate::{Error, Holders, Lock, LockName, Mode, Result, Wait, WaitHooks};
 use postgres::Client;
 use postgres::error::SqlState;
-use withlock::{Error, Holders, Lock, LockName, Mode, Result, Wait, WaitHooks};
 
-use crate::connection::Target;
-use crate::error::PgError;
-use crate::holders::{self, PgHolder};
-use crate::identity::Identity;
-use crate::key::advisory_key;
-use crate::pg_guard::PgGuard;
+use crate::pg::connection::Target;
+use crate::pg::error::PgError;
+use crate::pg::holders::{self, PgHolder};
+use crate::pg::identity::Identity;
+use crate::pg::key::advisory_key;
+use crate::pg::pg_guard::PgGuard;
 
 /// A lock name on a PostgreSQL server (one database: advisory keys are
 /// per database).

@@ -2,10 +2,10 @@
 
 use std::time::Duration;
 
+use withlock::pg::PgLock;
 use withlock::{Error, Lock, Mode};
-use withlock_pg::PgLock;
 
-use crate::server::TestServer;
+use withlock_pg_testing::TestServer;
 
 const BOUND: Duration = Duration::from_secs(30);
 
@@ -182,7 +182,7 @@ fn lock_sessions_ignore_the_servers_short_timeouts() {
     };
     // Wait on the server's own clock: the waiter has waited, and the holder
     // has been idle, twenty times the defaults.
-    let parts = withlock_pg::LockKeyParts::of(lock.key());
+    let parts = withlock::pg::LockKeyParts::of(lock.key());
     server.wait_until("a second of waiting and idling", BOUND, || {
         admin
             .query_one(

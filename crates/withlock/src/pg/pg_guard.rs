@@ -2,11 +2,11 @@
 
 use std::time::{Duration, Instant};
 
+use crate::Mode;
 use postgres::Client;
-use withlock::Mode;
 
-use crate::error::PgError;
-use crate::key::LockKeyParts;
+use crate::pg::error::PgError;
+use crate::pg::key::LockKeyParts;
 
 /// Whether this session holds the advisory key (`$1` its high, `$2` its low
 /// half). Only `is_valid` is bounded by the timeout given to

@@ -129,12 +129,13 @@ impl TestServer {
 
     /// Sessions waiting for advisory key `key`.
     pub fn waiting_for(&self, client: &mut Client, key: i64) -> i64 {
-        let parts = withlock_pg::LockKeyParts::of(key);
+        // pg_locks splits a bigint key into its high (classid) and low
+        // (objid) halves, with objsubid 1.
         client
             .query_one(
                 "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted \
-                 AND classid = $1 AND objid = $2 AND objsubid = 1",
-                &[&parts.classid, &parts.objid],
+                 AND objsubid = 1 AND (classid::bigint << 32 | objid::bigint) = $1",
+                &[&key],
             )
             .expect("query pg_locks")
             .get(0)

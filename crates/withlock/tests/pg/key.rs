@@ -1,9 +1,9 @@
 //! The documented key function, computed by the server in SQL, equals the
 //! library's.
 
-use withlock_pg::advisory_key;
+use withlock::pg::advisory_key;
 
-use crate::server::TestServer;
+use withlock_pg_testing::TestServer;
 
 #[test]
 fn the_sql_in_the_docs_computes_the_same_key() {

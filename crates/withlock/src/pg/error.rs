@@ -1,6 +1,6 @@
-//! Errors of the PostgreSQL backend that the generic [`withlock::Error`]
-//! has no variant for; they reach callers of the [`withlock::Lock`] trait
-//! as [`withlock::Error::Io`], with what was being done as context.
+//! Errors of the PostgreSQL backend that the generic [`crate::Error`]
+//! has no variant for; they reach callers of the [`crate::Lock`] trait
+//! as [`crate::Error::Io`], with what was being done as context.
 
 /// What can go wrong talking to the server.
 #[derive(Debug, thiserror::Error)]
@@ -44,9 +44,9 @@ pub enum PgError {
     },
 }
 
-impl From<PgError> for withlock::Error {
-    fn from(e: PgError) -> withlock::Error {
-        withlock::Error::Io {
+impl From<PgError> for crate::Error {
+    fn from(e: PgError) -> crate::Error {
+        crate::Error::Io {
             context: "PostgreSQL lock".into(),
             cause: std::io::Error::other(e.to_string()),
         }
