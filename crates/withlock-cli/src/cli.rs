@@ -9,7 +9,7 @@ use clap::Parser;
 use crate::exit_code;
 
 /// Example command lines and what they do, for `--help` and the man page.
-pub const EXAMPLES: [(&str, &str); 10] = [
+pub const EXAMPLES: [(&str, &str); 11] = [
     ("withlock --list", "who holds and waits for each lock"),
     (
         "withlock deploy -- ./script deploy",
@@ -47,10 +47,14 @@ pub const EXAMPLES: [(&str, &str); 10] = [
         "withlock unix:/run/lock/d.sock -- make",
         "hold a Unix socket (abstract:NAME: no file)",
     ),
+    (
+        "withlock --url postgres://ci@db/ci deploy -- ./deploy",
+        "one lock for every machine that uses this database",
+    ),
 ];
 
 /// Exit statuses and their meaning, for `--help` and the man page.
-pub const EXIT_STATUSES: [(&str, &str); 10] = [
+pub const EXIT_STATUSES: [(&str, &str); 11] = [
     (
         "the command's",
         "its own status, or 128+N if it died of signal N",
@@ -63,7 +67,10 @@ pub const EXIT_STATUSES: [(&str, &str); 10] = [
         "64",
         "bad usage: unknown option, invalid lock name or number, -s or --max with a socket lock",
     ),
-    ("77", "permission denied on the lock file or directory"),
+    (
+        "77",
+        "permission denied on the lock file or directory, or the server refused the login",
+    ),
     (
         "78",
         "unusable or unsafe lock directory, or no regular file (no socket) at the lock path",
@@ -71,6 +78,10 @@ pub const EXIT_STATUSES: [(&str, &str); 10] = [
     (
         "79",
         "superseded: a newer --supersede request for the lock came while waiting; nothing ran",
+    ),
+    (
+        "69",
+        "the PostgreSQL server (--url) could not be reached or failed a query; nothing ran",
     ),
     ("71", "any other system error"),
     ("126", "the command cannot be executed"),
@@ -141,6 +152,14 @@ pub struct Cli {
     /// is missing].
     #[arg(long, value_name = "DIR", env = "WITHLOCK_DIR")]
     pub dir: Option<PathBuf>,
+
+    /// Take the locks on the PostgreSQL server at URL
+    /// (postgres://USER@HOST:PORT/DBNAME), as advisory locks shared by every
+    /// machine using that database. The password comes from the URL,
+    /// PGPASSWORD or ~/.pgpass, and is never printed. WITHLOCK_DIR does
+    /// not apply; --dir on the command line is refused with it.
+    #[arg(long, value_name = "URL", env = "WITHLOCK_URL", hide_env_values = true)]
+    pub url: Option<String>,
 
     /// Take shared locks: any number of shared holders at once (every lock
     /// without a mode of its own).
@@ -221,6 +240,25 @@ pub struct Cli {
 }
 
 impl Cli {
+    /// Parses the command line. `--dir` and `--url` on the command line
+    /// together are a conflict; from the environment they are not, so that
+    /// a WITHLOCK_DIR set for local locks does not stop `--url` working.
+    pub fn parse_args() -> Result<Cli, clap::Error> {
+        use clap::parser::ValueSource::CommandLine;
+        use clap::{CommandFactory, FromArgMatches};
+        let mut command = Cli::command();
+        let matches = command.try_get_matches_from_mut(std::env::args_os())?;
+        if matches.value_source("dir") == Some(CommandLine)
+            && matches.value_source("url") == Some(CommandLine)
+        {
+            return Err(command.error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "--dir is for locks on this machine and --url for locks on a server: drop one",
+            ));
+        }
+        Cli::from_arg_matches(&matches)
+    }
+
     /// With --list, the lock names given (all positional arguments).
     pub fn list_names(&self) -> Vec<String> {
         let rest = self

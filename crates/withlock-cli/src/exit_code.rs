@@ -2,11 +2,15 @@
 //! script can tell a busy lock from its command's failure.
 
 use withlock::Error;
+use withlock::pg::PgError;
 
 /// The lock is held (`-n`) or the wait timed out: EX_TEMPFAIL.
 pub const CONFLICT: u8 = 75;
 /// Bad usage: an unknown option, an invalid name or number: EX_USAGE.
 pub const USAGE: u8 = 64;
+/// The PostgreSQL server could not be reached, or failed a query:
+/// EX_UNAVAILABLE.
+pub const UNAVAILABLE: u8 = 69;
 /// Any other system error: EX_OSERR.
 pub const OS_ERROR: u8 = 71;
 /// Permission denied on the lock file or directory: EX_NOPERM.
@@ -33,8 +37,20 @@ pub fn of(error: &Error) -> u8 {
         Error::PermissionDenied { .. } => PERMISSION,
         Error::Busy { .. } | Error::TimedOut { .. } => CONFLICT,
         Error::Superseded { .. } => SUPERSEDED,
+        Error::Postgres(err) => of_server(err),
         Error::Interrupted { .. } | Error::KeepsChanging { .. } | Error::Io { .. } => OS_ERROR,
         _ => OS_ERROR,
+    }
+}
+
+/// The exit status for a failure talking to the PostgreSQL server: a bad
+/// URL is bad usage, refused credentials are a permission problem, the
+/// rest means the server is not available.
+fn of_server(error: &PgError) -> u8 {
+    match error {
+        PgError::InvalidUrl(_) | PgError::NoHost => USAGE,
+        err if err.is_refused_credentials() => PERMISSION,
+        _ => UNAVAILABLE,
     }
 }
 

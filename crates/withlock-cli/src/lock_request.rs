@@ -4,7 +4,8 @@
 //! global order; with `--supersede`, watching for newer requests while it
 //! waits.
 
-use withlock::{AnyLock, LockSet, Mode, SetGuard, Supersede, Wait};
+use withlock::pg::Identity;
+use withlock::{AnyLock, LockName, LockSet, Mode, PgLock, SetGuard, Supersede, Wait};
 
 use crate::cli::Cli;
 use crate::option_support;
@@ -20,7 +21,10 @@ pub fn lock_set(cli: &Cli) -> anyhow::Result<LockSet> {
     let mut locks = Vec::with_capacity(cli.locks.len());
     for spec in &cli.locks {
         let (spec, own_mode) = withlock::split_spec(spec)?;
-        let lock = AnyLock::parse(spec, cli.dir.as_deref())?;
+        let lock = match &cli.url {
+            Some(url) => server_lock(cli, url, spec)?,
+            None => AnyLock::parse(spec, cli.dir.as_deref())?,
+        };
         // A lock's own mode wins over -s and --max, so only a lock without
         // one must be able to honour them.
         if own_mode.is_none() {
@@ -34,6 +38,38 @@ pub fn lock_set(cli: &Cli) -> anyhow::Result<LockSet> {
         locks.push(lock);
     }
     Ok(LockSet::new(locks)?)
+}
+
+/// The lock `spec` names on the PostgreSQL server at `url`, announced to
+/// other sessions as held by this process running `command`. Only lock
+/// names go to a server: a path or socket spec is a local lock, and taking
+/// it there instead would be a silent change of meaning.
+fn server_lock(cli: &Cli, url: &str, spec: &str) -> anyhow::Result<AnyLock> {
+    if cli.supersede {
+        // Supersede notices travel over this machine's abstract sockets;
+        // a newer request on another machine would never be seen.
+        return Err(option_support::Unsupported::new(
+            "--supersede works on one machine only: drop --supersede or --url".into(),
+        )
+        .into());
+    }
+    if spec.contains('/') || withlock::SocketAddress::parse(spec).is_some() {
+        return Err(option_support::Unsupported::new(format!(
+            "{}: with --url, locks are names on the server, not paths or sockets; \
+             drop --url to lock it on this machine",
+            withlock::escape::text(spec)
+        ))
+        .into());
+    }
+    let name = LockName::new(spec)?;
+    let argv: Vec<String> = cli
+        .command
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let identity = Identity::current().with_command(&argv);
+    let lock = PgLock::new(url, name.as_str())?.with_identity(identity);
+    Ok(AnyLock::Pg(Box::new(lock)))
 }
 
 /// Takes every lock of `set`, reporting the wait unless quiet; with

@@ -13,6 +13,13 @@ use crate::cli::Cli;
 #[derive(Debug)]
 pub struct Unsupported(String);
 
+impl Unsupported {
+    /// A refusal saying `message`.
+    pub fn new(message: String) -> Unsupported {
+        Unsupported(message)
+    }
+}
+
 impl std::fmt::Display for Unsupported {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)

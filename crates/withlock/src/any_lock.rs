@@ -1,5 +1,8 @@
 //! Any kind of lock withlock offers, chosen by its spec: a file lock for a
-//! lock name or path, a socket lock for `tcp:`, `unix:` or `abstract:`.
+//! lock name or path, a socket lock for `tcp:`, `unix:` or `abstract:`,
+//! and (with the `postgres` feature) an advisory lock on a PostgreSQL
+//! server, made with [`AnyLock::Pg`] since a name alone does not say which
+//! server.
 //!
 //! The command-line tool takes every lock through this type, so adding a
 //! kind of lock touches only this enum.
@@ -12,17 +15,22 @@ use crate::error::{Error, Result};
 use crate::file_lock::{FileGuard, FileLock};
 use crate::holder::Holders;
 use crate::lock::{Lock, WaitHooks};
+#[cfg(feature = "postgres")]
+use crate::pg::{PgGuard, PgLock};
 use crate::request::{Mode, Wait};
 use crate::socket_lock::{SocketGuard, SocketLock};
 use crate::socket_spec::SocketAddress;
 
-/// A file lock or a socket lock.
+/// A file lock, a socket lock or a PostgreSQL advisory lock.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AnyLock {
     /// flock(2) on a lock file.
     File(FileLock),
     /// Listening on a socket address.
     Socket(SocketLock),
+    /// A session-level advisory lock on a PostgreSQL server.
+    #[cfg(feature = "postgres")]
+    Pg(Box<PgLock>),
 }
 
 impl AnyLock {
@@ -36,17 +44,20 @@ impl AnyLock {
         }
     }
 
-    /// The kind of lock, as a word for messages: "file" or "socket".
+    /// The kind of lock, as a word for messages: "file", "socket" or
+    /// "PostgreSQL".
     pub fn kind(&self) -> &'static str {
         match self {
             AnyLock::File(_) => "file",
             AnyLock::Socket(_) => "socket",
+            #[cfg(feature = "postgres")]
+            AnyLock::Pg(_) => "PostgreSQL",
         }
     }
 
     /// True when the lock can be shared ([`Mode::Shared`]).
     pub fn supports_shared(&self) -> bool {
-        matches!(self, AnyLock::File(_))
+        !matches!(self, AnyLock::Socket(_))
     }
 
     /// The same lock taken in `mode`; a socket lock refuses
@@ -54,6 +65,8 @@ impl AnyLock {
     pub fn with_mode(self, mode: Mode) -> Result<AnyLock> {
         match (self, mode) {
             (AnyLock::File(lock), mode) => Ok(AnyLock::File(lock.with_mode(mode))),
+            #[cfg(feature = "postgres")]
+            (AnyLock::Pg(lock), mode) => Ok(AnyLock::Pg(Box::new(lock.with_mode(mode)))),
             (AnyLock::Socket(lock), Mode::Exclusive) => Ok(AnyLock::Socket(lock)),
             (AnyLock::Socket(lock), Mode::Shared) => Err(Error::Unsupported {
                 lock: lock.label().to_owned(),
@@ -78,6 +91,11 @@ impl AnyLock {
                 lock: lock.label().to_owned(),
                 reason: "socket locks have one holder; drop --max or use a file lock".into(),
             }),
+            #[cfg(feature = "postgres")]
+            AnyLock::Pg(lock) => Err(Error::Unsupported {
+                lock: lock.name().to_owned(),
+                reason: "PostgreSQL locks have no --max yet; drop --max or use a file lock".into(),
+            }),
         }
     }
 
@@ -86,6 +104,8 @@ impl AnyLock {
         match self {
             AnyLock::File(lock) => lock.mode(),
             AnyLock::Socket(_) => Mode::Exclusive,
+            #[cfg(feature = "postgres")]
+            AnyLock::Pg(lock) => lock.mode(),
         }
     }
 
@@ -94,6 +114,8 @@ impl AnyLock {
         match self {
             AnyLock::File(lock) => lock.label(),
             AnyLock::Socket(lock) => lock.label(),
+            #[cfg(feature = "postgres")]
+            AnyLock::Pg(lock) => lock.name(),
         }
     }
 }
@@ -105,6 +127,8 @@ impl Lock for AnyLock {
         match self {
             AnyLock::File(lock) => lock.acquire_with(wait, hooks).map(AnyGuard::File),
             AnyLock::Socket(lock) => lock.acquire_with(wait, hooks).map(AnyGuard::Socket),
+            #[cfg(feature = "postgres")]
+            AnyLock::Pg(lock) => lock.acquire_with(wait, hooks).map(AnyGuard::Pg),
         }
     }
 
@@ -112,6 +136,8 @@ impl Lock for AnyLock {
         match self {
             AnyLock::File(lock) => lock.holders(),
             AnyLock::Socket(lock) => lock.holders(),
+            #[cfg(feature = "postgres")]
+            AnyLock::Pg(lock) => lock.holders(),
         }
     }
 
@@ -127,15 +153,22 @@ pub enum AnyGuard {
     File(FileGuard),
     /// A held socket lock.
     Socket(SocketGuard),
+    /// A held PostgreSQL advisory lock.
+    #[cfg(feature = "postgres")]
+    Pg(PgGuard),
 }
 
 impl AnyGuard {
     /// The descriptor that holds the lock, for handing to a child process:
-    /// the locked file or the listening socket.
-    pub fn as_fd(&self) -> BorrowedFd<'_> {
+    /// the locked file or the listening socket. None for a PostgreSQL lock,
+    /// whose session must stay with this process (a child sharing the
+    /// connection would garble its protocol).
+    pub fn as_fd(&self) -> Option<BorrowedFd<'_>> {
         match self {
-            AnyGuard::File(guard) => guard.as_fd(),
-            AnyGuard::Socket(guard) => guard.as_fd(),
+            AnyGuard::File(guard) => Some(guard.as_fd()),
+            AnyGuard::Socket(guard) => Some(guard.as_fd()),
+            #[cfg(feature = "postgres")]
+            AnyGuard::Pg(_) => None,
         }
     }
 
@@ -144,6 +177,8 @@ impl AnyGuard {
         match self {
             AnyGuard::File(guard) => guard.held_for(),
             AnyGuard::Socket(guard) => guard.held_for(),
+            #[cfg(feature = "postgres")]
+            AnyGuard::Pg(guard) => guard.held_for(),
         }
     }
 
@@ -152,6 +187,8 @@ impl AnyGuard {
         match self {
             AnyGuard::File(guard) => guard.release(),
             AnyGuard::Socket(guard) => guard.release(),
+            #[cfg(feature = "postgres")]
+            AnyGuard::Pg(guard) => guard.release().map_err(Error::from),
         }
     }
 }

@@ -140,6 +140,12 @@ pub enum Error {
         attempts: u32,
     },
 
+    /// Talking to the PostgreSQL server failed: an invalid URL, no
+    /// connection, refused credentials, or a query that failed.
+    #[cfg(feature = "postgres")]
+    #[error(transparent)]
+    Postgres(#[from] crate::pg::PgError),
+
     /// Any other system call failure, with what we were doing.
     #[error("{context}: {cause}")]
     Io {

@@ -19,7 +19,9 @@
 //!    lock file's name;
 //! 2. then socket locks: TCP by address and port, then Unix sockets by
 //!    their directory's identity and file name, then abstract names by
-//!    their bytes.
+//!    their bytes;
+//! 3. then PostgreSQL locks, by server (`host:port/dbname`) and advisory
+//!    key.
 //!
 //! Since every caller takes its locks in increasing key order while
 //! holding only locks with smaller keys, no cycle of waiters can form.
@@ -116,6 +118,9 @@ pub enum LockKey {
     Unix(DirId, Vec<u8>),
     /// An abstract socket lock: its name.
     Abstract(Vec<u8>),
+    /// A PostgreSQL advisory lock: the server (`host:port/dbname`), then
+    /// the advisory key.
+    Pg(String, i64),
 }
 
 /// A directory's identity for [`LockKey`].
@@ -151,6 +156,8 @@ impl LockKey {
                 }
                 SocketAddress::Abstract(name) => LockKey::Abstract(name.clone()),
             },
+            #[cfg(feature = "postgres")]
+            AnyLock::Pg(lock) => LockKey::Pg(lock.server().to_owned(), lock.key()),
         }
     }
 
@@ -169,6 +176,7 @@ impl LockKey {
             }
             LockKey::Unix(d, name) => [b"unix/".as_slice(), &dir(d), b"/", name].concat(),
             LockKey::Abstract(name) => [b"abstract/".as_slice(), name].concat(),
+            LockKey::Pg(server, key) => format!("pg/{server}/{key}").into_bytes(),
         }
     }
 }
@@ -325,7 +333,7 @@ impl SetGuard {
 
     /// The descriptors that hold the locks, for handing to a child process.
     pub fn fds(&self) -> Vec<BorrowedFd<'_>> {
-        self.guards.iter().map(AnyGuard::as_fd).collect()
+        self.guards.iter().filter_map(AnyGuard::as_fd).collect()
     }
 
     /// How long the last lock has been held, that is the whole set.

@@ -9,6 +9,7 @@ mod holder_message;
 mod lifetime;
 mod listing;
 mod multi_user;
+mod postgres;
 mod security;
 mod several_locks;
 mod signals;

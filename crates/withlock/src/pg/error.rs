@@ -1,6 +1,6 @@
 //! Errors of the PostgreSQL backend that the generic [`crate::Error`]
 //! has no variant for; they reach callers of the [`crate::Lock`] trait
-//! as [`crate::Error::Io`], with what was being done as context.
+//! as [`crate::Error::Postgres`].
 
 /// What can go wrong talking to the server.
 #[derive(Debug, thiserror::Error)]
@@ -16,7 +16,7 @@ pub enum PgError {
     NoHost,
 
     /// Connecting to the server, or setting up the session, failed.
-    #[error("connecting to {server}: {cause}")]
+    #[error("connecting to {server}: {}", with_causes(cause))]
     Connect {
         /// `host:port/dbname`, never the password.
         server: String,
@@ -33,7 +33,7 @@ pub enum PgError {
     },
 
     /// A query on an established session failed.
-    #[error("{context} on {server}: {cause}")]
+    #[error("{context} on {server}: {}", with_causes(cause))]
     Query {
         /// What was being done.
         context: &'static str,
@@ -44,11 +44,31 @@ pub enum PgError {
     },
 }
 
-impl From<PgError> for crate::Error {
-    fn from(e: PgError) -> crate::Error {
-        crate::Error::Io {
-            context: "PostgreSQL lock".into(),
-            cause: std::io::Error::other(e.to_string()),
+impl PgError {
+    /// True when the server refused the role or its password (SQLSTATE
+    /// class 28), so that retrying as is cannot help.
+    pub fn is_refused_credentials(&self) -> bool {
+        match self {
+            PgError::Connect { cause, .. } => cause
+                .code()
+                .is_some_and(|code| code.code().starts_with("28")),
+            _ => false,
         }
     }
+}
+
+/// The driver's error with its causes ("error connecting to server:
+/// Connection refused (os error 111)"): its own text alone rarely says
+/// what to fix.
+fn with_causes(error: &postgres::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        source = cause.source();
+    }
+    text
 }

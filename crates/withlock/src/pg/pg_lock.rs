@@ -62,6 +62,12 @@ impl PgLock {
         &self.name
     }
 
+    /// The server, as messages name it: `host:port/dbname`, never the
+    /// password.
+    pub fn server(&self) -> &str {
+        self.target.server()
+    }
+
     /// The advisory key ([`advisory_key`] of the name).
     pub fn key(&self) -> i64 {
         self.key

@@ -1,0 +1,187 @@
+//! The PostgreSQL backend through the real binary (`--url`), against a
+//! private server each test starts (`withlock_pg_testing::TestServer`):
+//! the same flags and exit statuses as a local lock, holders named with
+//! their host, and nothing but names sent to the server.
+
+use std::process::Command;
+
+use withlock_pg_testing::TestServer;
+
+use crate::support::{Env, Run, storm, wait_for};
+
+/// A test's directory and binary, and its own server.
+pub struct PgEnv {
+    pub env: Env,
+    pub server: TestServer,
+}
+
+impl PgEnv {
+    pub fn new() -> PgEnv {
+        PgEnv {
+            env: Env::new(),
+            server: TestServer::start(),
+        }
+    }
+
+    /// `withlock` with `WITHLOCK_URL` pointing at the test's server.
+    pub fn withlock(&self) -> Run {
+        let mut run = self.env.withlock();
+        run.env("WITHLOCK_URL", self.server.url());
+        run
+    }
+
+    /// Sessions waiting for the lock `name` on the server.
+    pub fn waiting(&self, name: &str) -> i64 {
+        let mut client = self.server.client();
+        self.server
+            .waiting_for(&mut client, withlock::pg::advisory_key(name))
+    }
+
+    /// Waits until `count` sessions wait for `name`.
+    pub fn wait_waiting(&self, name: &str, count: i64) {
+        wait_for(&format!("{count} waiter(s) on {name} in pg_locks"), || {
+            self.waiting(name) == count
+        });
+    }
+}
+
+#[test]
+fn a_held_lock_makes_no_wait_fail_with_75_naming_the_holder() {
+    let pg = PgEnv::new();
+    let holder = pg.env.hold(pg.withlock().arg("deploy"), "h");
+    let out = pg.withlock().args(["-n", "deploy", "--", "true"]).output();
+    assert_eq!(out.status.code(), Some(75));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("deploy"), "{err}");
+    assert!(err.contains(&format!("pid {}", holder.pid())), "{err}");
+    assert!(err.contains("sh -c"), "names the command: {err}");
+    assert!(holder.release().success());
+    pg.withlock()
+        .args(["-n", "deploy", "--", "true"])
+        .assert()
+        .code(0);
+}
+
+#[test]
+fn a_waiter_runs_once_the_holder_ends() {
+    let pg = PgEnv::new();
+    let holder = pg.env.hold(pg.withlock().arg("deploy"), "h");
+    let ran = pg.env.file("waiter-ran");
+    let mut waiter = pg
+        .withlock()
+        .args(["-q", "deploy", "--", "touch"])
+        .arg(&ran)
+        .spawn();
+    pg.wait_waiting("deploy", 1);
+    assert!(!ran.exists(), "the waiter ran while the lock was held");
+    assert!(holder.release().success());
+    assert!(crate::support::wait_child(&mut waiter).success());
+    assert!(ran.exists());
+}
+
+#[test]
+fn a_wait_with_a_limit_gives_up_with_75_and_nothing_runs() {
+    let pg = PgEnv::new();
+    let _holder = pg.env.hold(pg.withlock().arg("deploy"), "h");
+    let ran = pg.env.file("ran");
+    pg.withlock()
+        .args(["-w", "0.2", "deploy", "--", "touch"])
+        .arg(&ran)
+        .assert()
+        .code(75);
+    assert!(!ran.exists());
+    assert_eq!(pg.waiting("deploy"), 0, "the wait left a waiter behind");
+}
+
+#[test]
+fn shared_holders_share_and_keep_an_exclusive_one_out() {
+    let pg = PgEnv::new();
+    let _reader = pg.env.hold(pg.withlock().args(["-s", "data"]), "r");
+    pg.withlock()
+        .args(["-s", "-n", "data", "--", "true"])
+        .assert()
+        .code(0);
+    pg.withlock()
+        .args(["-n", "data", "--", "true"])
+        .assert()
+        .code(75);
+    pg.withlock()
+        .args(["-n", "data=exclusive", "--", "true"])
+        .assert()
+        .code(75);
+}
+
+#[test]
+fn a_storm_of_clients_loses_no_update() {
+    let pg = PgEnv::new();
+    let locker = format!(
+        "{} --url {} storm --",
+        pg.env.bin().display(),
+        pg.server.url()
+    );
+    let lockers = vec![locker; 6];
+    assert_eq!(storm(&pg.env, &lockers, 15), 90);
+}
+
+#[test]
+fn paths_and_socket_specs_are_refused_with_64_and_nothing_runs() {
+    let pg = PgEnv::new();
+    for spec in ["./x.lock", "/run/lock/x.lock", "tcp:4711", "abstract:x"] {
+        let out = pg.withlock().args([spec, "--", "false"]).output();
+        assert_eq!(out.status.code(), Some(64), "{spec}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("drop --url"), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+    let out = pg
+        .withlock()
+        .args(["--supersede", "deploy", "--", "false"])
+        .output();
+    assert_eq!(out.status.code(), Some(64));
+}
+
+#[test]
+fn an_unreachable_server_exits_69_and_a_refused_login_77_without_the_password() {
+    let env = Env::new();
+    // A port nothing listens on: bound, then closed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("postgres://someone:s3cr3t-pw@127.0.0.1:{port}/db");
+    let out = env
+        .withlock()
+        .args(["--url", &url, "deploy", "--", "true"])
+        .output();
+    assert_eq!(out.status.code(), Some(69));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Connection refused"), "{err}");
+    assert!(!err.contains("s3cr3t-pw"), "{err}");
+
+    let server = TestServer::start();
+    let url = format!(
+        "postgres://nobody:s3cr3t-pw@127.0.0.1:{}/postgres",
+        server.port()
+    );
+    let out = env
+        .withlock()
+        .args(["--url", &url, "deploy", "--", "true"])
+        .output();
+    assert_eq!(out.status.code(), Some(77));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("nobody"), "{err}");
+    assert!(!err.contains("s3cr3t-pw"), "{err}");
+}
+
+#[test]
+fn the_url_from_the_environment_is_not_shown_in_help() {
+    let env = Env::new();
+    let out = Command::new(env.bin())
+        .arg("--help")
+        .env("WITHLOCK_URL", "postgres://u:s3cr3t-pw@h/db")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("s3cr3t-pw"));
+}
