@@ -54,7 +54,7 @@ pub const EXAMPLES: [(&str, &str); 11] = [
 ];
 
 /// Exit statuses and their meaning, for `--help` and the man page.
-pub const EXIT_STATUSES: [(&str, &str); 11] = [
+pub const EXIT_STATUSES: [(&str, &str); 12] = [
     (
         "the command's",
         "its own status, or 128+N if it died of signal N",
@@ -69,7 +69,8 @@ pub const EXIT_STATUSES: [(&str, &str); 11] = [
     ),
     (
         "77",
-        "permission denied on the lock file or directory, or the server refused the login",
+        "permission denied on the lock file or directory, or the server refused the login \
+         or the fencing-token table",
     ),
     (
         "78",
@@ -78,6 +79,10 @@ pub const EXIT_STATUSES: [(&str, &str); 11] = [
     (
         "79",
         "superseded: a newer --supersede request for the lock came while waiting; nothing ran",
+    ),
+    (
+        "80",
+        "a --url lock was lost while the command ran; the command was stopped (see --grace)",
     ),
     (
         "69",
@@ -157,7 +162,9 @@ pub struct Cli {
     /// (postgres://USER@HOST:PORT/DBNAME), as advisory locks shared by every
     /// machine using that database. The password comes from the URL,
     /// PGPASSWORD or ~/.pgpass, and is never printed. WITHLOCK_DIR does
-    /// not apply; --dir on the command line is refused with it.
+    /// not apply; --dir on the command line is refused with it. The
+    /// command gets the lock's fencing token, which grows with every grant,
+    /// as WITHLOCK_FENCE (several locks: WITHLOCK_FENCES="NAME=TOKEN ...").
     #[arg(long, value_name = "URL", env = "WITHLOCK_URL", hide_env_values = true)]
     pub url: Option<String>,
 
@@ -215,6 +222,21 @@ pub struct Cli {
     /// other within one network namespace.
     #[arg(long, conflicts_with = "list")]
     pub supersede: bool,
+
+    /// With --url: if a lock is lost while the command runs (its session
+    /// was ended, the server restarted, the network was cut; noticed
+    /// within 8 seconds), withlock says so, sends SIGTERM to the command's
+    /// process group, SIGKILL SECONDS later (fractions allowed) if it still
+    /// runs, and exits with 80. The server keeps the lock of a holder it
+    /// cannot hear for 8 + SECONDS + 10 seconds, so that it is not handed on
+    /// while the command may still run.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        value_parser = parse_seconds,
+        default_value = "10"
+    )]
+    pub grace: Duration,
 
     /// List the locks in DIR, or just the NAMEs given after it: state,
     /// mode, holders and waiters with their pid, user, command and since.
@@ -294,6 +316,21 @@ mod tests {
         for bad in ["-1", "abc", "NaN", "inf", ""] {
             assert!(parse_seconds(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_grace_defaults_to_the_librarys_and_the_help_says_its_bounds() {
+        use withlock::pg::heartbeat::{DETECTION_BOUND, SERVER_MARGIN, server_bound};
+        let cli = Cli::parse_from(["withlock", "x", "--", "true"]);
+        assert_eq!(cli.grace, withlock::pg::heartbeat::DEFAULT_GRACE);
+        assert_eq!(DETECTION_BOUND, Duration::from_secs(8));
+        assert_eq!(SERVER_MARGIN, Duration::from_secs(10));
+        assert_eq!(
+            server_bound(cli.grace),
+            DETECTION_BOUND + cli.grace + SERVER_MARGIN
+        );
+        let cli = Cli::parse_from(["withlock", "--grace", "0.5", "x", "--", "true"]);
+        assert_eq!(cli.grace, Duration::from_millis(500));
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 
 use nix::sys::signal::{Signal, kill, killpg};
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid, waitpid};
 use nix::unistd::{AccessFlags, Pid, access, getpid};
 
 use crate::exit_code;
@@ -109,15 +109,17 @@ fn check_executable(path: &Path, program: &OsStr) -> Result<(), StartError> {
 }
 
 /// Runs the command holding every descriptor of `lock_fds` (one per held
-/// lock); returns the exit status to pass on.
+/// lock), with `env` added to its environment (the fencing tokens);
+/// returns the exit status to pass on.
 pub fn run(
     program: &Path,
     args: &[OsString],
     lock_fds: &[BorrowedFd<'_>],
+    env: &[(OsString, OsString)],
 ) -> Result<u8, StartError> {
     let terminal = Terminal::foreground();
     signals::starting();
-    let child = match spawn(program, args, lock_fds, terminal) {
+    let child = match spawn(program, args, lock_fds, env, terminal) {
         Ok(child) => child,
         Err(err) => {
             signals::stop_forwarding();
@@ -142,11 +144,13 @@ fn spawn(
     program: &Path,
     args: &[OsString],
     lock_fds: &[BorrowedFd<'_>],
+    env: &[(OsString, OsString)],
     terminal: Option<Terminal>,
 ) -> Result<Child, StartError> {
     let (arg0, rest) = args.split_first().expect("clap requires a command");
     let mut command = Command::new(program);
     command.arg0(arg0).args(rest).process_group(0);
+    command.envs(env.iter().map(|(key, value)| (key, value)));
     if let Some(terminal) = terminal {
         let terminal_fd = terminal.raw_fd();
         // SAFETY: the closure runs between fork and exec and calls only
@@ -198,17 +202,42 @@ impl Drop for Inherit {
 
 /// Waits for the command to end and returns its status as ours. With a
 /// terminal, a stopped command stops withlock too, the way a shell job does.
+///
+/// The end is seen first without reaping (`WNOWAIT`): until it is reaped
+/// the command's pid, and so its group id, cannot be anyone else's, so
+/// forwarding stops before that and a lost lock's signals from another
+/// thread ([`signals::stop_command`]) never reach a stranger.
 fn wait(group: Pid, terminal: Option<Terminal>) -> u8 {
-    let flags = terminal.map(|_| WaitPidFlag::WUNTRACED);
+    let stops = match terminal {
+        Some(_) => WaitPidFlag::WSTOPPED,
+        None => WaitPidFlag::empty(),
+    };
+    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT | stops;
     loop {
-        match waitpid(group, flags) {
-            Ok(WaitStatus::Exited(_, code)) => return code as u8,
-            Ok(WaitStatus::Signaled(_, signal, _)) => return exit_code::for_signal(signal as i32),
+        match waitid(Id::Pid(group), flags) {
+            Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) => {
+                signals::stop_forwarding();
+                return reap(group);
+            }
             Ok(WaitStatus::Stopped(..)) => {
+                // Take the stop's report, or it would be seen again.
+                let _ = waitid(Id::Pid(group), WaitPidFlag::WSTOPPED | WaitPidFlag::WNOHANG);
                 if let Some(terminal) = terminal {
                     stop_with_command(group, terminal);
                 }
             }
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => return exit_code::OS_ERROR,
+        }
+    }
+}
+
+/// Reaps the command, which has ended, and returns its status as ours.
+fn reap(group: Pid) -> u8 {
+    loop {
+        match waitpid(group, None) {
+            Ok(WaitStatus::Exited(_, code)) => return code as u8,
+            Ok(WaitStatus::Signaled(_, signal, _)) => return exit_code::for_signal(signal as i32),
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(_) => return exit_code::OS_ERROR,
         }

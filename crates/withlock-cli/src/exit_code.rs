@@ -21,6 +21,10 @@ pub const CONFIG: u8 = 78;
 /// A newer `--supersede` request for the lock came while this one waited;
 /// nothing ran. (Just past sysexits(3)'s range, so it means nothing else.)
 pub const SUPERSEDED: u8 = 79;
+/// A PostgreSQL lock (`--url`) was lost while the command ran: the session
+/// ended, the server restarted or the network was cut. The command was
+/// stopped (SIGTERM, SIGKILL after `--grace`). Next after [`SUPERSEDED`].
+pub const LOCK_LOST: u8 = 80;
 /// The command exists but cannot be executed, as env(1) says it.
 pub const CANNOT_EXECUTE: u8 = 126;
 /// The command was not found, as env(1) says it.
@@ -50,6 +54,8 @@ fn of_server(error: &PgError) -> u8 {
     match error {
         PgError::InvalidUrl(_) | PgError::NoHost => USAGE,
         err if err.is_refused_credentials() => PERMISSION,
+        // The role may not create or write the fencing-token table.
+        PgError::FenceTable { .. } => PERMISSION,
         _ => UNAVAILABLE,
     }
 }

@@ -68,7 +68,9 @@ fn server_lock(cli: &Cli, url: &str, spec: &str) -> anyhow::Result<AnyLock> {
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
     let identity = Identity::current().with_command(&argv);
-    let lock = PgLock::new(url, name.as_str())?.with_identity(identity);
+    let lock = PgLock::new(url, name.as_str())?
+        .with_identity(identity)
+        .with_grace(cli.grace);
     Ok(AnyLock::Pg(Box::new(lock)))
 }
 

@@ -13,6 +13,14 @@
 //! A socket lock named after `--list` has its socket file as `path` (the
 //! spec itself for `tcp:` and `abstract:`), and no waiters; a held TCP lock
 //! has no holders that can be named (the table shows `?`).
+//!
+//! Every lock also has `"server"`: null for a lock on this machine, and
+//! `"host:port/dbname"` for a lock on a PostgreSQL server (`--url`), whose
+//! `path` is then null. Every holder and waiter also has `"host"`: null on
+//! this machine, the client's host name for a server lock (whose `user` is
+//! the client's user, and `pid` its pid on that host); a server lock's
+//! waiters come in the order they began waiting (`pg_locks.waitstart`).
+//! The table shows a server lock's USER as `user@host`.
 
 use std::io::Write;
 use std::time::SystemTime;
@@ -33,7 +41,8 @@ pub fn json(locks: &[LockStatus]) -> Value {
 fn lock_json(lock: &LockStatus) -> Value {
     json!({
         "name": lock.name,
-        "path": lock.path,
+        "path": lock.server.is_none().then_some(&lock.path),
+        "server": lock.server,
         "state": if lock.holders.is_empty() { "free" } else { "held" },
         "mode": lock.holders.mode().map(|m| m.as_str()),
         "holders": lock.holders.holders.iter().map(process_json).collect::<Vec<_>>(),
@@ -51,9 +60,22 @@ fn process_json(process: &Holder) -> Value {
     json!({
         "pid": process.pid,
         "user": process.user,
+        "host": process.host,
         "command": command,
         "since": process.since.map(rfc3339),
     })
+}
+
+/// `alice`, or for a process on another machine `alice@ci-3`.
+fn user_cell(process: &Holder) -> String {
+    let user = process
+        .user
+        .as_deref()
+        .map_or_else(|| "?".to_owned(), withlock::escape::text);
+    match &process.host {
+        Some(host) => format!("{user}@{}", withlock::escape::text(host)),
+        None => user,
+    }
 }
 
 fn rfc3339(time: SystemTime) -> String {
@@ -156,10 +178,7 @@ fn rows_of(lock: &LockStatus) -> Vec<Row> {
             state,
             mode: process.mode.to_string(),
             pid: process.pid.to_string(),
-            user: process
-                .user
-                .as_deref()
-                .map_or_else(|| "?".to_owned(), withlock::escape::text),
+            user: user_cell(process),
             since: process.since.map_or_else(String::new, |since| {
                 let ago = SystemTime::now().duration_since(since).unwrap_or_default();
                 format!(

@@ -7,6 +7,8 @@ mod cli;
 mod command;
 mod exit_code;
 mod extras;
+mod fence_env;
+mod lock_loss;
 mod lock_request;
 mod lock_table;
 mod option_support;
@@ -68,7 +70,7 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
     };
     signals::install();
     let asked = Instant::now();
-    let guard = lock_request::take(cli, &set, wait)?;
+    let mut guard = lock_request::take(cli, &set, wait)?;
     if cli.verbose {
         eprintln!(
             "withlock: acquired {} after waiting {}",
@@ -76,12 +78,18 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
             human_duration(asked.elapsed())
         );
     }
-    let status = command::run(&program, &cli.command, &guard.fds())?;
+    let fences = fence_env::of(&set, &guard);
+    lock_loss::watch(&mut guard, cli.grace)?;
+    let status = command::run(&program, &cli.command, &guard.fds(), &fences)?;
+    let status = lock_loss::status(status);
     let held = guard.held_for();
     // The command's status matters more than a failed unlock, which the
-    // kernel repairs anyway when withlock exits a moment later.
+    // kernel repairs anyway when withlock exits a moment later. A lost lock
+    // was reported already, and cannot be released.
     if let Err(err) = guard.release() {
-        eprintln!("withlock: warning: {err}");
+        if !lock_loss::was_lost() {
+            eprintln!("withlock: warning: {err}");
+        }
     }
     if cli.verbose {
         eprintln!(
@@ -95,11 +103,17 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
 }
 
 fn list(cli: &Cli, names: &[String]) -> anyhow::Result<u8> {
-    let dir = cli
-        .dir
-        .clone()
-        .unwrap_or_else(withlock::lock_dir::default_dir);
-    let locks = withlock::list(&dir, names)?;
+    let locks = match &cli.url {
+        // One session lists every lock on the server.
+        Some(url) => withlock::pg::list(url, names)?,
+        None => {
+            let dir = cli
+                .dir
+                .clone()
+                .unwrap_or_else(withlock::lock_dir::default_dir);
+            withlock::list(&dir, names)?
+        }
+    };
     let mut out = anstream::stdout().lock();
     if cli.json {
         serde_json::to_writer_pretty(&mut out, &lock_table::json(&locks))?;

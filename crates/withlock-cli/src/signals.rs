@@ -15,9 +15,15 @@
 //! a signal that arrives then is kept and passed on as soon as it is. The
 //! signals are not blocked meanwhile, because a child inherits the signal
 //! mask and the command would then start with them blocked.
+//!
+//! A lost lock stops the command from another thread ([`stop_command`]),
+//! which must never signal the group once the command is reaped (its id
+//! could by then be another's): the command is reaped only after
+//! [`stop_forwarding`], and both take one mutex.
 
 use std::mem::MaybeUninit;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 /// The signals withlock handles, in the order they are documented.
 pub const HANDLED: [i32; 4] = [libc::SIGTERM, libc::SIGHUP, libc::SIGINT, libc::SIGQUIT];
@@ -85,9 +91,54 @@ pub fn forward_to(group: i32) {
     pass_on_pending(group);
 }
 
-/// The command has ended: there is nobody to pass signals to any more, and
-/// withlock is only releasing the lock and exiting, so a late signal ends it
-/// as if it were still waiting.
+/// The command has ended (call it before reaping it): there is nobody to
+/// pass signals to any more, and withlock is only releasing the lock and
+/// exiting, so a late signal ends it as if it were still waiting.
 pub fn stop_forwarding() {
+    let _stopping = STOPPING.lock().unwrap_or_else(PoisonError::into_inner);
     COMMAND_GROUP.store(NO_COMMAND, Ordering::SeqCst);
+    ENDED.store(true, Ordering::SeqCst);
+}
+
+/// Held while [`stop_command`] signals the group and while
+/// [`stop_forwarding`] ends forwarding, so no signal follows the reaping.
+static STOPPING: Mutex<()> = Mutex::new(());
+
+/// The command has ended (or could not start).
+static ENDED: AtomicBool = AtomicBool::new(false);
+
+/// [`stop_command`] signalled the command (or kept the signal for it)
+/// before it ended.
+static STOPPED: AtomicBool = AtomicBool::new(false);
+
+/// True if [`stop_command`] reached the command before it ended; final
+/// once [`stop_forwarding`] has returned.
+pub fn command_was_stopped() -> bool {
+    STOPPED.load(Ordering::SeqCst)
+}
+
+/// Sends `signal` to the command's process group for a lost lock, from any
+/// thread but a signal handler; if the command is not started yet, as soon
+/// as it is. False if the command has already ended.
+pub fn stop_command(signal: i32) -> bool {
+    let _stopping = STOPPING.lock().unwrap_or_else(PoisonError::into_inner);
+    if ENDED.load(Ordering::SeqCst) {
+        return false;
+    }
+    STOPPED.store(true, Ordering::SeqCst);
+    let group = COMMAND_GROUP.load(Ordering::SeqCst);
+    if group > 0 {
+        // SAFETY: kill has no memory-safety preconditions; `group` is our
+        // child's group, not yet reaped (see the module docs).
+        unsafe { libc::kill(-group, signal) };
+        return true;
+    }
+    // Not started, or being started: keep it for `forward_to`, unless the
+    // group was recorded meanwhile (as in `on_signal`).
+    PENDING.store(signal, Ordering::SeqCst);
+    let group = COMMAND_GROUP.load(Ordering::SeqCst);
+    if group > 0 {
+        pass_on_pending(group);
+    }
+    true
 }

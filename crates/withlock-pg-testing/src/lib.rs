@@ -1,10 +1,15 @@
 //! What withlock's tests need to exercise the PostgreSQL backend against a
-//! real server: a private server per test ([`TestServer`]) and a TCP proxy
-//! that can freeze or sever the connection ([`Proxy`]). Dev-only.
+//! real server: a private server per test ([`TestServer`]), a TCP proxy
+//! that can freeze or sever the connection ([`Proxy`]), and pgbouncer in
+//! front of it ([`Pgbouncer`]). Dev-only.
 #![deny(missing_docs)]
 
+mod pgbouncer;
 mod proxy;
 mod server;
+mod tls;
 
+pub use pgbouncer::{Pgbouncer, PoolMode};
 pub use proxy::Proxy;
-pub use server::{DEFAULT_BIN, TestServer};
+pub use server::{DEFAULT_BIN, PASSWORD_ROLE, TestServer};
+pub use tls::{SERVER_NAME, TlsFiles};

@@ -66,7 +66,7 @@ impl Proxy {
 }
 
 /// Copies `from` to `to` until either closes; while frozen, data read is
-/// dropped rather than forwarded.
+/// dropped rather than forwarded, and so is the close.
 fn pipe(mut from: TcpStream, mut to: TcpStream, frozen: Arc<AtomicBool>) {
     std::thread::spawn(move || {
         let mut buf = [0u8; 16 * 1024];
@@ -82,6 +82,10 @@ fn pipe(mut from: TcpStream, mut to: TcpStream, frozen: Arc<AtomicBool>) {
                 break;
             }
         }
-        to.shutdown(Shutdown::Write).ok();
+        // A partition carries no close either: the far end must not learn
+        // that this one went away.
+        if !frozen.load(Ordering::SeqCst) {
+            to.shutdown(Shutdown::Write).ok();
+        }
     });
 }

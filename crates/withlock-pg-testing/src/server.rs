@@ -2,7 +2,11 @@
 //! temporary directory as an unprivileged user (the `postgres` system user
 //! when the tests run as root, since the server refuses root), listening
 //! on a free port on 127.0.0.1 only, trust authentication, started with
-//! `pg_ctl` and stopped (immediate mode) when dropped.
+//! `pg_ctl` and stopped (immediate mode) when dropped. It also listens on a
+//! Unix socket in its directory ([`TestServer::dir`]). [`TestServer::start_tls`]
+//! adds TLS with certificates of its own ([`TlsFiles`]); the role
+//! [`PASSWORD_ROLE`] must log in with a password (scram-sha-256), over TCP
+//! and the socket, once [`TestServer::create_password_role`] made it.
 //!
 //! The binaries come from `WITHLOCK_PG_BIN`, else
 //! `/usr/lib/postgresql/15/bin`. Missing binaries fail the test with the
@@ -17,6 +21,11 @@ use std::time::{Duration, Instant};
 
 use postgres::{Client, NoTls};
 
+use crate::tls::{self, TlsFiles};
+
+/// The role that logs in with a password rather than trust.
+pub const PASSWORD_ROLE: &str = "withlock_pw";
+
 /// Where the server binaries are looked for by default.
 pub const DEFAULT_BIN: &str = "/usr/lib/postgresql/15/bin";
 
@@ -30,11 +39,22 @@ pub struct TestServer {
     port: u16,
     uid: u32,
     gid: u32,
+    tls: Option<TlsFiles>,
 }
 
 impl TestServer {
     /// Creates and starts a server in a new temporary directory.
     pub fn start() -> TestServer {
+        TestServer::start_with(false)
+    }
+
+    /// The same with TLS on (`ssl=on`), with the certificates of
+    /// [`TestServer::tls`].
+    pub fn start_tls() -> TestServer {
+        TestServer::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> TestServer {
         let bin = PathBuf::from(std::env::var_os("WITHLOCK_PG_BIN").unwrap_or(DEFAULT_BIN.into()));
         for tool in ["initdb", "pg_ctl", "postgres"] {
             assert!(
@@ -57,6 +77,7 @@ impl TestServer {
             port: 0,
             uid,
             gid,
+            tls: None,
         };
         let data = server.data_dir();
         server.run(
@@ -74,6 +95,10 @@ impl TestServer {
                 "-N".as_ref(),
             ],
         );
+        server.require_passwords();
+        if tls {
+            server.tls = Some(tls::write(server.dir(), uid, gid));
+        }
         // A free port may be taken by someone else before the server binds
         // it: try a few.
         for _ in 0..5 {
@@ -100,9 +125,34 @@ impl TestServer {
         Client::connect(&self.url(), NoTls).expect("connect to the test server")
     }
 
-    /// This test's temporary directory (owned by the server user).
+    /// This test's temporary directory (owned by the server user); the
+    /// server's Unix socket is `.s.PGSQL.<port>` in it.
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The user and group the server runs as.
+    pub(crate) fn user(&self) -> (u32, u32) {
+        (self.uid, self.gid)
+    }
+
+    /// The certificates of a server started with [`TestServer::start_tls`].
+    pub fn tls(&self) -> &TlsFiles {
+        self.tls
+            .as_ref()
+            .expect("the server was started without TLS")
+    }
+
+    /// Creates [`PASSWORD_ROLE`] with `password` (stored as scram-sha-256).
+    pub fn create_password_role(&self, password: &str) {
+        let mut client = self.client();
+        let sql = format!(
+            "CREATE ROLE {PASSWORD_ROLE} LOGIN PASSWORD '{}'",
+            password.replace('\'', "''")
+        );
+        client
+            .batch_execute(&sql)
+            .expect("create the password role");
     }
 
     /// Stops the server (fast mode, ending every session) and starts it
@@ -153,13 +203,33 @@ impl TestServer {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
+    /// pg_hba.conf: [`PASSWORD_ROLE`] needs its password, over TCP and
+    /// the socket; initdb's trust lines stay for everyone else. The first
+    /// matching line wins.
+    fn require_passwords(&self) {
+        let path = self.data_dir().join("pg_hba.conf");
+        let trust = std::fs::read_to_string(&path).expect("read pg_hba.conf");
+        let lines = format!(
+            "local all {PASSWORD_ROLE} scram-sha-256\n\
+             host all {PASSWORD_ROLE} 127.0.0.1/32 scram-sha-256\n{trust}"
+        );
+        std::fs::write(&path, lines).expect("write pg_hba.conf");
+    }
+
     fn pg_ctl_start(&self) -> bool {
-        let options = format!(
+        let mut options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off \
              -c synchronous_commit=off -c max_connections=100 -c shared_buffers=16MB",
             self.port,
             self.dir.path().display()
         );
+        if let Some(tls) = &self.tls {
+            options.push_str(&format!(
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                tls.server_cert.display(),
+                tls.server_key.display()
+            ));
+        }
         let data = self.data_dir();
         let log = self.log_path();
         let timeout = START_TIMEOUT_SECS.to_string();
@@ -230,12 +300,12 @@ impl Drop for TestServer {
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     listener.local_addr().expect("local address").port()
 }
 
-fn current_uid() -> u32 {
+pub(crate) fn current_uid() -> u32 {
     // SAFETY: getuid has no preconditions.
     unsafe { libc::getuid() }
 }

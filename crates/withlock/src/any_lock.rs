@@ -76,14 +76,16 @@ impl AnyLock {
         }
     }
 
-    /// True when the lock can be a counting semaphore ([`FileLock::with_max`]).
+    /// True when the lock can be a counting semaphore ([`FileLock::with_max`],
+    /// `PgLock::with_max`).
     pub fn supports_max(&self) -> bool {
-        matches!(self, AnyLock::File(_))
+        !matches!(self, AnyLock::Socket(_))
     }
 
     /// The same lock as a counting semaphore of up to `max` holders
-    /// ([`FileLock::with_max`]); a socket lock refuses with
-    /// [`Error::Unsupported`].
+    /// ([`FileLock::with_max`], `PgLock::with_max`); a socket lock refuses
+    /// with [`Error::Unsupported`], and so does a PostgreSQL lock above its
+    /// cap (`pg::semaphore::MAX_SLOTS`).
     pub fn with_max(self, max: u32) -> Result<AnyLock> {
         match self {
             AnyLock::File(lock) => Ok(AnyLock::File(lock.with_max(max))),
@@ -92,10 +94,7 @@ impl AnyLock {
                 reason: "socket locks have one holder; drop --max or use a file lock".into(),
             }),
             #[cfg(feature = "postgres")]
-            AnyLock::Pg(lock) => Err(Error::Unsupported {
-                lock: lock.name().to_owned(),
-                reason: "PostgreSQL locks have no --max yet; drop --max or use a file lock".into(),
-            }),
+            AnyLock::Pg(lock) => Ok(AnyLock::Pg(Box::new(lock.with_max(max)?))),
         }
     }
 

@@ -32,6 +32,9 @@ pub struct Holder {
     pub uid: Option<u32>,
     /// Its user name, or `uid N` when the account has no name.
     pub user: Option<String>,
+    /// The machine it runs on, for a lock kept on a server (PostgreSQL);
+    /// `None` for a process on this machine, which /proc describes.
+    pub host: Option<String>,
     /// Its command line, unescaped; `None` if it cannot be read.
     pub command: Option<Vec<Vec<u8>>>,
     /// When it took the lock, or for a waiter when it started waiting, if
@@ -76,6 +79,7 @@ impl Holder {
             mode,
             uid,
             user: uid.map(ownership::user_name),
+            host: None,
             command,
             since: None,
             started: process_start(&proc_dir),
@@ -90,7 +94,12 @@ impl Holder {
 
     /// True when the process runs but this user may not see who it is or
     /// what it runs (`/proc` mounted with `hidepid`, or another namespace).
+    /// A remote holder has no uid here (its user id means nothing on this
+    /// machine): it is hidden only when its user or command is unknown.
     pub fn is_hidden(&self) -> bool {
+        if self.host.is_some() {
+            return self.user.is_none() || self.command.is_none();
+        }
         self.running && (self.uid.is_none() || self.command.is_none())
     }
 
@@ -103,6 +112,9 @@ impl Holder {
 
 impl fmt::Display for Holder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(host) = &self.host {
+            return self.fmt_remote(host, f);
+        }
         write!(f, "pid {}", self.pid)?;
         if !self.running {
             return f.write_str(" (exited; a process it started still holds the lock)");
@@ -123,6 +135,61 @@ impl fmt::Display for Holder {
             write!(f, ": {command}")?;
         }
         Ok(())
+    }
+}
+
+impl Holder {
+    /// `pid 4711 on ci-3 (alice) since 12:03:04, for 2.0s: ./script deploy`:
+    /// a pid alone means little off its machine, so the host comes first;
+    /// the wall-clock grant time helps match it with the other machine's
+    /// logs.
+    fn fmt_remote(&self, host: &str, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "pid {} on {}", self.pid, escape::text(host))?;
+        if let Some(user) = &self.user {
+            write!(f, " ({})", escape::text(user))?;
+        }
+        if let Some(since) = self.since {
+            write!(f, " since {}", clock_time(since))?;
+            if let Some(held) = self.held_for() {
+                write!(f, ", for {}", human_duration(held))?;
+            }
+        }
+        if let Some(command) = self.command_line() {
+            write!(f, ": {command}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The local time of `time`: `12:03:04` within the last day, else with
+/// the date, `2024-06-10 12:03:04`.
+fn clock_time(time: SystemTime) -> String {
+    let Ok(since_epoch) = time.duration_since(SystemTime::UNIX_EPOCH) else {
+        return "?".to_owned();
+    };
+    let seconds = since_epoch.as_secs() as libc::time_t;
+    let mut tm = std::mem::MaybeUninit::<libc::tm>::uninit();
+    // SAFETY: localtime_r writes only to tm, which is valid for writes, and
+    // reads only `seconds` (glibc reads TZ on its first call).
+    let tm = unsafe {
+        if libc::localtime_r(&seconds, tm.as_mut_ptr()).is_null() {
+            return "?".to_owned();
+        }
+        tm.assume_init()
+    };
+    let clock = format!("{:02}:{:02}:{:02}", tm.tm_hour, tm.tm_min, tm.tm_sec);
+    let recent = SystemTime::now()
+        .duration_since(time)
+        .is_ok_and(|ago| ago < Duration::from_secs(20 * 3600));
+    if recent {
+        clock
+    } else {
+        format!(
+            "{}-{:02}-{:02} {clock}",
+            tm.tm_year + 1900,
+            tm.tm_mon + 1,
+            tm.tm_mday
+        )
     }
 }
 
@@ -341,6 +408,41 @@ mod tests {
         assert_eq!(human_duration(Duration::from_millis(12_340)), "12.3s");
         assert_eq!(human_duration(Duration::from_secs(245)), "4m05s");
         assert_eq!(human_duration(Duration::from_secs(7380)), "2h03m");
+    }
+
+    #[test]
+    fn a_remote_holder_is_named_with_host_and_grant_time_and_is_not_hidden() {
+        let two_hours_ago = SystemTime::now() - Duration::from_secs(7200);
+        let holder = Holder {
+            pid: 4711,
+            mode: Mode::Exclusive,
+            uid: None,
+            user: Some("alice".into()),
+            host: Some("ci-3".into()),
+            command: Some(vec![b"./script".to_vec(), b"deploy".to_vec()]),
+            since: Some(two_hours_ago),
+            started: None,
+            running: true,
+        };
+        let text = holder.to_string();
+        let clock = clock_time(two_hours_ago);
+        assert_eq!(
+            text,
+            format!("pid 4711 on ci-3 (alice) since {clock}, for 2h00m: ./script deploy")
+        );
+        assert!(!holder.is_hidden());
+        let unknown = Holder {
+            command: None,
+            ..holder
+        };
+        assert!(unknown.is_hidden());
+    }
+
+    #[test]
+    fn clock_times_carry_the_date_only_when_not_recent() {
+        assert_eq!(clock_time(SystemTime::now()).len(), "12:03:04".len());
+        let days_ago = SystemTime::now() - Duration::from_secs(3 * 86400);
+        assert_eq!(clock_time(days_ago).len(), "2024-06-10 12:03:04".len());
     }
 
     #[test]

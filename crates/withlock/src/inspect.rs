@@ -19,8 +19,12 @@ use crate::socket_spec::SocketAddress;
 pub struct LockStatus {
     /// The lock's name (its file name without `.lock`).
     pub name: String,
-    /// The lock file.
+    /// The lock file (for a socket lock, its socket file or spec); empty
+    /// for a lock on a server.
     pub path: PathBuf,
+    /// For a lock on a PostgreSQL server, the server as `host:port/dbname`;
+    /// `None` for a lock on this machine.
+    pub server: Option<String>,
     /// Its holders and waiters.
     pub holders: Holders,
 }
@@ -44,6 +48,7 @@ pub fn list(dir: &Path, names: &[String]) -> Result<Vec<LockStatus>> {
             Ok(LockStatus {
                 name: lock.label().to_owned(),
                 path: lock.path(),
+                server: None,
                 holders: lock.holders()?,
             })
         })
@@ -61,6 +66,7 @@ fn socket_status(name: &str, address: SocketAddress) -> Result<LockStatus> {
     Ok(LockStatus {
         name: name.to_owned(),
         path,
+        server: None,
         holders: lock.holders()?,
     })
 }

@@ -352,6 +352,38 @@ impl SetGuard {
     pub fn into_guards(self) -> Vec<AnyGuard> {
         self.guards
     }
+
+    /// Watches every PostgreSQL lock of the set for loss
+    /// ([`crate::PgGuard::watch`]): `on_lost` is called, from a heartbeat
+    /// thread, for each one lost while held, within
+    /// [`crate::pg::heartbeat::DETECTION_BOUND`]. File and socket locks
+    /// cannot be lost while this process lives, so they need no watch.
+    #[cfg(feature = "postgres")]
+    pub fn watch_for_loss(
+        &mut self,
+        on_lost: impl Fn(crate::pg::LockLost) + Send + Sync + 'static,
+    ) -> Result<()> {
+        let on_lost = std::sync::Arc::new(on_lost);
+        for guard in &mut self.guards {
+            if let AnyGuard::Pg(guard) = guard {
+                let on_lost = on_lost.clone();
+                guard
+                    .watch(Box::new(move |lost| on_lost(lost)))
+                    .map_err(|e| Error::io("starting the lock's heartbeat thread", e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A loss a watch noticed ([`SetGuard::watch_for_loss`]); with several,
+    /// the first lock's in the set's order.
+    #[cfg(feature = "postgres")]
+    pub fn lost(&self) -> Option<crate::pg::LockLost> {
+        self.guards.iter().find_map(|guard| match guard {
+            AnyGuard::Pg(guard) => guard.lost(),
+            _ => None,
+        })
+    }
 }
 
 #[cfg(test)]

@@ -1,9 +1,12 @@
 //! Runs every `sh`, `python` and `make` block of docs/guide.md, so the
 //! recipes cannot rot. Each block runs in a scratch directory with withlock
-//! on PATH and a private lock directory, and must exit 0.
+//! on PATH and a private lock directory, and must exit 0. Blocks that use
+//! `$DATABASE_URL` get a private PostgreSQL server's URL there.
 
 use std::path::Path;
 use std::process::Command;
+
+use withlock_pg_testing::TestServer;
 
 use crate::support::{Env, output, stderr};
 
@@ -28,6 +31,16 @@ fn blocks(markdown: &str) -> Vec<(&str, String)> {
 }
 
 fn run_block(env: &Env, index: usize, language: &str, text: &str) -> Option<Command> {
+    run_block_with(env, index, language, text, None)
+}
+
+fn run_block_with(
+    env: &Env,
+    index: usize,
+    language: &str,
+    text: &str,
+    server: Option<&TestServer>,
+) -> Option<Command> {
     let scratch = env.file(&format!("scratch-{index}"));
     std::fs::create_dir_all(&scratch).unwrap();
     let mut command = match language {
@@ -58,15 +71,20 @@ fn run_block(env: &Env, index: usize, language: &str, text: &str) -> Option<Comm
         .current_dir(&scratch)
         .env("PATH", path)
         .env("WITHLOCK_DIR", env.lock_dir());
+    if let Some(server) = server {
+        command.env("DATABASE_URL", server.url());
+    }
     Some(command)
 }
 
 #[test]
 fn every_runnable_block_of_the_guide_succeeds() {
     let env = Env::new();
+    let server = GUIDE.contains("$DATABASE_URL").then(TestServer::start);
     let mut ran = 0;
     for (index, (language, text)) in blocks(GUIDE).into_iter().enumerate() {
-        let Some(mut command) = run_block(&env, index, language, &text) else {
+        let server = server.as_ref().filter(|_| text.contains("$DATABASE_URL"));
+        let Some(mut command) = run_block_with(&env, index, language, &text, server) else {
             continue;
         };
         let out = output(&mut command);

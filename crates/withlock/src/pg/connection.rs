@@ -3,23 +3,56 @@
 //! Each lock gets its own connection, never a pooled one: a session-level
 //! advisory lock belongs to the server session, and a pooler that hands
 //! the session to someone else (pgbouncer in transaction mode) would hand
-//! the lock over too (detection: not yet, see docs/wip-postgres.md).
+//! the lock over too. Such a pooler is detected when the session opens and
+//! refused ([`PgError::Pooler`]; how, in the `pooler` module).
 //!
-//! The session is set up so the server never ends it on its own:
-//! `idle_session_timeout`, `idle_in_transaction_session_timeout`,
-//! `statement_timeout` and `lock_timeout` are 0. TCP keepalives (idle 5 s,
-//! every 1 s, 3 probes) and a 10 s `TCP_USER_TIMEOUT` make a dead peer or
-//! a cut network show up as a broken connection within about 10 s.
-//! The password comes from the URL or, failing that, `PGPASSWORD`
-//! (`~/.pgpass` is not read yet). TLS is not supported yet (`NoTls`).
+//! **Where.** A URL (`postgres://user:password@host:port/dbname?...`) or a
+//! `key=value` string, as libpq reads them, with libpq's environment
+//! defaults for what they leave out: `PGHOST`, `PGHOSTADDR`, `PGPORT`,
+//! `PGDATABASE`, `PGUSER` (else the effective user's name), and the
+//! database defaults to the user name. A host starting with `/` is a Unix
+//! socket directory (`postgres:///db?host=/var/run/postgresql`, or
+//! percent-encoded in the URL's host part); with no host at all, the
+//! default socket directory (`/var/run/postgresql` where it exists, as
+//! Debian's and Red Hat's libpq; else `/tmp`, upstream's). Exactly one
+//! host: a lock on a list of servers could be granted by two of them to
+//! clients that reached different ones, so lists are refused.
+//!
+//! **Password**, in libpq's order: the URL, `PGPASSWORD`, then the
+//! password file (`passfile` in the URL, else `PGPASSFILE`, else
+//! `~/.pgpass`; see the `pgpass` module). An empty password counts as
+//! none. The password is never part of a message or a `Debug` output.
+//!
+//! **TLS**: `sslmode`, `sslrootcert`, `sslcert`, `sslkey` in the URL, else
+//! `PGSSLMODE`, `PGSSLROOTCERT`, `PGSSLCERT`, `PGSSLKEY`, with libpq's
+//! meanings (the `tls` module has the table); `prefer` by default. Over a
+//! Unix socket there is no TLS, as in libpq.
+//!
+//! **Settings.** The session is set up so the server never ends it on its
+//! own: `idle_session_timeout` (PostgreSQL 14+; skipped before),
+//! `idle_in_transaction_session_timeout`, `statement_timeout` and
+//! `lock_timeout` are 0, set with `set_config` after connecting rather
+//! than as startup options, which poolers refuse. Over TCP, keepalives
+//! (idle 5 s, every 1 s, 3 probes) and a 10 s `TCP_USER_TIMEOUT` make a
+//! dead peer or a cut network show up as a broken connection within about
+//! 10 s; a Unix socket breaks at once when the server goes.
 
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
 
-use postgres::{Client, Config, NoTls};
+use postgres::config::Host;
+use postgres::{Client, Config, NoTls, SimpleQueryMessage};
 
+use crate::pg::conninfo::{self, Split};
 use crate::pg::error::PgError;
 use crate::pg::identity::Identity;
+use crate::pg::pgpass::{self, Lookup, Outcome};
+use crate::pg::pooler::{self, Observation};
+use crate::pg::tls::{self, SslMode, Tls, TlsOptions};
 
 /// Keepalive idle time before the first probe.
 pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(5);
@@ -32,25 +65,106 @@ pub const KEEPALIVE_RETRIES: u32 = 3;
 pub const TCP_USER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long connecting may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The socket directory used when nothing names a host, if it exists.
+pub const DEFAULT_SOCKET_DIR: &str = "/var/run/postgresql";
+/// The socket directory used when nothing names a host otherwise.
+pub const FALLBACK_SOCKET_DIR: &str = "/tmp";
 
-/// The server settings every lock session runs with, in one round trip.
-/// Set after connecting rather than as startup `options`, which poolers
-/// such as pgbouncer refuse.
-const SESSION_SETTINGS: &str = "\
-SELECT set_config('statement_timeout', '0', false),
-       set_config('lock_timeout', '0', false),
-       set_config('idle_in_transaction_session_timeout', '0', false)";
+/// The settings withlock reads itself; the driver gets the rest.
+const OWN_SETTINGS: &[&str] = &["sslmode", "sslrootcert", "sslcert", "sslkey", "passfile"];
 
-/// `idle_session_timeout` exists from PostgreSQL 14 on; older servers
-/// refuse it, which is ignored.
-const IDLE_SESSION_TIMEOUT: &str = "SELECT set_config('idle_session_timeout', '0', false)";
+/// The environment a connection string is completed from: the `PG*`
+/// variables, the home directory (`~/.pgpass`, `~/.postgresql`) and the
+/// user name. [`Environment::current`] is this process's; tests build
+/// their own.
+#[derive(Clone, Default)]
+pub struct Environment {
+    vars: BTreeMap<String, String>,
+    home: Option<PathBuf>,
+    os_user: Option<String>,
+}
+
+impl std::fmt::Debug for Environment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let vars: BTreeMap<&str, &str> = self
+            .vars
+            .iter()
+            .map(|(name, value)| match name.as_str() {
+                "PGPASSWORD" => (name.as_str(), "<redacted>"),
+                _ => (name.as_str(), value.as_str()),
+            })
+            .collect();
+        f.debug_struct("Environment")
+            .field("vars", &vars)
+            .field("home", &self.home)
+            .field("os_user", &self.os_user)
+            .finish()
+    }
+}
+
+impl Environment {
+    /// This process's: its `PG*` variables, `$HOME` (else the home
+    /// directory of the effective user, as libpq) and that user's name.
+    pub fn current() -> Environment {
+        let vars = std::env::vars_os()
+            .filter_map(|(name, value)| Some((name.into_string().ok()?, value.into_string().ok()?)))
+            .filter(|(name, _)| name.starts_with("PG"))
+            .collect();
+        let user = nix::unistd::User::from_uid(nix::unistd::geteuid())
+            .ok()
+            .flatten();
+        let home = std::env::var_os("HOME")
+            .filter(|home| !home.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| user.as_ref().map(|user| user.dir.clone()));
+        Environment {
+            vars,
+            home,
+            os_user: user.map(|user| user.name),
+        }
+    }
+
+    /// An environment with nothing in it.
+    pub fn empty() -> Environment {
+        Environment::default()
+    }
+
+    /// The same with the variable `name` set to `value`.
+    pub fn with_var(mut self, name: &str, value: &str) -> Environment {
+        self.vars.insert(name.to_owned(), value.to_owned());
+        self
+    }
+
+    /// The same with `dir` as the home directory.
+    pub fn with_home(mut self, dir: impl Into<PathBuf>) -> Environment {
+        self.home = Some(dir.into());
+        self
+    }
+
+    /// The same with `name` as the user's name.
+    pub fn with_os_user(mut self, name: &str) -> Environment {
+        self.os_user = Some(name.to_owned());
+        self
+    }
+
+    /// A variable, unless unset or empty (libpq treats both alike).
+    fn var(&self, name: &str) -> Option<&str> {
+        self.vars
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    }
+}
 
 /// A parsed connection URL (or key=value string), ready to open lock
 /// sessions.
 #[derive(Clone)]
 pub struct Target {
     config: Config,
+    tls: Tls,
     server: String,
+    /// Why no password could be found, shown if authentication fails.
+    password_hint: Option<String>,
 }
 
 impl std::fmt::Debug for Target {
@@ -72,91 +186,642 @@ impl Eq for Target {}
 
 impl Target {
     /// Reads `url` (`postgres://user[:password]@host[:port]/dbname?...` or
-    /// `host=... port=...`).
+    /// `host=... port=...`), completed from this process's environment as
+    /// the module docs say.
     pub fn parse(url: &str) -> Result<Target, PgError> {
-        let mut config = Config::from_str(url).map_err(|e| PgError::InvalidUrl(e.to_string()))?;
-        if config.get_password().is_none() {
-            if let Ok(password) = std::env::var("PGPASSWORD") {
-                config.password(password);
-            }
-        }
-        if config.get_user().is_none() {
-            if let Ok(user) = std::env::var("PGUSER") {
-                config.user(&user);
-            }
-        }
-        let host = match config.get_hosts().first() {
-            Some(postgres::config::Host::Tcp(host)) => host.clone(),
-            _ => return Err(PgError::NoHost),
-        };
-        let port = config.get_ports().first().copied().unwrap_or(5432);
-        let dbname = config
-            .get_dbname()
-            .or(config.get_user())
-            .unwrap_or("postgres");
-        let server = format!("{host}:{port}/{dbname}");
-        config
-            .connect_timeout(CONNECT_TIMEOUT)
-            .keepalives(true)
-            .keepalives_idle(KEEPALIVE_IDLE)
-            .keepalives_interval(KEEPALIVE_INTERVAL)
-            .keepalives_retries(KEEPALIVE_RETRIES)
-            .tcp_user_timeout(TCP_USER_TIMEOUT);
-        Ok(Target { config, server })
+        Target::parse_with(url, &Environment::current())
     }
 
-    /// `host:port/dbname`: the server as messages name it, without
-    /// credentials.
+    /// Reads `url`, completed from `env`.
+    pub fn parse_with(url: &str, env: &Environment) -> Result<Target, PgError> {
+        let split = conninfo::split(url, OWN_SETTINGS).map_err(PgError::InvalidUrl)?;
+        let own = OwnSettings::read(&split, env)?;
+        let mut config = driver_config(&split, env)?;
+        let endpoint = Endpoint::of(&config)?;
+        let server = endpoint.describe(config.get_dbname().unwrap_or_default());
+        let password_hint = complete_password(&mut config, &endpoint, &own, env);
+        let tls = match endpoint.tcp {
+            true => tls::prepare(&own.tls, env.home.as_deref()).map_err(|reason| PgError::Tls {
+                server: server.clone(),
+                reason,
+            })?,
+            false => Tls::off(),
+        };
+        config
+            .ssl_mode(tls.driver_mode)
+            .connect_timeout(CONNECT_TIMEOUT);
+        if endpoint.tcp {
+            config
+                .keepalives(true)
+                .keepalives_idle(KEEPALIVE_IDLE)
+                .keepalives_interval(KEEPALIVE_INTERVAL)
+                .keepalives_retries(KEEPALIVE_RETRIES)
+                .tcp_user_timeout(TCP_USER_TIMEOUT);
+        }
+        Ok(Target {
+            config,
+            tls,
+            server,
+            password_hint,
+        })
+    }
+
+    /// The server as messages name it, without credentials:
+    /// `host:port/dbname`, where the host is the socket directory for a
+    /// Unix socket (`/var/run/postgresql:5432/app`).
     pub fn server(&self) -> &str {
         &self.server
     }
 
     /// Opens a new session for a lock held by `identity`, set up as the
-    /// module docs say.
+    /// module docs say, and refuses it if it runs through a pooler that
+    /// shares server sessions.
     pub fn connect(&self, identity: &Identity) -> Result<Client, PgError> {
-        let connect_error = |cause| PgError::Connect {
+        let mut client = self.open(&identity.application_name())?;
+        let observation = set_up(&mut client).map_err(|e| self.connect_error(e))?;
+        let evidence = match pooler::evidence(&observation) {
+            Some(evidence) => Some(evidence),
+            None if pooler::worth_probing(&observation) => self.probe(&observation),
+            None => None,
+        };
+        match evidence {
+            Some(evidence) => Err(PgError::Pooler {
+                server: self.server.clone(),
+                evidence,
+            }),
+            None => Ok(client),
+        }
+    }
+
+    fn open(&self, application_name: &str) -> Result<Client, PgError> {
+        let mut config = self.config.clone();
+        config.application_name(application_name);
+        let connected = match &self.tls.connector {
+            Some(tls) => config.connect(tls.clone()),
+            None => config.connect(NoTls),
+        };
+        connected.map_err(|e| self.connect_error(e))
+    }
+
+    /// A second, short session: whether it lands in the server session of
+    /// the first (see `pooler`). Bounded, since a session-mode pool with
+    /// no free server session makes it wait; a wait means no sharing.
+    fn probe(&self, observation: &Observation) -> Option<String> {
+        let target = self.clone();
+        let (sender, receiver) = std::sync::mpsc::channel();
+        // The thread is left behind if the pool keeps it waiting; it ends
+        // when the pool gives up or serves it.
+        std::thread::spawn(move || {
+            let seen = target
+                .open("withlock pooler check")
+                .ok()
+                .and_then(|mut client| read_session(&mut client).ok());
+            sender.send(seen).ok();
+        });
+        let seen = receiver.recv_timeout(pooler::PROBE_BOUND).ok().flatten()?;
+        pooler::probe_evidence(observation, &seen)
+    }
+
+    fn connect_error(&self, cause: postgres::Error) -> PgError {
+        let hint = match (&self.password_hint, is_password_problem(&cause)) {
+            (Some(hint), true) => format!("; {hint}"),
+            _ => String::new(),
+        };
+        PgError::Connect {
             server: self.server.clone(),
             cause,
-        };
-        let mut config = self.config.clone();
-        config.application_name(&identity.application_name());
-        let mut client = config.connect(NoTls).map_err(connect_error)?;
-        client
-            .execute(SESSION_SETTINGS, &[])
-            .map_err(connect_error)?;
-        match client.execute(IDLE_SESSION_TIMEOUT, &[]) {
-            Ok(_) => {}
-            Err(e) if is_undefined_setting(&e) => {}
-            Err(e) => return Err(connect_error(e)),
+            hint,
         }
-        Ok(client)
     }
 }
 
-fn is_undefined_setting(e: &postgres::Error) -> bool {
-    e.code() == Some(&postgres::error::SqlState::UNDEFINED_OBJECT)
+/// The settings withlock reads itself.
+struct OwnSettings {
+    tls: TlsOptions,
+    passfile: Option<PathBuf>,
+}
+
+impl OwnSettings {
+    fn read(split: &Split, env: &Environment) -> Result<OwnSettings, PgError> {
+        let given = |key: &str, var: &str| {
+            split
+                .taken
+                .iter()
+                .rev()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.clone())
+                .filter(|v| !v.is_empty())
+                .or_else(|| env.var(var).map(str::to_owned))
+        };
+        let mode = given("sslmode", "PGSSLMODE")
+            .map(|mode| SslMode::parse(&mode))
+            .transpose()
+            .map_err(PgError::InvalidUrl)?;
+        Ok(OwnSettings {
+            tls: TlsOptions {
+                mode,
+                root_cert: given("sslrootcert", "PGSSLROOTCERT"),
+                cert: given("sslcert", "PGSSLCERT").map(PathBuf::from),
+                key: given("sslkey", "PGSSLKEY").map(PathBuf::from),
+            },
+            passfile: given("passfile", "PGPASSFILE").map(PathBuf::from),
+        })
+    }
+}
+
+/// The driver's configuration, with libpq's defaults for what the string
+/// leaves out.
+fn driver_config(split: &Split, env: &Environment) -> Result<Config, PgError> {
+    let env_port = match (split.port_given, env.var("PGPORT")) {
+        (false, Some(port)) => Some(
+            port.parse::<u16>()
+                .map_err(|_| PgError::InvalidUrl("PGPORT is not a port number".into()))?,
+        ),
+        _ => None,
+    };
+    // The driver takes 5432 for a URL host without a port: put PGPORT there.
+    let text = match env_port {
+        Some(port) => conninfo::with_authority_port(&split.rest, port),
+        None => split.rest.clone(),
+    };
+    let mut config = Config::from_str(&text).map_err(|e| PgError::InvalidUrl(describe(&e)))?;
+    if let (Some(port), true) = (env_port, config.get_ports().is_empty()) {
+        config.port(port);
+    }
+    if config.get_hosts().is_empty() {
+        for host in env.var("PGHOST").into_iter().flat_map(|h| h.split(',')) {
+            config.host(host);
+        }
+    }
+    if config.get_hostaddrs().is_empty() {
+        if let Some(addr) = env.var("PGHOSTADDR") {
+            let addr = IpAddr::from_str(addr)
+                .map_err(|_| PgError::InvalidUrl("PGHOSTADDR is not an IP address".into()))?;
+            config.hostaddr(addr);
+        }
+    }
+    if config.get_hosts().is_empty() && config.get_hostaddrs().is_empty() {
+        config.host_path(default_socket_dir());
+    }
+    if config.get_user().is_none_or(str::is_empty) {
+        let user = env
+            .var("PGUSER")
+            .or(env.os_user.as_deref())
+            .ok_or_else(|| {
+                PgError::InvalidUrl("no user name: give one in the URL or in PGUSER".into())
+            })?;
+        config.user(user);
+    }
+    if config.get_dbname().is_none_or(str::is_empty) {
+        let dbname = env
+            .var("PGDATABASE")
+            .or(config.get_user())
+            .unwrap_or_default()
+            .to_owned();
+        config.dbname(&dbname);
+    }
+    Ok(config)
+}
+
+/// The driver's reason a string is invalid, with its causes ("unknown
+/// option `sslcrl`"); the string itself is never repeated.
+fn describe(error: &postgres::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let mut more = cause.to_string();
+        // "unexpected character at byte N: expected `=` but got `c`": the
+        // character may belong to a password.
+        if let Some(at) = more.find(" but got") {
+            more.truncate(at);
+        }
+        text = format!("{text}: {more}");
+        source = cause.source();
+    }
+    text
+}
+
+fn default_socket_dir() -> &'static str {
+    match Path::new(DEFAULT_SOCKET_DIR).is_dir() {
+        true => DEFAULT_SOCKET_DIR,
+        false => FALLBACK_SOCKET_DIR,
+    }
+}
+
+/// The one place the session is opened at.
+struct Endpoint {
+    /// Host name, IP address, or socket directory.
+    host: String,
+    /// What the password file is searched for.
+    pgpass_host: String,
+    port: u16,
+    tcp: bool,
+}
+
+impl Endpoint {
+    fn of(config: &Config) -> Result<Endpoint, PgError> {
+        let (hosts, addrs) = (config.get_hosts(), config.get_hostaddrs());
+        let count = hosts.len().max(addrs.len()).max(config.get_ports().len());
+        if count > 1 {
+            return Err(PgError::InvalidUrl(format!(
+                "it names {count} hosts or ports: a lock must live on one server (clients that \
+                 reached different servers would all be granted it), so name exactly one"
+            )));
+        }
+        let port = config.get_ports().first().copied().unwrap_or(5432);
+        let endpoint = match (hosts.first(), addrs.first()) {
+            (Some(Host::Tcp(host)), _) => Endpoint {
+                host: host.clone(),
+                pgpass_host: host.clone(),
+                port,
+                tcp: true,
+            },
+            (None, Some(addr)) => Endpoint {
+                host: addr.to_string(),
+                pgpass_host: addr.to_string(),
+                port,
+                tcp: true,
+            },
+            (Some(Host::Unix(dir)), addr) => {
+                let dir = dir.to_string_lossy().into_owned();
+                Endpoint {
+                    // A hostaddr wins over a socket directory, as in libpq.
+                    host: addr.map_or(dir.clone(), IpAddr::to_string),
+                    pgpass_host: match dir == DEFAULT_SOCKET_DIR {
+                        true => "localhost".to_owned(),
+                        false => dir,
+                    },
+                    port,
+                    tcp: addr.is_some(),
+                }
+            }
+            (None, None) => unreachable!("driver_config always gives a host"),
+        };
+        Ok(endpoint)
+    }
+
+    fn describe(&self, dbname: &str) -> String {
+        match self.host.contains(':') && !self.host.starts_with('/') {
+            true => format!("[{}]:{}/{dbname}", self.host, self.port),
+            false => format!("{}:{}/{dbname}", self.host, self.port),
+        }
+    }
+}
+
+/// Sets the password from `PGPASSWORD` or the password file when the
+/// string gives none; returns what to say if the server then refuses.
+fn complete_password(
+    config: &mut Config,
+    endpoint: &Endpoint,
+    own: &OwnSettings,
+    env: &Environment,
+) -> Option<String> {
+    if config.get_password().is_some_and(|p| !p.is_empty()) {
+        return None;
+    }
+    if let Some(password) = env.var("PGPASSWORD") {
+        config.password(password);
+        return None;
+    }
+    let path = own
+        .passfile
+        .clone()
+        .or_else(|| env.home.as_ref().map(|home| home.join(".pgpass")))?;
+    let port = endpoint.port.to_string();
+    let lookup = Lookup {
+        host: &endpoint.pgpass_host,
+        port: &port,
+        database: config.get_dbname().unwrap_or_default(),
+        user: config.get_user().unwrap_or_default(),
+    };
+    match pgpass::password(&path, lookup) {
+        Outcome::Found(password) => {
+            config.password(password);
+            None
+        }
+        Outcome::NotFound => Some(format!(
+            "no password was given: none in the URL or PGPASSWORD, and no entry in {} for \
+             {}:{}:{}:{}",
+            path.display(),
+            lookup.host,
+            lookup.port,
+            lookup.database,
+            lookup.user
+        )),
+        Outcome::Ignored(why) => Some(why),
+    }
+}
+
+/// Whether the server refused the login or wanted a password it did not
+/// get: then the password hint is worth showing.
+fn is_password_problem(error: &postgres::Error) -> bool {
+    if error
+        .code()
+        .is_some_and(|code| code.code().starts_with("28"))
+    {
+        return true;
+    }
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if cause.to_string() == "password missing" {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
+}
+
+/// Per-process counter making session tokens unique.
+static SESSIONS: AtomicU64 = AtomicU64::new(0);
+
+/// A token no other session carries: this process, a count, the time.
+fn session_token() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let count = SESSIONS.fetch_add(1, Ordering::Relaxed);
+    format!("{}.{count}.{nanos}", std::process::id())
+}
+
+/// The session settings and the pooler check's first look, in one round
+/// trip (a simple query: no separate prepare). Target list entries are
+/// evaluated in order, so the marker is read before it is set.
+/// `idle_session_timeout` exists from PostgreSQL 14 on: on older servers
+/// the subquery finds no row and sets nothing.
+fn settings_sql(token: &str) -> String {
+    format!(
+        "SELECT pg_backend_pid(), \
+                current_setting('{marker}', true), \
+                set_config('{marker}', '{token}', false), \
+                (SELECT source FROM pg_settings WHERE name = 'application_name'), \
+                set_config('statement_timeout', '0', false), \
+                set_config('lock_timeout', '0', false), \
+                set_config('idle_in_transaction_session_timeout', '0', false), \
+                (SELECT set_config(name, '0', false) FROM pg_settings \
+                 WHERE name = 'idle_session_timeout')",
+        marker = pooler::MARKER
+    )
+}
+
+/// Sets the session up and looks at it twice, in two round trips.
+fn set_up(client: &mut Client) -> Result<Observation, postgres::Error> {
+    let token = session_token();
+    let row = first_row(client.simple_query(&settings_sql(&token))?);
+    let later = read_session(client)?;
+    Ok(Observation {
+        pid: column(&row, 0).unwrap_or_default().parse().unwrap_or(0),
+        inherited: column(&row, 1).map(str::to_owned),
+        application_name_source: column(&row, 3).map(str::to_owned),
+        token,
+        later,
+    })
+}
+
+/// This session's backend pid and marker.
+fn read_session(client: &mut Client) -> Result<pooler::Seen, postgres::Error> {
+    let sql = format!(
+        "SELECT pg_backend_pid(), current_setting('{}', true)",
+        pooler::MARKER
+    );
+    let row = first_row(client.simple_query(&sql)?);
+    Ok(pooler::Seen {
+        pid: column(&row, 0).unwrap_or_default().parse().unwrap_or(0),
+        marker: column(&row, 1).map(str::to_owned),
+    })
+}
+
+fn first_row(messages: Vec<SimpleQueryMessage>) -> Vec<Option<String>> {
+    messages
+        .into_iter()
+        .find_map(|message| match message {
+            SimpleQueryMessage::Row(row) => Some(
+                (0..row.len())
+                    .map(|i| row.get(i).map(str::to_owned))
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+fn column(row: &[Option<String>], i: usize) -> Option<&str> {
+    row.get(i).and_then(|value| value.as_deref())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn env() -> Environment {
+        Environment::empty().with_os_user("osuser")
+    }
+
+    fn parse(url: &str) -> Result<Target, PgError> {
+        Target::parse_with(url, &env())
+    }
+
     #[test]
     fn the_server_is_named_without_the_password() {
-        let target = Target::parse("postgres://alice:s3cret@db.example:6543/app").unwrap();
+        let target = parse("postgres://alice:s3cret@db.example:6543/app").unwrap();
         assert_eq!(target.server(), "db.example:6543/app");
         assert!(!format!("{target:?}").contains("s3cret"));
     }
 
     #[test]
-    fn unix_socket_urls_are_refused_for_now() {
-        assert!(matches!(
-            Target::parse("host=/run/postgresql"),
-            Err(PgError::NoHost)
-        ));
-        assert!(matches!(
-            Target::parse("postgres://a@b:notaport/x"),
-            Err(PgError::InvalidUrl(_))
-        ));
+    fn unix_socket_hosts_are_accepted_in_every_form() {
+        for url in [
+            "postgres:///app?host=/run/pg",
+            "postgresql://%2Frun%2Fpg/app",
+            "host=/run/pg dbname=app",
+        ] {
+            let target = parse(url).unwrap();
+            assert_eq!(target.server(), "/run/pg:5432/app", "{url}");
+            assert!(
+                target.tls.connector.is_none(),
+                "no TLS over a socket: {url}"
+            );
+        }
+        let target = parse("postgres://%2Frun%2Fpg:6000/app?sslmode=verify-full").unwrap();
+        assert_eq!(target.server(), "/run/pg:6000/app");
+    }
+
+    #[test]
+    fn keepalives_are_set_for_tcp_only() {
+        assert!(
+            parse("postgres://h/db")
+                .unwrap()
+                .config
+                .get_tcp_user_timeout()
+                .is_some()
+        );
+        assert!(
+            parse("host=/run/pg")
+                .unwrap()
+                .config
+                .get_tcp_user_timeout()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn no_host_means_the_default_socket_directory() {
+        let target = parse("postgres:///app").unwrap();
+        assert_eq!(
+            target.server(),
+            format!("{}:5432/app", default_socket_dir())
+        );
+    }
+
+    #[test]
+    fn the_environment_fills_in_what_the_url_leaves_out() {
+        let env = env()
+            .with_var("PGHOST", "envhost")
+            .with_var("PGPORT", "6000")
+            .with_var("PGDATABASE", "envdb")
+            .with_var("PGUSER", "envuser");
+        let target = Target::parse_with("postgres://", &env).unwrap();
+        assert_eq!(target.server(), "envhost:6000/envdb");
+        assert_eq!(target.config.get_user(), Some("envuser"));
+        let target = Target::parse_with("postgres://h/db", &env).unwrap();
+        assert_eq!(
+            target.server(),
+            "h:6000/db",
+            "PGPORT for a host without a port"
+        );
+        let target = Target::parse_with("postgres://u@h:7000/db", &env).unwrap();
+        assert_eq!(target.server(), "h:7000/db");
+        assert_eq!(target.config.get_user(), Some("u"));
+        let target = Target::parse_with("dbname=x", &env).unwrap();
+        assert_eq!(target.server(), "envhost:6000/x");
+    }
+
+    #[test]
+    fn the_user_defaults_to_the_os_user_and_the_database_to_the_user() {
+        let target = parse("postgres://h").unwrap();
+        assert_eq!(target.config.get_user(), Some("osuser"));
+        assert_eq!(target.server(), "h:5432/osuser");
+    }
+
+    #[test]
+    fn ipv6_hosts_are_bracketed() {
+        assert_eq!(parse("postgres://[::1]:5/d").unwrap().server(), "[::1]:5/d");
+        assert_eq!(
+            parse("hostaddr=::1 dbname=d").unwrap().server(),
+            "[::1]:5432/d"
+        );
+    }
+
+    #[test]
+    fn several_hosts_are_refused() {
+        for url in ["postgres://a,b/db", "host=a,b", "host=a port=1,2"] {
+            let Err(PgError::InvalidUrl(why)) = parse(url) else {
+                panic!("{url} accepted")
+            };
+            assert!(why.contains("one server"), "{why}");
+        }
+    }
+
+    #[test]
+    fn invalid_urls_say_why_without_repeating_the_url() {
+        let Err(PgError::InvalidUrl(why)) = parse("postgres://a:s3cret@b:notaport/x") else {
+            panic!("accepted")
+        };
+        assert!(why.contains("port"), "{why}");
+        assert!(!why.contains("s3cret"), "{why}");
+        let Err(PgError::InvalidUrl(why)) = parse("postgres://a:s3cret@b/x?sslcrl=f") else {
+            panic!("accepted")
+        };
+        assert!(why.contains("sslcrl"), "{why}");
+        let Err(err) = parse("password=s3cret x") else {
+            panic!("accepted")
+        };
+        assert!(!err.to_string().contains("s3cret"), "{err}");
+        let Err(PgError::InvalidUrl(why)) = parse("postgres://h/d?sslmode=verify_full") else {
+            panic!("accepted")
+        };
+        assert!(why.contains("verify-full"), "{why}");
+    }
+
+    #[test]
+    fn the_password_comes_from_the_url_then_pgpassword_then_the_file() {
+        let home = tempfile::tempdir().unwrap();
+        let pgpass = home.path().join(".pgpass");
+        std::fs::write(&pgpass, "h:5432:db:u:from-file\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&pgpass, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let env = env().with_home(home.path());
+        let password = |url: &str, env: &Environment| {
+            let target = Target::parse_with(url, env).unwrap();
+            target
+                .config
+                .get_password()
+                .map(|p| String::from_utf8_lossy(p).into_owned())
+        };
+        assert_eq!(
+            password("postgres://u@h/db", &env).as_deref(),
+            Some("from-file")
+        );
+        let with_var = env.clone().with_var("PGPASSWORD", "from-var");
+        assert_eq!(
+            password("postgres://u@h/db", &with_var).as_deref(),
+            Some("from-var")
+        );
+        assert_eq!(
+            password("postgres://u:from-url@h/db", &with_var).as_deref(),
+            Some("from-url")
+        );
+        assert_eq!(
+            password("postgres://u:@h/db", &env).as_deref(),
+            Some("from-file")
+        );
+        assert_eq!(password("postgres://v@h/db", &env), None);
+    }
+
+    #[test]
+    fn the_password_file_can_be_named_and_matches_localhost_for_the_default_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        let text = "localhost:5432:db:u:sock\n/run/x:5432:db:u:other\nh:*:*:u:named\n";
+        std::fs::write(&file, text).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let env = env().with_var("PGPASSFILE", file.to_str().unwrap());
+        let password = |url: &str| {
+            let target = Target::parse_with(url, &env).unwrap();
+            target
+                .config
+                .get_password()
+                .map(|p| String::from_utf8_lossy(p).into_owned())
+        };
+        let default = "postgres://u@%2Fvar%2Frun%2Fpostgresql/db";
+        assert_eq!(password(default).as_deref(), Some("sock"));
+        assert_eq!(
+            password("host=/run/x user=u dbname=db").as_deref(),
+            Some("other")
+        );
+        let named = format!("postgres://u@h/db?passfile={}", file.display());
+        let target = Target::parse_with(&named, &Environment::empty()).unwrap();
+        assert_eq!(target.config.get_password(), Some(&b"named"[..]));
+    }
+
+    #[test]
+    fn debug_output_never_shows_passwords() {
+        let env = env().with_var("PGPASSWORD", "s3cret");
+        assert!(!format!("{env:?}").contains("s3cret"));
+        let target = Target::parse_with("postgres://h/db", &env).unwrap();
+        assert!(!format!("{target:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn verify_modes_without_a_root_are_refused_at_parse_time() {
+        let home = tempfile::tempdir().unwrap();
+        let env = env().with_home(home.path());
+        let Err(err) = Target::parse_with("postgres://h/db?sslmode=verify-full", &env) else {
+            panic!("accepted")
+        };
+        assert!(matches!(err, PgError::Tls { .. }), "{err:?}");
+        let with_var = env.with_var("PGSSLMODE", "verify-ca");
+        assert!(Target::parse_with("postgres://h/db", &with_var).is_err());
+        assert!(Target::parse_with("postgres://h/db?sslmode=require", &with_var).is_ok());
     }
 }

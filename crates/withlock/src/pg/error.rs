@@ -11,17 +11,47 @@ pub enum PgError {
     #[error("invalid PostgreSQL URL: {0}")]
     InvalidUrl(String),
 
-    /// The URL names no host (a Unix-socket-only URL is not supported yet).
-    #[error("the PostgreSQL URL names no TCP host")]
+    /// No longer returned: a URL without a host means the default Unix
+    /// socket directory, as in libpq. Kept so that matches on it compile.
+    #[error("the PostgreSQL URL names no host")]
     NoHost,
 
     /// Connecting to the server, or setting up the session, failed.
-    #[error("connecting to {server}: {}", with_causes(cause))]
+    #[error("connecting to {server}: {}{hint}", with_causes(cause))]
     Connect {
         /// `host:port/dbname`, never the password.
         server: String,
         /// The driver's error.
         cause: postgres::Error,
+        /// Empty, or `"; "` and where no password was found (a password
+        /// file ignored for its mode, or no entry), when the login failed.
+        hint: String,
+    },
+
+    /// The TLS settings cannot be used (a root certificate missing for
+    /// `sslmode=verify-full`, an unreadable file, a key others can read):
+    /// the reason names the file or setting and the fix.
+    #[error("TLS for {server}: {reason}")]
+    Tls {
+        /// `host:port/dbname`.
+        server: String,
+        /// What is wrong, and what to do.
+        reason: String,
+    },
+
+    /// The session runs through a connection pooler that shares server
+    /// sessions between clients, where a session-level advisory lock would
+    /// stay behind for others.
+    #[error(
+        "{server} looks like a transaction-mode connection pooler (pgbouncer): {evidence}; \
+         session advisory locks need a direct connection: point --url at the server or at a \
+         session-mode pool"
+    )]
+    Pooler {
+        /// `host:port/dbname`.
+        server: String,
+        /// What was seen.
+        evidence: String,
     },
 
     /// The session no longer held the lock it was releasing: the lock was
@@ -30,6 +60,21 @@ pub enum PgError {
     NotHeld {
         /// `host:port/dbname`.
         server: String,
+    },
+
+    /// The role may not create or write the fencing-token table (see
+    /// [`crate::pg::fence`]); the lock was released again.
+    #[error(
+        "the fencing-token table withlock_fence on {server} needs {privilege} for this role; \
+         an administrator can create it once with: {sql}"
+    )]
+    FenceTable {
+        /// `host:port/dbname`.
+        server: String,
+        /// The privilege missing, in words.
+        privilege: &'static str,
+        /// The SQL that creates the table and grants it to this role.
+        sql: String,
     },
 
     /// A query on an established session failed.

@@ -1,27 +1,37 @@
 //! Who holds and who waits for an advisory lock: `pg_locks` joined to
 //! `pg_stat_activity`, the holder's identity read back from the session's
 //! `application_name`.
+//!
+//! "Since": a waiter's is `pg_locks.waitstart` (visible to every role); a
+//! withlock holder's is the grant time it wrote into its
+//! `application_name` with its fencing token (see [`crate::pg::Identity`]),
+//! so each shared holder has its own and other roles see it.
+//! `pg_stat_activity.state_change` is not used for withlock sessions: it
+//! is NULL for other roles' sessions (without `pg_read_all_stats`) and
+//! moves with every heartbeat query; it is the best guess only for a
+//! session that is not withlock's (`psql` calling `pg_advisory_lock`).
 
 use std::time::SystemTime;
 
 use crate::{Holder, Holders, Mode};
-use postgres::Client;
+use postgres::types::Type;
+use postgres::{Client, Row};
 
 use crate::pg::identity::Identity;
-use crate::pg::key::LockKeyParts;
 
-/// Granted sessions first, then waiters in the order they began waiting
-/// (`waitstart`, PostgreSQL 14+). A holder's "since" is when its session
-/// last changed state, which for an idle lock session is when the lock
-/// call returned.
+/// Sessions on the 64-bit advisory keys `$1` (NULL: every key; withlock's
+/// are negative), per key granted sessions first, then waiters in the order
+/// they began waiting (`waitstart`, PostgreSQL 14+).
 const QUERY: &str = "\
-SELECT l.pid, l.mode, l.granted, l.waitstart, a.application_name, a.usename::text,
-       host(a.client_addr), a.state, a.state_change
-  FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid
- WHERE l.locktype = 'advisory'
+SELECT k.key, l.pid, l.mode, l.granted, l.waitstart, a.application_name, a.usename::text,
+       host(a.client_addr), a.state_change
+  FROM pg_locks l
+ CROSS JOIN LATERAL (SELECT (l.classid::bigint << 32) | l.objid::bigint AS key) k
+  LEFT JOIN pg_stat_activity a ON a.pid = l.pid
+ WHERE l.locktype = 'advisory' AND l.objsubid = 1
    AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-   AND l.classid = $1 AND l.objid = $2 AND l.objsubid = 1
- ORDER BY l.granted DESC, l.waitstart NULLS LAST, l.pid";
+   AND ($1::bigint[] IS NULL OR k.key = ANY($1))
+ ORDER BY k.key, l.granted DESC, l.waitstart NULLS LAST, l.pid";
 
 /// One session holding or waiting for the lock, as the server shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,8 +42,8 @@ pub struct PgHolder {
     pub mode: Mode,
     /// True for a holder, false for a waiter.
     pub granted: bool,
-    /// For a waiter, when it began waiting; for a holder, when its session
-    /// last changed state (when the lock was granted, for withlock).
+    /// For a waiter, when it began waiting; for a withlock holder, when
+    /// the lock was granted (see the module docs).
     pub since: Option<SystemTime>,
     /// The database role.
     pub role: Option<String>,
@@ -47,22 +57,22 @@ pub struct PgHolder {
 }
 
 impl PgHolder {
-    /// As a generic [`Holder`]: the client pid when withlock announced it
-    /// (else the backend pid), `user@host` as the user, the command.
+    /// As a generic [`Holder`] on a remote host: for a withlock session
+    /// the client's pid, user, host and command; for another session the
+    /// backend pid, the role, the client address (`?` over a Unix socket
+    /// or when this role may not see it) and its `application_name`.
     pub fn to_holder(&self) -> Holder {
-        let (pid, user, command) = match &self.identity {
+        let (pid, user, host, command) = match &self.identity {
             Some(id) => (
                 id.pid as i32,
-                format!("{}@{}", id.user, id.host),
+                id.user.clone(),
+                id.host.clone(),
                 id.command.clone(),
             ),
             None => (
                 self.backend_pid,
-                format!(
-                    "{}@{}",
-                    self.role.as_deref().unwrap_or("?"),
-                    self.client_addr.as_deref().unwrap_or("local")
-                ),
+                self.role.clone().unwrap_or_else(|| "?".to_owned()),
+                self.client_addr.clone().unwrap_or_else(|| "?".to_owned()),
                 self.application_name.clone().unwrap_or_default(),
             ),
         };
@@ -71,6 +81,7 @@ impl PgHolder {
             mode: self.mode,
             uid: None,
             user: Some(user),
+            host: Some(host),
             command: Some(command.split(' ').map(|a| a.as_bytes().to_vec()).collect()),
             since: self.since,
             started: None,
@@ -82,31 +93,45 @@ impl PgHolder {
 /// Every session holding or waiting for advisory key `key` in the current
 /// database, holders first, waiters in waiting order.
 pub fn query(client: &mut Client, key: i64) -> Result<Vec<PgHolder>, postgres::Error> {
-    let parts = LockKeyParts::of(key);
-    let rows = client.query(QUERY, &[&parts.classid, &parts.objid])?;
-    Ok(rows
-        .iter()
-        .map(|row| {
-            let granted: bool = row.get(2);
-            let mode: &str = row.get(1);
-            let application_name: Option<String> = row.get(4);
-            let state_change: Option<SystemTime> = row.get(8);
-            PgHolder {
-                backend_pid: row.get(0),
-                mode: if mode == "ShareLock" {
-                    Mode::Shared
-                } else {
-                    Mode::Exclusive
-                },
-                granted,
-                since: if granted { state_change } else { row.get(3) },
-                role: row.get(5),
-                client_addr: row.get(6),
-                identity: application_name.as_deref().and_then(Identity::parse),
-                application_name,
-            }
-        })
-        .collect())
+    let sessions = query_keys(client, Some(&[key]))?;
+    Ok(sessions.into_iter().map(|(_, session)| session).collect())
+}
+
+/// Every session holding or waiting for one of `keys` (all advisory keys
+/// when `None`) in the current database, with its key; ordered by key,
+/// then as [`query`] orders them.
+pub fn query_keys(
+    client: &mut Client,
+    keys: Option<&[i64]>,
+) -> Result<Vec<(i64, PgHolder)>, postgres::Error> {
+    let rows = client.query_typed(QUERY, &[(&keys, Type::INT8_ARRAY)])?;
+    Ok(rows.iter().map(|row| (row.get(0), session(row))).collect())
+}
+
+fn session(row: &Row) -> PgHolder {
+    let mode: &str = row.get(2);
+    let granted: bool = row.get(3);
+    let application_name: Option<String> = row.get(5);
+    let identity = application_name.as_deref().and_then(Identity::parse);
+    let since = match (&identity, granted) {
+        (_, false) => row.get(4),
+        (Some(identity), true) => identity.granted_at,
+        (None, true) => row.get(8),
+    };
+    PgHolder {
+        backend_pid: row.get(1),
+        mode: if mode == "ShareLock" {
+            Mode::Shared
+        } else {
+            Mode::Exclusive
+        },
+        granted,
+        since,
+        role: row.get(6),
+        client_addr: row.get(7),
+        identity,
+        application_name,
+    }
 }
 
 /// The generic view of `sessions`: holders and waiters.

@@ -8,12 +8,20 @@
 //! - Each lock gets one dedicated connection ([`connection`]); the session's
 //!   `application_name` carries the holder's pid, user, host and command
 //!   ([`Identity`]), which other sessions read from `pg_stat_activity`.
+//!   URLs, `PG*` variables, TLS (`sslmode`), `~/.pgpass` and Unix sockets
+//!   work as in libpq; a pooler that shares server sessions between clients
+//!   (pgbouncer in transaction mode) is detected and refused.
 //! - Exclusive and shared locks are `pg_advisory_lock` and
 //!   `pg_advisory_lock_shared`; `Wait::NoWait` uses the `pg_try_` forms, and
 //!   `Wait::For` sets `lock_timeout`, so the server ends the wait: nothing
 //!   polls.
 //! - Holders and waiters come from `pg_locks` joined to `pg_stat_activity`
-//!   ([`PgLock::pg_holders`]).
+//!   ([`PgLock::pg_holders`]); [`list`] shows every withlock lock on the
+//!   server, in one session.
+//! - Every grant draws a fencing token from the table `withlock_fence`
+//!   ([`fence`]), which the guard keeps ([`PgGuard::fence`]).
+//! - `--max N` ([`PgLock::with_max`]) is a counting semaphore of N slot
+//!   keys and a gate, served in arrival order ([`semaphore`]).
 //!
 //! ```no_run
 //! use withlock::{Lock, Mode};
@@ -27,16 +35,26 @@
 //! ```
 
 pub mod connection;
+mod conninfo;
 mod error;
+pub mod fence;
+pub mod heartbeat;
 mod holders;
 mod identity;
 mod key;
+mod listing;
 mod pg_guard;
 mod pg_lock;
+mod pgpass;
+mod pooler;
+pub mod semaphore;
+mod tls;
 
 pub use error::PgError;
+pub use heartbeat::{LockLost, LossCause};
 pub use holders::PgHolder;
 pub use identity::{APPLICATION_NAME_PREFIX, Identity};
 pub use key::{KEY_PREFIX, LockKeyParts, advisory_key};
+pub use listing::list;
 pub use pg_guard::PgGuard;
 pub use pg_lock::PgLock;

@@ -6,6 +6,7 @@ use crate::Mode;
 use postgres::Client;
 
 use crate::pg::error::PgError;
+use crate::pg::heartbeat::{self, Context, LockLost, Watch};
 use crate::pg::key::LockKeyParts;
 
 /// Whether this session holds the advisory key (`$1` its high, `$2` its low
@@ -20,14 +21,25 @@ SELECT count(*) FROM pg_locks
 /// A held [`crate::PgLock`]. The lock lives as long as its session:
 /// dropping the guard closes the connection, and the server releases the
 /// lock when the session ends (also when this process dies or the network
-/// goes: see docs/wip-postgres.md for detecting that loss).
+/// goes). [`PgGuard::watch`] notices such a loss within
+/// [`heartbeat::DETECTION_BOUND`] (see [`crate::pg::heartbeat`]).
 pub struct PgGuard {
-    client: Client,
+    /// The session; None while a watch's heartbeat thread has it.
+    client: Option<Box<Client>>,
+    /// The heartbeat, once [`PgGuard::watch`] started it.
+    watch: Option<Watch>,
+    /// The lock name, for [`LockLost`].
+    name: String,
+    /// How long the server keeps the lock of a silent holder
+    /// ([`heartbeat::server_bound`]), for `idle_session_timeout`.
+    server_bound: Duration,
     key: i64,
     mode: Mode,
     backend_pid: i32,
     server: String,
     acquired: Instant,
+    /// The fencing token of this grant (see [`crate::pg::fence`]).
+    fence: i64,
 }
 
 impl std::fmt::Debug for PgGuard {
@@ -50,18 +62,74 @@ impl PgGuard {
         server: String,
     ) -> PgGuard {
         PgGuard {
-            client,
+            client: Some(Box::new(client)),
+            watch: None,
+            name: String::new(),
+            server_bound: heartbeat::server_bound(heartbeat::DEFAULT_GRACE),
             key,
             mode,
             backend_pid,
             server,
             acquired: Instant::now(),
+            fence: 0,
         }
     }
 
     /// The server backend pid of the session holding the lock.
     pub fn backend_pid(&self) -> i32 {
         self.backend_pid
+    }
+
+    /// This grant's fencing token: higher than that of every earlier
+    /// grant of the lock name on this database (see [`crate::pg::fence`]).
+    pub fn fence(&self) -> i64 {
+        self.fence
+    }
+
+    /// The same guard with its fencing token.
+    pub(crate) fn with_fence(mut self, token: i64) -> PgGuard {
+        self.fence = token;
+        self
+    }
+
+    /// The same guard knowing its lock's name and how long the server
+    /// keeps it for a silent holder (what [`PgGuard::watch`] needs).
+    pub(crate) fn with_loss_context(mut self, name: &str, server_bound: Duration) -> PgGuard {
+        self.name = name.to_owned();
+        self.server_bound = server_bound;
+        self
+    }
+
+    /// Starts watching the session in a heartbeat thread of its own (see
+    /// [`crate::pg::heartbeat`]): if the lock is lost while held,
+    /// `on_lost` is called there, once, within
+    /// [`heartbeat::DETECTION_BOUND`]. [`PgGuard::release`] and dropping
+    /// the guard end the watch without calling it. A second call does
+    /// nothing. Fails only if the thread cannot start (the guard then
+    /// holds the lock unwatched).
+    pub fn watch(&mut self, on_lost: Box<dyn FnOnce(LockLost) + Send>) -> std::io::Result<()> {
+        let Some(client) = self.client.take() else {
+            return Ok(());
+        };
+        let context = Context {
+            lock: self.name.clone(),
+            server: self.server.clone(),
+        };
+        match Watch::start(client, context, self.server_bound, on_lost) {
+            Ok(watch) => {
+                self.watch = Some(watch);
+                Ok(())
+            }
+            Err((client, e)) => {
+                self.client = Some(client);
+                Err(e)
+            }
+        }
+    }
+
+    /// The loss a watch noticed, if any (always None unwatched).
+    pub fn lost(&self) -> Option<LockLost> {
+        self.watch.as_ref().and_then(Watch::lost)
     }
 
     /// The advisory key held.
@@ -76,15 +144,30 @@ impl PgGuard {
 
     /// Asks the server, within `timeout`, whether this session still holds
     /// the lock. An error means the session is gone or unreachable, so the
-    /// lock must be taken as lost. (Groundwork for lock-loss detection: the
-    /// heartbeat thread that calls this is not written yet.)
+    /// lock must be taken as lost. While watched, the heartbeat has the
+    /// session, and this says what it has seen instead of asking.
     pub fn check(&mut self, timeout: Duration) -> Result<bool, PgError> {
-        self.client
+        if let Some(watch) = &self.watch {
+            return match watch.lost() {
+                None => Ok(true),
+                Some(_) => Err(PgError::NotHeld {
+                    server: self.server.clone(),
+                }),
+            };
+        }
+        let client = self
+            .client
+            .as_mut()
+            .expect("an unwatched guard has its session");
+        client
             .is_valid(timeout)
             .map_err(|cause| self.query_error("checking the session", cause))?;
         let parts = LockKeyParts::of(self.key);
-        let row = self
+        let client = self
             .client
+            .as_mut()
+            .expect("an unwatched guard has its session");
+        let row = client
             .query_one(HELD_BY_THIS_SESSION, &[&parts.classid, &parts.objid])
             .map_err(|cause| self.query_error("checking the lock", cause))?;
         Ok(row.get::<_, i64>(0) > 0)
@@ -94,15 +177,16 @@ impl PgGuard {
     /// session; an error says the lock could not be released in an orderly
     /// way (the server still drops it when the session ends).
     pub fn release(mut self) -> Result<(), PgError> {
+        let mut client = self.take_session()?;
         let sql = match self.mode {
             Mode::Exclusive => "SELECT pg_advisory_unlock($1)",
             Mode::Shared => "SELECT pg_advisory_unlock_shared($1)",
         };
-        let unlocked = self.client.query_one(sql, &[&self.key]);
+        let unlocked = client.query_one(sql, &[&self.key]);
         let unlocked = unlocked.map_err(|cause| self.query_error("releasing the lock", cause))?;
         let was_held: bool = unlocked.get(0);
         let server = self.server.clone();
-        self.client.close().map_err(|cause| PgError::Query {
+        client.close().map_err(|cause| PgError::Query {
             context: "closing the lock session",
             server: server.clone(),
             cause,
@@ -112,6 +196,20 @@ impl PgGuard {
         } else {
             Err(PgError::NotHeld { server })
         }
+    }
+
+    /// The session, from the heartbeat thread if watched; a lost one is
+    /// [`PgError::NotHeld`].
+    fn take_session(&mut self) -> Result<Client, PgError> {
+        let client = match self.watch.take() {
+            Some(watch) => watch.stop(),
+            None => self.client.take(),
+        };
+        client
+            .map(|client| *client)
+            .ok_or_else(|| PgError::NotHeld {
+                server: self.server.clone(),
+            })
     }
 
     fn query_error(&self, context: &'static str, cause: postgres::Error) -> PgError {

@@ -8,10 +8,13 @@ use postgres::error::SqlState;
 
 use crate::pg::connection::Target;
 use crate::pg::error::PgError;
+use crate::pg::fence;
+use crate::pg::heartbeat;
 use crate::pg::holders::{self, PgHolder};
 use crate::pg::identity::Identity;
 use crate::pg::key::advisory_key;
 use crate::pg::pg_guard::PgGuard;
+use crate::pg::semaphore::{MAX_SLOTS, Semaphore};
 
 /// A lock name on a PostgreSQL server (one database: advisory keys are
 /// per database).
@@ -22,6 +25,11 @@ pub struct PgLock {
     key: i64,
     mode: Mode,
     identity: Identity,
+    /// `Some(N)` for a counting semaphore ([`PgLock::with_max`]).
+    max: Option<u32>,
+    /// How long the holder takes to stop its command once it notices the
+    /// lock is lost ([`PgLock::with_grace`]).
+    grace: Duration,
 }
 
 impl PgLock {
@@ -36,12 +44,61 @@ impl PgLock {
             name: name.as_str().to_owned(),
             mode: Mode::Exclusive,
             identity: Identity::current(),
+            max: None,
+            grace: heartbeat::DEFAULT_GRACE,
         })
     }
 
-    /// The same lock taken in `mode`.
+    /// The same lock taken in `mode` (and no longer as a semaphore).
     pub fn with_mode(mut self, mode: Mode) -> PgLock {
         self.mode = mode;
+        self.max = None;
+        self
+    }
+
+    /// The same lock as a counting semaphore: up to `max` holders at once
+    /// (1 to [`MAX_SLOTS`]), served in arrival order like every request.
+    /// Such a holder holds the name shared, so it excludes exclusive
+    /// holders but not shared ones; use the same `max` for every holder of
+    /// a name. The protocol is in [`crate::pg::semaphore`]; a `max` above
+    /// [`MAX_SLOTS`] is refused with [`Error::Unsupported`].
+    pub fn with_max(mut self, max: u32) -> Result<PgLock> {
+        if max > MAX_SLOTS {
+            return Err(Error::Unsupported {
+                lock: self.name,
+                reason: format!(
+                    "PostgreSQL locks take --max up to {MAX_SLOTS} \
+                     (the first waiter opens a session per place)"
+                ),
+            });
+        }
+        self.mode = Mode::Shared;
+        self.max = Some(max.max(1));
+        Ok(self)
+    }
+
+    /// The semaphore's limit, if it is one ([`PgLock::with_max`]).
+    pub fn max(&self) -> Option<u32> {
+        self.max
+    }
+
+    /// The server the lock is on.
+    pub(crate) fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// Who the lock's sessions announce.
+    pub(crate) fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// The same lock held by a caller that stops its work at most `grace`
+    /// after it is told the lock is lost ([`PgGuard::watch`]); the server
+    /// then keeps the lock of a holder it cannot hear for
+    /// [`heartbeat::server_bound`]`(grace)`, so that it is not handed on
+    /// while the work may still run. Default [`heartbeat::DEFAULT_GRACE`].
+    pub fn with_grace(mut self, grace: Duration) -> PgLock {
+        self.grace = grace;
         self
     }
 
@@ -149,6 +206,10 @@ impl Lock for PgLock {
     type Guard = PgGuard;
 
     fn acquire_with(&self, wait: Wait, hooks: &mut dyn WaitHooks) -> Result<PgGuard> {
+        if let Some(max) = self.max {
+            let (client, backend_pid) = Semaphore::new(self, max).acquire(wait, hooks)?;
+            return self.granted(client, backend_pid);
+        }
         let started = Instant::now();
         let mut client = self.target.connect(&self.identity)?;
         let backend_pid: i32 = client
@@ -192,20 +253,48 @@ impl Lock for PgLock {
             }
         }
         debug_assert!(taken);
+        self.granted(client, backend_pid)
+    }
+
+    fn holders(&self) -> Result<Holders> {
+        if let Some(max) = self.max {
+            let listing = self.identity.clone().with_command(&["(listing)"]);
+            let mut client = self.target.connect(&listing)?;
+            return Semaphore::new(self, max).holders(&mut client, None);
+        }
+        Ok(holders::to_holders(&self.pg_holders()?))
+    }
+
+    fn describe(&self) -> String {
+        format!("{} (PostgreSQL {})", self.name, self.target.server())
+    }
+}
+
+impl PgLock {
+    /// The guard of the lock just granted on `client`.
+    fn granted(&self, mut client: Client, backend_pid: i32) -> Result<PgGuard> {
+        // Before the guard exists: if no token can be drawn, dropping the
+        // client ends the session and so releases the lock.
+        let grant = fence::next(
+            &mut client,
+            self.key,
+            &self.name,
+            &self.identity,
+            self.target.server(),
+        )?;
+        // The server's bound on a silent holder (see pg::heartbeat); one it
+        // refuses leaves the lock held, only without that bound.
+        let bound = heartbeat::server_bound(self.grace);
+        heartbeat::limit_silent_clients(&mut client, bound)
+            .map_err(|cause| self.query_error("setting up the lock session", cause))?;
         Ok(PgGuard::new(
             client,
             self.key,
             self.mode,
             backend_pid,
             self.target.server().to_owned(),
-        ))
-    }
-
-    fn holders(&self) -> Result<Holders> {
-        Ok(holders::to_holders(&self.pg_holders()?))
-    }
-
-    fn describe(&self) -> String {
-        format!("{} (PostgreSQL {})", self.name, self.target.server())
+        )
+        .with_fence(grant.token)
+        .with_loss_context(&self.name, bound))
     }
 }

@@ -1,12 +1,15 @@
-//! Groundwork for lock-loss detection: after the holder's session is
-//! terminated or the server restarts, `PgGuard::check` reports the loss,
-//! and the lock can be taken by another session. (Stopping the command,
-//! the heartbeat thread and the network-cut proxy are not written yet.)
+//! Losing a held lock: after the holder's session is terminated, the
+//! server restarts or the connection is severed or frozen (a partition),
+//! `PgGuard::check` and the heartbeat watch (`PgGuard::watch`) report it
+//! within `DETECTION_BOUND`; in a partition the server keeps the lock at
+//! least until then, and frees it within its own bound.
 
-use std::time::Duration;
+use std::sync::mpsc::{self, Receiver, TryRecvError};
+use std::time::{Duration, Instant};
 
 use withlock::Lock;
-use withlock::pg::PgLock;
+use withlock::pg::heartbeat::{DETECTION_BOUND, server_bound};
+use withlock::pg::{LockLost, LossCause, PgGuard, PgLock};
 
 use withlock_pg_testing::Proxy;
 use withlock_pg_testing::TestServer;
@@ -72,4 +75,131 @@ fn a_partition_is_seen_by_check_while_the_server_still_holds_the_lock() {
     direct
         .acquire_timeout(BOUND)
         .expect("free once the session ends");
+}
+
+/// Beyond a bound under test: scheduling on a loaded test machine.
+const SLACK: Duration = Duration::from_secs(5);
+
+/// `guard` watched, its losses sent to the receiver with when they came.
+fn watched(mut guard: PgGuard) -> (PgGuard, Receiver<(LockLost, Instant)>) {
+    let (tx, rx) = mpsc::channel();
+    guard
+        .watch(Box::new(move |lost| {
+            tx.send((lost, Instant::now())).unwrap()
+        }))
+        .unwrap();
+    (guard, rx)
+}
+
+/// The loss, which must come within the detection bound of `since`.
+fn loss_within_bound(rx: &Receiver<(LockLost, Instant)>, since: Instant, fault: &str) -> LockLost {
+    let (lost, at) = rx
+        .recv_timeout(DETECTION_BOUND + SLACK)
+        .unwrap_or_else(|e| panic!("{fault}: no loss reported within the bound: {e}"));
+    eprintln!("{fault}: noticed after {:?}: {lost}", at - since);
+    assert!(at - since <= DETECTION_BOUND + SLACK);
+    assert_eq!(lost.lock, "deploy");
+    lost
+}
+
+#[test]
+fn a_watch_reports_a_terminated_session() {
+    let server = TestServer::start();
+    let lock = PgLock::new(&server.url(), "deploy").unwrap();
+    let (mut guard, rx) = watched(lock.acquire().unwrap());
+    let since = Instant::now();
+    let terminated: bool = server
+        .client()
+        .query_one("SELECT pg_terminate_backend($1)", &[&guard.backend_pid()])
+        .unwrap()
+        .get(0);
+    assert!(terminated);
+    let lost = loss_within_bound(&rx, since, "terminate");
+    // Told, not timed out. (The driver surfaces the server's FATAL
+    // message rarely; mostly it reports the connection closed.)
+    assert!(!matches!(lost.cause, LossCause::NoAnswer { .. }), "{lost}");
+    assert_eq!(guard.lost(), Some(lost));
+    assert!(guard.check(BOUND).is_err());
+    assert!(matches!(
+        guard.release(),
+        Err(withlock::pg::PgError::NotHeld { .. })
+    ));
+}
+
+#[test]
+fn a_watch_reports_a_server_restart() {
+    let server = TestServer::start();
+    let lock = PgLock::new(&server.url(), "deploy").unwrap();
+    let (_guard, rx) = watched(lock.acquire().unwrap());
+    let since = Instant::now();
+    server.restart();
+    let lost = loss_within_bound(&rx, since, "restart");
+    assert!(
+        !matches!(lost.cause, LossCause::NoAnswer { .. }),
+        "a restart is told, not timed out: {lost}"
+    );
+    lock.try_acquire().expect("free after the restart");
+}
+
+#[test]
+fn a_watch_reports_a_severed_connection() {
+    let server = TestServer::start();
+    let proxy = Proxy::start(server.port());
+    let lock = PgLock::new(&proxy.url(), "deploy").unwrap();
+    let (_guard, rx) = watched(lock.acquire().unwrap());
+    let since = Instant::now();
+    proxy.sever();
+    let lost = loss_within_bound(&rx, since, "sever");
+    assert!(
+        matches!(lost.cause, LossCause::ConnectionLost { .. }),
+        "{lost}"
+    );
+}
+
+#[test]
+fn a_partition_is_reported_while_the_server_still_holds_the_lock_then_freed_within_its_bound() {
+    let server = TestServer::start();
+    let proxy = Proxy::start(server.port());
+    let grace = Duration::from_secs(1);
+    let lock = PgLock::new(&proxy.url(), "deploy")
+        .unwrap()
+        .with_grace(grace);
+    let (_guard, rx) = watched(lock.acquire().unwrap());
+    let since = Instant::now();
+    proxy.freeze();
+    let lost = loss_within_bound(&rx, since, "freeze");
+    assert!(matches!(lost.cause, LossCause::NoAnswer { .. }), "{lost}");
+    // The holder knows; the server must not have handed the lock on yet
+    // (the proxy still answers TCP, so only the session's own
+    // idle_session_timeout can end it).
+    let direct = PgLock::new(&server.url(), "deploy").unwrap();
+    assert!(matches!(
+        direct.try_acquire(),
+        Err(withlock::Error::Busy { .. })
+    ));
+    let freed = direct
+        .acquire_timeout(server_bound(grace) + SLACK)
+        .expect("freed within the server's bound");
+    eprintln!(
+        "freeze: the server freed the lock after {:?}",
+        since.elapsed()
+    );
+    drop(freed);
+}
+
+#[test]
+fn a_released_or_dropped_watched_lock_reports_no_loss() {
+    let server = TestServer::start();
+    let lock = PgLock::new(&server.url(), "deploy").unwrap();
+    let (mut guard, rx) = watched(lock.acquire().unwrap());
+    assert!(guard.check(BOUND).unwrap());
+    guard.release().expect("an orderly release");
+    // The heartbeat thread has ended and dropped the callback unused.
+    assert_eq!(rx.try_recv().unwrap_err(), TryRecvError::Disconnected);
+    lock.try_acquire().expect("released");
+
+    let (guard, rx) = watched(lock.acquire().unwrap());
+    drop(guard);
+    assert_eq!(rx.try_recv().unwrap_err(), TryRecvError::Disconnected);
+    lock.try_acquire().expect("released by the drop");
 }

@@ -3,6 +3,9 @@
 //! never on sleeps.
 
 mod acquire;
+mod connection;
+mod fence;
 mod key;
 mod loss;
 mod order;
+mod semaphore;

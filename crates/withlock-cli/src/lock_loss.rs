@@ -1,0 +1,69 @@
+//! What withlock does when a `--url` lock is lost while the command runs.
+//!
+//! The library's heartbeat ([`withlock::SetGuard::watch_for_loss`]) notices
+//! a lost session within [`withlock::pg::heartbeat::DETECTION_BOUND`]. The
+//! first loss, from the heartbeat thread: one line on stderr, SIGTERM to
+//! the command's process group, and SIGKILL to the group `--grace` later
+//! unless the command has ended by then (the signals go through
+//! [`signals::stop_command`], which never signals a reaped command's group
+//! id). Once the command has ended withlock exits with
+//! [`exit_code::LOCK_LOST`]. A loss noticed only after the command ended
+//! leaves the command's own status: it ran to its end under the lock.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use withlock::SetGuard;
+use withlock::pg::LockLost;
+
+use crate::exit_code;
+use crate::signals;
+
+/// A loss has been handled (only the first one is).
+static HANDLED: AtomicBool = AtomicBool::new(false);
+
+/// Starts watching every PostgreSQL lock of `guard`; call it before the
+/// command starts (a loss before it starts stops it as soon as it has).
+pub fn watch(guard: &mut SetGuard, grace: Duration) -> withlock::Result<()> {
+    guard.watch_for_loss(move |lost| stop(&lost, grace))
+}
+
+/// The status to exit with: [`exit_code::LOCK_LOST`] if the command was
+/// stopped for a lost lock, else its own.
+pub fn status(command_status: u8) -> u8 {
+    if signals::command_was_stopped() {
+        exit_code::LOCK_LOST
+    } else {
+        command_status
+    }
+}
+
+/// True once a lock was lost (before or after the command ended).
+pub fn was_lost() -> bool {
+    HANDLED.load(Ordering::SeqCst)
+}
+
+fn stop(lost: &LockLost, grace: Duration) {
+    if HANDLED.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    if !signals::stop_command(libc::SIGTERM) {
+        // The command had already ended: its status stands.
+        return;
+    }
+    eprintln!(
+        "withlock: {}; stopping the command (SIGTERM, SIGKILL after {}s)",
+        escaped(lost),
+        grace.as_secs_f64()
+    );
+    // Not in the heartbeat thread: releasing the other locks waits for it.
+    std::thread::spawn(move || {
+        std::thread::sleep(grace);
+        signals::stop_command(libc::SIGKILL);
+    });
+}
+
+/// The loss as one line, with the server's words made safe to print.
+fn escaped(lost: &LockLost) -> String {
+    withlock::escape::text(&lost.to_string())
+}

@@ -1,0 +1,202 @@
+//! The PostgreSQL backend's fencing token, holder message and listing
+//! through the real binary: `WITHLOCK_FENCE` grows with every run, a
+//! holder is named with host, user, pid, command and since (also to
+//! another role), and `--list` / `--json` show holders, waiters in arrival
+//! order and free names, one server session for the whole listing.
+
+use serde_json::Value;
+use withlock::pg::Identity;
+
+use crate::postgres::PgEnv;
+use crate::support::{stderr, wait_child};
+
+/// What the command printed.
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The URL of the test server as `role`.
+fn url_as(pg: &PgEnv, role: &str) -> String {
+    pg.server
+        .url()
+        .replace("postgres://postgres@", &format!("postgres://{role}@"))
+}
+
+/// `withlock --list --json NAMES...` against the test server.
+fn list_json(pg: &PgEnv, names: &[&str]) -> Value {
+    let out = pg
+        .withlock()
+        .args(["--list", "--json"])
+        .args(names)
+        .assert()
+        .code(0)
+        .get_output()
+        .clone();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn the_command_gets_a_fencing_token_that_grows_with_every_run() {
+    let pg = PgEnv::new();
+    let show = r#"echo "${WITHLOCK_FENCE-unset} $WITHLOCK_FENCES""#;
+    let run = |locks: &[&str]| {
+        stdout(
+            &pg.withlock()
+                .args(locks)
+                .args(["--", "sh", "-c", show])
+                .assert()
+                .code(0)
+                .get_output()
+                .clone(),
+        )
+    };
+    assert_eq!(run(&["deploy"]), "1 deploy=1\n");
+    assert_eq!(run(&["-s", "deploy"]), "2 deploy=2\n");
+    assert_eq!(run(&["deploy"]), "3 deploy=3\n");
+    // Several locks: one number cannot fence them all.
+    assert_eq!(run(&["deploy", "data"]), "unset data=1 deploy=4\n");
+}
+
+#[test]
+fn a_role_that_may_not_create_the_token_table_exits_77_and_nothing_runs() {
+    let pg = PgEnv::new();
+    pg.server
+        .client()
+        .batch_execute("CREATE ROLE bob LOGIN; REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+        .unwrap();
+    let ran = pg.env.file("ran");
+    let out = pg
+        .withlock()
+        .args(["--url", &url_as(&pg, "bob"), "deploy", "--", "touch"])
+        .arg(&ran)
+        .output();
+    assert_eq!(out.status.code(), Some(77));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("CREATE TABLE IF NOT EXISTS withlock_fence"),
+        "{err}"
+    );
+    assert!(err.contains("TO bob;"), "{err}");
+    assert!(!ran.exists());
+}
+
+#[test]
+fn another_role_sees_the_holder_with_host_user_pid_command_and_since() {
+    let pg = PgEnv::new();
+    pg.server
+        .client()
+        .batch_execute("CREATE ROLE alice LOGIN")
+        .unwrap();
+    let holder = pg.env.hold(pg.withlock().arg("deploy"), "h");
+    let me = Identity::current();
+    // alice cannot see the holder's state_change or address, only its
+    // application_name: host, user, pid, command and grant time.
+    let out = pg
+        .withlock()
+        .args(["--url", &url_as(&pg, "alice"), "-n", "deploy", "--", "true"])
+        .output();
+    assert_eq!(out.status.code(), Some(75));
+    let err = stderr(&out);
+    let named = format!(
+        "held exclusive by pid {} on {} ({}) since ",
+        holder.pid(),
+        me.host,
+        me.user
+    );
+    assert!(err.contains(&named), "{err}");
+    assert!(err.contains(", for "), "{err}");
+    assert!(err.contains(": sh -c "), "the command it runs: {err}");
+    assert!(
+        !err.contains("hidden") && !err.contains("cannot see"),
+        "{err}"
+    );
+    assert!(holder.release().success());
+}
+
+#[test]
+fn list_and_json_show_holders_waiters_in_arrival_order_and_free_names() {
+    let pg = PgEnv::new();
+    pg.withlock().args(["idle", "--", "true"]).assert().code(0);
+    let holder = pg.env.hold(pg.withlock().arg("deploy"), "h");
+    let mut first = pg.withlock().args(["-q", "deploy", "--", "true"]).spawn();
+    pg.wait_waiting("deploy", 1);
+    let mut second = pg
+        .withlock()
+        .args(["-q", "-s", "deploy", "--", "true"])
+        .spawn();
+    pg.wait_waiting("deploy", 2);
+    let me = Identity::current();
+
+    let doc = list_json(&pg, &[]);
+    let names: Vec<&str> = doc
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["deploy", "idle"]);
+    let deploy = &doc[0];
+    assert_eq!(deploy["state"], "held");
+    assert_eq!(deploy["mode"], "exclusive");
+    assert_eq!(deploy["path"], Value::Null);
+    let server = format!("127.0.0.1:{}/postgres", pg.server.port());
+    assert_eq!(deploy["server"], server.as_str());
+    let held = &deploy["holders"][0];
+    assert_eq!(held["pid"], holder.pid());
+    assert_eq!(held["host"], me.host.as_str());
+    assert_eq!(held["user"], me.user.as_str());
+    assert_eq!(held["command"][0], "sh", "the command it runs");
+    assert!(held["since"].as_str().unwrap().ends_with('Z'), "{held}");
+    let waiters: Vec<&Value> = deploy["waiters"].as_array().unwrap().iter().collect();
+    let pids: Vec<i64> = waiters.iter().map(|w| w["pid"].as_i64().unwrap()).collect();
+    assert_eq!(
+        pids,
+        [first.id() as i64, second.id() as i64],
+        "arrival order"
+    );
+    assert!(
+        waiters.iter().all(|w| w["since"].is_string()),
+        "{waiters:?}"
+    );
+    assert_eq!(deploy["hidden"], false);
+    assert_eq!(doc[1]["state"], "free");
+    assert_eq!(doc[1]["holders"], serde_json::json!([]));
+
+    let table = stdout(
+        &pg.withlock()
+            .arg("--list")
+            .assert()
+            .code(0)
+            .get_output()
+            .clone(),
+    );
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 5, "{table}");
+    let user_at_host = format!("{}@{}", me.user, me.host);
+    for (line, state, pid) in [
+        (lines[1], "held", holder.pid()),
+        (lines[2], "waiting", first.id() as i32),
+        (lines[3], "waiting", second.id() as i32),
+    ] {
+        assert!(line.starts_with("deploy"), "{table}");
+        assert!(line.contains(state), "{table}");
+        assert!(line.contains(&format!(" {pid} ")), "{table}");
+        assert!(line.contains(&user_at_host), "{table}");
+    }
+    assert!(lines[3].contains("shared"), "{table}");
+    assert!(
+        lines[4].starts_with("idle") && lines[4].contains("free"),
+        "{table}"
+    );
+
+    // By name, in the order given, a name never used included.
+    let doc = list_json(&pg, &["nothing", "deploy"]);
+    assert_eq!(doc[0]["name"], "nothing");
+    assert_eq!(doc[0]["state"], "free");
+    assert_eq!(doc[1]["waiters"].as_array().unwrap().len(), 2);
+
+    assert!(holder.release().success());
+    assert!(wait_child(&mut first).success());
+    assert!(wait_child(&mut second).success());
+}

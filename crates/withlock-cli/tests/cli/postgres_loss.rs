@@ -1,0 +1,232 @@
+//! Losing a `--url` lock while the command runs (issue 5, items 4 and 6):
+//! the holder's session terminated, the server restarted, the connection
+//! severed or frozen by a proxy. Each time the command gets SIGTERM (and
+//! SIGKILL after `--grace` if it ignores it) within the detection bound,
+//! withlock says so and exits 80, and a second withlock waiting on the
+//! server directly then gets the lock; its command records whether the
+//! first command was still alive.
+//!
+//! Only a partition leaves the server holding the lock, so only there can
+//! the server keep the second holder out until the first command is gone,
+//! and that is asserted. A terminated session, a restart or a reset frees
+//! the lock on the server at once, before the holder can know: the second
+//! holder may start while the first command is being stopped (the fencing
+//! token is the defence), so there the tests record what happened.
+
+use std::fs;
+use std::io::Read;
+use std::path::Path;
+use std::process::{Child, ExitStatus};
+use std::time::{Duration, Instant};
+
+use withlock::pg::heartbeat::{DETECTION_BOUND, server_bound};
+use withlock_pg_testing::Proxy;
+
+use crate::postgres::PgEnv;
+use crate::support::{Run, spawn, wait_for};
+
+/// Beyond a bound under test: scheduling on a loaded test machine.
+const SLACK: Duration = Duration::from_secs(10);
+
+/// What cuts the holder off.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Fault {
+    Terminate,
+    Restart,
+    Sever,
+    Freeze,
+}
+
+/// How the holder's command takes SIGTERM.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum OnTerm {
+    /// Writes TERM to a file and exits.
+    Record,
+    /// Ignores it, so only SIGKILL stops it.
+    Ignore,
+}
+
+/// The first holder's command: writes its pid to `$1`, blocks opening the
+/// FIFO `$2`; on SIGTERM writes TERM to `$3` (or ignores it).
+fn holder_script(on_term: OnTerm) -> &'static str {
+    match on_term {
+        OnTerm::Record => {
+            r#"trap 'echo TERM > "$3"; exit 143' TERM; echo "$$" > "$1"; { read _ < "$2"; } 2>/dev/null"#
+        }
+        OnTerm::Ignore => r#"trap '' TERM; echo "$$" > "$1"; { read _ < "$2"; } 2>/dev/null"#,
+    }
+}
+
+/// The second holder's command: whether the first command (pid `$1`)
+/// still existed when it started, into `$2`.
+const CHECK_FIRST_GONE: &str =
+    r#"if kill -0 "$1" 2>/dev/null; then echo overlap > "$2"; else echo after > "$2"; fi"#;
+
+/// Waits for `child` to exit within `bound`; kills it and fails if not.
+fn exit_within(child: &mut Child, bound: Duration, what: &str) -> ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if start.elapsed() > bound {
+            let _ = child.kill();
+            panic!("{what} did not exit within {bound:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// What an exited child wrote to its piped stderr.
+fn stderr_of(child: &mut Child) -> String {
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr piped")
+        .read_to_string(&mut err)
+        .unwrap();
+    err
+}
+
+fn read_pid(path: &Path) -> i32 {
+    let mut pid = None;
+    wait_for("the first command to start", || {
+        pid = fs::read_to_string(path)
+            .ok()
+            .filter(|text| text.ends_with('\n'))
+            .and_then(|text| text.trim().parse().ok());
+        pid.is_some()
+    });
+    pid.unwrap()
+}
+
+fn second_holder(pg: &PgEnv, first_pid: i32, result: &Path) -> Child {
+    pg.withlock()
+        .args(["-q", "deploy", "--", "sh", "-c", CHECK_FIRST_GONE, "sh"])
+        .arg(first_pid.to_string())
+        .arg(result)
+        .spawn()
+}
+
+fn with_url(run: Run, url: &str) -> Run {
+    let mut run = run;
+    run.env("WITHLOCK_URL", url);
+    run
+}
+
+/// Runs one fault against a holder with `--grace grace`; returns whether
+/// the second holder's command saw the first one gone.
+fn lose_the_lock(fault: Fault, on_term: OnTerm, grace: Duration) -> String {
+    let pg = PgEnv::new();
+    let proxy = Proxy::start(pg.server.port());
+    let url = match fault {
+        Fault::Sever | Fault::Freeze => proxy.url(),
+        Fault::Terminate | Fault::Restart => pg.server.url(),
+    };
+    let ready = pg.env.file("first.ready");
+    let go = pg.env.fifo("first.go");
+    let term = pg.env.file("first.term");
+    let result = pg.env.file("second.result");
+    let mut first = spawn(
+        with_url(pg.env.withlock(), &url)
+            .args(["--grace", &grace.as_secs_f64().to_string()])
+            .args(["deploy", "--", "sh", "-c", holder_script(on_term), "sh"])
+            .args([&ready, &go, &term])
+            .command()
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped()),
+    );
+    let first_pid = read_pid(&ready);
+    let mut second = None;
+    if fault != Fault::Restart {
+        // A restart would end the waiting session too: start it after.
+        second = Some(second_holder(&pg, first_pid, &result));
+        pg.wait_waiting("deploy", 1);
+    }
+    let since = Instant::now();
+    match fault {
+        Fault::Terminate => {
+            let mut admin = pg.server.client();
+            let killed: i64 = admin
+                .query_one(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                     WHERE pid <> pg_backend_pid() AND application_name LIKE $1",
+                    &[&format!("withlock {} %", first.id())],
+                )
+                .unwrap()
+                .get(0);
+            assert_eq!(killed, 1, "the holder's session");
+        }
+        Fault::Restart => pg.server.restart(),
+        Fault::Sever => proxy.sever(),
+        Fault::Freeze => proxy.freeze(),
+    }
+    let status = exit_within(&mut first, DETECTION_BOUND + grace + SLACK, "withlock");
+    eprintln!(
+        "{fault:?}/{on_term:?}: withlock exited after {:?}",
+        since.elapsed()
+    );
+    let err = stderr_of(&mut first);
+    assert_eq!(status.code(), Some(80), "{err}");
+    assert!(
+        err.starts_with("withlock: lost the lock deploy (PostgreSQL 127.0.0.1:"),
+        "{err:?}"
+    );
+    let stopping = format!(
+        "; stopping the command (SIGTERM, SIGKILL after {}s)\n",
+        grace.as_secs_f64()
+    );
+    assert!(err.ends_with(&stopping), "{err:?}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    match on_term {
+        OnTerm::Record => assert_eq!(fs::read_to_string(&term).unwrap(), "TERM\n"),
+        OnTerm::Ignore => assert!(!term.exists()),
+    }
+    // Reaped by withlock, which has exited: gone for good.
+    assert!(nix::sys::signal::kill(nix::unistd::Pid::from_raw(first_pid), None).is_err());
+    let mut second = second.unwrap_or_else(|| second_holder(&pg, first_pid, &result));
+    let bound = server_bound(grace) + SLACK;
+    assert!(exit_within(&mut second, bound, "the second withlock").success());
+    eprintln!(
+        "{fault:?}/{on_term:?}: the second command ran after {:?}",
+        since.elapsed()
+    );
+    fs::read_to_string(&result).unwrap().trim().to_owned()
+}
+
+#[test]
+fn a_terminated_session_stops_the_command_with_sigterm_and_exits_80() {
+    let seen = lose_the_lock(Fault::Terminate, OnTerm::Record, Duration::from_secs(5));
+    eprintln!("terminate: the second command started {seen} the first ended");
+}
+
+#[test]
+fn a_command_that_ignores_sigterm_is_killed_after_the_grace() {
+    let seen = lose_the_lock(Fault::Terminate, OnTerm::Ignore, Duration::from_secs(1));
+    eprintln!("terminate, TERM ignored: the second command started {seen} the first ended");
+}
+
+#[test]
+fn a_server_restart_stops_the_command_and_exits_80() {
+    let seen = lose_the_lock(Fault::Restart, OnTerm::Record, Duration::from_secs(5));
+    eprintln!("restart: the second command started {seen} the first ended");
+}
+
+#[test]
+fn a_severed_connection_stops_the_command_and_exits_80() {
+    let seen = lose_the_lock(Fault::Sever, OnTerm::Record, Duration::from_secs(5));
+    eprintln!("sever: the second command started {seen} the first ended");
+}
+
+#[test]
+fn in_a_partition_the_command_is_stopped_before_the_server_hands_the_lock_on() {
+    let seen = lose_the_lock(Fault::Freeze, OnTerm::Record, Duration::from_secs(1));
+    assert_eq!(seen, "after");
+}
+
+#[test]
+fn in_a_partition_a_command_ignoring_sigterm_is_killed_before_the_lock_is_handed_on() {
+    let seen = lose_the_lock(Fault::Freeze, OnTerm::Ignore, Duration::from_secs(1));
+    assert_eq!(seen, "after");
+}

@@ -1,0 +1,354 @@
+//! `--max N` and several locks in one call over PostgreSQL (`--url`), the
+//! server-side versions of `fairness.rs` and `several_locks.rs`: never more
+//! than N commands at once, waiters in arrival order, `-n` and `-w` giving
+//! up without leaving anything behind; several locks all held or none, each
+//! in its own mode, in one global order. Every step waits for server state
+//! or a file, never for time to pass.
+
+use std::fs;
+use std::path::Path;
+use std::process::{Child, Command};
+
+use nix::sys::signal::Signal;
+use withlock::pg::advisory_key;
+use withlock::pg::semaphore::{IntPair, MAX_SLOTS, gate_key, slot_key};
+
+use crate::postgres::PgEnv;
+use crate::support::{signal, spawn, storm, wait_child, wait_for};
+
+/// Advisory locks on the two-int4 key `key`: (granted, waiting).
+fn on_pair(pg: &PgEnv, key: IntPair) -> (i64, i64) {
+    let row = pg
+        .server
+        .client()
+        .query_one(
+            "SELECT count(*) FILTER (WHERE granted), count(*) FILTER (WHERE NOT granted)
+               FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2
+                AND classid = $1::int4::oid AND objid = $2::int4::oid",
+            &[&key.0, &key.1],
+        )
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+/// Requests in the line of the semaphore `name`: the gate's holder (the
+/// head, waiting for a place) and those waiting for the gate.
+fn in_line(pg: &PgEnv, name: &str) -> i64 {
+    let (held, waiting) = on_pair(pg, gate_key(name));
+    held + waiting
+}
+
+/// The head's helper sessions waiting for places 1..=max.
+fn helpers_waiting(pg: &PgEnv, name: &str, max: u32) -> i64 {
+    (1..=max).map(|i| on_pair(pg, slot_key(name, i)).1).sum()
+}
+
+/// Advisory requests waiting on the server, of any kind.
+fn anything_waiting(pg: &PgEnv) -> i64 {
+    pg.server
+        .client()
+        .query_one(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+}
+
+/// Starts `withlock --max MAX NAME`, its command appending `tag` to `log`,
+/// and returns once it is request number `place` in the line (the first
+/// once its helpers wait on every place).
+fn queue(pg: &PgEnv, max: u32, name: &str, tag: &str, log: &Path, place: i64) -> Child {
+    let max_arg = max.to_string();
+    let run = pg
+        .withlock()
+        .args(["--max", &max_arg, name, "--", "sh", "-c"])
+        .arg(r#"echo "$0" >> "$1""#)
+        .arg(tag)
+        .arg(log);
+    let child = run.spawn();
+    wait_for(&format!("{tag} in line"), || {
+        in_line(pg, name) == place && helpers_waiting(pg, name, max) == i64::from(max)
+    });
+    child
+}
+
+fn lines(log: &Path) -> Vec<String> {
+    fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn finish(children: Vec<Child>) {
+    for mut child in children {
+        assert!(wait_child(&mut child).success());
+    }
+}
+
+/// Each command counts itself in and out under a flock, records the most
+/// that ever ran at once, and stays until that most has reached `$2` (the
+/// limit), so that with enough clients the limit is reached for certain
+/// and a fourth one let in would be seen. A limit never reached fails the
+/// command after 30 s.
+const COUNT: &str = r#"
+c="$1"
+flock "$c/count.lock" sh -c 'n=$(($(cat "$0/running") + 1)); echo $n > "$0/running"
+  if [ $n -gt $(cat "$0/max") ]; then echo $n > "$0/max"; fi' "$c"
+tries=0
+while [ "$(cat "$c/max")" -lt "$2" ]; do
+  tries=$((tries + 1)); [ $tries -gt 3000 ] && exit 1; sleep 0.01
+done
+flock "$c/count.lock" sh -c 'echo $(($(cat "$0/running") - 1)) > "$0/running"' "$c"
+"#;
+
+#[test]
+fn a_max_storm_never_lets_more_than_n_run_at_once() {
+    let pg = PgEnv::new();
+    let counts = pg.env.file("counts");
+    fs::create_dir(&counts).unwrap();
+    fs::write(counts.join("running"), "0\n").unwrap();
+    fs::write(counts.join("max"), "0\n").unwrap();
+    let count = pg.env.file("count.sh");
+    fs::write(&count, COUNT).unwrap();
+    let (clients, rounds) = (8, 3);
+    let runners: Vec<_> = (0..clients)
+        .map(|_| {
+            let script = format!(
+                "for i in $(seq {rounds}); do {} --url {} --max 3 sem -- sh {} \"$1\" 3 \
+                 || exit 1; done",
+                pg.env.bin().display(),
+                pg.server.url(),
+                count.display()
+            );
+            let mut command = Command::new("sh");
+            command.args(["-c", &script, "sh"]).arg(&counts);
+            spawn(&mut command)
+        })
+        .collect();
+    finish(runners);
+    let read = |name: &str| -> u32 {
+        fs::read_to_string(counts.join(name))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(read("running"), 0);
+    assert_eq!(
+        read("max"),
+        3,
+        "at most this many ran at once under --max 3"
+    );
+    assert_eq!(anything_waiting(&pg), 0);
+}
+
+/// Two places, both held; six waiters arrive one at a time; one place is
+/// freed and passed from each waiter to the next: they run in arrival
+/// order while the other holder still runs.
+#[test]
+fn max_waiters_run_in_arrival_order() {
+    let pg = PgEnv::new();
+    let log = pg.env.file("log");
+    let kept = pg.env.hold(pg.withlock().args(["--max", "2", "m"]), "kept");
+    let freed = pg
+        .env
+        .hold(pg.withlock().args(["--max", "2", "m"]), "freed");
+    let tags: Vec<String> = (0..6).map(|i| i.to_string()).collect();
+    let waiters: Vec<Child> = tags
+        .iter()
+        .enumerate()
+        .map(|(i, tag)| queue(&pg, 2, "m", tag, &log, i as i64 + 1))
+        .collect();
+    assert!(freed.release().success());
+    finish(waiters);
+    assert_eq!(lines(&log), tags);
+    assert!(kept.release().success());
+}
+
+#[test]
+fn max_with_no_wait_or_a_limit_gives_up_leaving_nothing_behind() {
+    let pg = PgEnv::new();
+    let ran = pg.env.file("ran");
+    let holders: Vec<_> = (0..3)
+        .map(|i| {
+            let run = pg.withlock().args(["--max", "3", "m"]);
+            pg.env.hold(run, &format!("h{i}"))
+        })
+        .collect();
+    for options in [&["-n"][..], &["-w", "0.3"][..]] {
+        let out = pg
+            .withlock()
+            .args(["--max", "3"])
+            .args(options)
+            .args(["m", "--", "touch"])
+            .arg(&ran)
+            .output();
+        assert_eq!(out.status.code(), Some(75), "{options:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&format!("pid {}", holders[0].pid())), "{err}");
+        assert!(!ran.exists(), "ran with {options:?}");
+        assert_eq!(anything_waiting(&pg), 0, "left waiting after {options:?}");
+        assert_eq!(on_pair(&pg, gate_key("m")), (0, 0));
+    }
+    // An exclusive request waits for the --max holders, as locally.
+    pg.withlock()
+        .args(["-n", "m", "--", "true"])
+        .assert()
+        .code(75);
+    let mut holders = holders.into_iter();
+    assert!(holders.next().unwrap().release().success());
+    pg.withlock()
+        .args(["--max", "3", "-n", "m", "--", "touch"])
+        .arg(&ran)
+        .assert()
+        .code(0);
+    assert!(ran.exists());
+}
+
+#[test]
+fn a_killed_head_waiter_stalls_nobody() {
+    let pg = PgEnv::new();
+    let log = pg.env.file("log");
+    let holder = pg.env.hold(pg.withlock().args(["--max", "1", "k"]), "h");
+    let mut head = queue(&pg, 1, "k", "killed", &log, 1);
+    let next = queue(&pg, 1, "k", "next", &log, 2);
+    signal(head.id() as i32, Signal::SIGKILL);
+    wait_child(&mut head);
+    assert!(holder.release().success());
+    finish(vec![next]);
+    assert_eq!(lines(&log), ["next"]);
+    wait_for("the killed waiter's sessions gone", || {
+        anything_waiting(&pg) == 0
+    });
+}
+
+#[test]
+fn max_above_the_cap_is_refused_with_64() {
+    let pg = PgEnv::new();
+    let too_many = (MAX_SLOTS + 1).to_string();
+    let out = pg
+        .withlock()
+        .args(["--max", &too_many, "m", "--", "true"])
+        .output();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains(&MAX_SLOTS.to_string()), "{err}");
+}
+
+/// The two names in the global order (PostgreSQL locks by advisory key).
+fn in_order(a: &'static str, b: &'static str) -> [&'static str; 2] {
+    if advisory_key(a) <= advisory_key(b) {
+        [a, b]
+    } else {
+        [b, a]
+    }
+}
+
+#[test]
+fn several_locks_are_all_held_while_the_command_runs() {
+    let pg = PgEnv::new();
+    let holder = pg.env.hold(pg.withlock().args(["a", "b"]), "h");
+    for name in ["a", "b"] {
+        pg.withlock()
+            .args(["-n", "-s", name, "--", "true"])
+            .assert()
+            .code(75);
+    }
+    assert!(holder.release().success());
+    pg.withlock()
+        .args(["-n", "b", "a", "--", "true"])
+        .assert()
+        .code(0);
+}
+
+#[test]
+fn a_busy_lock_means_none_is_taken_and_nothing_runs() {
+    let pg = PgEnv::new();
+    let [first, second] = in_order("a", "b");
+    let marker = pg.env.file("ran");
+    let holder = pg.env.hold(pg.withlock().arg(second), "h");
+    for options in [&["-n"][..], &["-w", "0.2"][..]] {
+        pg.withlock()
+            .args(options)
+            .args([first, second, "--", "touch"])
+            .arg(&marker)
+            .assert()
+            .code(75);
+        assert!(!marker.exists(), "the command ran with {options:?}");
+        pg.withlock()
+            .args(["-n", first, "--", "true"])
+            .assert()
+            .code(0);
+        assert_eq!(anything_waiting(&pg), 0);
+    }
+    // A waiter holds the first while it waits for the second; stopped, it
+    // lets the first go.
+    let mut waiter = pg
+        .withlock()
+        .args([second, first, "--", "touch"])
+        .arg(&marker)
+        .spawn();
+    pg.wait_waiting(second, 1);
+    pg.withlock()
+        .args(["-n", first, "--", "true"])
+        .assert()
+        .code(75);
+    signal(waiter.id() as i32, Signal::SIGTERM);
+    assert_eq!(wait_child(&mut waiter).code(), Some(143));
+    assert!(!marker.exists());
+    wait_for("the first lock free again", || {
+        pg.withlock()
+            .args(["-n", first, "--", "true"])
+            .output()
+            .status
+            .success()
+    });
+    assert!(holder.release().success());
+}
+
+#[test]
+fn each_lock_can_have_its_own_mode() {
+    let pg = PgEnv::new();
+    let holder = pg
+        .env
+        .hold(pg.withlock().args(["build", "artifacts=shared"]), "h");
+    for shared in [&["artifacts=shared"][..], &["-s", "artifacts"][..]] {
+        pg.withlock()
+            .arg("-n")
+            .args(shared)
+            .args(["--", "true"])
+            .assert()
+            .code(0);
+    }
+    for excluded in ["build", "artifacts", "build=shared", "artifacts=exclusive"] {
+        pg.withlock()
+            .args(["-n", excluded, "--", "true"])
+            .assert()
+            .code(75);
+    }
+    assert!(holder.release().success());
+}
+
+/// Clients loop taking the same two locks named in opposite orders (and
+/// modes of their own): they all finish, losing no update.
+#[test]
+fn opposite_orders_never_deadlock_under_a_storm() {
+    let pg = PgEnv::new();
+    let orders = ["a b", "b a", "b=exclusive a", "a=exclusive b", "b a"];
+    let rounds = 12;
+    let lockers: Vec<String> = orders
+        .iter()
+        .map(|locks| {
+            format!(
+                "{} --url {} {locks} --",
+                pg.env.bin().display(),
+                pg.server.url()
+            )
+        })
+        .collect();
+    let count = storm(&pg.env, &lockers, rounds);
+    assert_eq!(count, u64::from(rounds) * orders.len() as u64);
+}

@@ -1,0 +1,135 @@
+//! Listing the locks on a server without taking them (`withlock --url URL
+//! --list`), all read in one session.
+//!
+//! - With names: those locks, in the order given; a name nobody holds or
+//!   waits for is free.
+//! - Without: every withlock lock the server knows, sorted by name: each
+//!   advisory key in `pg_locks` (current database) that is withlock's —
+//!   named in the fence table, or held or awaited by a withlock session —
+//!   and each name in the fence table that is free now. A key the fence
+//!   table has no name for (waiters for a lock never granted yet, or a
+//!   role that may not read the table) is shown as `0x` and its key in
+//!   16 hex digits.
+//! - Each [`LockStatus`] has an empty `path` and the server as `server`.
+//!   Holders and waiters are as [`PgLock::pg_holders`] gives them; an
+//!   exclusive holder whose `application_name` was cut before its grant
+//!   time gets the fence table's `granted_at` as "since".
+//!
+//! [`PgLock::pg_holders`]: crate::pg::PgLock::pg_holders
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::SystemTime;
+
+use postgres::Client;
+use postgres::types::Type;
+
+use crate::pg::connection::Target;
+use crate::pg::error::PgError;
+use crate::pg::holders::{self, PgHolder};
+use crate::pg::identity::Identity;
+use crate::pg::key::advisory_key;
+use crate::{LockName, LockStatus, Mode, Result};
+
+/// Whether the fence table exists and this role may read it.
+const FENCE_READABLE: &str =
+    "SELECT coalesce(has_table_privilege(to_regclass('withlock_fence'), 'SELECT'), false)";
+
+/// The fence table's names and grant times, for keys `$1` (NULL: all).
+const FENCE_ROWS: &str = "SELECT key, name, granted_at FROM withlock_fence \
+WHERE $1::bigint[] IS NULL OR key = ANY($1)";
+
+/// A name and grant time from the fence table.
+type Named = (String, SystemTime);
+
+/// The locks `names` on the server `url`, or every withlock lock there
+/// when `names` is empty (see the module docs).
+pub fn list(url: &str, names: &[String]) -> Result<Vec<LockStatus>> {
+    let names = names
+        .iter()
+        .map(|name| LockName::new(name).map(|n| n.as_str().to_owned()))
+        .collect::<Result<Vec<String>>>()?;
+    let target = Target::parse(url)?;
+    let identity = Identity::current().with_command(&["(listing)"]);
+    let mut client = target.connect(&identity)?;
+    let server = target.server().to_owned();
+    let failed = |cause| PgError::Query {
+        context: "listing the locks",
+        server: server.clone(),
+        cause,
+    };
+    let keys: Option<Vec<i64>> =
+        (!names.is_empty()).then(|| names.iter().map(|n| advisory_key(n)).collect());
+    let sessions = holders::query_keys(&mut client, keys.as_deref()).map_err(failed)?;
+    let fence = fence_rows(&mut client, keys.as_deref()).map_err(failed)?;
+    let mut by_key: HashMap<i64, Vec<PgHolder>> = HashMap::new();
+    for (key, session) in sessions {
+        by_key.entry(key).or_default().push(session);
+    }
+    let status = |name: String, key: i64| {
+        let sessions = by_key.get(&key).cloned().unwrap_or_default();
+        lock_status(name, sessions, fence.get(&key), &server)
+    };
+    if !names.is_empty() {
+        return Ok(names
+            .into_iter()
+            .map(|name| {
+                let key = advisory_key(&name);
+                status(name, key)
+            })
+            .collect());
+    }
+    let mut all: BTreeMap<String, i64> = fence
+        .iter()
+        .map(|(key, (name, _))| (name.clone(), *key))
+        .collect();
+    for (key, sessions) in &by_key {
+        let withlocks = sessions.iter().any(|s| s.identity.is_some());
+        if !fence.contains_key(key) && *key < 0 && withlocks {
+            all.insert(format!("0x{:016x}", *key as u64), *key);
+        }
+    }
+    Ok(all
+        .into_iter()
+        .map(|(name, key)| status(name, key))
+        .collect())
+}
+
+/// The fence table's rows for `keys`, or none when it is missing or this
+/// role may not read it: the listing then shows keys, not names.
+fn fence_rows(
+    client: &mut Client,
+    keys: Option<&[i64]>,
+) -> std::result::Result<HashMap<i64, Named>, postgres::Error> {
+    let readable: bool = client.query_typed(FENCE_READABLE, &[])?[0].get(0);
+    if !readable {
+        return Ok(HashMap::new());
+    }
+    let rows = client.query_typed(FENCE_ROWS, &[(&keys, Type::INT8_ARRAY)])?;
+    Ok(rows
+        .iter()
+        .map(|row| (row.get(0), (row.get(1), row.get(2))))
+        .collect())
+}
+
+fn lock_status(
+    name: String,
+    mut sessions: Vec<PgHolder>,
+    fence: Option<&Named>,
+    server: &str,
+) -> LockStatus {
+    if let Some((_, granted_at)) = fence {
+        // The table's grant time is the last grant's: an exclusive
+        // holder's own, but not every shared holder's.
+        for session in &mut sessions {
+            if session.granted && session.mode == Mode::Exclusive && session.since.is_none() {
+                session.since = Some(*granted_at);
+            }
+        }
+    }
+    LockStatus {
+        name,
+        path: Default::default(),
+        server: Some(server.to_owned()),
+        holders: holders::to_holders(&sessions),
+    }
+}

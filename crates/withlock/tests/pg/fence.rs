@@ -1,0 +1,187 @@
+//! Fencing tokens: every grant of a name, exclusive or shared, draws a
+//! higher token from the table `withlock_fence`, which is durable, safe to
+//! create from several clients at once, and refused with the SQL to fix it
+//! when the role may not create it. Also the server-wide listing, which
+//! takes its names from that table.
+
+use std::sync::{Arc, Barrier};
+
+use withlock::pg::{PgError, PgLock, fence};
+use withlock::{Error, Lock, Mode};
+
+use withlock_pg_testing::TestServer;
+
+const BOUND: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The token of one exclusive grant of `name`, released at once.
+fn one_grant(server: &TestServer, name: &str) -> i64 {
+    let guard = PgLock::new(&server.url(), name)
+        .unwrap()
+        .try_acquire()
+        .unwrap();
+    let token = guard.fence();
+    guard.release().unwrap();
+    token
+}
+
+/// `url` with another role.
+fn as_role(server: &TestServer, role: &str) -> String {
+    server
+        .url()
+        .replace("postgres://postgres@", &format!("postgres://{role}@"))
+}
+
+#[test]
+fn every_grant_exclusive_or_shared_draws_a_higher_token() {
+    let server = TestServer::start();
+    let first = one_grant(&server, "deploy");
+    let second = one_grant(&server, "deploy");
+    assert_eq!(first, 1, "a name's first grant");
+    assert!(second > first, "{first} then {second}");
+    let shared = PgLock::new(&server.url(), "deploy")
+        .unwrap()
+        .with_mode(Mode::Shared);
+    let a = shared.try_acquire().unwrap();
+    let b = shared.try_acquire().unwrap();
+    assert!(a.fence() > second, "{second} then {}", a.fence());
+    assert!(b.fence() > a.fence(), "each sharer its own token");
+    drop((a, b));
+    assert!(one_grant(&server, "deploy") > second);
+    // Names count separately.
+    assert_eq!(one_grant(&server, "other"), 1);
+}
+
+#[test]
+fn tokens_keep_growing_across_a_server_restart() {
+    let server = TestServer::start();
+    one_grant(&server, "deploy");
+    let before = one_grant(&server, "deploy");
+    server.restart();
+    let after = one_grant(&server, "deploy");
+    assert!(after > before, "{before} before the restart, {after} after");
+}
+
+#[test]
+fn several_clients_creating_the_table_at_once_all_get_distinct_tokens() {
+    let server = TestServer::start();
+    let clients = 8;
+    let start = Arc::new(Barrier::new(clients));
+    let lock = PgLock::new(&server.url(), "deploy")
+        .unwrap()
+        .with_mode(Mode::Shared);
+    let threads: Vec<_> = (0..clients)
+        .map(|_| {
+            let (lock, start) = (lock.clone(), Arc::clone(&start));
+            std::thread::spawn(move || {
+                start.wait();
+                lock.try_acquire().map(|guard| guard.fence())
+            })
+        })
+        .collect();
+    let mut tokens: Vec<i64> = threads
+        .into_iter()
+        .map(|t| t.join().unwrap().expect("every sharer gets a token"))
+        .collect();
+    tokens.sort();
+    assert_eq!(tokens, (1..=clients as i64).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_role_that_may_not_create_or_write_the_table_is_told_the_sql_to_fix_it() {
+    let server = TestServer::start();
+    let mut admin = server.client();
+    // PostgreSQL 15 already revokes CREATE on public from PUBLIC; older
+    // servers do not.
+    admin
+        .batch_execute("CREATE ROLE bob LOGIN; REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+        .unwrap();
+    let as_bob = PgLock::new(&as_role(&server, "bob"), "deploy").unwrap();
+    let refusal = |lock: &PgLock| match lock.try_acquire() {
+        Err(Error::Postgres(err @ PgError::FenceTable { .. })) => err.to_string(),
+        other => panic!("expected FenceTable, got {other:?}"),
+    };
+    let no_table = refusal(&as_bob);
+    assert!(no_table.contains("CREATE on a schema"), "{no_table}");
+    assert!(
+        no_table.contains("GRANT SELECT, INSERT, UPDATE ON withlock_fence TO bob;"),
+        "{no_table}"
+    );
+    assert_eq!(no_table.lines().count(), 1, "{no_table}");
+    // The lock was given back.
+    assert!(as_bob.pg_holders().unwrap().is_empty());
+
+    // The table exists (another role created it), but bob may not write it.
+    one_grant(&server, "deploy");
+    let no_grant = refusal(&as_bob);
+    assert!(
+        no_grant.contains("SELECT, INSERT and UPDATE on withlock_fence"),
+        "{no_grant}"
+    );
+
+    // What the message says an administrator runs, run as it says.
+    let sql = no_grant.split("can create it once with: ").nth(1).unwrap();
+    admin.batch_execute(sql).unwrap();
+    let guard = as_bob.try_acquire().unwrap();
+    assert_eq!(guard.fence(), 2);
+}
+
+#[test]
+fn the_table_is_what_the_docs_say() {
+    let server = TestServer::start();
+    one_grant(&server, "deploy");
+    let mut admin = server.client();
+    let row = admin
+        .query_one(
+            &format!("SELECT key, name, token FROM {}", fence::FENCE_TABLE),
+            &[],
+        )
+        .unwrap();
+    let (key, name, token): (i64, String, i64) = (row.get(0), row.get(1), row.get(2));
+    assert_eq!(
+        (key, name.as_str(), token),
+        (withlock::pg::advisory_key("deploy"), "deploy", 1)
+    );
+}
+
+#[test]
+fn the_server_listing_names_held_waited_for_and_free_locks() {
+    let server = TestServer::start();
+    one_grant(&server, "idle");
+    let held = PgLock::new(&server.url(), "busy").unwrap();
+    let guard = held.try_acquire().unwrap();
+    // A withlock waiter for a name never granted (another program holds
+    // its key), so the table has no name for it: shown by its key.
+    let never = PgLock::new(&server.url(), "never").unwrap();
+    let mut admin = server.client();
+    admin
+        .execute("SELECT pg_advisory_lock($1)", &[&never.key()])
+        .unwrap();
+    let waiter = std::thread::spawn(move || never.acquire().map(|g| g.fence()));
+    let key = withlock::pg::advisory_key("never");
+    server.wait_until("the waiter in pg_locks", BOUND, || {
+        server.waiting_for(&mut admin, key) == 1
+    });
+    let listed = withlock::pg::list(&server.url(), &[]).unwrap();
+    let names: Vec<&str> = listed.iter().map(|l| l.name.as_str()).collect();
+    let hex = format!("0x{:016x}", key as u64);
+    assert_eq!(names, [hex.as_str(), "busy", "idle"]);
+    let unnamed = &listed[0].holders;
+    assert_eq!((unnamed.holders.len(), unnamed.waiters.len()), (1, 1));
+    assert_eq!(unnamed.waiters[0].pid, std::process::id() as i32);
+    let listed = &listed[1..];
+    assert!(listed.iter().all(|l| l.server.is_some()));
+    assert!(listed[1].holders.is_empty(), "idle is free");
+    let holder = &listed[0].holders.holders[0];
+    assert_eq!(holder.pid, std::process::id() as i32);
+    assert!(holder.host.is_some() && holder.since.is_some());
+    assert!(!holder.is_hidden());
+    // By name, in the order given, free or not.
+    let by_name = withlock::pg::list(&server.url(), &["nothing".into(), "busy".into()]).unwrap();
+    assert!(by_name[0].holders.is_empty());
+    assert_eq!(by_name[1].holders.holders.len(), 1);
+    guard.release().unwrap();
+    admin
+        .execute("SELECT pg_advisory_unlock($1)", &[&key])
+        .unwrap();
+    assert_eq!(waiter.join().unwrap().unwrap(), 1);
+}
