@@ -110,16 +110,19 @@ fn check_executable(path: &Path, program: &OsStr) -> Result<(), StartError> {
 
 /// Runs the command holding every descriptor of `lock_fds` (one per held
 /// lock), with `env` added to its environment (the fencing tokens);
-/// returns the exit status to pass on.
+/// returns the exit status to pass on. With `ends_with_withlock` (a lock
+/// held by withlock's own server session, which dies with it) the command
+/// gets SIGTERM if withlock dies.
 pub fn run(
     program: &Path,
     args: &[OsString],
     lock_fds: &[BorrowedFd<'_>],
     env: &[(OsString, OsString)],
+    ends_with_withlock: bool,
 ) -> Result<u8, StartError> {
     let terminal = Terminal::foreground();
     signals::starting();
-    let child = match spawn(program, args, lock_fds, env, terminal) {
+    let child = match spawn(program, args, lock_fds, env, terminal, ends_with_withlock) {
         Ok(child) => child,
         Err(err) => {
             signals::stop_forwarding();
@@ -146,11 +149,32 @@ fn spawn(
     lock_fds: &[BorrowedFd<'_>],
     env: &[(OsString, OsString)],
     terminal: Option<Terminal>,
+    ends_with_withlock: bool,
 ) -> Result<Child, StartError> {
     let (arg0, rest) = args.split_first().expect("clap requires a command");
     let mut command = Command::new(program);
     command.arg0(arg0).args(rest).process_group(0);
     command.envs(env.iter().map(|(key, value)| (key, value)));
+    if ends_with_withlock {
+        // A server-held lock cannot be inherited: it ends with withlock's
+        // session. If withlock is killed, even with SIGKILL, the lock is
+        // gone, so the command must stop too rather than run unprotected.
+        let parent = getpid().as_raw();
+        // SAFETY: the closure runs between fork and exec and calls only
+        // async-signal-safe functions (prctl, getppid).
+        unsafe {
+            command.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == -1 {
+                    return Err(io::Error::last_os_error());
+                }
+                // withlock died before the prctl: its signal will not come.
+                if libc::getppid() != parent {
+                    return Err(io::Error::other("withlock exited"));
+                }
+                Ok(())
+            });
+        }
+    }
     if let Some(terminal) = terminal {
         let terminal_fd = terminal.raw_fd();
         // SAFETY: the closure runs between fork and exec and calls only

@@ -80,7 +80,8 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
     }
     let fences = fence_env::of(&set, &guard);
     lock_loss::watch(&mut guard, cli.grace)?;
-    let status = command::run(&program, &cli.command, &guard.fds(), &fences)?;
+    let server_held = set.locks().any(|lock| lock.kind() == "PostgreSQL");
+    let status = command::run(&program, &cli.command, &guard.fds(), &fences, server_held)?;
     let status = lock_loss::status(status);
     let held = guard.held_for();
     // The command's status matters more than a failed unlock, which the

@@ -147,6 +147,17 @@ impl WaitHooks for ReportWhenWaiting {
         }
     }
 
+    /// Passed on as a line of its own, unless quiet; a live waiting line
+    /// is cleared first so the two do not share a line.
+    fn notice(&mut self, message: &str) {
+        if let Some(report) = self.report.take() {
+            report.finish();
+        }
+        if !self.quiet {
+            eprintln!("withlock: {}", withlock::escape::text(message));
+        }
+    }
+
     /// A quiet run prints no holder, so it need not look one up.
     fn name_holders(&self) -> bool {
         !self.quiet

@@ -20,6 +20,11 @@ pub trait WaitHooks {
         false
     }
 
+    /// Told something the caller should pass on to a person, such as a
+    /// PostgreSQL lock's pause after a holder that ended without releasing
+    /// (`pg::handover`); one line, without a trailing newline.
+    fn notice(&mut self, _message: &str) {}
+
     /// Whether a conflict error should name the holders. Looking them up
     /// reads /proc/locks, which takes milliseconds and meanwhile holds up
     /// every flock() on the machine, so a caller that will not show them

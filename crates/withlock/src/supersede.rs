@@ -280,6 +280,10 @@ impl WaitHooks for SupersedeHooks<'_> {
         self.inner.interrupted()
     }
 
+    fn notice(&mut self, message: &str) {
+        self.inner.notice(message);
+    }
+
     fn name_holders(&self) -> bool {
         self.inner.name_holders()
     }

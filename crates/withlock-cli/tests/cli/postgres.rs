@@ -185,3 +185,23 @@ fn the_url_from_the_environment_is_not_shown_in_help() {
     assert!(out.status.success());
     assert!(!String::from_utf8_lossy(&out.stdout).contains("s3cr3t-pw"));
 }
+
+#[test]
+fn after_an_orderly_release_the_next_holder_does_not_pause() {
+    let pg = PgEnv::new();
+    let holder = pg.env.hold(pg.withlock().arg("deploy"), "h");
+    let mut waiter = pg.withlock().args(["deploy", "--", "true"]).spawn();
+    pg.wait_waiting("deploy", 1);
+    assert!(holder.release().success());
+    let status = crate::support::wait_child(&mut waiter);
+    let mut said = String::new();
+    std::io::Read::read_to_string(&mut waiter.stderr.take().unwrap(), &mut said).unwrap();
+    assert!(status.success(), "{said}");
+    assert!(!said.contains("without releasing"), "{said}");
+    let mut client = pg.server.client();
+    let records: i64 = client
+        .query_one("SELECT count(*) FROM withlock_holds", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(records, 0, "every grant record is erased at release");
+}

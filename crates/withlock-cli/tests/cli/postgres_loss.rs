@@ -6,12 +6,11 @@
 //! server directly then gets the lock; its command records whether the
 //! first command was still alive.
 //!
-//! Only a partition leaves the server holding the lock, so only there can
-//! the server keep the second holder out until the first command is gone,
-//! and that is asserted. A terminated session, a restart or a reset frees
-//! the lock on the server at once, before the holder can know: the second
-//! holder may start while the first command is being stopped (the fencing
-//! token is the defence), so there the tests record what happened.
+//! In every case the second command must start only after the first one
+//! is gone. In a partition the server keeps the lock until after the
+//! client's bound and grace; a terminated session, a restart or a reset
+//! frees it at once, and then the second holder finds the first one's
+//! grant record unerased and pauses before its command (pg::handover).
 
 use std::fs;
 use std::io::Read;
@@ -103,7 +102,7 @@ fn read_pid(path: &Path) -> i32 {
 
 fn second_holder(pg: &PgEnv, first_pid: i32, result: &Path) -> Child {
     pg.withlock()
-        .args(["-q", "deploy", "--", "sh", "-c", CHECK_FIRST_GONE, "sh"])
+        .args(["deploy", "--", "sh", "-c", CHECK_FIRST_GONE, "sh"])
         .arg(first_pid.to_string())
         .arg(result)
         .spawn()
@@ -188,6 +187,13 @@ fn lose_the_lock(fault: Fault, on_term: OnTerm, grace: Duration) -> String {
     let mut second = second.unwrap_or_else(|| second_holder(&pg, first_pid, &result));
     let bound = server_bound(grace) + SLACK;
     assert!(exit_within(&mut second, bound, "the second withlock").success());
+    let said = stderr_of(&mut second);
+    if fault != Fault::Freeze {
+        assert!(
+            said.contains("ended without releasing it; waiting"),
+            "the second holder pauses, and says why: {said}"
+        );
+    }
     eprintln!(
         "{fault:?}/{on_term:?}: the second command ran after {:?}",
         since.elapsed()
@@ -198,25 +204,25 @@ fn lose_the_lock(fault: Fault, on_term: OnTerm, grace: Duration) -> String {
 #[test]
 fn a_terminated_session_stops_the_command_with_sigterm_and_exits_80() {
     let seen = lose_the_lock(Fault::Terminate, OnTerm::Record, Duration::from_secs(5));
-    eprintln!("terminate: the second command started {seen} the first ended");
+    assert_eq!(seen, "after");
 }
 
 #[test]
 fn a_command_that_ignores_sigterm_is_killed_after_the_grace() {
     let seen = lose_the_lock(Fault::Terminate, OnTerm::Ignore, Duration::from_secs(1));
-    eprintln!("terminate, TERM ignored: the second command started {seen} the first ended");
+    assert_eq!(seen, "after");
 }
 
 #[test]
 fn a_server_restart_stops_the_command_and_exits_80() {
     let seen = lose_the_lock(Fault::Restart, OnTerm::Record, Duration::from_secs(5));
-    eprintln!("restart: the second command started {seen} the first ended");
+    assert_eq!(seen, "after");
 }
 
 #[test]
 fn a_severed_connection_stops_the_command_and_exits_80() {
     let seen = lose_the_lock(Fault::Sever, OnTerm::Record, Duration::from_secs(5));
-    eprintln!("sever: the second command started {seen} the first ended");
+    assert_eq!(seen, "after");
 }
 
 #[test]
@@ -229,4 +235,40 @@ fn in_a_partition_the_command_is_stopped_before_the_server_hands_the_lock_on() {
 fn in_a_partition_a_command_ignoring_sigterm_is_killed_before_the_lock_is_handed_on() {
     let seen = lose_the_lock(Fault::Freeze, OnTerm::Ignore, Duration::from_secs(1));
     assert_eq!(seen, "after");
+}
+
+#[test]
+fn a_killed_withlock_takes_its_command_down_and_the_next_holder_pauses() {
+    let pg = PgEnv::new();
+    let ready = pg.env.file("first.ready");
+    let go = pg.env.fifo("first.go");
+    let term = pg.env.file("first.term");
+    let result = pg.env.file("second.result");
+    let mut first = pg
+        .withlock()
+        .args(["--grace", "1", "deploy", "--", "sh", "-c"])
+        .arg(holder_script(OnTerm::Record))
+        .arg("sh")
+        .args([&ready, &go, &term])
+        .spawn();
+    let first_pid = read_pid(&ready);
+    let mut second = second_holder(&pg, first_pid, &result);
+    pg.wait_waiting("deploy", 1);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(first.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let _ = first.wait();
+    // The lock died with withlock's session; its command must not run on.
+    wait_for("the command to get SIGTERM", || term.exists());
+    assert_eq!(fs::read_to_string(&term).unwrap(), "TERM\n");
+    let bound = server_bound(Duration::from_secs(1)) + SLACK;
+    assert!(exit_within(&mut second, bound, "the second withlock").success());
+    assert_eq!(fs::read_to_string(&result).unwrap().trim(), "after");
+    let said = stderr_of(&mut second);
+    assert!(
+        said.contains("ended without releasing it; waiting"),
+        "{said}"
+    );
 }

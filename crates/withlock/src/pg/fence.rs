@@ -29,7 +29,9 @@
 //!   fence shared holders only where that is wanted.
 //! - **Privileges.** The first grant on a database needs `CREATE` on that
 //!   schema (PostgreSQL 15 no longer gives it to everyone on `public`);
-//!   every grant needs `SELECT, INSERT, UPDATE` on the table. Without
+//!   every grant needs `SELECT, INSERT, UPDATE` on the table, and
+//!   `SELECT, INSERT, DELETE` on `withlock_holds`, created beside it
+//!   (see [`crate::pg::handover`]). Without
 //!   them the lock is released and [`PgError::FenceTable`] says which
 //!   privilege is missing and the SQL an administrator can run to create
 //!   the table and grant it.
@@ -50,6 +52,7 @@ use postgres::error::SqlState;
 use postgres::types::Type;
 
 use crate::pg::error::PgError;
+use crate::pg::handover;
 use crate::pg::identity::Identity;
 
 /// The table's name, unqualified: found through `search_path`.
@@ -131,9 +134,15 @@ fn draw(
     })
 }
 
-/// Creates the table; a concurrent creation by another client is success.
-fn create(client: &mut Client) -> Result<(), postgres::Error> {
-    match client.batch_execute(CREATE_TABLE) {
+/// Creates the tables (this one and [`handover::CREATE_TABLE`]); a
+/// concurrent creation by another client is success.
+pub(crate) fn create(client: &mut Client) -> Result<(), postgres::Error> {
+    create_one(client, CREATE_TABLE)?;
+    create_one(client, handover::CREATE_TABLE)
+}
+
+fn create_one(client: &mut Client, sql: &str) -> Result<(), postgres::Error> {
+    match client.batch_execute(sql) {
         // Two `IF NOT EXISTS` creations racing: the loser fails on the
         // catalog's unique index, or finds the winner's row type or table,
         // and the winner's table is there to use.
@@ -152,15 +161,23 @@ fn create(client: &mut Client) -> Result<(), postgres::Error> {
     }
 }
 
+/// What was being done when the table refused.
 #[derive(Clone, Copy)]
-enum Step {
+pub(crate) enum Step {
+    /// Creating the tables.
     Create,
+    /// Drawing a token or recording a grant.
     Draw,
 }
 
 /// The error for a failed `step`: a missing privilege becomes
 /// [`PgError::FenceTable`] with the SQL to fix it.
-fn refusal(client: &mut Client, cause: postgres::Error, server: &str, step: Step) -> PgError {
+pub(crate) fn refusal(
+    client: &mut Client,
+    cause: postgres::Error,
+    server: &str,
+    step: Step,
+) -> PgError {
     let refused = cause.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE)
         || cause.code() == Some(&SqlState::INVALID_SCHEMA_NAME);
     if !refused {
@@ -172,7 +189,9 @@ fn refusal(client: &mut Client, cause: postgres::Error, server: &str, step: Step
     }
     let privilege = match step {
         Step::Create => "CREATE on a schema in its search_path, to create the table",
-        Step::Draw => "SELECT, INSERT and UPDATE on withlock_fence",
+        Step::Draw => {
+            "SELECT, INSERT and UPDATE on withlock_fence, and SELECT, INSERT and DELETE on withlock_holds"
+        }
     };
     PgError::FenceTable {
         server: server.to_owned(),
@@ -188,5 +207,9 @@ fn admin_sql(client: &mut Client) -> String {
         .query_one("SELECT quote_ident(current_user::text)", &[])
         .map(|row| row.get(0))
         .unwrap_or_else(|_| "<role>".to_owned());
-    format!("{CREATE_TABLE}; GRANT SELECT, INSERT, UPDATE ON withlock_fence TO {role};")
+    format!(
+        "{CREATE_TABLE}; {}; GRANT SELECT, INSERT, UPDATE ON withlock_fence TO {role}; \
+         GRANT SELECT, INSERT, DELETE ON withlock_holds TO {role};",
+        handover::CREATE_TABLE
+    )
 }

@@ -38,6 +38,7 @@ pub mod connection;
 mod conninfo;
 mod error;
 pub mod fence;
+pub mod handover;
 pub mod heartbeat;
 mod holders;
 mod identity;

@@ -6,6 +6,7 @@ use crate::Mode;
 use postgres::Client;
 
 use crate::pg::error::PgError;
+use crate::pg::handover;
 use crate::pg::heartbeat::{self, Context, LockLost, Watch};
 use crate::pg::key::LockKeyParts;
 
@@ -178,6 +179,11 @@ impl PgGuard {
     /// way (the server still drops it when the session ends).
     pub fn release(mut self) -> Result<(), PgError> {
         let mut client = self.take_session()?;
+        // Erased before the unlock, so that the next holder, granted the
+        // moment the unlock runs, finds no record of an unreleased grant
+        // and does not pause for this one (see pg::handover).
+        handover::forget(&mut client, self.key, &[self.fence])
+            .map_err(|cause| self.query_error("erasing the grant record", cause))?;
         let sql = match self.mode {
             Mode::Exclusive => "SELECT pg_advisory_unlock($1)",
             Mode::Shared => "SELECT pg_advisory_unlock_shared($1)",
@@ -217,6 +223,18 @@ impl PgGuard {
             context,
             server: self.server.clone(),
             cause,
+        }
+    }
+}
+
+impl Drop for PgGuard {
+    /// Dropping a held guard ends its session, which releases the lock;
+    /// erasing the grant record first makes that an orderly end, so the
+    /// next holder does not pause for it (see pg::handover). A lost lock
+    /// has no session left, and its record stays.
+    fn drop(&mut self) {
+        if let Ok(mut client) = self.take_session() {
+            let _ = handover::forget(&mut client, self.key, &[self.fence]);
         }
     }
 }

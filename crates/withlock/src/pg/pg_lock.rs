@@ -9,6 +9,7 @@ use postgres::error::SqlState;
 use crate::pg::connection::Target;
 use crate::pg::error::PgError;
 use crate::pg::fence;
+use crate::pg::handover;
 use crate::pg::heartbeat;
 use crate::pg::holders::{self, PgHolder};
 use crate::pg::identity::Identity;
@@ -208,7 +209,7 @@ impl Lock for PgLock {
     fn acquire_with(&self, wait: Wait, hooks: &mut dyn WaitHooks) -> Result<PgGuard> {
         if let Some(max) = self.max {
             let (client, backend_pid) = Semaphore::new(self, max).acquire(wait, hooks)?;
-            return self.granted(client, backend_pid);
+            return self.granted(client, backend_pid, hooks);
         }
         let started = Instant::now();
         let mut client = self.target.connect(&self.identity)?;
@@ -253,7 +254,7 @@ impl Lock for PgLock {
             }
         }
         debug_assert!(taken);
-        self.granted(client, backend_pid)
+        self.granted(client, backend_pid, hooks)
     }
 
     fn holders(&self) -> Result<Holders> {
@@ -272,7 +273,34 @@ impl Lock for PgLock {
 
 impl PgLock {
     /// The guard of the lock just granted on `client`.
-    fn granted(&self, mut client: Client, backend_pid: i32) -> Result<PgGuard> {
+    /// Records the grant `token` and, if an earlier holder's session ended
+    /// without releasing, waits until its command has surely been stopped
+    /// (see [`crate::pg::handover`]).
+    fn settle(&self, client: &mut Client, token: i64, hooks: &mut dyn WaitHooks) -> Result<()> {
+        let server = self.target.server();
+        let unreleased = handover::record(client, self.key, token, self.grace)
+            .map_err(|cause| fence::refusal(client, cause, server, fence::Step::Draw))?;
+        let Some(pause) = unreleased.pause() else {
+            return Ok(());
+        };
+        hooks.notice(&format!(
+            "{} was granted, but an earlier holder's session ended without releasing it; \
+             waiting {} so that its command has surely been stopped",
+            self.name,
+            crate::human_duration(pause)
+        ));
+        std::thread::sleep(pause);
+        handover::forget(client, self.key, &unreleased.tokens)
+            .map_err(|cause| self.query_error("erasing old grant records", cause))?;
+        Ok(())
+    }
+
+    fn granted(
+        &self,
+        mut client: Client,
+        backend_pid: i32,
+        hooks: &mut dyn WaitHooks,
+    ) -> Result<PgGuard> {
         // Before the guard exists: if no token can be drawn, dropping the
         // client ends the session and so releases the lock.
         let grant = fence::next(
@@ -282,6 +310,7 @@ impl PgLock {
             &self.identity,
             self.target.server(),
         )?;
+        self.settle(&mut client, grant.token, hooks)?;
         // The server's bound on a silent holder (see pg::heartbeat); one it
         // refuses leaves the lock held, only without that bound.
         let bound = heartbeat::server_bound(self.grace);

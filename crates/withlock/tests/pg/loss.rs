@@ -19,7 +19,9 @@ const BOUND: Duration = Duration::from_secs(30);
 #[test]
 fn check_reports_a_held_lock() {
     let server = TestServer::start();
-    let lock = PgLock::new(&server.url(), "deploy").unwrap();
+    let lock = PgLock::new(&server.url(), "deploy")
+        .unwrap()
+        .with_grace(Duration::ZERO);
     let mut guard = lock.acquire().unwrap();
     assert!(guard.check(BOUND).unwrap());
 }
@@ -27,7 +29,9 @@ fn check_reports_a_held_lock() {
 #[test]
 fn a_terminated_session_loses_the_lock_and_check_says_so() {
     let server = TestServer::start();
-    let lock = PgLock::new(&server.url(), "deploy").unwrap();
+    let lock = PgLock::new(&server.url(), "deploy")
+        .unwrap()
+        .with_grace(Duration::ZERO);
     let mut guard = lock.acquire().unwrap();
     let mut admin = server.client();
     let terminated: bool = admin
@@ -45,7 +49,9 @@ fn a_terminated_session_loses_the_lock_and_check_says_so() {
 #[test]
 fn a_server_restart_loses_the_lock_and_check_says_so() {
     let server = TestServer::start();
-    let lock = PgLock::new(&server.url(), "deploy").unwrap();
+    let lock = PgLock::new(&server.url(), "deploy")
+        .unwrap()
+        .with_grace(Duration::ZERO);
     let mut guard = lock.acquire().unwrap();
     server.restart();
     assert!(guard.check(BOUND).is_err());
@@ -56,7 +62,9 @@ fn a_server_restart_loses_the_lock_and_check_says_so() {
 fn a_partition_is_seen_by_check_while_the_server_still_holds_the_lock() {
     let server = TestServer::start();
     let proxy = Proxy::start(server.port());
-    let lock = PgLock::new(&proxy.url(), "deploy").unwrap();
+    let lock = PgLock::new(&proxy.url(), "deploy")
+        .unwrap()
+        .with_grace(Duration::ZERO);
     let mut guard = lock.acquire().unwrap();
     assert!(guard.check(BOUND).unwrap());
     proxy.freeze();
@@ -65,7 +73,9 @@ fn a_partition_is_seen_by_check_while_the_server_still_holds_the_lock() {
     // Meanwhile the server still sees a live session holding the lock, and
     // keeps it until it notices the client is gone (its own keepalives:
     // see docs/wip-postgres.md), so nobody else may take it yet.
-    let direct = PgLock::new(&server.url(), "deploy").unwrap();
+    let direct = PgLock::new(&server.url(), "deploy")
+        .unwrap()
+        .with_grace(Duration::ZERO);
     assert!(matches!(
         direct.try_acquire(),
         Err(withlock::Error::Busy { .. })
@@ -105,7 +115,9 @@ fn loss_within_bound(rx: &Receiver<(LockLost, Instant)>, since: Instant, fault: 
 #[test]
 fn a_watch_reports_a_terminated_session() {
     let server = TestServer::start();
-    let lock = PgLock::new(&server.url(), "deploy").unwrap();
+    let lock = PgLock::new(&server.url(), "deploy")
+        .unwrap()
+        .with_grace(Duration::ZERO);
     let (mut guard, rx) = watched(lock.acquire().unwrap());
     let since = Instant::now();
     let terminated: bool = server
@@ -129,7 +141,9 @@ fn a_watch_reports_a_terminated_session() {
 #[test]
 fn a_watch_reports_a_server_restart() {
     let server = TestServer::start();
-    let lock = PgLock::new(&server.url(), "deploy").unwrap();
+    let lock = PgLock::new(&server.url(), "deploy")
+        .unwrap()
+        .with_grace(Duration::ZERO);
     let (_guard, rx) = watched(lock.acquire().unwrap());
     let since = Instant::now();
     server.restart();
@@ -145,7 +159,9 @@ fn a_watch_reports_a_server_restart() {
 fn a_watch_reports_a_severed_connection() {
     let server = TestServer::start();
     let proxy = Proxy::start(server.port());
-    let lock = PgLock::new(&proxy.url(), "deploy").unwrap();
+    let lock = PgLock::new(&proxy.url(), "deploy")
+        .unwrap()
+        .with_grace(Duration::ZERO);
     let (_guard, rx) = watched(lock.acquire().unwrap());
     let since = Instant::now();
     proxy.sever();
@@ -172,7 +188,9 @@ fn a_partition_is_reported_while_the_server_still_holds_the_lock_then_freed_with
     // The holder knows; the server must not have handed the lock on yet
     // (the proxy still answers TCP, so only the session's own
     // idle_session_timeout can end it).
-    let direct = PgLock::new(&server.url(), "deploy").unwrap();
+    let direct = PgLock::new(&server.url(), "deploy")
+        .unwrap()
+        .with_grace(Duration::ZERO);
     assert!(matches!(
         direct.try_acquire(),
         Err(withlock::Error::Busy { .. })
@@ -190,7 +208,9 @@ fn a_partition_is_reported_while_the_server_still_holds_the_lock_then_freed_with
 #[test]
 fn a_released_or_dropped_watched_lock_reports_no_loss() {
     let server = TestServer::start();
-    let lock = PgLock::new(&server.url(), "deploy").unwrap();
+    let lock = PgLock::new(&server.url(), "deploy")
+        .unwrap()
+        .with_grace(Duration::ZERO);
     let (mut guard, rx) = watched(lock.acquire().unwrap());
     assert!(guard.check(BOUND).unwrap());
     guard.release().expect("an orderly release");
@@ -202,4 +222,46 @@ fn a_released_or_dropped_watched_lock_reports_no_loss() {
     drop(guard);
     assert_eq!(rx.try_recv().unwrap_err(), TryRecvError::Disconnected);
     lock.try_acquire().expect("released by the drop");
+}
+
+/// Hooks that keep the notices they are given.
+#[derive(Default)]
+struct Notices(Vec<String>);
+
+impl withlock::WaitHooks for Notices {
+    fn notice(&mut self, message: &str) {
+        self.0.push(message.to_owned());
+    }
+}
+
+#[test]
+fn after_a_holder_that_did_not_release_the_next_grant_pauses_and_says_so() {
+    let server = TestServer::start();
+    let lock = PgLock::new(&server.url(), "deploy")
+        .unwrap()
+        .with_grace(Duration::ZERO);
+    // Released in order (by drop): the next grant does not pause.
+    drop(lock.acquire().unwrap());
+    let mut notices = Notices::default();
+    let guard = lock
+        .acquire_with(withlock::Wait::Forever, &mut notices)
+        .unwrap();
+    assert!(notices.0.is_empty(), "{:?}", notices.0);
+    // Its session ended by the server: the next grant pauses for it.
+    let mut admin = server.client();
+    admin
+        .execute("SELECT pg_terminate_backend($1)", &[&guard.backend_pid()])
+        .unwrap();
+    let started = Instant::now();
+    let _next = lock
+        .acquire_with(withlock::Wait::Forever, &mut notices)
+        .unwrap();
+    assert_eq!(notices.0.len(), 1, "{:?}", notices.0);
+    assert!(
+        notices.0[0].contains("ended without releasing it; waiting"),
+        "{}",
+        notices.0[0]
+    );
+    eprintln!("paused {:?}", started.elapsed());
+    drop(guard);
 }
