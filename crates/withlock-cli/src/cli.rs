@@ -65,7 +65,7 @@ pub const EXIT_STATUSES: [(&str, &str); 12] = [
     ),
     (
         "64",
-        "bad usage: unknown option, invalid lock name or number, -s or --max with a socket lock",
+        "bad usage: unknown option, invalid lock name, number or URL, -s or --max with a socket lock",
     ),
     (
         "77",
@@ -74,7 +74,8 @@ pub const EXIT_STATUSES: [(&str, &str); 12] = [
     ),
     (
         "78",
-        "unusable or unsafe lock directory, or no regular file (no socket) at the lock path",
+        "unusable or unsafe lock directory, or no regular file (no socket) at the lock path; \
+         --url: TLS not possible as sslmode asks, or a transaction-mode pooler",
     ),
     (
         "79",

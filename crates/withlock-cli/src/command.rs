@@ -8,6 +8,10 @@
 //! process sharing it: a daemon the command left behind keeps an open
 //! descriptor but not the lock. (Only if withlock is killed before the
 //! command ends do such daemons go on holding the lock until they exit.)
+//!
+//! A PostgreSQL lock lives in withlock's own server session and cannot be
+//! inherited, so there the command gets SIGTERM if withlock dies
+//! (`PR_SET_PDEATHSIG`): it must not run on without the lock.
 
 use std::ffi::{OsStr, OsString};
 use std::io;

@@ -48,12 +48,16 @@ pub fn of(error: &Error) -> u8 {
 }
 
 /// The exit status for a failure talking to the PostgreSQL server: a bad
-/// URL is bad usage, refused credentials are a permission problem, the
-/// rest means the server is not available.
+/// URL is bad usage, refused credentials are a permission problem, TLS or
+/// a pooler that rule the lock out are configuration, the rest means the
+/// server is not available.
 fn of_server(error: &PgError) -> u8 {
     match error {
-        PgError::InvalidUrl(_) | PgError::NoHost => USAGE,
+        PgError::InvalidUrl(_) => USAGE,
         err if err.is_refused_credentials() => PERMISSION,
+        // TLS that cannot be had as the URL asks, or a pooler that would
+        // hand the session (and the lock) to others: fix the URL.
+        PgError::Tls { .. } | PgError::Pooler { .. } => CONFIG,
         // The role may not create or write the fencing-token table.
         PgError::FenceTable { .. } => PERMISSION,
         _ => UNAVAILABLE,

@@ -11,11 +11,6 @@ pub enum PgError {
     #[error("invalid PostgreSQL URL: {0}")]
     InvalidUrl(String),
 
-    /// No longer returned: a URL without a host means the default Unix
-    /// socket directory, as in libpq. Kept so that matches on it compile.
-    #[error("the PostgreSQL URL names no host")]
-    NoHost,
-
     /// Connecting to the server, or setting up the session, failed.
     #[error("connecting to {server}: {}{hint}", with_causes(cause))]
     Connect {

@@ -156,7 +156,7 @@ fn another_role_sees_who_holds_the_lock() {
         .expect("application_name is visible");
     assert_eq!(identity.pid, std::process::id());
     // Finding: without pg_read_all_stats, another role's state_change and
-    // client_addr are NULL (see docs/wip-postgres.md); "since" is known all
+    // client_addr are NULL; "since" is known all
     // the same, from the grant time the holder wrote into application_name.
     assert!(sessions[0].since.is_some());
     assert_eq!(sessions[0].client_addr, None);

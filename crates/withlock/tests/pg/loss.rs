@@ -72,7 +72,7 @@ fn a_partition_is_seen_by_check_while_the_server_still_holds_the_lock() {
     assert!(guard.check(Duration::from_millis(500)).is_err());
     // Meanwhile the server still sees a live session holding the lock, and
     // keeps it until it notices the client is gone (its own keepalives:
-    // see docs/wip-postgres.md), so nobody else may take it yet.
+    // the lock session sets them: see pg::heartbeat), so nobody else may take it yet.
     let direct = PgLock::new(&server.url(), "deploy")
         .unwrap()
         .with_grace(Duration::ZERO);
