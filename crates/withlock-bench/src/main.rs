@@ -7,6 +7,9 @@
 //! on both alike, and medians and 90th percentiles are reported, so a few
 //! delayed runs do not decide the result.
 //!
+//! With `--pg` it compares withlock's PostgreSQL backend (`--url`, on a
+//! private server it starts) with local withlock and flock(1) instead.
+//!
 //! The same binary also serves as the command being locked, through hidden
 //! subcommands (see [`helpers`]): that way the timestamps are taken inside
 //! the locked command itself, with nothing else in between.
@@ -14,11 +17,13 @@
 mod helpers;
 mod measure_fairness;
 mod measure_handoff;
+mod measure_pg;
 mod measure_startup;
 mod measure_storm;
 mod measure_timeout;
 mod proc_locks;
 mod report;
+mod report_pg;
 mod rig;
 mod stats;
 
@@ -30,11 +35,13 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use crate::report::{Results, Settings};
+use crate::report_pg::PgSettings;
 use crate::rig::{Programs, Rig};
 
 /// Benchmark withlock against flock(1): startup time, lock handoff latency,
 /// throughput under contention, timeout accuracy and fairness (arrival
-/// order, an exclusive waiter behind shared holders), in one run.
+/// order, an exclusive waiter behind shared holders), in one run. With
+/// --pg, withlock's PostgreSQL backend beside both instead.
 #[derive(Debug, Parser)]
 #[command(
     name = "withlock-bench",
@@ -103,6 +110,14 @@ struct Options {
     #[arg(long, value_name = "MS", default_value_t = 100, value_parser = at_least_one())]
     hold_ms: u32,
 
+    /// Compare withlock's PostgreSQL backend (`--url`) with local withlock
+    /// and flock(1) instead: startup, handoff, in-process acquire+release
+    /// and arrival order, on a private server started for the run (needs
+    /// PostgreSQL's server binaries, in $WITHLOCK_PG_BIN or
+    /// /usr/lib/postgresql/15/bin). Uses --runs, --handoffs and --waiters.
+    #[arg(long)]
+    pg: bool,
+
     /// Print the figures as JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -157,6 +172,9 @@ fn dispatch(cli: Cli, started_ns: u64) -> Result<()> {
 }
 
 fn benchmark(options: &Options) -> Result<()> {
+    if options.pg {
+        return benchmark_pg(options);
+    }
     let rig = Rig::new(programs(options)?)?;
     let settings = Settings {
         runs: options.runs as usize,
@@ -193,6 +211,32 @@ fn benchmark(options: &Options) -> Result<()> {
         print!("{}", report::json(&results));
     } else {
         print!("{}", report::table(&results));
+    }
+    Ok(())
+}
+
+/// `--pg`: the server backend beside the local one, in one run.
+fn benchmark_pg(options: &Options) -> Result<()> {
+    let programs = programs(options)?;
+    // Checked before the server is started, which takes a few seconds.
+    let rig = Rig::new(programs)?;
+    let server = measure_pg::start_server()?;
+    let rig = rig.with_server(&server.url());
+    eprintln!("withlock: {}", rig.programs().withlock.display());
+    eprintln!("flock(1): {}", rig.programs().flock.display());
+    let settings = PgSettings {
+        runs: options.runs as usize,
+        handoffs: options.handoffs as usize,
+        waiters: options.waiters as usize,
+    };
+    let results = measure_pg::measure(&rig, settings.runs, settings.handoffs, settings.waiters)?;
+    // The rig's pg_locks session ends before the server stops.
+    drop(rig);
+    drop(server);
+    if options.json {
+        print!("{}", report_pg::json(&results, settings));
+    } else {
+        print!("{}", report_pg::table(&results, settings));
     }
     Ok(())
 }
@@ -236,5 +280,7 @@ mod tests {
         let cli = Cli::parse_from(["withlock-bench", "--timeouts", "4", "--timeout-ms", "50"]);
         assert_eq!((cli.options.timeouts, cli.options.timeout_ms), (4, 50));
         assert!(Cli::try_parse_from(["withlock-bench", "--timeout-ms", "0"]).is_err());
+        let cli = Cli::parse_from(["withlock-bench", "--pg", "--runs", "50"]);
+        assert!(cli.options.pg && !Cli::parse_from(["withlock-bench"]).options.pg);
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! Order: a holder holds the lock while `waiters` exclusive waiters arrive
 //! one at a time, each started only once the previous one is seen blocked
-//! in `/proc/locks`; each one's command appends its number to a log. Once
+//! in `/proc/locks` (in `pg_locks` for the PostgreSQL backend); each one's command appends its number to a log. Once
 //! the holder lets go, the log gives the order they were served in, and an
 //! inversion is a pair served against its arrival order (0 for first come,
 //! first served; n(n-1)/2 for the reverse order).
@@ -17,8 +17,7 @@
 //! limit: it would have waited longer.
 
 use std::fs;
-use std::os::unix::fs::MetadataExt;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -26,7 +25,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, ensure};
 
 use crate::measure_handoff::{STEP_LIMIT, start_holder};
-use crate::proc_locks;
 use crate::rig::{Rig, Wrapper};
 
 /// How long the reader stream runs at most once the exclusive waiter asked.
@@ -90,13 +88,12 @@ pub fn inversions(served: &[usize]) -> u64 {
     count
 }
 
-fn order(rig: &Rig, wrapper: Wrapper, waiters: usize) -> Result<u64> {
+/// Arrival order through `wrapper`: the inversions among `waiters` waiters
+/// queued one by one (also used by `--pg`).
+pub(crate) fn order(rig: &Rig, wrapper: Wrapper, waiters: usize) -> Result<u64> {
     let dir = rig.trial_dir()?;
     let log = dir.path().join("log");
     let mut trial = start_holder(rig, wrapper, dir.path())?;
-    let inode = fs::metadata(rig.lock_file(wrapper, crate::measure_handoff::LOCK))
-        .context("the holder left no lock file")?
-        .ino();
     let mut children = Vec::new();
     for i in 0..waiters {
         let append = format!("echo {i} >> '{}'", log.display());
@@ -107,7 +104,7 @@ fn order(rig: &Rig, wrapper: Wrapper, waiters: usize) -> Result<u64> {
         );
         children.push(Running::spawn(&mut command)?);
         let deadline = Instant::now() + STEP_LIMIT;
-        while proc_locks::blocked_count(inode)? < i + 1 {
+        while rig.waiting(wrapper, crate::measure_handoff::LOCK)? < i + 1 {
             ensure!(Instant::now() < deadline, "waiter {i} never blocked");
             thread::sleep(Duration::from_micros(200));
         }
@@ -178,27 +175,7 @@ fn writer_wait(
 
 /// `command` under the shared lock [`STREAM_LOCK`].
 fn shared(rig: &Rig, wrapper: Wrapper, command: &[&str]) -> Command {
-    let programs = rig.programs();
-    let mut locked = match wrapper {
-        Wrapper::Withlock => {
-            let mut c = Command::new(&programs.withlock);
-            c.arg("--dir")
-                .arg(rig.lock_dir(wrapper))
-                .args(["-s", STREAM_LOCK, "--"]);
-            c
-        }
-        Wrapper::Flock => {
-            let mut c = Command::new(&programs.flock);
-            c.arg("-s").arg(rig.lock_file(wrapper, STREAM_LOCK));
-            c
-        }
-    };
-    locked
-        .args(command)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    locked
+    rig.locked_shared(wrapper, STREAM_LOCK, command)
 }
 
 /// A child that is killed if the measurement fails.

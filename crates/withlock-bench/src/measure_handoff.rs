@@ -8,8 +8,6 @@
 //! `hold` and `stamp`) on CLOCK_MONOTONIC, so the benchmark's own polling is
 //! not part of the figure.
 
-use std::fs;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::thread;
@@ -22,7 +20,6 @@ use nix::sys::stat::Mode;
 use nix::unistd::{mkfifo, write};
 
 use crate::helpers;
-use crate::proc_locks;
 use crate::rig::{Rig, Wrapper};
 
 /// How long any one step of a trial may take before the trial is abandoned.
@@ -44,22 +41,30 @@ pub struct Handoff {
 /// that goes first swapped every trial.
 pub fn measure(rig: &Rig, trials: usize) -> Result<Handoff> {
     eprintln!("handoff: {trials} trials each of withlock and flock(1)");
-    let mut handoff = Handoff::default();
+    let [withlock, flock] = interleaved(rig, trials, Wrapper::BOTH)?;
+    Ok(Handoff { withlock, flock })
+}
+
+/// `trials` handoffs through each of `wrappers`, taking turns, with the
+/// order rotated every trial so that none always goes first. The samples
+/// come back in the order of `wrappers`.
+pub(crate) fn interleaved<const N: usize>(
+    rig: &Rig,
+    trials: usize,
+    wrappers: [Wrapper; N],
+) -> Result<[Vec<f64>; N]> {
+    let mut samples = [(); N].map(|()| Vec::with_capacity(trials));
     for trial in 0..trials {
-        let mut order = Wrapper::BOTH;
-        if trial % 2 == 1 {
-            order.reverse();
-        }
-        for wrapper in order {
+        let mut order: [usize; N] = std::array::from_fn(|i| i);
+        order.rotate_left(trial % N);
+        for i in order {
+            let wrapper = wrappers[i];
             let us = one_handoff(rig, wrapper)
                 .with_context(|| format!("handoff trial {} with {}", trial + 1, wrapper.key()))?;
-            match wrapper {
-                Wrapper::Withlock => handoff.withlock.push(us),
-                Wrapper::Flock => handoff.flock.push(us),
-            }
+            samples[i].push(us);
         }
     }
-    Ok(handoff)
+    Ok(samples)
 }
 
 /// One handoff, in microseconds.
@@ -67,15 +72,12 @@ fn one_handoff(rig: &Rig, wrapper: Wrapper) -> Result<f64> {
     let dir = rig.trial_dir()?;
     let (end, start) = (dir.path().join("end"), dir.path().join("start"));
     let mut trial = start_holder(rig, wrapper, dir.path())?;
-    let inode = fs::metadata(rig.lock_file(wrapper, LOCK))
-        .context("the holder left no lock file")?
-        .ino();
 
     let waiter = trial.spawn(rig, wrapper, "stamp", &[&start])?;
     poll_until(
         "the waiter to block on the lock",
         &mut trial.processes[waiter],
-        || Ok(proc_locks::blocked_on(inode)?),
+        || Ok(rig.waiting(wrapper, LOCK)? > 0),
     )?;
 
     trial.release()?;

@@ -21,7 +21,7 @@ pub struct Startup {
 
 /// What one startup run runs.
 #[derive(Debug, Clone, Copy)]
-enum Subject {
+pub(crate) enum Subject {
     Locked(Wrapper),
     Bare,
 }
@@ -37,31 +37,34 @@ const SUBJECTS: [Subject; 3] = [
 /// the benchmark's own bookkeeping.
 pub fn measure(rig: &Rig, runs: usize) -> Result<Startup> {
     eprintln!("startup: {runs} runs each of withlock, flock(1) and bare true");
-    // One untimed run each, to fault the binaries into the page cache and
-    // create the lock files.
-    for subject in SUBJECTS {
-        time(rig, subject)?;
-    }
-    let mut startup = Startup::default();
-    for round in 0..runs {
-        let mut order = SUBJECTS;
-        order.rotate_left(round % SUBJECTS.len());
-        for subject in order {
-            let ms = time(rig, subject)?;
-            startup.samples(subject).push(ms);
-        }
-    }
-    Ok(startup)
+    let [withlock, flock, bare] = interleaved(rig, runs, SUBJECTS)?;
+    Ok(Startup {
+        withlock,
+        flock,
+        bare,
+    })
 }
 
-impl Startup {
-    fn samples(&mut self, subject: Subject) -> &mut Vec<f64> {
-        match subject {
-            Subject::Locked(Wrapper::Withlock) => &mut self.withlock,
-            Subject::Locked(Wrapper::Flock) => &mut self.flock,
-            Subject::Bare => &mut self.bare,
+/// `runs` timed runs of each of `subjects`, after one untimed run each (to
+/// fault the binaries into the page cache, create the lock files, and let
+/// a server warm up). The samples come back in the order of `subjects`.
+pub(crate) fn interleaved<const N: usize>(
+    rig: &Rig,
+    runs: usize,
+    subjects: [Subject; N],
+) -> Result<[Vec<f64>; N]> {
+    for subject in subjects {
+        time(rig, subject)?;
+    }
+    let mut samples = [(); N].map(|()| Vec::with_capacity(runs));
+    for round in 0..runs {
+        let mut order: [usize; N] = std::array::from_fn(|i| i);
+        order.rotate_left(round % N);
+        for i in order {
+            samples[i].push(time(rig, subjects[i])?);
         }
     }
+    Ok(samples)
 }
 
 /// One run, in milliseconds from spawn to exit status.

@@ -51,6 +51,7 @@ pub fn measure(rig: &Rig, procs: usize, iterations: usize, rounds: usize) -> Res
             match wrapper {
                 Wrapper::Withlock => storm.withlock.push(outcome),
                 Wrapper::Flock => storm.flock.push(outcome),
+                Wrapper::Pg => unreachable!("the storm runs the local wrappers only"),
             }
         }
     }

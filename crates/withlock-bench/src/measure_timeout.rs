@@ -49,6 +49,7 @@ pub fn measure(rig: &Rig, trials: usize, limit: Duration) -> Result<Timeouts> {
             match wrapper {
                 Wrapper::Withlock => timeouts.withlock.push(ms),
                 Wrapper::Flock => timeouts.flock.push(ms),
+                Wrapper::Pg => unreachable!("Wrapper::BOTH holds the local wrappers only"),
             }
         }
     }

@@ -1,15 +1,22 @@
 //! The programs under test, the scratch directory they work in, and how each
-//! wrapper is asked to run a command under a named lock.
+//! wrapper is asked to run a command under a named lock; with `--pg`, also
+//! the PostgreSQL server withlock's `--url` backend locks on.
 
 use std::ffi::OsStr;
 use std::fs;
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
+use postgres::{Client, NoTls};
 use tempfile::TempDir;
+use withlock::pg::{LockKeyParts, advisory_key};
+
+use crate::proc_locks;
 
 /// The exit status of a wrapper that gave up waiting: withlock's default
 /// (EX_TEMPFAIL), and what flock(1) is told to use with `-E`.
@@ -18,19 +25,26 @@ pub const GAVE_UP: i32 = 75;
 /// A lock wrapper under test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wrapper {
+    /// withlock on this machine (`--dir`).
     Withlock,
     Flock,
+    /// withlock on the PostgreSQL server (`--url`): only with `--pg`.
+    Pg,
 }
 
 impl Wrapper {
-    /// Both, in the order they are reported.
+    /// The two local wrappers, in the order they are reported.
     pub const BOTH: [Wrapper; 2] = [Wrapper::Withlock, Wrapper::Flock];
+
+    /// What `--pg` compares, in the order it is reported.
+    pub const WITH_PG: [Wrapper; 3] = [Wrapper::Pg, Wrapper::Withlock, Wrapper::Flock];
 
     /// A short name for file names and JSON keys.
     pub fn key(self) -> &'static str {
         match self {
             Wrapper::Withlock => "withlock",
             Wrapper::Flock => "flock",
+            Wrapper::Pg => "withlock_pg",
         }
     }
 }
@@ -50,6 +64,15 @@ pub struct Programs {
 pub struct Rig {
     programs: Programs,
     scratch: TempDir,
+    server: Option<Server>,
+}
+
+/// The PostgreSQL server [`Wrapper::Pg`] locks on, and a session of the
+/// benchmark's own that watches `pg_locks` for waiters (opened when first
+/// needed).
+struct Server {
+    url: String,
+    watcher: Mutex<Option<Client>>,
 }
 
 impl Rig {
@@ -62,7 +85,11 @@ impl Rig {
             .prefix("withlock-bench.")
             .tempdir()
             .context("cannot create a temporary directory")?;
-        let rig = Rig { programs, scratch };
+        let rig = Rig {
+            programs,
+            scratch,
+            server: None,
+        };
         for wrapper in Wrapper::BOTH {
             fs::create_dir(rig.lock_dir(wrapper))?;
         }
@@ -71,6 +98,66 @@ impl Rig {
 
     pub fn programs(&self) -> &Programs {
         &self.programs
+    }
+
+    /// The same rig with [`Wrapper::Pg`] locking on the server at `url`.
+    pub fn with_server(mut self, url: &str) -> Rig {
+        self.server = Some(Server {
+            url: url.to_owned(),
+            watcher: Mutex::new(None),
+        });
+        self
+    }
+
+    /// The server's URL, for the library-level measurements.
+    pub fn url(&self) -> Result<&str> {
+        Ok(&self.server()?.url)
+    }
+
+    fn server(&self) -> Result<&Server> {
+        self.server
+            .as_ref()
+            .context("no PostgreSQL server: the benchmark was not run with --pg")
+    }
+
+    /// How many requests for the lock `name` under `wrapper` are waiting:
+    /// blocked requests on the lock file's inode in `/proc/locks` for the
+    /// local wrappers, sessions not granted the lock's advisory key in
+    /// `pg_locks` for [`Wrapper::Pg`].
+    pub fn waiting(&self, wrapper: Wrapper, name: &str) -> Result<usize> {
+        match wrapper {
+            Wrapper::Withlock | Wrapper::Flock => {
+                let inode = fs::metadata(self.lock_file(wrapper, name))
+                    .context("the holder left no lock file")?
+                    .ino();
+                Ok(proc_locks::blocked_count(inode)?)
+            }
+            Wrapper::Pg => {
+                let parts = LockKeyParts::of(advisory_key(name));
+                let server = self.server()?;
+                let mut watcher = server
+                    .watcher
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("the pg_locks watcher panicked"))?;
+                if watcher.is_none() {
+                    let client = Client::connect(&server.url, NoTls).with_context(|| {
+                        format!("cannot connect to the PostgreSQL server at {}", server.url)
+                    })?;
+                    *watcher = Some(client);
+                }
+                let count: i64 = watcher
+                    .as_mut()
+                    .context("no pg_locks watcher")?
+                    .query_one(
+                        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' \
+                         AND NOT granted AND objsubid = 1 AND classid = $1 AND objid = $2",
+                        &[&parts.classid, &parts.objid],
+                    )
+                    .context("cannot read pg_locks")?
+                    .get(0);
+                Ok(usize::try_from(count)?)
+            }
+        }
     }
 
     /// Each wrapper has a lock directory of its own, so neither is handed a
@@ -91,11 +178,23 @@ impl Rig {
     }
 
     /// `command` under the exclusive lock `name`: `withlock --dir D NAME --
-    /// COMMAND...` or `flock D/NAME.lock COMMAND...`. All output is
+    /// COMMAND...`, `flock D/NAME.lock COMMAND...` or `withlock --url URL
+    /// NAME -- COMMAND...`. All output is
     /// discarded: the figures come from exit statuses and stamp files, and
     /// withlock's "waiting for" line would only clutter the report.
     pub fn locked<S: AsRef<OsStr>>(&self, wrapper: Wrapper, name: &str, command: &[S]) -> Command {
-        self.wrapped(wrapper, name, None, command)
+        self.wrapped(wrapper, name, false, None, command)
+    }
+
+    /// `command` under the lock `name`, shared: `withlock --dir D -s NAME --
+    /// COMMAND...` or `flock -s D/NAME.lock COMMAND...`.
+    pub fn locked_shared<S: AsRef<OsStr>>(
+        &self,
+        wrapper: Wrapper,
+        name: &str,
+        command: &[S],
+    ) -> Command {
+        self.wrapped(wrapper, name, true, None, command)
     }
 
     /// `command` under the exclusive lock `name`, giving up after `limit`
@@ -108,21 +207,37 @@ impl Rig {
         limit: Duration,
         command: &[S],
     ) -> Command {
-        self.wrapped(wrapper, name, Some(limit), command)
+        self.wrapped(wrapper, name, false, Some(limit), command)
     }
 
     fn wrapped<S: AsRef<OsStr>>(
         &self,
         wrapper: Wrapper,
         name: &str,
+        shared: bool,
         limit: Option<Duration>,
         command: &[S],
     ) -> Command {
         let seconds = limit.map(|limit| limit.as_secs_f64().to_string());
         let mut locked = match wrapper {
-            Wrapper::Withlock => {
+            Wrapper::Withlock | Wrapper::Pg => {
                 let mut withlock = Command::new(&self.programs.withlock);
-                withlock.arg("--dir").arg(self.lock_dir(wrapper)).arg(name);
+                // Only what the command line says: never a WITHLOCK_URL or
+                // WITHLOCK_DIR from the caller's environment.
+                withlock
+                    .env_remove("WITHLOCK_URL")
+                    .env_remove("WITHLOCK_DIR");
+                match (wrapper, &self.server) {
+                    (Wrapper::Pg, Some(server)) => withlock.arg("--url").arg(&server.url),
+                    // Without --pg there is no server: the wrapper fails
+                    // at once, and the benchmark stops with its status.
+                    (Wrapper::Pg, None) => withlock.arg("--url").arg("postgres://"),
+                    _ => withlock.arg("--dir").arg(self.lock_dir(wrapper)),
+                };
+                if shared {
+                    withlock.arg("-s");
+                }
+                withlock.arg(name);
                 if let Some(seconds) = &seconds {
                     // -q: flock(1) names no holder when it gives up, so
                     // neither does withlock here; naming one reads
@@ -134,6 +249,9 @@ impl Rig {
             }
             Wrapper::Flock => {
                 let mut flock = Command::new(&self.programs.flock);
+                if shared {
+                    flock.arg("-s");
+                }
                 if let Some(seconds) = &seconds {
                     flock
                         .arg("-w")
@@ -276,6 +394,34 @@ mod tests {
                 OsStr::new("true"),
             ]
         );
+    }
+
+    #[test]
+    fn the_server_wrapper_gets_the_url_and_no_directory() {
+        let rig = rig().with_server("postgres://u@127.0.0.1:5/db");
+        let pg = rig.locked_at_most(Wrapper::Pg, "h", Duration::from_millis(200), &["true"]);
+        let args: Vec<&OsStr> = pg.get_args().collect();
+        assert_eq!(
+            args,
+            [
+                "--url",
+                "postgres://u@127.0.0.1:5/db",
+                "h",
+                "-q",
+                "-w",
+                "0.2",
+                "--",
+                "true"
+            ]
+            .map(OsStr::new)
+        );
+        let envs: Vec<_> = pg.get_envs().collect();
+        assert!(
+            envs.contains(&(OsStr::new("WITHLOCK_URL"), None)),
+            "{envs:?}"
+        );
+        assert_eq!(rig.url().unwrap(), "postgres://u@127.0.0.1:5/db");
+        assert!(self::rig().url().is_err());
     }
 
     #[test]
