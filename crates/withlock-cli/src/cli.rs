@@ -163,7 +163,8 @@ pub struct Cli {
     /// (postgres://USER@HOST:PORT/DBNAME), as advisory locks shared by every
     /// machine using that database. The password comes from the URL,
     /// PGPASSWORD or ~/.pgpass, and is never printed. WITHLOCK_DIR does
-    /// not apply; --dir on the command line is refused with it. The
+    /// not apply; --dir on the command line is refused with --url and
+    /// beats WITHLOCK_URL. The
     /// command gets the lock's fencing token, which grows with every grant,
     /// as WITHLOCK_FENCE (several locks: WITHLOCK_FENCES="NAME=TOKEN ...").
     #[arg(long, value_name = "URL", env = "WITHLOCK_URL", hide_env_values = true)]
@@ -265,9 +266,11 @@ pub struct Cli {
 impl Cli {
     /// Parses the command line. `--dir` and `--url` on the command line
     /// together are a conflict; from the environment they are not, so that
-    /// a WITHLOCK_DIR set for local locks does not stop `--url` working.
+    /// a WITHLOCK_DIR set for local locks does not stop `--url` working,
+    /// and `--dir` on the command line beats a WITHLOCK_URL from the
+    /// environment.
     pub fn parse_args() -> Result<Cli, clap::Error> {
-        use clap::parser::ValueSource::CommandLine;
+        use clap::parser::ValueSource::{CommandLine, EnvVariable};
         use clap::{CommandFactory, FromArgMatches};
         let mut command = Cli::command();
         let matches = command.try_get_matches_from_mut(std::env::args_os())?;
@@ -279,7 +282,15 @@ impl Cli {
                 "--dir is for locks on this machine and --url for locks on a server: drop one",
             ));
         }
-        Cli::from_arg_matches(&matches)
+        let mut cli = Cli::from_arg_matches(&matches)?;
+        // The command line beats the environment: --dir with a
+        // WITHLOCK_URL from the environment means a lock on this machine.
+        if matches.value_source("dir") == Some(CommandLine)
+            && matches.value_source("url") == Some(EnvVariable)
+        {
+            cli.url = None;
+        }
+        Ok(cli)
     }
 
     /// With --list, the lock names given (all positional arguments).

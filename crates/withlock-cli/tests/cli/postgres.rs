@@ -205,3 +205,24 @@ fn after_an_orderly_release_the_next_holder_does_not_pause() {
         .get(0);
     assert_eq!(records, 0, "every grant record is erased at release");
 }
+
+#[test]
+fn dir_on_the_command_line_beats_the_url_from_the_environment_but_not_url_on_it() {
+    let pg = PgEnv::new();
+    let dir = pg.env.lock_dir();
+    pg.withlock()
+        .arg("--dir")
+        .arg(&dir)
+        .args(["local", "--", "true"])
+        .assert()
+        .code(0);
+    assert!(pg.env.lock_file("local").exists(), "taken on this machine");
+    let out = pg
+        .withlock()
+        .arg("--dir")
+        .arg(&dir)
+        .args(["--url", &pg.server.url(), "x", "--", "true"])
+        .output();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("drop one"));
+}

@@ -63,6 +63,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use postgres::Client;
+use postgres::types::Type;
 
 /// How often the holder's session sends a heartbeat.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
@@ -163,14 +164,14 @@ pub(crate) fn limit_silent_clients(
 fn set_known(client: &mut Client, settings: &[(&str, String)]) -> Result<i64, postgres::Error> {
     let names: Vec<&str> = settings.iter().map(|(name, _)| *name).collect();
     let values: Vec<&str> = settings.iter().map(|(_, value)| value.as_str()).collect();
-    let set = client.query_one(
+    let set = client.query_typed(
         "SELECT count(set_config(s.name, s.value, false)) \
          FROM unnest($1::text[], $2::text[]) AS s(name, value) \
-         WHERE s.name IN (SELECT name FROM pg_settings)",
-        &[&names, &values],
+         WHERE current_setting(s.name, true) IS NOT NULL",
+        &[(&names, Type::TEXT_ARRAY), (&values, Type::TEXT_ARRAY)],
     );
     match set {
-        Ok(row) => Ok(row.get(0)),
+        Ok(rows) => Ok(rows.first().map_or(0, |row| row.get(0))),
         Err(e) if e.as_db_error().is_some() && !is_fatal(&e) => Ok(0),
         Err(e) => Err(e),
     }

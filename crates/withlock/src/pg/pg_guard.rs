@@ -4,6 +4,7 @@ use std::time::{Duration, Instant};
 
 use crate::Mode;
 use postgres::Client;
+use postgres::types::Type;
 
 use crate::pg::error::PgError;
 use crate::pg::handover;
@@ -188,9 +189,9 @@ impl PgGuard {
             Mode::Exclusive => "SELECT pg_advisory_unlock($1)",
             Mode::Shared => "SELECT pg_advisory_unlock_shared($1)",
         };
-        let unlocked = client.query_one(sql, &[&self.key]);
+        let unlocked = client.query_typed(sql, &[(&self.key, Type::INT8)]);
         let unlocked = unlocked.map_err(|cause| self.query_error("releasing the lock", cause))?;
-        let was_held: bool = unlocked.get(0);
+        let was_held = unlocked.first().is_some_and(|row| row.get::<_, bool>(0));
         let server = self.server.clone();
         client.close().map_err(|cause| PgError::Query {
             context: "closing the lock session",

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use crate::{Error, Holders, Lock, LockName, Mode, Result, Wait, WaitHooks};
 use postgres::Client;
 use postgres::error::SqlState;
+use postgres::types::Type;
 
 use crate::pg::connection::Target;
 use crate::pg::error::PgError;
@@ -163,8 +164,10 @@ impl PgLock {
             (Mode::Shared, false) => "SELECT true FROM pg_advisory_lock_shared($1)",
         };
         // pg_advisory_lock returns void: selecting `true` from it makes
-        // every form return a boolean, true when taken.
-        client.query_one(sql, &[&self.key]).map(|row| row.get(0))
+        // every form return a boolean, true when taken. query_typed: one
+        // round trip, no separate prepare (they add up over a WAN).
+        let rows = client.query_typed(sql, &[(&self.key, Type::INT8)])?;
+        Ok(rows.first().is_some_and(|row| row.get(0)))
     }
 
     /// Waits on `client` with the server's `lock_timeout` as the deadline;
@@ -179,9 +182,9 @@ impl PgLock {
             .as_micros()
             .div_ceil(1000)
             .clamp(1, i32::MAX as u128) as i32;
-        client.execute(
+        client.query_typed(
             "SELECT set_config('lock_timeout', $1, false)",
-            &[&format!("{ms}ms")],
+            &[(&format!("{ms}ms"), Type::TEXT)],
         )?;
         let taken = match self.lock_call(client, false) {
             Ok(taken) => Ok(taken),
@@ -189,7 +192,7 @@ impl PgLock {
             Err(e) => Err(e),
         };
         // If resetting fails, the session is broken, and so is the lock.
-        client.execute("SELECT set_config('lock_timeout', '0', false)", &[])?;
+        client.batch_execute("SELECT set_config('lock_timeout', '0', false)")?;
         taken
     }
 
@@ -214,9 +217,10 @@ impl Lock for PgLock {
         let started = Instant::now();
         let mut client = self.target.connect(&self.identity)?;
         let backend_pid: i32 = client
-            .query_one("SELECT pg_backend_pid()", &[])
+            .query_typed("SELECT pg_backend_pid()", &[])
             .map_err(|cause| self.query_error("starting the lock session", cause))?
-            .get(0);
+            .first()
+            .map_or(0, |row| row.get(0));
         let lock_error = |cause| self.query_error("taking the advisory lock", cause);
         // A try first: the server's try does not barge past queued waiters
         // (it conflicts with their requested modes), so this keeps order
