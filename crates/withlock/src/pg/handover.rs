@@ -17,6 +17,7 @@
 //!     token       bigint  NOT NULL,   -- the grant's fencing token
 //!     backend_pid integer NOT NULL,   -- the session holding it
 //!     grace_ms    bigint  NOT NULL,   -- its holder's --grace
+//!     exclusive   boolean NOT NULL,   -- exclusive, or --max (see below)
 //!     PRIMARY KEY (key, token)
 //! );
 //! ```
@@ -24,7 +25,11 @@
 //! A new holder, right after its grant, looks for records of the same key
 //! whose session no longer holds it (no granted advisory lock on the key
 //! in `pg_locks` for that backend pid; a record with this session's own
-//! pid is an earlier session's whose pid was reused). Each such record is
+//! pid is an earlier session's whose pid was reused), and that conflict
+//! with the new grant (a shared holder may overlap an old shared one
+//! anyway, so it pauses only for exclusive ones; a `--max` holder is
+//! recorded as exclusive, since a newcomer cannot tell which slot it had).
+//! Each such record is
 //! a holder that ended without releasing, at the latest now. Its command
 //! has been stopped at the latest [`DETECTION_BOUND`] + its grace +
 //! [`SETTLE_MARGIN`] from now, so the new holder waits that long before it
@@ -52,20 +57,22 @@ pub const SETTLE_MARGIN: Duration = Duration::from_secs(2);
 /// The table, created with [`crate::pg::fence`]'s table on first use.
 pub const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS withlock_holds \
 (key bigint NOT NULL, token bigint NOT NULL, backend_pid integer NOT NULL, \
-grace_ms bigint NOT NULL, PRIMARY KEY (key, token))";
+grace_ms bigint NOT NULL, exclusive boolean NOT NULL, PRIMARY KEY (key, token))";
 
-/// Records this session's grant (`$1` key, `$2` token, `$3` grace in ms)
-/// and returns the tokens and the longest grace of the records whose
-/// sessions ended without releasing. The insert is not visible to the
+/// Records this session's grant (`$1` key, `$2` token, `$3` grace in ms,
+/// `$4` exclusive) and returns the tokens and the longest grace of the
+/// records that conflict with it and whose sessions ended without
+/// releasing. The insert is not visible to the
 /// same statement's query, which is why a record with this session's pid
 /// can only be an earlier session's.
 const RECORD: &str = "\
 WITH mine AS (
-  INSERT INTO withlock_holds (key, token, backend_pid, grace_ms)
-  VALUES ($1, $2, pg_backend_pid(), $3))
+  INSERT INTO withlock_holds (key, token, backend_pid, grace_ms, exclusive)
+  VALUES ($1, $2, pg_backend_pid(), $3, $4))
 SELECT coalesce(array_agg(h.token), '{}'), coalesce(max(h.grace_ms), 0)::bigint
   FROM withlock_holds h
  WHERE h.key = $1
+   AND (h.exclusive OR $4)
    AND (h.backend_pid = pg_backend_pid()
         OR NOT EXISTS (
           SELECT 1 FROM pg_locks l
@@ -93,37 +100,42 @@ impl Unreleased {
     }
 }
 
-/// Records the grant `token` of `key` on `client` (its holder's grace
-/// `grace`), creating the tables if they are missing, and returns the
-/// earlier holders that ended without releasing.
-pub fn record(
-    client: &mut Client,
-    key: i64,
-    token: i64,
-    grace: Duration,
-) -> Result<Unreleased, postgres::Error> {
-    match query(client, key, token, grace) {
+/// A grant to record: the lock's key, the grant's token, its holder's
+/// grace and whether it is exclusive.
+#[derive(Debug, Clone, Copy)]
+pub struct Grant {
+    /// The advisory key.
+    pub key: i64,
+    /// The fencing token of the grant.
+    pub token: i64,
+    /// The holder's `--grace`.
+    pub grace: Duration,
+    /// Exclusive (true) or shared.
+    pub exclusive: bool,
+}
+
+/// Records `grant` on `client`, creating the tables if they are missing,
+/// and returns the earlier holders that conflict with it and ended
+/// without releasing.
+pub fn record(client: &mut Client, grant: Grant) -> Result<Unreleased, postgres::Error> {
+    match query(client, grant) {
         Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => {
             fence::create(client)?;
-            query(client, key, token, grace)
+            query(client, grant)
         }
         other => other,
     }
 }
 
-fn query(
-    client: &mut Client,
-    key: i64,
-    token: i64,
-    grace: Duration,
-) -> Result<Unreleased, postgres::Error> {
-    let grace_ms = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
+fn query(client: &mut Client, grant: Grant) -> Result<Unreleased, postgres::Error> {
+    let grace_ms = i64::try_from(grant.grace.as_millis()).unwrap_or(i64::MAX);
     let row = client.query_typed(
         RECORD,
         &[
-            (&key, Type::INT8),
-            (&token, Type::INT8),
+            (&grant.key, Type::INT8),
+            (&grant.token, Type::INT8),
             (&grace_ms, Type::INT8),
+            (&grant.exclusive, Type::BOOL),
         ],
     )?;
     let row = row.first().expect("an aggregate returns one row");

@@ -282,7 +282,15 @@ impl PgLock {
     /// (see [`crate::pg::handover`]).
     fn settle(&self, client: &mut Client, token: i64, hooks: &mut dyn WaitHooks) -> Result<()> {
         let server = self.target.server();
-        let unreleased = handover::record(client, self.key, token, self.grace)
+        let grant = handover::Grant {
+            key: self.key,
+            token,
+            grace: self.grace,
+            // A --max holder counts as exclusive here: a newcomer cannot
+            // tell which slot an old one had, so it must pause for it.
+            exclusive: self.mode == Mode::Exclusive || self.max.is_some(),
+        };
+        let unreleased = handover::record(client, grant)
             .map_err(|cause| fence::refusal(client, cause, server, fence::Step::Draw))?;
         let Some(pause) = unreleased.pause() else {
             return Ok(());

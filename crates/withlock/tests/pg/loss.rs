@@ -265,3 +265,43 @@ fn after_a_holder_that_did_not_release_the_next_grant_pauses_and_says_so() {
     eprintln!("paused {:?}", started.elapsed());
     drop(guard);
 }
+
+#[test]
+fn a_shared_newcomer_does_not_pause_for_an_old_shared_holder_but_an_exclusive_one_does() {
+    let server = TestServer::start();
+    let shared = PgLock::new(&server.url(), "data")
+        .unwrap()
+        .with_mode(withlock::Mode::Shared)
+        .with_grace(Duration::ZERO);
+    let old = shared.acquire().unwrap();
+    server
+        .client()
+        .execute("SELECT pg_terminate_backend($1)", &[&old.backend_pid()])
+        .unwrap();
+    // Gone from pg_locks, so its record is one that was not released.
+    let mut admin = server.client();
+    server.wait_until("the old holder's session to end", BOUND, || {
+        admin
+            .query_one(
+                "SELECT count(*) FROM pg_locks WHERE pid = $1",
+                &[&old.backend_pid()],
+            )
+            .unwrap()
+            .get::<_, i64>(0)
+            == 0
+    });
+    let mut notices = Notices::default();
+    let reader = shared
+        .acquire_with(withlock::Wait::Forever, &mut notices)
+        .unwrap();
+    assert!(notices.0.is_empty(), "{:?}", notices.0);
+    drop(reader);
+    let exclusive = PgLock::new(&server.url(), "data")
+        .unwrap()
+        .with_grace(Duration::ZERO);
+    let _writer = exclusive
+        .acquire_with(withlock::Wait::Forever, &mut notices)
+        .unwrap();
+    assert_eq!(notices.0.len(), 1, "{:?}", notices.0);
+    drop(old);
+}
