@@ -180,7 +180,13 @@ impl<'a> Semaphore<'a> {
             hooks,
             told: false,
         };
-        request.run()?;
+        if let Err(err) = request.run() {
+            // Give back what the request took (the name, the gate) before
+            // returning: closing the session frees them too, but only a
+            // moment after the caller has heard "busy".
+            let _ = client.batch_execute("SELECT pg_advisory_unlock_all()");
+            return Err(err);
+        }
         Ok((client, backend_pid))
     }
 
