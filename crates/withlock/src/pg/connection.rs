@@ -237,6 +237,12 @@ impl Target {
     /// module docs say, and refuses it if it runs through a pooler that
     /// shares server sessions.
     pub fn connect(&self, identity: &Identity) -> Result<Client, PgError> {
+        self.connect_session(identity).map(|(client, _)| client)
+    }
+
+    /// [`Target::connect`], also returning the session's backend pid (read
+    /// by the setup anyway, so it costs no round trip of its own).
+    pub fn connect_session(&self, identity: &Identity) -> Result<(Client, i32), PgError> {
         let mut client = self.open(&identity.application_name())?;
         let observation = set_up(&mut client).map_err(|e| self.connect_error(e))?;
         let evidence = match pooler::evidence(&observation) {
@@ -249,7 +255,7 @@ impl Target {
                 server: self.server.clone(),
                 evidence,
             }),
-            None => Ok(client),
+            None => Ok((client, observation.pid)),
         }
     }
 

@@ -215,12 +215,7 @@ impl Lock for PgLock {
             return self.granted(client, backend_pid, hooks);
         }
         let started = Instant::now();
-        let mut client = self.target.connect(&self.identity)?;
-        let backend_pid: i32 = client
-            .query_typed("SELECT pg_backend_pid()", &[])
-            .map_err(|cause| self.query_error("starting the lock session", cause))?
-            .first()
-            .map_or(0, |row| row.get(0));
+        let (mut client, backend_pid) = self.target.connect_session(&self.identity)?;
         let lock_error = |cause| self.query_error("taking the advisory lock", cause);
         // A try first: the server's try does not barge past queued waiters
         // (it conflicts with their requested modes), so this keeps order
