@@ -261,8 +261,10 @@ fn a_killed_withlock_takes_its_command_down_and_the_next_holder_pauses() {
     .unwrap();
     let _ = first.wait();
     // The lock died with withlock's session; its command must not run on.
-    wait_for("the command to get SIGTERM", || term.exists());
-    assert_eq!(fs::read_to_string(&term).unwrap(), "TERM\n");
+    // The shell creates the file before it writes to it.
+    wait_for("the command to get SIGTERM", || {
+        fs::read_to_string(&term).is_ok_and(|text| text == "TERM\n")
+    });
     let bound = server_bound(Duration::from_secs(1)) + SLACK;
     assert!(exit_within(&mut second, bound, "the second withlock").success());
     assert_eq!(fs::read_to_string(&result).unwrap().trim(), "after");
