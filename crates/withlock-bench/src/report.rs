@@ -352,7 +352,7 @@ fn give_up(give_up: Option<GiveUp>) -> Value {
 
 /// A JSON number rounded to 3 decimals, or `null` for none (JSON has no NaN
 /// or infinity).
-fn number(x: Option<f64>) -> Value {
+pub(crate) fn number(x: Option<f64>) -> Value {
     match x {
         Some(x) if x.is_finite() => json!((x * 1e3).round() / 1e3),
         _ => Value::Null,

@@ -9,6 +9,7 @@ use std::fmt::Write;
 use serde_json::{Value, json};
 
 use crate::measure_pg::PgResults;
+use crate::report::number;
 use crate::stats::{self, Summary};
 
 /// What the `--pg` run was asked to do.
@@ -171,14 +172,6 @@ fn summary(summary: Option<Summary>) -> Value {
     match summary {
         Some(s) => json!({"median": number(Some(s.median)), "p90": number(Some(s.p90))}),
         None => Value::Null,
-    }
-}
-
-/// A JSON number rounded to 3 decimals, or `null`.
-fn number(x: Option<f64>) -> Value {
-    match x {
-        Some(x) if x.is_finite() => json!((x * 1e3).round() / 1e3),
-        _ => Value::Null,
     }
 }
 

@@ -11,8 +11,8 @@ use std::process::{Child, Command};
 use nix::sys::signal::Signal;
 
 use crate::support::{
-    Env, Run, assert_sleeps_without_polling, output, signal, spawn, wait_blocked, wait_child,
-    wait_for,
+    Env, Run, assert_sleeps_without_polling, finish, lines, output, signal, spawn, wait_blocked,
+    wait_child, wait_for,
 };
 
 /// Starts withlock on lock `name` with `options`, its command appending
@@ -22,20 +22,6 @@ fn queue(env: &Env, options: &[&str], name: &str, tag: &str, log: &Path) -> Chil
     let child = run.arg(r#"echo "$0" >> "$1""#).arg(tag).arg(log).spawn();
     wait_blocked(&env.lock_file(name), child.id() as i32);
     child
-}
-
-fn lines(log: &Path) -> Vec<String> {
-    fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_owned)
-        .collect()
-}
-
-fn finish(children: Vec<Child>) {
-    for mut child in children {
-        assert!(wait_child(&mut child).success());
-    }
 }
 
 #[test]

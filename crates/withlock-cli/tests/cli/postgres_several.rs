@@ -14,7 +14,7 @@ use withlock::pg::advisory_key;
 use withlock::pg::semaphore::{IntPair, MAX_SLOTS, gate_key, slot_key};
 
 use crate::postgres::PgEnv;
-use crate::support::{signal, spawn, storm, wait_child, wait_for};
+use crate::support::{finish, lines, signal, spawn, storm, wait_child, wait_for};
 
 /// Advisory locks on the two-int4 key `key`: (granted, waiting).
 fn on_pair(pg: &PgEnv, key: IntPair) -> (i64, i64) {
@@ -71,20 +71,6 @@ fn queue(pg: &PgEnv, max: u32, name: &str, tag: &str, log: &Path, place: i64) ->
         in_line(pg, name) == place && helpers_waiting(pg, name, max) == i64::from(max)
     });
     child
-}
-
-fn lines(log: &Path) -> Vec<String> {
-    fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_owned)
-        .collect()
-}
-
-fn finish(children: Vec<Child>) {
-    for mut child in children {
-        assert!(wait_child(&mut child).success());
-    }
 }
 
 /// Each command counts itself in and out under a flock, records the most

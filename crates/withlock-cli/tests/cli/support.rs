@@ -616,3 +616,19 @@ pub fn assert_sleeps_without_polling(pid: i32, what: &str) {
         "{what} woke while it should sleep"
     );
 }
+
+/// The lines of a log that commands append to (none if it does not exist).
+pub fn lines(log: &Path) -> Vec<String> {
+    fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Waits for each child and requires it to succeed.
+pub fn finish(children: Vec<Child>) {
+    for mut child in children {
+        assert!(wait_child(&mut child).success());
+    }
+}

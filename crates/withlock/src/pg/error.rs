@@ -100,7 +100,7 @@ impl PgError {
 /// The driver's error with its causes ("error connecting to server:
 /// Connection refused (os error 111)"): its own text alone rarely says
 /// what to fix.
-fn with_causes(error: &postgres::Error) -> String {
+pub(crate) fn with_causes(error: &postgres::Error) -> String {
     let mut text = error.to_string();
     let mut source = std::error::Error::source(error);
     while let Some(cause) = source {

@@ -65,6 +65,8 @@ use std::time::{Duration, Instant};
 use postgres::Client;
 use postgres::types::Type;
 
+use crate::pg::error::with_causes;
+
 /// How often the holder's session sends a heartbeat.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
 /// How long a heartbeat may go unanswered, from when it was sent, before
@@ -354,20 +356,6 @@ fn cause_of(error: &postgres::Error) -> LossCause {
             cause: with_causes(error),
         },
     }
-}
-
-/// The error with its causes, each said once.
-fn with_causes(error: &postgres::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        let more = cause.to_string();
-        if !text.contains(&more) {
-            text = format!("{text}: {more}");
-        }
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]
