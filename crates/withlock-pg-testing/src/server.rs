@@ -180,11 +180,13 @@ impl TestServer {
     /// Sessions waiting for advisory key `key`.
     pub fn waiting_for(&self, client: &mut Client, key: i64) -> i64 {
         // pg_locks splits a bigint key into its high (classid) and low
-        // (objid) halves, with objsubid 1.
+        // (objid) halves, with objsubid 1. A new wait shows its waitstart
+        // a moment after the wait itself: counted once it has one.
         client
             .query_one(
                 "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted \
-                 AND objsubid = 1 AND (classid::bigint << 32 | objid::bigint) = $1",
+                 AND objsubid = 1 AND (classid::bigint << 32 | objid::bigint) = $1 \
+                 AND waitstart IS NOT NULL",
                 &[&key],
             )
             .expect("query pg_locks")

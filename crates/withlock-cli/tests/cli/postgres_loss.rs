@@ -18,6 +18,7 @@ use std::path::Path;
 use std::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};
 
+use withlock::pg::handover::SETTLE_MARGIN;
 use withlock::pg::heartbeat::{DETECTION_BOUND, server_bound};
 use withlock_pg_testing::Proxy;
 
@@ -185,7 +186,9 @@ fn lose_the_lock(fault: Fault, on_term: OnTerm, grace: Duration) -> String {
     // Reaped by withlock, which has exited: gone for good.
     assert!(nix::sys::signal::kill(nix::unistd::Pid::from_raw(first_pid), None).is_err());
     let mut second = second.unwrap_or_else(|| second_holder(&pg, first_pid, &result));
-    let bound = server_bound(grace) + SLACK;
+    // The server's hold on a silent client, then the second holder's pause
+    // for the first one's unerased grant record.
+    let bound = server_bound(grace) + DETECTION_BOUND + grace + SETTLE_MARGIN + SLACK;
     assert!(exit_within(&mut second, bound, "the second withlock").success());
     let said = stderr_of(&mut second);
     if fault != Fault::Freeze {

@@ -185,9 +185,18 @@ impl PgGuard {
         // and does not pause for this one (see pg::handover).
         handover::forget(&mut client, self.key, &[self.fence])
             .map_err(|cause| self.query_error("erasing the grant record", cause))?;
+        // The name's key says whether the lock was still held; unlock_all
+        // then frees the rest (a --max slot) now, not when the server gets
+        // round to ending the session after the close. The CTE runs first.
         let sql = match self.mode {
-            Mode::Exclusive => "SELECT pg_advisory_unlock($1)",
-            Mode::Shared => "SELECT pg_advisory_unlock_shared($1)",
+            Mode::Exclusive => {
+                "WITH name AS MATERIALIZED (SELECT pg_advisory_unlock($1) AS held) \
+                 SELECT held, pg_advisory_unlock_all() FROM name"
+            }
+            Mode::Shared => {
+                "WITH name AS MATERIALIZED (SELECT pg_advisory_unlock_shared($1) AS held) \
+                 SELECT held, pg_advisory_unlock_all() FROM name"
+            }
         };
         let unlocked = client.query_typed(sql, &[(&self.key, Type::INT8)]);
         let unlocked = unlocked.map_err(|cause| self.query_error("releasing the lock", cause))?;
@@ -229,13 +238,15 @@ impl PgGuard {
 }
 
 impl Drop for PgGuard {
-    /// Dropping a held guard ends its session, which releases the lock;
+    /// Dropping a held guard releases the lock and ends its session;
     /// erasing the grant record first makes that an orderly end, so the
     /// next holder does not pause for it (see pg::handover). A lost lock
     /// has no session left, and its record stays.
     fn drop(&mut self) {
         if let Ok(mut client) = self.take_session() {
             let _ = handover::forget(&mut client, self.key, &[self.fence]);
+            // Free now, not once the server has ended the closed session.
+            let _ = client.batch_execute("SELECT pg_advisory_unlock_all()");
         }
     }
 }

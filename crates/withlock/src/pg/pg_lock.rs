@@ -308,29 +308,46 @@ impl PgLock {
         backend_pid: i32,
         hooks: &mut dyn WaitHooks,
     ) -> Result<PgGuard> {
-        // Before the guard exists: if no token can be drawn, dropping the
-        // client ends the session and so releases the lock.
+        match self.set_up_grant(&mut client, hooks) {
+            Ok((token, bound)) => Ok(PgGuard::new(
+                client,
+                self.key,
+                self.mode,
+                backend_pid,
+                self.target.server().to_owned(),
+            )
+            .with_fence(token)
+            .with_loss_context(&self.name, bound)),
+            Err(err) => {
+                // Given back now: closing the session would free it too,
+                // but only a moment after the caller has heard why.
+                let _ = client.batch_execute("SELECT pg_advisory_unlock_all()");
+                Err(err)
+            }
+        }
+    }
+
+    /// The work of a grant before the guard exists: the fencing token, the
+    /// hand-over record (and pause), the server's bound on a silent holder.
+    /// Returns the token and that bound.
+    fn set_up_grant(
+        &self,
+        client: &mut Client,
+        hooks: &mut dyn WaitHooks,
+    ) -> Result<(i64, Duration)> {
         let grant = fence::next(
-            &mut client,
+            client,
             self.key,
             &self.name,
             &self.identity,
             self.target.server(),
         )?;
-        self.settle(&mut client, grant.token, hooks)?;
+        self.settle(client, grant.token, hooks)?;
         // The server's bound on a silent holder (see pg::heartbeat); one it
         // refuses leaves the lock held, only without that bound.
         let bound = heartbeat::server_bound(self.grace);
-        heartbeat::limit_silent_clients(&mut client, bound)
+        heartbeat::limit_silent_clients(client, bound)
             .map_err(|cause| self.query_error("setting up the lock session", cause))?;
-        Ok(PgGuard::new(
-            client,
-            self.key,
-            self.mode,
-            backend_pid,
-            self.target.server().to_owned(),
-        )
-        .with_fence(grant.token)
-        .with_loss_context(&self.name, bound))
+        Ok((grant.token, bound))
     }
 }

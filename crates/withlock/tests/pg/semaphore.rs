@@ -215,7 +215,7 @@ fn giving_up_leaves_nothing_waiting_and_holds_nothing() {
     // on the gate.
     let head = {
         let lock = lock.clone();
-        std::thread::spawn(move || lock.acquire_timeout(Duration::from_millis(600)))
+        std::thread::spawn(move || lock.acquire_timeout(Duration::from_secs(10)))
     };
     server.wait_until("the head's helpers", BOUND, || {
         helpers_waiting(&mut admin, 2) == 2
