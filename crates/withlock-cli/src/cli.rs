@@ -240,8 +240,9 @@ pub struct Cli {
     )]
     pub grace: Duration,
 
-    /// List the locks in DIR, or just the NAMEs given after it: state,
-    /// mode, holders and waiters with their pid, user, command and since.
+    /// List the locks in DIR (with --url: on the server), or just the NAMEs
+    /// given after it: state, mode, holders and waiters with their pid,
+    /// user, host, command and since.
     #[arg(
         long,
         conflicts_with_all = ["shared", "exclusive", "max", "no_wait", "wait", "conflict_exit_code", "verbose"]
