@@ -45,6 +45,7 @@
 //! `--list` for an exclusive holder whose name was cut too short to keep
 //! it.
 
+use std::sync::LazyLock;
 use std::time::SystemTime;
 
 use postgres::Client;
@@ -52,7 +53,7 @@ use postgres::error::SqlState;
 use postgres::types::Type;
 
 use crate::pg::error::PgError;
-use crate::pg::handover;
+use crate::pg::handover::{self, Holding, Unreleased};
 use crate::pg::identity::Identity;
 
 /// The table's name, unqualified: found through `search_path`.
@@ -63,45 +64,59 @@ pub const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS withlock_fence \
 (key bigint PRIMARY KEY, name text NOT NULL, token bigint NOT NULL, granted_at timestamptz NOT NULL)";
 
 /// The next token for `$1` (key) named `$2`; also writes the grant time
-/// into `application_name` (`$3` || ms || `$4`, cut to 63 bytes) and makes
-/// the commit synchronous, all in one round trip.
-const NEXT_TOKEN: &str = "\
+/// into `application_name` (`$3` || ms || `$4`, cut to 63 bytes), records
+/// the grant for [`handover`] (grace `$5` ms, exclusive `$6`) and returns
+/// the earlier records to pause for, and makes the commit synchronous, all
+/// in one round trip.
+static NEXT_TOKEN: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "\
 WITH granted AS (
   INSERT INTO withlock_fence AS f (key, name, token, granted_at)
   VALUES ($1, $2, 1, clock_timestamp())
   ON CONFLICT (key) DO UPDATE
      SET token = f.token + 1, name = excluded.name, granted_at = excluded.granted_at
-  RETURNING token, granted_at)
+  RETURNING token, granted_at),
+{}
 SELECT token, granted_at,
        set_config('application_name',
                   left($3 || floor(extract(epoch FROM granted_at) * 1000)::bigint::text || $4, 63),
                   false),
-       set_config('synchronous_commit', 'on', true)
-  FROM granted";
+       set_config('synchronous_commit', 'on', true),
+       {}
+  FROM granted",
+        handover::RECORD_MINE,
+        handover::UNRELEASED.replace("UNRELEASED_WHERE", handover::UNRELEASED_WHERE)
+    )
+});
 
-/// A grant's token and time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A grant's token and time, and the earlier holders it must pause for.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {
     /// The fencing token.
     pub token: i64,
     /// When it was granted, on the server's clock.
     pub granted_at: SystemTime,
+    /// Earlier holders that conflict with it and ended without releasing.
+    pub unreleased: Unreleased,
 }
 
 /// Draws the next token for the lock `name` (advisory key `key`) just
-/// granted to the session `client`, announced as `identity`; creates the
-/// table if it is missing. `server` names the server in errors.
+/// granted to the session `client`, announced as `identity`, and records
+/// the grant as `holding` (see [`handover`]); creates the tables if they
+/// are missing. `server` names the server in errors.
 pub fn next(
     client: &mut Client,
     key: i64,
     name: &str,
     identity: &Identity,
+    holding: Holding,
     server: &str,
 ) -> Result<Grant, PgError> {
-    let grant = match draw(client, key, name, identity) {
+    let grant = match draw(client, key, name, identity, holding) {
         Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => {
             create(client).map_err(|cause| refusal(client, cause, server, Step::Create))?;
-            draw(client, key, name, identity)
+            draw(client, key, name, identity, holding)
         }
         other => other,
     };
@@ -113,24 +128,29 @@ fn draw(
     key: i64,
     name: &str,
     identity: &Identity,
+    holding: Holding,
 ) -> Result<Grant, postgres::Error> {
     let (head, tail) = identity.granted_parts();
+    let grace_ms = holding.grace_ms();
     // query_typed: no separate prepare round trip. Its rows are read up to
     // ReadyForQuery, so the implicit transaction has committed when this
     // returns.
     let rows = client.query_typed(
-        NEXT_TOKEN,
+        &NEXT_TOKEN,
         &[
             (&key, Type::INT8),
             (&name, Type::TEXT),
             (&head, Type::TEXT),
             (&tail, Type::TEXT),
+            (&grace_ms, Type::INT8),
+            (&holding.exclusive, Type::BOOL),
         ],
     )?;
     let row = rows.first().expect("an upsert returns its row");
     Ok(Grant {
         token: row.get(0),
         granted_at: row.get(1),
+        unreleased: Unreleased::new(row.get(4), row.get(5)),
     })
 }
 

@@ -8,7 +8,8 @@
 //! [`DETECTION_BOUND`] and stops the command (SIGTERM, SIGKILL after its
 //! grace), but until then two commands would overlap.
 //!
-//! So every grant is recorded, and every orderly release erases its
+//! So every grant is recorded (in the statement that draws its fencing
+//! token, [`crate::pg::fence`]), and every orderly release erases its
 //! record, in one more table:
 //!
 //! ```sql
@@ -44,10 +45,8 @@
 use std::time::Duration;
 
 use postgres::Client;
-use postgres::error::SqlState;
 use postgres::types::Type;
 
-use crate::pg::fence;
 use crate::pg::heartbeat::DETECTION_BOUND;
 
 /// Time allowed on top of the detection bound and the grace for the old
@@ -59,20 +58,26 @@ pub const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS withlock_holds \
 (key bigint NOT NULL, token bigint NOT NULL, backend_pid integer NOT NULL, \
 grace_ms bigint NOT NULL, exclusive boolean NOT NULL, PRIMARY KEY (key, token))";
 
-/// Records this session's grant (`$1` key, `$2` token, `$3` grace in ms,
-/// `$4` exclusive) and returns the tokens and the longest grace of the
-/// records that conflict with it and whose sessions ended without
-/// releasing. The insert is not visible to the
-/// same statement's query, which is why a record with this session's pid
-/// can only be an earlier session's.
-const RECORD: &str = "\
-WITH mine AS (
+/// The grant's own record: the session's pid and its holder's grace and
+/// mode, inserted in the grant's statement ([`crate::pg::fence`]), where
+/// `$1` is the key, `$5` the grace in ms and `$6` whether it is exclusive.
+pub(crate) const RECORD_MINE: &str = "\
+mine AS (
   INSERT INTO withlock_holds (key, token, backend_pid, grace_ms, exclusive)
-  VALUES ($1, $2, pg_backend_pid(), $3, $4))
-SELECT coalesce(array_agg(h.token), '{}'), coalesce(max(h.grace_ms), 0)::bigint
-  FROM withlock_holds h
- WHERE h.key = $1
-   AND (h.exclusive OR $4)
+  SELECT $1, token, pg_backend_pid(), $5, $6 FROM granted)";
+
+/// The earlier records that conflict with the grant and whose sessions
+/// ended without releasing: their tokens, and the longest grace among
+/// them. In the same statement as [`RECORD_MINE`], whose insert it does
+/// not see; so a record with this session's pid can only be an earlier
+/// session's, whose pid was reused.
+pub(crate) const UNRELEASED: &str = "\
+(SELECT coalesce(array_agg(h.token), '{}') FROM withlock_holds h WHERE UNRELEASED_WHERE),
+(SELECT coalesce(max(h.grace_ms), 0)::bigint FROM withlock_holds h WHERE UNRELEASED_WHERE)";
+
+/// Which records [`UNRELEASED`] counts.
+pub(crate) const UNRELEASED_WHERE: &str = "\
+h.key = $1 AND (h.exclusive OR $6)
    AND (h.backend_pid = pg_backend_pid()
         OR NOT EXISTS (
           SELECT 1 FROM pg_locks l
@@ -100,50 +105,31 @@ impl Unreleased {
     }
 }
 
-/// A grant to record: the lock's key, the grant's token, its holder's
-/// grace and whether it is exclusive.
+/// What a grant's record says of its holder.
 #[derive(Debug, Clone, Copy)]
-pub struct Grant {
-    /// The advisory key.
-    pub key: i64,
-    /// The fencing token of the grant.
-    pub token: i64,
+pub struct Holding {
     /// The holder's `--grace`.
     pub grace: Duration,
-    /// Exclusive (true) or shared.
+    /// Whether newcomers of any mode must pause for it: exclusive, or
+    /// `--max` (a newcomer cannot tell which slot an old one had).
     pub exclusive: bool,
 }
 
-/// Records `grant` on `client`, creating the tables if they are missing,
-/// and returns the earlier holders that conflict with it and ended
-/// without releasing.
-pub fn record(client: &mut Client, grant: Grant) -> Result<Unreleased, postgres::Error> {
-    match query(client, grant) {
-        Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => {
-            fence::create(client)?;
-            query(client, grant)
-        }
-        other => other,
+impl Holding {
+    /// The grace in whole milliseconds, as the table keeps it.
+    pub(crate) fn grace_ms(&self) -> i64 {
+        i64::try_from(self.grace.as_millis()).unwrap_or(i64::MAX)
     }
 }
 
-fn query(client: &mut Client, grant: Grant) -> Result<Unreleased, postgres::Error> {
-    let grace_ms = i64::try_from(grant.grace.as_millis()).unwrap_or(i64::MAX);
-    let row = client.query_typed(
-        RECORD,
-        &[
-            (&grant.key, Type::INT8),
-            (&grant.token, Type::INT8),
-            (&grace_ms, Type::INT8),
-            (&grant.exclusive, Type::BOOL),
-        ],
-    )?;
-    let row = row.first().expect("an aggregate returns one row");
-    let max_grace: i64 = row.get(1);
-    Ok(Unreleased {
-        tokens: row.get(0),
-        grace: Duration::from_millis(max_grace.max(0) as u64),
-    })
+impl Unreleased {
+    /// From [`UNRELEASED`]'s two columns.
+    pub(crate) fn new(tokens: Vec<i64>, max_grace_ms: i64) -> Unreleased {
+        Unreleased {
+            tokens,
+            grace: Duration::from_millis(max_grace_ms.max(0) as u64),
+        }
+    }
 }
 
 /// Erases the records `tokens` of `key`: after the pause for holders that

@@ -10,7 +10,7 @@ use postgres::types::Type;
 use crate::pg::connection::Target;
 use crate::pg::error::PgError;
 use crate::pg::fence;
-use crate::pg::handover;
+use crate::pg::handover::{self, Holding, Unreleased};
 use crate::pg::heartbeat;
 use crate::pg::holders::{self, PgHolder};
 use crate::pg::identity::Identity;
@@ -272,21 +272,15 @@ impl Lock for PgLock {
 
 impl PgLock {
     /// The guard of the lock just granted on `client`.
-    /// Records the grant `token` and, if an earlier holder's session ended
-    /// without releasing, waits until its command has surely been stopped
-    /// (see [`crate::pg::handover`]).
-    fn settle(&self, client: &mut Client, token: i64, hooks: &mut dyn WaitHooks) -> Result<()> {
-        let server = self.target.server();
-        let grant = handover::Grant {
-            key: self.key,
-            token,
-            grace: self.grace,
-            // A --max holder counts as exclusive here: a newcomer cannot
-            // tell which slot an old one had, so it must pause for it.
-            exclusive: self.mode == Mode::Exclusive || self.max.is_some(),
-        };
-        let unreleased = handover::record(client, grant)
-            .map_err(|cause| fence::refusal(client, cause, server, fence::Step::Draw))?;
+    /// Waits, if an earlier holder's session ended without releasing, until
+    /// its command has surely been stopped (see [`crate::pg::handover`]),
+    /// then erases its records.
+    fn settle(
+        &self,
+        client: &mut Client,
+        unreleased: &Unreleased,
+        hooks: &mut dyn WaitHooks,
+    ) -> Result<()> {
         let Some(pause) = unreleased.pause() else {
             return Ok(());
         };
@@ -335,14 +329,19 @@ impl PgLock {
         client: &mut Client,
         hooks: &mut dyn WaitHooks,
     ) -> Result<(i64, Duration)> {
+        let holding = Holding {
+            grace: self.grace,
+            exclusive: self.mode == Mode::Exclusive || self.max.is_some(),
+        };
         let grant = fence::next(
             client,
             self.key,
             &self.name,
             &self.identity,
+            holding,
             self.target.server(),
         )?;
-        self.settle(client, grant.token, hooks)?;
+        self.settle(client, &grant.unreleased, hooks)?;
         // The server's bound on a silent holder (see pg::heartbeat); one it
         // refuses leaves the lock held, only without that bound.
         let bound = heartbeat::server_bound(self.grace);
