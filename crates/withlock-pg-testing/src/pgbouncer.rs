@@ -8,7 +8,7 @@
 
 use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -55,12 +55,7 @@ impl Pgbouncer {
         let binary = PathBuf::from(
             std::env::var_os("WITHLOCK_PGBOUNCER").unwrap_or(DEFAULT_PGBOUNCER.into()),
         );
-        assert!(
-            binary.is_file(),
-            "pgbouncer not found at {}: install it with `apt-get install -y pgbouncer` \
-             (or set WITHLOCK_PGBOUNCER to its path)",
-            binary.display()
-        );
+        require_pgbouncer(&binary);
         let (uid, gid) = server.user();
         let dir = tempfile::Builder::new()
             .prefix("withlock-pgbouncer-")
@@ -133,5 +128,28 @@ impl Drop for Pgbouncer {
     fn drop(&mut self) {
         self.child.kill().ok();
         self.child.wait().ok();
+    }
+}
+
+/// Fails the test, never skips it, with the command that installs
+/// pgbouncer if it is not at `binary`.
+fn require_pgbouncer(binary: &Path) {
+    assert!(
+        binary.is_file(),
+        "pgbouncer not found at {}: install it with `apt-get install -y pgbouncer` \
+         (or set WITHLOCK_PGBOUNCER to its path)",
+        binary.display()
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[should_panic(expected = "install it with `apt-get install -y pgbouncer`")]
+    fn a_missing_pgbouncer_fails_with_the_command_that_installs_it() {
+        let empty = tempfile::tempdir().unwrap();
+        require_pgbouncer(&empty.path().join("pgbouncer"));
     }
 }

@@ -56,14 +56,7 @@ impl TestServer {
 
     fn start_with(tls: bool) -> TestServer {
         let bin = PathBuf::from(std::env::var_os("WITHLOCK_PG_BIN").unwrap_or(DEFAULT_BIN.into()));
-        for tool in ["initdb", "pg_ctl", "postgres"] {
-            assert!(
-                bin.join(tool).is_file(),
-                "PostgreSQL server binaries not found ({} is missing): install them with \
-                 `apt-get install -y postgresql-15` (or set WITHLOCK_PG_BIN to their directory)",
-                bin.join(tool).display()
-            );
-        }
+        require_binaries(&bin);
         let (uid, gid) = server_user();
         let dir = tempfile::Builder::new()
             .prefix("withlock-pg-")
@@ -336,4 +329,29 @@ fn look_up_server_user() -> (u32, u32) {
     );
     // SAFETY: entry is non-null and points to a valid passwd entry.
     unsafe { ((*entry).pw_uid, (*entry).pw_gid) }
+}
+
+/// Fails the test, never skips it, with the command that installs the
+/// server binaries if they are not in `bin`.
+fn require_binaries(bin: &Path) {
+    for tool in ["initdb", "pg_ctl", "postgres"] {
+        assert!(
+            bin.join(tool).is_file(),
+            "PostgreSQL server binaries not found ({} is missing): install them with \
+             `apt-get install -y postgresql-15` (or set WITHLOCK_PG_BIN to their directory)",
+            bin.join(tool).display()
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[should_panic(expected = "install them with `apt-get install -y postgresql-15`")]
+    fn missing_binaries_fail_with_the_command_that_installs_them() {
+        let empty = tempfile::tempdir().unwrap();
+        require_binaries(empty.path());
+    }
 }
