@@ -192,7 +192,7 @@ fn library(rig: &Rig, url: &str, runs: usize) -> Result<Library> {
     let pg_lock = PgLock::new(url, LIBRARY_LOCK)?;
     let file_lock = FileLock::named(LIBRARY_LOCK, Some(&rig.lock_dir(Wrapper::Withlock)))?;
     let target = Target::parse(url)?;
-    let identity = Identity::current().with_command(&["withlock-bench"]);
+    let identity = Identity::running(&["withlock-bench"]);
     let mut open_session = target.connect(&identity)?;
     let key = advisory_key(LIBRARY_LOCK);
 

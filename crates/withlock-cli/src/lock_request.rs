@@ -5,7 +5,7 @@
 //! waits.
 
 use withlock::pg::Identity;
-use withlock::{AnyLock, LockName, LockSet, Mode, PgLock, SetGuard, Supersede, Wait};
+use withlock::{AnyLock, LockSet, Mode, PgLock, SetGuard, Supersede, Wait};
 
 use crate::cli::Cli;
 use crate::option_support;
@@ -18,12 +18,22 @@ pub fn lock_set(cli: &Cli) -> anyhow::Result<LockSet> {
     } else {
         Mode::Exclusive
     };
+    // Who holds a server lock, as other sessions will see it: looked up
+    // once for all the locks.
+    let identity = cli.url.as_ref().map(|_| {
+        let argv: Vec<String> = cli
+            .command
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        Identity::running(&argv)
+    });
     let mut locks = Vec::with_capacity(cli.locks.len());
     for spec in &cli.locks {
         let (spec, own_mode) = withlock::split_spec(spec)?;
-        let lock = match &cli.url {
-            Some(url) => server_lock(cli, url, spec)?,
-            None => AnyLock::parse(spec, cli.dir.as_deref())?,
+        let lock = match (&cli.url, &identity) {
+            (Some(url), Some(identity)) => server_lock(cli, url, spec, identity)?,
+            _ => AnyLock::parse(spec, cli.dir.as_deref())?,
         };
         // A lock's own mode wins over -s and --max, so only a lock without
         // one must be able to honour them.
@@ -41,10 +51,10 @@ pub fn lock_set(cli: &Cli) -> anyhow::Result<LockSet> {
 }
 
 /// The lock `spec` names on the PostgreSQL server at `url`, announced to
-/// other sessions as held by this process running `command`. Only lock
-/// names go to a server: a path or socket spec is a local lock, and taking
-/// it there instead would be a silent change of meaning.
-fn server_lock(cli: &Cli, url: &str, spec: &str) -> anyhow::Result<AnyLock> {
+/// other sessions as `identity`. Only lock names go to a server: a path or
+/// socket spec is a local lock, and taking it there instead would be a
+/// silent change of meaning.
+fn server_lock(cli: &Cli, url: &str, spec: &str, identity: &Identity) -> anyhow::Result<AnyLock> {
     if cli.supersede {
         // Supersede notices travel over this machine's abstract sockets;
         // a newer request on another machine would never be seen.
@@ -61,16 +71,7 @@ fn server_lock(cli: &Cli, url: &str, spec: &str) -> anyhow::Result<AnyLock> {
         ))
         .into());
     }
-    let name = LockName::new(spec)?;
-    let argv: Vec<String> = cli
-        .command
-        .iter()
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect();
-    let identity = Identity::current().with_command(&argv);
-    let lock = PgLock::new(url, name.as_str())?
-        .with_identity(identity)
-        .with_grace(cli.grace);
+    let lock = PgLock::announced(url, spec, identity.clone())?.with_grace(cli.grace);
     Ok(AnyLock::Pg(Box::new(lock)))
 }
 

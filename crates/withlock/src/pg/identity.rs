@@ -55,6 +55,16 @@ impl Identity {
                     .join(" ")
             })
             .unwrap_or_default();
+        Identity::this_process(command)
+    }
+
+    /// This process running `args` (the command withlock runs, rather than
+    /// withlock's own command line, which is then not read).
+    pub fn running(args: &[impl AsRef<str>]) -> Identity {
+        Identity::this_process(args.iter().map(AsRef::as_ref).collect::<Vec<_>>().join(" "))
+    }
+
+    fn this_process(command: String) -> Identity {
         Identity {
             pid: std::process::id(),
             user: current_user(),

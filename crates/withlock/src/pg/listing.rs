@@ -49,7 +49,7 @@ pub fn list(url: &str, names: &[String]) -> Result<Vec<LockStatus>> {
         .map(|name| LockName::new(name).map(|n| n.as_str().to_owned()))
         .collect::<Result<Vec<String>>>()?;
     let target = Target::parse(url)?;
-    let identity = Identity::current().with_command(&["(listing)"]);
+    let identity = Identity::running(&["(listing)"]);
     let mut client = target.connect(&identity)?;
     let server = target.server().to_owned();
     let failed = |cause| PgError::Query {

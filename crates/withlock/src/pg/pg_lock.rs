@@ -38,6 +38,12 @@ impl PgLock {
     /// The lock `name` (withlock's naming rules) on the server `url`,
     /// exclusive, announced as this process.
     pub fn new(url: &str, name: &str) -> Result<PgLock> {
+        PgLock::announced(url, name, Identity::current())
+    }
+
+    /// The lock `name` on the server `url`, exclusive, announced to other
+    /// sessions as `identity`.
+    pub fn announced(url: &str, name: &str, identity: Identity) -> Result<PgLock> {
         let name = LockName::new(name)?;
         let target = Target::parse(url)?;
         Ok(PgLock {
@@ -45,7 +51,7 @@ impl PgLock {
             key: advisory_key(name.as_str()),
             name: name.as_str().to_owned(),
             mode: Mode::Exclusive,
-            identity: Identity::current(),
+            identity,
             max: None,
             grace: heartbeat::DEFAULT_GRACE,
         })
@@ -101,13 +107,6 @@ impl PgLock {
     /// while the work may still run. Default [`heartbeat::DEFAULT_GRACE`].
     pub fn with_grace(mut self, grace: Duration) -> PgLock {
         self.grace = grace;
-        self
-    }
-
-    /// The same lock announced with another identity (the command line
-    /// withlock runs, rather than its own).
-    pub fn with_identity(mut self, identity: Identity) -> PgLock {
-        self.identity = identity;
         self
     }
 
