@@ -331,6 +331,20 @@ fn look_up_server_user() -> (u32, u32) {
     unsafe { ((*entry).pw_uid, (*entry).pw_gid) }
 }
 
+/// Advisory locks on the two-int4 key `(high, low)` (pg_locks shows them
+/// with objsubid 2): (granted, waiting).
+pub fn on_pair(client: &mut Client, (high, low): (i32, i32)) -> (i64, i64) {
+    let row = client
+        .query_one(
+            "SELECT count(*) FILTER (WHERE granted), count(*) FILTER (WHERE NOT granted)
+               FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2
+                AND classid = $1::int4::oid AND objid = $2::int4::oid",
+            &[&high, &low],
+        )
+        .expect("query pg_locks");
+    (row.get(0), row.get(1))
+}
+
 /// Fails the test, never skips it, with the command that installs the
 /// server binaries if they are not in `bin`.
 fn require_binaries(bin: &Path) {

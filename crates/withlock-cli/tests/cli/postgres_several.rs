@@ -18,17 +18,7 @@ use crate::support::{finish, lines, signal, spawn, storm, wait_child, wait_for};
 
 /// Advisory locks on the two-int4 key `key`: (granted, waiting).
 fn on_pair(pg: &PgEnv, key: IntPair) -> (i64, i64) {
-    let row = pg
-        .server
-        .client()
-        .query_one(
-            "SELECT count(*) FILTER (WHERE granted), count(*) FILTER (WHERE NOT granted)
-               FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2
-                AND classid = $1::int4::oid AND objid = $2::int4::oid",
-            &[&key.0, &key.1],
-        )
-        .unwrap();
-    (row.get(0), row.get(1))
+    withlock_pg_testing::on_pair(&mut pg.server.client(), (key.0, key.1))
 }
 
 /// Requests in the line of the semaphore `name`: the gate's holder (the

@@ -26,15 +26,7 @@ fn semaphore(server: &TestServer, max: u32) -> PgLock {
 /// Advisory locks on the two-int4 key `key` (pg_locks: objsubid 2):
 /// (granted, waiting).
 fn on_pair(client: &mut Client, key: IntPair) -> (i64, i64) {
-    let row = client
-        .query_one(
-            "SELECT count(*) FILTER (WHERE granted), count(*) FILTER (WHERE NOT granted)
-               FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2
-                AND classid = $1::int4::oid AND objid = $2::int4::oid",
-            &[&key.0, &key.1],
-        )
-        .unwrap();
-    (row.get(0), row.get(1))
+    withlock_pg_testing::on_pair(client, (key.0, key.1))
 }
 
 /// Requests in the semaphore's line: the gate's holder and its waiters.
