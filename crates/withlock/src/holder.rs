@@ -112,25 +112,7 @@ impl Holder {
 
 impl fmt::Display for Holder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(host) = &self.host {
-            return self.fmt_remote(host, f);
-        }
-        write!(f, "pid {}", self.pid)?;
-        if !self.running {
-            return f.write_str(" (exited; a process it started still holds the lock)");
-        }
-        if let Some(user) = &self.user {
-            write!(f, " ({})", escape::text(user))?;
-        }
-        match (self.held_for(), self.started) {
-            (Some(held), _) => write!(f, " for {}", human_duration(held))?,
-            (None, Some(started)) => {
-                if let Ok(age) = SystemTime::now().duration_since(started) {
-                    write!(f, ", running for {}", human_duration(age))?;
-                }
-            }
-            (None, None) => {}
-        }
+        f.write_str(&self.who())?;
         if let Some(command) = self.command_line() {
             write!(f, ": {command}")?;
         }
@@ -139,26 +121,66 @@ impl fmt::Display for Holder {
 }
 
 impl Holder {
-    /// `pid 4711 on ci-3 (alice) since 12:03:04, for 2.0s: ./script deploy`:
-    /// a pid alone means little off its machine, so the host comes first;
-    /// the wall-clock grant time helps match it with the other machine's
-    /// logs.
-    fn fmt_remote(&self, host: &str, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "pid {} on {}", self.pid, escape::text(host))?;
+    /// Who it is and how long it has held the lock, without its command:
+    /// `pid 4711 (alice) for 2.0s`. A holder that did not say when it
+    /// took the lock (flock(1)) took it after its process started, so its
+    /// process's age is an upper bound: `for up to 5.0s`.
+    pub fn who(&self) -> String {
+        if let Some(host) = &self.host {
+            return self.remote_who(host);
+        }
+        let mut who = format!("pid {}", self.pid);
+        if !self.running {
+            who.push_str(" (exited; a process it started still holds the lock)");
+            return who;
+        }
         if let Some(user) = &self.user {
-            write!(f, " ({})", escape::text(user))?;
+            who.push_str(&format!(" ({})", escape::text(user)));
+        }
+        match (self.held_for(), self.started) {
+            (Some(held), _) => who.push_str(&format!(" for {}", human_duration(held))),
+            (None, Some(started)) => {
+                if let Ok(age) = SystemTime::now().duration_since(started) {
+                    who.push_str(&format!(" for up to {}", human_duration(age)));
+                }
+            }
+            (None, None) => {}
+        }
+        who
+    }
+
+    /// `pid 4711 on ci-3 (alice) since 12:03:04, for 2.0s`: a pid alone
+    /// means little off its machine, so the host comes first; the
+    /// wall-clock grant time helps match it with the other machine's logs.
+    fn remote_who(&self, host: &str) -> String {
+        let mut who = format!("pid {} on {}", self.pid, escape::text(host));
+        if let Some(user) = &self.user {
+            who.push_str(&format!(" ({})", escape::text(user)));
         }
         if let Some(since) = self.since {
-            write!(f, " since {}", clock_time(since))?;
+            who.push_str(&format!(" since {}", clock_time(since)));
             if let Some(held) = self.held_for() {
-                write!(f, ", for {}", human_duration(held))?;
+                who.push_str(&format!(", for {}", human_duration(held)));
             }
         }
-        if let Some(command) = self.command_line() {
-            write!(f, ": {command}")?;
-        }
-        Ok(())
+        who
     }
+
+    /// True when this is the calling process: a request that looks up the
+    /// holders of the lock it waits for and finds itself has been granted it.
+    pub fn is_this_process(&self) -> bool {
+        self.pid == std::process::id() as i32
+            && self
+                .host
+                .as_deref()
+                .is_none_or(|host| Some(host) == this_host().as_deref())
+    }
+}
+
+/// This machine's host name, as a server lock's holders name their host.
+fn this_host() -> Option<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    Some(name.trim().to_owned())
 }
 
 /// The local time of `time`: `12:03:04` within the last day, else with
@@ -300,26 +322,76 @@ impl Holders {
     }
 }
 
+impl Holders {
+    /// What [`Holders`]' `Display` says, with the first holder's command
+    /// apart, so that a line too long for its terminal can cut the command
+    /// first and keep who holds the lock and for how long.
+    pub fn text(&self) -> HoldersText {
+        let (head, first, tail) = match self.holders.as_slice() {
+            [] if self.unidentified.is_some() => (
+                format!(
+                    "held by a process withlock cannot identify ({})",
+                    self.unidentified.as_deref().unwrap_or_default()
+                ),
+                None,
+                String::new(),
+            ),
+            [] => (
+                "held by a process this user cannot see (another PID namespace or machine)"
+                    .to_owned(),
+                None,
+                String::new(),
+            ),
+            [only] => (
+                format!("held {} by {}", only.mode, only.who()),
+                Some(only),
+                String::new(),
+            ),
+            [first, rest @ ..] => (
+                format!(
+                    "held {} by {} processes: {}",
+                    first.mode,
+                    rest.len() + 1,
+                    first.who()
+                ),
+                Some(first),
+                format!(" (and {} more)", rest.len()),
+            ),
+        };
+        HoldersText {
+            head,
+            command: first.and_then(Holder::command_line),
+            tail,
+        }
+    }
+}
+
+/// Who holds a lock, in words, in three parts: `head` (`held exclusive by
+/// pid 4711 (alice) for 2.0s`), the first holder's `command` line (escaped)
+/// if known, and `tail` (` (and 2 more)`, or empty).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HoldersText {
+    /// The mode and the first holder, with how long it has held the lock.
+    pub head: String,
+    /// The first holder's command line, escaped; `None` when unknown.
+    pub command: Option<String>,
+    /// How many more hold it, or empty.
+    pub tail: String,
+}
+
+impl fmt::Display for HoldersText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.head)?;
+        if let Some(command) = &self.command {
+            write!(f, ": {command}")?;
+        }
+        f.write_str(&self.tail)
+    }
+}
+
 impl fmt::Display for Holders {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.holders.as_slice() {
-            [] if self.unidentified.is_some() => write!(
-                f,
-                "held by a process withlock cannot identify ({})",
-                self.unidentified.as_deref().unwrap_or_default()
-            ),
-            [] => f.write_str(
-                "held by a process this user cannot see (another PID namespace or machine)",
-            ),
-            [only] => write!(f, "held {} by {only}", only.mode),
-            [first, rest @ ..] => write!(
-                f,
-                "held {} by {} processes: {first} (and {} more)",
-                first.mode,
-                rest.len() + 1,
-                rest.len()
-            ),
-        }
+        self.text().fmt(f)
     }
 }
 

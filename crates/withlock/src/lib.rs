@@ -54,7 +54,7 @@ pub use any_lock::{AnyGuard, AnyLock};
 pub use error::{Error, Result};
 pub use file_lock::{FileGuard, FileLock};
 pub use flock_wait::timer_signal;
-pub use holder::{Holder, Holders, human_duration};
+pub use holder::{Holder, Holders, HoldersText, human_duration};
 pub use inspect::{LockStatus, list};
 pub use lock::{Lock, NoHooks, WaitHooks, with_lock};
 pub use lock_file::LOCK_FILE_MODE;
