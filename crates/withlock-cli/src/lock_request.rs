@@ -88,7 +88,7 @@ pub fn take(cli: &Cli, set: &LockSet, wait: Wait) -> anyhow::Result<SetGuard> {
     } else {
         set.acquire_with(wait, &mut report)
     };
-    report.finish();
+    report.finish(acquired.is_ok());
     Ok(acquired?)
 }
 

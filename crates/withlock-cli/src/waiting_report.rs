@@ -2,12 +2,22 @@
 //!
 //! Waiting in silence looks like a hang. After about a second of waiting,
 //! withlock names the holder on stderr: once, as a plain line, when stderr
-//! is a file or pipe; on a terminal, as a line that updates every second
-//! and is cleared when the lock is ours. The lock itself is still waited
-//! for in the kernel by the main thread; this thread only looks the holder
-//! up (`/proc/locks` for a file lock; for a socket lock, a connection that
-//! asks for its peer credentials) to describe it. It is started only once the lock
-//! turns out to be held, so an uncontended run pays nothing for it.
+//! is a file or pipe; on a terminal, as a line that updates every second.
+//! On a terminal the line is cut to the terminal's width, the holder's
+//! command first and then the lock's name, each with a visible `…`, so the
+//! holder's pid and how long it has held the lock always show; once the
+//! lock is ours the live line gives way to a whole line that stays in the
+//! scrollback: `waited 3.2s for NAME: held exclusive by pid N …`. A wait
+//! that ends any other way (time-out, signal) leaves no line there: the
+//! error that follows says it.
+//!
+//! The lock itself is still waited for in the kernel by the main thread;
+//! this thread only looks the holder up (`/proc/locks` for a file lock;
+//! for a socket lock, a connection that asks for its peer credentials) to
+//! describe it. A look that finds this process among the holders was taken
+//! after the grant, and is not shown: the line never names the waiter
+//! itself. The thread is started only once the lock turns out to be held,
+//! so an uncontended run pays nothing for it.
 
 use std::io::IsTerminal;
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
@@ -16,12 +26,14 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use withlock::{AnyLock, Lock, SetHooks, WaitHooks, human_duration};
+use withlock::{AnyLock, Holders, Lock, SetHooks, WaitHooks, human_duration};
 
 /// How long a wait goes unreported.
 const QUIET_PERIOD: Duration = Duration::from_secs(1);
 /// How often the terminal line is refreshed.
 const REFRESH: Duration = Duration::from_secs(1);
+/// What marks a part of the line cut to fit the terminal.
+const CUT_MARK: &str = "…";
 
 /// What the reporter has done, shared with the main thread so that it
 /// knows whether a line on the terminal must be cleared before the command
@@ -29,6 +41,7 @@ const REFRESH: Duration = Duration::from_secs(1);
 #[derive(Default)]
 struct Shown {
     stopped: bool,
+    granted: bool,
     live_line: bool,
 }
 
@@ -55,12 +68,15 @@ impl WaitReport {
         }
     }
 
-    /// Stops reporting. A live terminal line is gone when this returns;
-    /// otherwise the thread is left to end on its own, off the hand-over path.
-    pub fn finish(self) {
+    /// Stops reporting; `granted` says whether the wait ended with the
+    /// lock. A live terminal line is gone (or, when granted, replaced by
+    /// its final form) when this returns; otherwise the thread is left to
+    /// end on its own, off the hand-over path.
+    pub fn finish(self, granted: bool) {
         let live_line = {
             let mut shown = self.shown.lock().unwrap_or_else(|e| e.into_inner());
             shown.stopped = true;
+            shown.granted = granted;
             shown.live_line
         };
         let _ = self.stop.send(());
@@ -80,33 +96,156 @@ fn report(lock: &AnyLock, stopped: &mpsc::Receiver<()>, shown: &Mutex<Shown>) {
         return;
     }
     if !std::io::stderr().is_terminal() {
-        eprintln!("withlock: {}", describe(lock, started));
+        if let Some(look) = Look::now(lock) {
+            eprintln!("{}", look.waiting(started.elapsed()).whole());
+        }
         return;
     }
     state.live_line = true;
     drop(state);
     let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
     bar.set_style(
-        ProgressStyle::with_template("withlock: {wide_msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        ProgressStyle::with_template("{msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
+    let mut last = None;
     loop {
-        bar.set_message(describe(lock, started));
+        if let Some(look) = Look::now(lock) {
+            let line = look.waiting(started.elapsed());
+            bar.set_message(line.fit(terminal_width()).into_owned());
+            last = Some(look);
+        }
         if stopped.recv_timeout(REFRESH) != Err(RecvTimeoutError::Timeout) {
             break;
         }
     }
     bar.finish_and_clear();
+    let granted = shown.lock().unwrap_or_else(|e| e.into_inner()).granted;
+    if let (true, Some(look)) = (granted, last) {
+        eprintln!("{}", look.waited(started.elapsed()).whole());
+    }
 }
 
-fn describe(lock: &AnyLock, started: Instant) -> String {
-    let waited = human_duration(started.elapsed());
-    let label = withlock::escape::text(lock.label());
-    match lock.holders() {
-        Ok(holders) if !holders.is_empty() => {
-            format!("waiting {waited} for {label}: {holders}")
+/// The width of the terminal on stderr, if it has one.
+fn terminal_width() -> Option<usize> {
+    console::Term::stderr()
+        .size_checked()
+        .map(|(_rows, columns)| usize::from(columns))
+}
+
+/// One look at the lock waited for: its name, and who holds it when that
+/// can be said.
+struct Look {
+    label: String,
+    holders: Option<Holders>,
+}
+
+impl Look {
+    /// Looks at `lock` now; `None` when this process is among its holders,
+    /// that is the lock was granted while we looked.
+    fn now(lock: &AnyLock) -> Option<Look> {
+        Look::of(lock.label(), lock.holders().ok())
+    }
+
+    fn of(label: &str, holders: Option<Holders>) -> Option<Look> {
+        let holders = holders.filter(|h| !h.is_empty());
+        if holders
+            .as_ref()
+            .is_some_and(|h| h.holders.iter().any(|holder| holder.is_this_process()))
+        {
+            return None;
         }
-        _ => format!("waiting {waited} for {label}"),
+        Some(Look {
+            label: withlock::escape::text(label),
+            holders,
+        })
+    }
+
+    /// `withlock: waiting 4.0s for deploy: held exclusive by pid 81234
+    /// (alice) for 2m13s: withlock deploy -- ./script deploy`.
+    fn waiting(&self, waited: Duration) -> Line {
+        self.line(format!("withlock: waiting {} for ", human_duration(waited)))
+    }
+
+    /// The same once the lock is ours: `withlock: waited 4.2s for deploy: …`.
+    fn waited(&self, waited: Duration) -> Line {
+        self.line(format!("withlock: waited {} for ", human_duration(waited)))
+    }
+
+    fn line(&self, start: String) -> Line {
+        let mut line = Line::default()
+            .fixed(start)
+            .cuttable(self.label.clone(), Cut::Second);
+        if let Some(holders) = &self.holders {
+            let text = holders.text();
+            line = line.fixed(format!(": {}", text.head));
+            if let Some(command) = text.command {
+                line = line.fixed(": ".into()).cuttable(command, Cut::First);
+            }
+            line = line.fixed(text.tail);
+        }
+        line
+    }
+}
+
+/// Which parts of a line give way first to a narrow terminal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Cut {
+    /// The holder's command.
+    First,
+    /// The lock's name.
+    Second,
+}
+
+/// A line in parts, some of which may be cut to fit a terminal. Parts
+/// that may not be cut (who holds the lock, and for how long) always show,
+/// even if the line must then wrap.
+#[derive(Default)]
+struct Line {
+    parts: Vec<(String, Option<Cut>)>,
+}
+
+impl Line {
+    fn fixed(mut self, text: String) -> Line {
+        self.parts.push((text, None));
+        self
+    }
+
+    fn cuttable(mut self, text: String, cut: Cut) -> Line {
+        self.parts.push((text, Some(cut)));
+        self
+    }
+
+    /// The line uncut.
+    fn whole(&self) -> String {
+        self.parts.iter().map(|(text, _)| text.as_str()).collect()
+    }
+
+    /// The line cut to `width` columns, if known: the [`Cut::First`] parts
+    /// from their end, then the [`Cut::Second`] ones, each down to the
+    /// mark alone if need be.
+    fn fit(&self, width: Option<usize>) -> std::borrow::Cow<'_, str> {
+        let whole = self.whole();
+        let Some(width) = width else {
+            return whole.into();
+        };
+        let mut excess = console::measure_text_width(&whole).saturating_sub(width);
+        if excess == 0 {
+            return whole.into();
+        }
+        let mut parts: Vec<String> = self.parts.iter().map(|(text, _)| text.clone()).collect();
+        for cut in [Cut::First, Cut::Second] {
+            for (i, (text, _)) in self.parts.iter().enumerate() {
+                if excess == 0 || self.parts[i].1 != Some(cut) {
+                    continue;
+                }
+                let shown = console::measure_text_width(text);
+                let room = shown.saturating_sub(excess).max(CUT_MARK.chars().count());
+                let cut_text = console::truncate_str(text, room, CUT_MARK);
+                excess -= shown - console::measure_text_width(&cut_text).min(shown);
+                parts[i] = cut_text.into_owned();
+            }
+        }
+        parts.concat().into()
     }
 }
 
@@ -128,10 +267,11 @@ impl ReportWhenWaiting {
         }
     }
 
-    /// Stops the report, if one was started.
-    pub fn finish(self) {
+    /// Stops the report, if one was started; `granted` says whether the
+    /// wait ended with every lock taken.
+    pub fn finish(self, granted: bool) {
         if let Some(report) = self.report {
-            report.finish();
+            report.finish(granted);
         }
     }
 }
@@ -141,7 +281,7 @@ impl WaitHooks for ReportWhenWaiting {
         if let Some(lock) = self.lock.take() {
             // The last lock's wait, if any, is over.
             if let Some(report) = self.report.take() {
-                report.finish();
+                report.finish(true);
             }
             self.report = Some(WaitReport::start(lock));
         }
@@ -151,7 +291,7 @@ impl WaitHooks for ReportWhenWaiting {
     /// is cleared first so the two do not share a line.
     fn notice(&mut self, message: &str) {
         if let Some(report) = self.report.take() {
-            report.finish();
+            report.finish(false);
         }
         if !self.quiet {
             eprintln!("withlock: {}", withlock::escape::text(message));
@@ -167,5 +307,96 @@ impl WaitHooks for ReportWhenWaiting {
 impl SetHooks for ReportWhenWaiting {
     fn taking(&mut self, lock: &AnyLock) {
         self.lock = (!self.quiet).then(|| lock.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use withlock::{FileLock, Holder, Mode};
+
+    fn holder(pid: i32) -> Holder {
+        Holder {
+            pid,
+            mode: Mode::Exclusive,
+            uid: Some(0),
+            user: Some("root".into()),
+            host: None,
+            command: Some(vec![b"make".to_vec(), b"deploy".to_vec()]),
+            since: Some(std::time::SystemTime::now() - Duration::from_secs(133)),
+            started: None,
+            running: true,
+        }
+    }
+
+    fn held_by(pids: &[i32]) -> Holders {
+        Holders {
+            holders: pids.iter().map(|&pid| holder(pid)).collect(),
+            ..Holders::default()
+        }
+    }
+
+    /// The grant can come between the second's wait and the look: the look
+    /// then finds this process holding the lock, and must say nothing
+    /// rather than name the waiter as its own holder.
+    #[test]
+    fn a_look_after_the_grant_names_nobody() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = AnyLock::File(FileLock::named("t", Some(dir.path())).unwrap());
+        let _granted = lock.try_acquire().unwrap();
+        assert!(Look::now(&lock).is_none(), "the waiter named itself");
+        let us = std::process::id() as i32;
+        assert!(Look::of("t", Some(held_by(&[4711, us]))).is_none());
+    }
+
+    #[test]
+    fn a_look_before_the_grant_names_the_holder() {
+        let look = Look::of("t", Some(held_by(&[4711]))).unwrap();
+        let line = look.waiting(Duration::from_secs(4)).whole();
+        assert_eq!(
+            line,
+            "withlock: waiting 4.0s for t: held exclusive by pid 4711 (root) for 2m13s: make deploy"
+        );
+        let done = look.waited(Duration::from_millis(4200)).whole();
+        assert!(done.starts_with("withlock: waited 4.2s for t: held exclusive by pid 4711"));
+        let nobody = Look::of("t", Some(Holders::default())).unwrap();
+        assert_eq!(
+            nobody.waiting(Duration::from_secs(1)).whole(),
+            "withlock: waiting 1.0s for t"
+        );
+    }
+
+    /// On any width the pid and the holder's age show; the command gives
+    /// way first, then the name, each with a visible mark.
+    #[test]
+    fn a_narrow_terminal_cuts_the_command_then_the_name() {
+        let short = Look::of("db", Some(held_by(&[4711]))).unwrap();
+        let line = short.waiting(Duration::from_secs(4));
+        let whole = line.whole();
+        assert_eq!(line.fit(None), whole);
+        assert_eq!(line.fit(Some(500)), whole);
+        let at_80 = line.fit(Some(80));
+        assert_eq!(console::measure_text_width(&at_80), 80, "{at_80}");
+        assert!(
+            at_80.ends_with("for db: held exclusive by pid 4711 (root) for 2m13s: mak…"),
+            "{at_80}"
+        );
+
+        let name = "nightly-database-backup-of-the-production-cluster";
+        let long = Look::of(name, Some(held_by(&[4711]))).unwrap();
+        let line = long.waiting(Duration::from_secs(4));
+        let at_80 = line.fit(Some(80));
+        assert_eq!(console::measure_text_width(&at_80), 80, "{at_80}");
+        assert!(
+            at_80.ends_with("for nigh…: held exclusive by pid 4711 (root) for 2m13s: …"),
+            "{at_80}"
+        );
+        for width in [40, 20, 1] {
+            let narrow = line.fit(Some(width));
+            assert!(
+                narrow.ends_with("for …: held exclusive by pid 4711 (root) for 2m13s: …"),
+                "{narrow}"
+            );
+        }
     }
 }

@@ -19,3 +19,4 @@ mod signals;
 mod socket_locks;
 mod supersede;
 mod support;
+mod waiting_line;

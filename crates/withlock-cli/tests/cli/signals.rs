@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex};
 
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, FdFlag, fcntl};
-use nix::pty::openpty;
+use nix::pty::{Winsize, openpty};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::{Pid, getpgid, tcgetpgrp};
 
@@ -214,8 +214,8 @@ impl Script {
 
 /// A running withlock; if the test fails halfway, it and the command's
 /// group are killed instead of being left blocked on the FIFO.
-struct Running {
-    child: Child,
+pub(crate) struct Running {
+    pub(crate) child: Child,
     group: Option<i32>,
 }
 
@@ -411,8 +411,8 @@ fn a_command_killed_by_a_forwarded_sigterm_gives_143() {
 /// withlock running as the session leader of a new pseudo-terminal, which is
 /// its controlling terminal and its stdin, stdout and stderr, as it would be
 /// in an interactive shell.
-struct OnTerminal {
-    withlock: Running,
+pub(crate) struct OnTerminal {
+    pub(crate) withlock: Running,
     master: fs::File,
     /// What withlock and the command wrote to the terminal.
     output: Arc<Mutex<Vec<u8>>>,
@@ -421,8 +421,19 @@ struct OnTerminal {
 }
 
 impl OnTerminal {
-    fn start(run: &Run) -> OnTerminal {
-        let pty = openpty(None, None).unwrap();
+    pub(crate) fn start(run: &Run) -> OnTerminal {
+        OnTerminal::start_sized(run, None)
+    }
+
+    /// The same on a terminal `columns` wide, if given.
+    pub(crate) fn start_sized(run: &Run, columns: Option<u16>) -> OnTerminal {
+        let size = columns.map(|ws_col| Winsize {
+            ws_row: 24,
+            ws_col,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        });
+        let pty = openpty(size.as_ref(), None).unwrap();
         // openpty does not set close-on-exec: keep the terminal out of the
         // processes other tests start meanwhile.
         for fd in [&pty.master, &pty.slave] {
@@ -488,13 +499,13 @@ impl OnTerminal {
     }
 
     /// Waits until everything written to the terminal has been read.
-    fn wait_drained(&self) {
+    pub(crate) fn wait_drained(&self) {
         wait_for("the terminal's output to end", || {
             self.drained.load(Ordering::SeqCst)
         });
     }
 
-    fn output(&self) -> String {
+    pub(crate) fn output(&self) -> String {
         String::from_utf8_lossy(&self.output.lock().unwrap()).into_owned()
     }
 }
