@@ -115,14 +115,26 @@ fn list(cli: &Cli, names: &[String]) -> anyhow::Result<u8> {
             withlock::list(&dir, names)?
         }
     };
+    match write_listing(cli, &locks) {
+        // The reader went away (`| head`): stop quietly, as ls(1) does
+        // when SIGPIPE ends it, with the status a shell reports for that.
+        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => {
+            Ok(exit_code::for_signal(libc::SIGPIPE))
+        }
+        Err(err) => Err(anyhow::Error::new(err).context("write the listing to stdout")),
+        Ok(()) => Ok(0),
+    }
+}
+
+fn write_listing(cli: &Cli, locks: &[withlock::LockStatus]) -> std::io::Result<()> {
     let mut out = anstream::stdout().lock();
     if cli.json {
-        serde_json::to_writer_pretty(&mut out, &lock_table::json(&locks))?;
+        serde_json::to_writer_pretty(&mut out, &lock_table::json(locks))?;
         writeln!(out)?;
     } else {
-        lock_table::table(&locks, &mut out)?;
+        lock_table::table(locks, &mut out)?;
     }
-    Ok(0)
+    out.flush()
 }
 
 fn generate_extras(prefix: &Path) -> anyhow::Result<u8> {

@@ -1,5 +1,8 @@
 //! Every exit status in the README's table, and that nothing runs on error.
 
+use std::io::Read;
+use std::process::Stdio;
+
 use crate::support::{Env, set_mode};
 
 #[test]
@@ -175,3 +178,41 @@ fn quiet_suppresses_the_conflict_message_but_not_errors() {
 }
 
 use predicates::prelude::PredicateBooleanExt;
+
+/// `withlock --list | head -c10`: when the reader of the listing goes
+/// away, withlock stops writing without a word and exits 141 (128 +
+/// SIGPIPE), as ls(1) and grep(1) do, killed by SIGPIPE.
+#[test]
+fn a_listing_into_a_closed_pipe_ends_quietly_with_141() {
+    let env = Env::new();
+    env.withlock().args(["t", "--", "true"]).assert().code(0);
+    for json in [false, true] {
+        let (reader, writer) = nix::unistd::pipe().unwrap();
+        // The reader is gone before withlock writes a byte.
+        drop(reader);
+        let mut run = env.withlock().arg("--list");
+        if json {
+            run = run.arg("--json");
+        }
+        let mut command = run.command();
+        command
+            .stdin(Stdio::null())
+            .stdout(writer)
+            .stderr(Stdio::piped());
+        let mut child = crate::support::spawn(&mut command);
+        drop(command);
+        let status = crate::support::wait_child(&mut child);
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        assert_eq!(
+            (status.code(), err.as_str()),
+            (Some(141), ""),
+            "json: {json}"
+        );
+    }
+}
