@@ -112,9 +112,42 @@ fn check_executable(path: &Path, program: &OsStr) -> Result<(), StartError> {
         .map_err(|e| StartError::CannotExecute(program.to_owned(), e.into()))
 }
 
+/// How the command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// It exited with this status.
+    Exited(u8),
+    /// A signal ended it.
+    Killed(Signal),
+    /// Waiting for it failed, so how it ended is not known.
+    Unknown,
+}
+
+impl Ended {
+    /// The status withlock passes on: the command's own, 128+N for signal
+    /// N as shells report it, EX_OSERR when unknown.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Ended::Exited(code) => code,
+            Ended::Killed(signal) => exit_code::for_signal(signal as i32),
+            Ended::Unknown => exit_code::OS_ERROR,
+        }
+    }
+}
+
+impl std::fmt::Display for Ended {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Ended::Exited(code) => write!(f, "exited with status {code}"),
+            Ended::Killed(signal) => write!(f, "was killed by {}", signal.as_str()),
+            Ended::Unknown => f.write_str("ended, but withlock could not learn how"),
+        }
+    }
+}
+
 /// Runs the command holding every descriptor of `lock_fds` (one per held
 /// lock), with `env` added to its environment (the fencing tokens);
-/// returns the exit status to pass on. With `ends_with_withlock` (a lock
+/// returns how it ended. With `ends_with_withlock` (a lock
 /// held by withlock's own server session, which dies with it) the command
 /// gets SIGTERM if withlock dies.
 pub fn run(
@@ -123,7 +156,7 @@ pub fn run(
     lock_fds: &[BorrowedFd<'_>],
     env: &[(OsString, OsString)],
     ends_with_withlock: bool,
-) -> Result<u8, StartError> {
+) -> Result<Ended, StartError> {
     let terminal = Terminal::foreground();
     signals::starting();
     let child = match spawn(program, args, lock_fds, env, terminal, ends_with_withlock) {
@@ -228,14 +261,14 @@ impl Drop for Inherit {
     }
 }
 
-/// Waits for the command to end and returns its status as ours. With a
+/// Waits for the command to end and returns how it ended. With a
 /// terminal, a stopped command stops withlock too, the way a shell job does.
 ///
 /// The end is seen first without reaping (`WNOWAIT`): until it is reaped
 /// the command's pid, and so its group id, cannot be anyone else's, so
 /// forwarding stops before that and a lost lock's signals from another
 /// thread ([`signals::stop_command`]) never reach a stranger.
-fn wait(group: Pid, terminal: Option<Terminal>) -> u8 {
+fn wait(group: Pid, terminal: Option<Terminal>) -> Ended {
     let stops = match terminal {
         Some(_) => WaitPidFlag::WSTOPPED,
         None => WaitPidFlag::empty(),
@@ -255,19 +288,19 @@ fn wait(group: Pid, terminal: Option<Terminal>) -> u8 {
                 }
             }
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-            Err(_) => return exit_code::OS_ERROR,
+            Err(_) => return Ended::Unknown,
         }
     }
 }
 
-/// Reaps the command, which has ended, and returns its status as ours.
-fn reap(group: Pid) -> u8 {
+/// Reaps the command, which has ended, and returns how.
+fn reap(group: Pid) -> Ended {
     loop {
         match waitpid(group, None) {
-            Ok(WaitStatus::Exited(_, code)) => return code as u8,
-            Ok(WaitStatus::Signaled(_, signal, _)) => return exit_code::for_signal(signal as i32),
+            Ok(WaitStatus::Exited(_, code)) => return Ended::Exited(code as u8),
+            Ok(WaitStatus::Signaled(_, signal, _)) => return Ended::Killed(signal),
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-            Err(_) => return exit_code::OS_ERROR,
+            Err(_) => return Ended::Unknown,
         }
     }
 }

@@ -81,8 +81,10 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
     let fences = fence_env::of(&set, &guard);
     lock_loss::watch(&mut guard, cli.grace)?;
     let server_held = set.locks().any(|lock| lock.kind() == "PostgreSQL");
-    let status = command::run(&program, &cli.command, &guard.fds(), &fences, server_held)?;
-    let status = lock_loss::status(status);
+    let started = Instant::now();
+    let ended = command::run(&program, &cli.command, &guard.fds(), &fences, server_held)?;
+    let ran = started.elapsed();
+    let status = lock_loss::status(ended.exit_code());
     let held = guard.held_for();
     // The command's status matters more than a failed unlock, which the
     // kernel repairs anyway when withlock exits a moment later. A lost lock
@@ -94,10 +96,11 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
     }
     if cli.verbose {
         eprintln!(
-            "withlock: released {} after holding {} {}",
+            "withlock: released {} after holding {} {}; the command {ended} after {}",
             lock_request::names(&set),
             if set.len() == 1 { "it" } else { "them" },
-            human_duration(held)
+            human_duration(held),
+            human_duration(ran)
         );
     }
     Ok(status)

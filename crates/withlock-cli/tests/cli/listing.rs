@@ -167,6 +167,35 @@ fn verbose_reports_the_wait_and_the_hold() {
     );
 }
 
+/// The "released" line says how the command ended and how long it ran.
+#[test]
+fn verbose_says_how_the_command_ended() {
+    let env = Env::new();
+    for (script, code, ended) in [
+        ("exit 3", 3, "the command exited with status 3 after "),
+        (
+            "kill -TERM $$",
+            143,
+            "the command was killed by SIGTERM after ",
+        ),
+    ] {
+        let out = env
+            .withlock()
+            .args(["-v", "v", "--", "sh", "-c", script])
+            .assert()
+            .code(code);
+        let err = crate::support::stderr(out.get_output());
+        let released = err
+            .lines()
+            .find(|line| line.starts_with("withlock: released v after holding it "))
+            .unwrap_or_else(|| panic!("{err}"));
+        let (_, ran) = released
+            .split_once(ended)
+            .unwrap_or_else(|| panic!("{released}"));
+        assert!(ran.ends_with('s') && !ran.contains(' '), "{released}");
+    }
+}
+
 /// Needs root: mounts a /proc with hidepid=2 in a private mount namespace,
 /// where another user may not look into root's processes.
 #[test]
