@@ -21,13 +21,20 @@
 //! the client's user, and `pid` its pid on that host); a server lock's
 //! waiters come in the order they began waiting (`pg_locks.waitstart`).
 //! The table shows a server lock's USER as `user@host`.
+//!
+//! Every lock also has `"exists"`: false when nothing is at its path (a
+//! name never used here, or whose file was removed; the table says so in
+//! COMMAND), null where there is no file to look for (`tcp:`, `abstract:`,
+//! a server lock). A `*.lock` entry withlock would not lock (a symbolic
+//! link, a directory, a FIFO...) has `"state": "skipped"` and `"skipped"`
+//! saying what it is; it is not looked into, so it has no holders.
 
 use std::io::Write;
 use std::time::SystemTime;
 
 use anstyle::{AnsiColor, Style};
 use serde_json::{Value, json};
-use withlock::{Holder, LockStatus, human_duration};
+use withlock::{Found, Holder, LockStatus, human_duration};
 
 const HELD: Style = AnsiColor::Yellow.on_default().bold();
 const FREE: Style = AnsiColor::Green.on_default();
@@ -39,16 +46,34 @@ pub fn json(locks: &[LockStatus]) -> Value {
 }
 
 fn lock_json(lock: &LockStatus) -> Value {
-    json!({
+    let mut doc = json!({
         "name": lock.name,
         "path": lock.server.is_none().then_some(&lock.path),
         "server": lock.server,
-        "state": if lock.holders.is_empty() { "free" } else { "held" },
+        "state": state(lock),
+        "exists": match lock.found {
+            Found::File | Found::Skipped(_) => Some(true),
+            Found::Nothing => Some(false),
+            Found::NoFile => None,
+        },
         "mode": lock.holders.mode().map(|m| m.as_str()),
         "holders": lock.holders.holders.iter().map(process_json).collect::<Vec<_>>(),
         "waiters": lock.holders.waiters.iter().map(process_json).collect::<Vec<_>>(),
         "hidden": lock.holders.any_hidden(),
-    })
+    });
+    if let Found::Skipped(what) = &lock.found {
+        doc["skipped"] = what.as_str().into();
+    }
+    doc
+}
+
+/// `free`, `held`, or `skipped` for an entry that is not a lock.
+fn state(lock: &LockStatus) -> &'static str {
+    match (&lock.found, lock.holders.is_empty()) {
+        (Found::Skipped(_), _) => "skipped",
+        (_, true) => "free",
+        (_, false) => "held",
+    }
 }
 
 fn process_json(process: &Holder) -> Value {
@@ -121,7 +146,11 @@ pub fn table(locks: &[LockStatus], out: &mut impl Write) -> std::io::Result<()> 
         .collect();
     writeln!(out, "{HEADER}{}  COMMAND{HEADER:#}", heading.join("  "))?;
     for row in &rows {
-        let style = if row.state == "free" { FREE } else { HELD };
+        let style = match row.state {
+            "free" => FREE,
+            "held" | "waiting" => HELD,
+            _ => Style::new(),
+        };
         let mut line = String::new();
         for (i, (cell, width)) in cells(row).iter().zip(widths).enumerate() {
             let padded = format!("{cell:<width$}  ");
@@ -147,14 +176,20 @@ pub fn table(locks: &[LockStatus], out: &mut impl Write) -> std::io::Result<()> 
 fn rows_of(lock: &LockStatus) -> Vec<Row> {
     let name = withlock::escape::text(&lock.name);
     if lock.holders.is_empty() && lock.holders.waiters.is_empty() {
+        let path = withlock::escape::text(&lock.path.to_string_lossy());
+        let command = match &lock.found {
+            Found::Nothing => format!("(nothing at {path}: never used, or removed)"),
+            Found::Skipped(what) => format!("({path}: {what})"),
+            Found::File | Found::NoFile => String::new(),
+        };
         return vec![Row {
             name,
-            state: "free",
+            state: state(lock),
             mode: String::new(),
             pid: String::new(),
             user: String::new(),
             since: String::new(),
-            command: String::new(),
+            command,
         }];
     }
     if let (None, Some(reason)) = (lock.holders.holders.first(), &lock.holders.unidentified) {

@@ -2,8 +2,15 @@
 //!
 //! Linux only. Every `*.lock` regular file in the directory is a lock; its
 //! holders and waiters come from `/proc/locks` (see [`crate::Holders`]).
-//! Nothing is opened for locking and nothing is created.
+//! Nothing is opened for locking and nothing is created. A `*.lock` entry
+//! that withlock would refuse to lock (a symbolic link, a directory, a
+//! FIFO, a socket, a device, or a file whose name is not a lock name) is
+//! listed as skipped, with why, rather than left out or called free; so is
+//! a named lock whose path holds such a thing. A named lock with nothing at
+//! its path is free and [`Found::Nothing`]: never used, or its file removed.
 
+use std::fs::FileType;
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -25,54 +32,116 @@ pub struct LockStatus {
     /// For a lock on a PostgreSQL server, the server as `host:port/dbname`;
     /// `None` for a lock on this machine.
     pub server: Option<String>,
+    /// What is at `path`.
+    pub found: Found,
     /// Its holders and waiters.
     pub holders: Holders,
 }
 
+/// What a listing found at a lock's path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found {
+    /// The lock file, or a `unix:` lock's socket file.
+    File,
+    /// Nothing: the lock was never used here, or its file was removed.
+    Nothing,
+    /// Something withlock would not lock, so it was skipped: what it is.
+    Skipped(String),
+    /// There is no file to look for: a `tcp:` or `abstract:` lock, or a
+    /// lock on a server.
+    NoFile,
+}
+
 /// The status of the named locks in `dir` (a name with '/' is a lock file
 /// path and `tcp:`, `unix:`, `abstract:` specs are socket locks, as
-/// everywhere), or of every lock file there when `names` is empty.
+/// everywhere), or of every `*.lock` entry there when `names` is empty.
 pub fn list(dir: &Path, names: &[String]) -> Result<Vec<LockStatus>> {
-    let names = if names.is_empty() {
-        lock_names(dir)?
-    } else {
-        names.to_vec()
-    };
+    if names.is_empty() {
+        return lock_entries(dir)?
+            .into_iter()
+            .map(|entry| match entry {
+                Entry::Lock(name) => file_status(&name, dir),
+                Entry::Skipped { name, path, what } => Ok(skipped(name, path, what)),
+            })
+            .collect();
+    }
     names
         .iter()
-        .map(|name| {
-            if let Some(address) = SocketAddress::parse(name) {
-                return socket_status(name, address?);
-            }
-            let lock = FileLock::parse(name, Some(dir))?;
-            Ok(LockStatus {
-                name: lock.label().to_owned(),
-                path: lock.path(),
-                server: None,
-                holders: lock.holders()?,
-            })
+        .map(|name| match SocketAddress::parse(name) {
+            Some(address) => socket_status(name, address?),
+            None => file_status(name, dir),
         })
         .collect()
+}
+
+/// A file lock, named or found in `dir`.
+fn file_status(name: &str, dir: &Path) -> Result<LockStatus> {
+    let lock = FileLock::parse(name, Some(dir))?;
+    let path = lock.path();
+    let found = match std::fs::symlink_metadata(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Found::Nothing,
+        Ok(meta) if !meta.file_type().is_file() => {
+            let what = not_a_lock_file(meta.file_type());
+            return Ok(skipped(lock.label().to_owned(), path, what));
+        }
+        _ => Found::File,
+    };
+    Ok(LockStatus {
+        name: lock.label().to_owned(),
+        holders: lock.holders()?,
+        path,
+        server: None,
+        found,
+    })
+}
+
+fn skipped(name: String, path: PathBuf, what: String) -> LockStatus {
+    LockStatus {
+        name,
+        path,
+        server: None,
+        found: Found::Skipped(what),
+        holders: Holders::default(),
+    }
 }
 
 /// A socket lock named on the command line; its path is the socket file,
 /// or for `tcp:` and `abstract:` the spec itself.
 fn socket_status(name: &str, address: SocketAddress) -> Result<LockStatus> {
-    let path = match &address {
-        SocketAddress::Unix(path) => path.clone(),
-        _ => PathBuf::from(name),
+    let (path, found) = match &address {
+        SocketAddress::Unix(path) => {
+            let found = match std::fs::symlink_metadata(path) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Found::Nothing,
+                _ => Found::File,
+            };
+            (path.clone(), found)
+        }
+        _ => (PathBuf::from(name), Found::NoFile),
     };
     let lock = SocketLock::new(address).labelled(name);
     Ok(LockStatus {
         name: name.to_owned(),
         path,
         server: None,
+        found,
         holders: lock.holders()?,
     })
 }
 
-/// The names of the lock files in `dir`.
-fn lock_names(dir: &Path) -> Result<Vec<String>> {
+/// A `*.lock` entry of a lock directory.
+enum Entry {
+    /// A lock file, by its lock name.
+    Lock(String),
+    /// Anything else: its name without `.lock`, its path, and what it is.
+    Skipped {
+        name: String,
+        path: PathBuf,
+        what: String,
+    },
+}
+
+/// The `*.lock` entries in `dir`, sorted by name.
+fn lock_entries(dir: &Path) -> Result<Vec<Entry>> {
     let entries = std::fs::read_dir(dir).map_err(|e| match e.kind() {
         std::io::ErrorKind::PermissionDenied => Error::PermissionDenied {
             path: dir.to_owned(),
@@ -80,19 +149,43 @@ fn lock_names(dir: &Path) -> Result<Vec<String>> {
         },
         _ => Error::io(format!("list {}", dir.display()), e),
     })?;
-    let mut names: Vec<String> = entries
+    let mut found: Vec<(String, Entry)> = entries
         .filter_map(|entry| entry.ok())
-        .filter(|entry| entry.file_type().is_ok_and(|t| t.is_file()))
         .filter_map(|entry| {
-            let file_name = entry.file_name().into_string().ok()?;
-            let name = file_name.strip_suffix(LOCK_FILE_SUFFIX)?;
-            crate::name::LockName::new(name)
-                .ok()
-                .map(|n| n.as_str().to_owned())
+            let file_name = entry.file_name().to_string_lossy().into_owned();
+            let name = file_name.strip_suffix(LOCK_FILE_SUFFIX)?.to_owned();
+            let path = entry.path();
+            let what = match entry.file_type() {
+                Ok(kind) if !kind.is_file() => not_a_lock_file(kind),
+                Ok(_) if crate::name::LockName::new(&name).is_err() => {
+                    "a file whose name is not a lock name".to_owned()
+                }
+                Ok(_) => return Some((name.clone(), Entry::Lock(name))),
+                Err(e) => format!("not examined: {e}"),
+            };
+            Some((name.clone(), Entry::Skipped { name, path, what }))
         })
         .collect();
-    names.sort();
-    Ok(names)
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(found.into_iter().map(|(_, entry)| entry).collect())
+}
+
+/// What a `*.lock` entry of type `kind` is, when it is not a regular file.
+fn not_a_lock_file(kind: FileType) -> String {
+    let what = if kind.is_symlink() {
+        "a symbolic link, which withlock does not follow"
+    } else if kind.is_dir() {
+        "a directory"
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_block_device() || kind.is_char_device() {
+        "a device"
+    } else {
+        "not a regular file"
+    };
+    format!("{what}, not a lock file")
 }
 
 #[cfg(test)]
@@ -116,9 +209,42 @@ mod tests {
 
         let all = list(dir.path(), &[]).unwrap();
         let names: Vec<&str> = all.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(names, ["free", "held"]);
+        assert_eq!(names, ["free", "held", "sub"]);
         assert!(all[0].holders.is_empty());
+        assert_eq!(all[0].found, Found::File);
         assert_eq!(all[1].holders.mode(), Some(Mode::Exclusive));
+        assert_eq!(
+            all[2].found,
+            Found::Skipped("a directory, not a lock file".into())
+        );
+    }
+
+    #[test]
+    fn entries_withlock_would_not_lock_are_listed_as_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", dir.path().join("link.lock")).unwrap();
+        nix::unistd::mkfifo(
+            &dir.path().join("pipe.lock"),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("a b.lock"), "").unwrap();
+        let all = list(dir.path(), &[]).unwrap();
+        let found: Vec<(&str, &Found)> = all.iter().map(|s| (s.name.as_str(), &s.found)).collect();
+        let skipped = |what: &str| Found::Skipped(what.into());
+        assert_eq!(
+            found,
+            [
+                ("a b", &skipped("a file whose name is not a lock name")),
+                (
+                    "link",
+                    &skipped("a symbolic link, which withlock does not follow, not a lock file")
+                ),
+                ("pipe", &skipped("a FIFO, not a lock file")),
+            ]
+        );
+        let named = list(dir.path(), &["pipe".into()]).unwrap();
+        assert_eq!(named[0].found, skipped("a FIFO, not a lock file"));
     }
 
     #[test]
@@ -136,10 +262,11 @@ mod tests {
     }
 
     #[test]
-    fn a_named_lock_that_does_not_exist_is_free() {
+    fn a_named_lock_that_does_not_exist_is_free_and_found_to_be_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let one = list(dir.path(), &["nothing".into()]).unwrap();
         assert!(one[0].holders.is_empty());
+        assert_eq!(one[0].found, Found::Nothing);
         assert!(!one[0].path.exists(), "inspection creates nothing");
     }
 }

@@ -55,7 +55,7 @@ pub use error::{Error, Result};
 pub use file_lock::{FileGuard, FileLock};
 pub use flock_wait::timer_signal;
 pub use holder::{Holder, Holders, HoldersText, human_duration};
-pub use inspect::{LockStatus, list};
+pub use inspect::{Found, LockStatus, list};
 pub use lock::{Lock, NoHooks, WaitHooks, with_lock};
 pub use lock_file::LOCK_FILE_MODE;
 pub use lock_set::{DirId, LockKey, LockSet, SetGuard, SetHooks, parse_spec, split_spec};

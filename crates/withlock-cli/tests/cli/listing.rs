@@ -243,3 +243,84 @@ fn a_user_who_cannot_see_the_holder_is_told_so() {
     assert!(table.contains("hidden from this user"), "{table}");
     assert!(holder.release().success());
 }
+
+/// A name that was never used is free, but the listing says there is
+/// nothing at its path, so a typo or a wrong `--dir` shows.
+#[test]
+fn a_name_never_used_is_said_to_be_so() {
+    let env = Env::new();
+    env.withlock().args(["used", "--", "true"]).assert().code(0);
+    let doc = list_json(&env, &["used", "nothere"]);
+    assert_eq!(
+        (&doc[0]["state"], &doc[0]["exists"]),
+        (&"free".into(), &true.into())
+    );
+    assert_eq!(
+        (&doc[1]["state"], &doc[1]["exists"]),
+        (&"free".into(), &false.into())
+    );
+    let out = env.withlock().args(["--list", "nothere"]).assert().code(0);
+    let table = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    let row = table.lines().nth(1).unwrap();
+    let path = env.lock_file("nothere");
+    assert!(row.starts_with("nothere  free"), "{table}");
+    assert!(
+        row.ends_with(&format!(
+            "(nothing at {}: never used, or removed)",
+            path.display()
+        )),
+        "{table}"
+    );
+}
+
+/// `*.lock` entries withlock would not lock are listed as skipped, with
+/// what they are, not left out.
+#[test]
+fn entries_that_are_not_lock_files_are_listed_as_skipped() {
+    let env = Env::new();
+    env.withlock().args(["real", "--", "true"]).assert().code(0);
+    let dir = env.lock_dir();
+    std::fs::create_dir(dir.join("dir.lock")).unwrap();
+    std::os::unix::fs::symlink(env.lock_file("real"), dir.join("link.lock")).unwrap();
+    nix::unistd::mkfifo(
+        &dir.join("pipe.lock"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
+    let doc = list_json(&env, &[]);
+    let rows: Vec<(&str, &str, Option<&str>)> = doc
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|lock| {
+            (
+                lock["name"].as_str().unwrap(),
+                lock["state"].as_str().unwrap(),
+                lock["skipped"].as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("dir", "skipped", Some("a directory, not a lock file")),
+            (
+                "link",
+                "skipped",
+                Some("a symbolic link, which withlock does not follow, not a lock file")
+            ),
+            ("pipe", "skipped", Some("a FIFO, not a lock file")),
+            ("real", "free", None),
+        ]
+    );
+    let table = list_table(&env);
+    let pipe = table.lines().find(|l| l.starts_with("pipe ")).unwrap();
+    assert!(pipe.contains("skipped"), "{table}");
+    assert!(
+        pipe.ends_with(&format!(
+            "({}: a FIFO, not a lock file)",
+            dir.join("pipe.lock").display()
+        )),
+        "{table}"
+    );
+}

@@ -28,7 +28,7 @@ use crate::pg::error::PgError;
 use crate::pg::holders::{self, PgHolder};
 use crate::pg::identity::Identity;
 use crate::pg::key::advisory_key;
-use crate::{LockName, LockStatus, Mode, Result};
+use crate::{Found, LockName, LockStatus, Mode, Result};
 
 /// Whether the fence table exists and this role may read it.
 const FENCE_READABLE: &str =
@@ -130,6 +130,7 @@ fn lock_status(
         name,
         path: Default::default(),
         server: Some(server.to_owned()),
+        found: Found::NoFile,
         holders: holders::to_holders(&sessions),
     }
 }
