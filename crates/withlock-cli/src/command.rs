@@ -140,7 +140,7 @@ impl std::fmt::Display for Ended {
         match self {
             Ended::Exited(code) => write!(f, "exited with status {code}"),
             Ended::Killed(signal) => write!(f, "was killed by {}", signal.as_str()),
-            Ended::Unknown => f.write_str("ended, but withlock could not learn how"),
+            Ended::Unknown => f.write_str("ended in a way withlock could not learn"),
         }
     }
 }
