@@ -188,7 +188,7 @@ impl Look {
 }
 
 /// Which parts of a line give way first to a narrow terminal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Cut {
     /// The holder's command.
     First,
@@ -233,16 +233,20 @@ impl Line {
             return whole.into();
         }
         let mut parts: Vec<String> = self.parts.iter().map(|(text, _)| text.clone()).collect();
-        for cut in [Cut::First, Cut::Second] {
-            for (i, (text, _)) in self.parts.iter().enumerate() {
-                if excess == 0 || self.parts[i].1 != Some(cut) {
+        for rank in [Cut::First, Cut::Second] {
+            for (part, (text, cut)) in parts.iter_mut().zip(&self.parts) {
+                if excess == 0 || *cut != Some(rank) {
                     continue;
                 }
                 let shown = console::measure_text_width(text);
-                let room = shown.saturating_sub(excess).max(CUT_MARK.chars().count());
-                let cut_text = console::truncate_str(text, room, CUT_MARK);
-                excess -= shown - console::measure_text_width(&cut_text).min(shown);
-                parts[i] = cut_text.into_owned();
+                let room = shown
+                    .saturating_sub(excess)
+                    .max(console::measure_text_width(CUT_MARK));
+                let cut_text = console::truncate_str(text, room, CUT_MARK).into_owned();
+                // A wide character at the cut may free a column more than needed.
+                excess = excess
+                    .saturating_sub(shown.saturating_sub(console::measure_text_width(&cut_text)));
+                *part = cut_text;
             }
         }
         parts.concat().into()
@@ -391,6 +395,12 @@ mod tests {
             at_80.ends_with("for nigh…: held exclusive by pid 4711 (root) for 2m13s: …"),
             "{at_80}"
         );
+        // A wide character cannot be halved: the cut frees a column more.
+        let wide = Line::default()
+            .fixed("abc ".into())
+            .cuttable("漢字漢字漢字".into(), Cut::First);
+        assert_eq!(wide.fit(Some(14)), "abc 漢字漢字…");
+        let line = long.waiting(Duration::from_secs(4));
         for width in [40, 20, 1] {
             let narrow = line.fit(Some(width));
             assert!(
