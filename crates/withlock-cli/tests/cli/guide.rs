@@ -56,8 +56,10 @@ fn run_block_with(
         }
         "make" => {
             std::fs::write(scratch.join("Makefile"), text).unwrap();
+            // In parallel, as people run make: a recipe must state its
+            // order in prerequisites, not in the order of the targets.
             let mut c = Command::new("make");
-            c.arg("-s");
+            c.args(["-s", "-j4"]);
             c
         }
         _ => return None,
@@ -113,6 +115,21 @@ fn the_skip_recipe_really_skips() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("second run exited 75"), "{stdout}");
     assert!(!stdout.contains("never printed"));
+}
+
+#[test]
+fn the_makefile_recipe_builds_before_it_deploys_under_make_j() {
+    let env = Env::new();
+    let (_, text) = blocks(GUIDE)
+        .into_iter()
+        .find(|(language, _)| *language == "make")
+        .unwrap();
+    // Asking for `deploy` alone, from a clean tree, must build first: if
+    // the order came only from `all`'s list, `-j` could ship nothing.
+    let mut command = run_block(&env, 0, "make", &text).unwrap();
+    let out = output(command.arg("deploy"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "app\n");
 }
 
 #[test]
