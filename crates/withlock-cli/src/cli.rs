@@ -65,7 +65,8 @@ pub const EXIT_STATUSES: [(&str, &str); 12] = [
     ),
     (
         "64",
-        "bad usage: unknown option, invalid lock name, number or URL, -s or --max with a socket lock",
+        "bad usage: unknown option, invalid lock name, number or URL, -s or --max with a socket \
+         lock, no -- or an empty command after it",
     ),
     (
         "77",
@@ -146,12 +147,9 @@ pub struct Cli {
 
     /// The command to run while holding the locks, without a shell; after
     /// `--`.
-    #[arg(
-        value_name = "COMMAND",
-        required_unless_present_any = ["list", "generate_extras"],
-        last = true,
-        allow_hyphen_values = true
-    )]
+    // Not required here: a missing `--` is told apart and answered in one
+    // line by `Cli::parse_args`.
+    #[arg(value_name = "COMMAND", last = true, allow_hyphen_values = true)]
     pub command: Vec<OsString>,
 
     /// Where named lock files live [default: /run/lock, or /tmp where that
@@ -264,17 +262,55 @@ pub struct Cli {
     pub generate_extras: Option<PathBuf>,
 }
 
+/// Why the command line was refused.
+#[derive(Debug)]
+pub enum ParseError {
+    /// clap's own report (or `--help` / `--version`), printed by clap.
+    Clap(clap::Error),
+    /// A mistake about the command itself, as one line naming the fix.
+    Command(String),
+}
+
+impl From<clap::Error> for ParseError {
+    fn from(err: clap::Error) -> ParseError {
+        ParseError::Clap(err)
+    }
+}
+
 impl Cli {
     /// Parses the command line. `--dir` and `--url` on the command line
     /// together are a conflict; from the environment they are not, so that
     /// a WITHLOCK_DIR set for local locks does not stop `--url` working,
     /// and `--dir` on the command line beats a WITHLOCK_URL from the
     /// environment.
-    pub fn parse_args() -> Result<Cli, clap::Error> {
+    pub fn parse_args() -> Result<Cli, ParseError> {
+        Cli::parse_all(&std::env::args_os().collect::<Vec<_>>())
+    }
+
+    fn parse_all(args: &[OsString]) -> Result<Cli, ParseError> {
+        let has_dash_dash = args.iter().any(|arg| arg == "--");
+        let cli = match Cli::parse_from_args(args) {
+            Ok(cli) => cli,
+            // Most often the command's own options, such as `make -j4`,
+            // taken for ours because `--` is missing.
+            Err(err) if err.use_stderr() && !has_dash_dash => {
+                return Err(match with_dash_dash(args) {
+                    Some(line) => ParseError::Command(goes_after(&line)),
+                    None => ParseError::Clap(err),
+                });
+            }
+            Err(err) => return Err(err.into()),
+        };
+        cli.check_command(args, has_dash_dash)
+            .map_err(ParseError::Command)?;
+        Ok(cli)
+    }
+
+    fn parse_from_args(args: &[OsString]) -> Result<Cli, clap::Error> {
         use clap::parser::ValueSource::{CommandLine, EnvVariable};
         use clap::{CommandFactory, FromArgMatches};
         let mut command = Cli::command();
-        let matches = command.try_get_matches_from_mut(std::env::args_os())?;
+        let matches = command.try_get_matches_from_mut(args)?;
         if matches.value_source("dir") == Some(CommandLine)
             && matches.value_source("url") == Some(CommandLine)
         {
@@ -294,6 +330,35 @@ impl Cli {
         Ok(cli)
     }
 
+    /// Refuses a run without a command. Without `--` every word was taken
+    /// as a lock name, since the locks cannot be told from the command; the
+    /// answer shows the line with `--` after the first name.
+    fn check_command(&self, args: &[OsString], has_dash_dash: bool) -> Result<(), String> {
+        if self.list || self.generate_extras.is_some() {
+            return Ok(());
+        }
+        match self.command.first() {
+            Some(program) if program.is_empty() => Err(
+                "the command after -- is empty (\"\"): give the program to run, \
+                 such as withlock NAME -- make"
+                    .to_owned(),
+            ),
+            Some(_) => Ok(()),
+            None if has_dash_dash => Err(
+                "no command after --: give the one to run, such as withlock NAME -- make"
+                    .to_owned(),
+            ),
+            None => Err(match with_dash_dash(args) {
+                Some(line) => goes_after(&line),
+                None => {
+                    let mut line = args.to_vec();
+                    line.extend(["--".into(), "COMMAND".into()]);
+                    format!("no command: it goes after --: {}", shown_line(&line))
+                }
+            }),
+        }
+    }
+
     /// With --list, the lock names given (all positional arguments).
     pub fn list_names(&self) -> Vec<String> {
         let rest = self
@@ -302,6 +367,29 @@ impl Cli {
             .map(|a| a.to_string_lossy().into_owned());
         self.locks.iter().cloned().chain(rest).collect()
     }
+}
+
+/// The first command line that `args` becomes with a `--` inserted, if
+/// any: `--` after the first word that can end the locks, so the answer
+/// to a line without it assumes the one-lock case.
+fn with_dash_dash(args: &[OsString]) -> Option<Vec<OsString>> {
+    (2..=args.len()).find_map(|at| {
+        let mut trial = args.to_vec();
+        trial.insert(at, "--".into());
+        let cli = Cli::parse_from_args(&trial).ok()?;
+        (!cli.list && cli.generate_extras.is_none() && !cli.command.is_empty()).then_some(trial)
+    })
+}
+
+fn goes_after(line: &[OsString]) -> String {
+    format!("the command goes after --: {}", shown_line(line))
+}
+
+/// A command line as the user would type it, starting with `withlock`.
+fn shown_line(args: &[OsString]) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let rest: Vec<&[u8]> = args.iter().skip(1).map(|arg| arg.as_bytes()).collect();
+    format!("withlock {}", withlock::escape::command_line(&rest))
 }
 
 fn parse_seconds(text: &str) -> Result<Duration, String> {
@@ -359,7 +447,7 @@ mod tests {
         assert_eq!(cli.locks, ["a", "b=shared"]);
         assert_eq!(cli.command, ["cmd", "x"]);
         // Without `--` the command cannot be told from the locks.
-        assert!(Cli::try_parse_from(["withlock", "a", "b", "cmd"]).is_err());
+        assert!(parse(&["withlock", "a", "b", "cmd"]).is_err());
         assert!(Cli::try_parse_from(["withlock", "--", "cmd"]).is_err());
         assert!(Cli::try_parse_from(["withlock", "--list", "--supersede"]).is_err());
     }
@@ -376,6 +464,45 @@ mod tests {
         );
         assert!(Cli::try_parse_from(["withlock", "--list", "-n"]).is_err());
         assert!(Cli::try_parse_from(["withlock", "--json", "x", "--", "true"]).is_err());
-        assert!(Cli::try_parse_from(["withlock", "x"]).is_err());
+        assert!(parse(&["withlock", "x"]).is_err());
+    }
+
+    fn parse(args: &[&str]) -> Result<Cli, ParseError> {
+        Cli::parse_all(&args.iter().map(OsString::from).collect::<Vec<_>>())
+    }
+
+    fn command_error(args: &[&str]) -> String {
+        match parse(args) {
+            Err(ParseError::Command(line)) => line,
+            other => panic!("{args:?}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_missing_dash_dash_is_answered_with_the_corrected_line() {
+        assert_eq!(
+            command_error(&["withlock", "foo", "echo", "hi"]),
+            "the command goes after --: withlock foo -- echo hi"
+        );
+        // Options before the name keep their values; the command keeps its
+        // own options, even those that look like ours.
+        assert_eq!(
+            command_error(&["withlock", "-w", "5", "foo", "sleep", "5", "-q"]),
+            "the command goes after --: withlock -w 5 foo -- sleep 5 -q"
+        );
+        assert_eq!(
+            command_error(&["withlock", "foo", "make", "-j4"]),
+            "the command goes after --: withlock foo -- make -j4"
+        );
+        assert_eq!(
+            command_error(&["withlock", "foo", "sh", "-c", "a b"]),
+            "the command goes after --: withlock foo -- sh -c 'a b'"
+        );
+        assert_eq!(
+            command_error(&["withlock", "foo"]),
+            "no command: it goes after --: withlock foo -- COMMAND"
+        );
+        assert!(command_error(&["withlock", "a", "b", "--"]).starts_with("no command after --"));
+        assert!(command_error(&["withlock", "a", "--", ""]).contains("is empty"));
     }
 }

@@ -188,7 +188,9 @@ fn spawn(
     terminal: Option<Terminal>,
     ends_with_withlock: bool,
 ) -> Result<Child, StartError> {
-    let (arg0, rest) = args.split_first().expect("clap requires a command");
+    let (arg0, rest) = args
+        .split_first()
+        .expect("Cli::parse_args requires a command");
     let mut command = Command::new(program);
     command.arg0(arg0).args(rest).process_group(0);
     command.envs(env.iter().map(|(key, value)| (key, value)));

@@ -23,13 +23,17 @@ use std::time::Instant;
 
 use withlock::{Wait, human_duration};
 
-use crate::cli::Cli;
+use crate::cli::{Cli, ParseError};
 use crate::command::StartError;
 
 fn main() -> ExitCode {
     let cli = match Cli::parse_args() {
         Ok(cli) => cli,
-        Err(err) => {
+        Err(ParseError::Command(line)) => {
+            eprintln!("withlock: {line}");
+            return ExitCode::from(exit_code::USAGE);
+        }
+        Err(ParseError::Clap(err)) => {
             let _ = err.print();
             return ExitCode::from(if err.use_stderr() {
                 exit_code::USAGE

@@ -102,6 +102,61 @@ fn a_bad_name_is_64_with_one_line_and_nothing_runs() {
 }
 
 #[test]
+fn a_missing_dash_dash_is_64_with_the_corrected_line_and_nothing_runs() {
+    let env = Env::new();
+    let marker = env.file("ran");
+    let marker = marker.to_str().unwrap();
+    for (args, line) in [
+        (
+            vec!["foo", "touch", marker],
+            format!("the command goes after --: withlock foo -- touch {marker}"),
+        ),
+        // The command's own options are not taken for ours.
+        (
+            vec!["-w", "5", "foo", "sh", "-c", "touch \"$0\"", marker],
+            format!(
+                "the command goes after --: withlock -w 5 foo -- sh -c 'touch \"$0\"' {marker}"
+            ),
+        ),
+        (
+            vec!["foo"],
+            "no command: it goes after --: withlock foo -- COMMAND".to_owned(),
+        ),
+    ] {
+        let out = env
+            .withlock()
+            .args(&args)
+            .assert()
+            .code(64)
+            .get_output()
+            .clone();
+        assert_eq!(
+            crate::support::stderr(&out),
+            format!("withlock: {line}\n"),
+            "{args:?}"
+        );
+    }
+    assert!(!std::path::Path::new(marker).exists());
+    assert!(!env.lock_file("foo").exists(), "nothing is locked either");
+}
+
+#[test]
+fn an_empty_command_is_64_in_one_line() {
+    let env = Env::new();
+    let out = env
+        .withlock()
+        .args(["t", "--", ""])
+        .assert()
+        .code(64)
+        .get_output()
+        .clone();
+    let err = crate::support::stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("the command after -- is empty"), "{err}");
+    assert!(!env.lock_file("t").exists());
+}
+
+#[test]
 fn bad_options_are_64_and_help_is_0() {
     let env = Env::new();
     env.withlock()
