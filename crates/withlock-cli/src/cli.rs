@@ -91,7 +91,10 @@ pub const EXIT_STATUSES: [(&str, &str); 12] = [
         "the PostgreSQL server (--url) could not be reached or failed a query; nothing ran",
     ),
     ("71", "any other system error"),
-    ("126", "the command cannot be executed"),
+    (
+        "126",
+        "the command cannot be executed, or its #! interpreter is missing",
+    ),
     ("127", "the command was not found"),
     (
         "128+N",

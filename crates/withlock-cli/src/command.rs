@@ -36,6 +36,8 @@ pub enum StartError {
     NotFound(OsString),
     /// There, but not executable (a directory, no x bit, a bad format).
     CannotExecute(OsString, io::Error),
+    /// A script whose `#!` interpreter (the second field) is missing.
+    NoInterpreter(OsString, PathBuf),
 }
 
 impl std::fmt::Display for StartError {
@@ -51,6 +53,13 @@ impl std::fmt::Display for StartError {
                 "cannot execute {}: {err}: check it is an executable file (chmod +x)",
                 shown(name)
             ),
+            StartError::NoInterpreter(name, interpreter) => write!(
+                f,
+                "cannot execute {}: the script is there, but its #! interpreter {} is \
+                 missing: install it, or correct the script's first line",
+                shown(name),
+                shown(interpreter.as_os_str())
+            ),
         }
     }
 }
@@ -62,7 +71,17 @@ impl StartError {
     pub fn exit_code(&self) -> u8 {
         match self {
             StartError::NotFound(_) => exit_code::NOT_FOUND,
-            StartError::CannotExecute(..) => exit_code::CANNOT_EXECUTE,
+            StartError::CannotExecute(..) | StartError::NoInterpreter(..) => {
+                exit_code::CANNOT_EXECUTE
+            }
+        }
+    }
+
+    /// The system's error number, if the system refused.
+    pub fn os_error(&self) -> Option<i32> {
+        match self {
+            StartError::CannotExecute(_, err) => err.raw_os_error(),
+            _ => None,
         }
     }
 }
@@ -89,7 +108,9 @@ pub fn resolve(program: &OsStr) -> Result<PathBuf, StartError> {
         let candidate = dir.join(program);
         match check_executable(&candidate, program) {
             Ok(()) => return Ok(candidate),
-            Err(e @ StartError::CannotExecute(..)) => denied = denied.or(Some(e)),
+            Err(e @ (StartError::CannotExecute(..) | StartError::NoInterpreter(..))) => {
+                denied = denied.or(Some(e))
+            }
             Err(StartError::NotFound(_)) => {}
         }
     }
@@ -109,7 +130,30 @@ fn check_executable(path: &Path, program: &OsStr) -> Result<(), StartError> {
         return Err(StartError::CannotExecute(program.to_owned(), err));
     }
     access(path, AccessFlags::X_OK)
-        .map_err(|e| StartError::CannotExecute(program.to_owned(), e.into()))
+        .map_err(|e| StartError::CannotExecute(program.to_owned(), e.into()))?;
+    match missing_interpreter(path) {
+        Some(interpreter) => Err(StartError::NoInterpreter(program.to_owned(), interpreter)),
+        None => Ok(()),
+    }
+}
+
+/// The `#!` interpreter of the script at `path`, if it names an absolute
+/// path where there is nothing: execve(2) would then fail with ENOENT, as if
+/// the script itself were missing. A script this user cannot read is
+/// left for execve to judge.
+fn missing_interpreter(path: &Path) -> Option<PathBuf> {
+    use std::io::Read;
+    let mut head = [0; 256];
+    let mut file = std::fs::File::open(path).ok()?;
+    let read = file.read(&mut head).ok()?;
+    let line = head[..read].strip_prefix(b"#!")?;
+    let line = line.split(|&b| b == b'\n').next()?;
+    let interpreter = line
+        .split(|b| b.is_ascii_whitespace())
+        .find(|word| !word.is_empty())?;
+    let interpreter = Path::new(OsStr::from_bytes(interpreter));
+    (interpreter.is_absolute() && std::fs::symlink_metadata(interpreter).is_err())
+        .then(|| interpreter.to_owned())
 }
 
 /// How the command ended.
@@ -235,7 +279,11 @@ fn spawn(
         .collect::<io::Result<Vec<Inherit>>>()
         .map_err(|e| StartError::CannotExecute(arg0.clone(), e))?;
     command.spawn().map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound => StartError::NotFound(arg0.clone()),
+        // Checked before the lock was taken, but it may have changed since.
+        io::ErrorKind::NotFound => match missing_interpreter(program) {
+            Some(interpreter) => StartError::NoInterpreter(arg0.clone(), interpreter),
+            None => StartError::NotFound(arg0.clone()),
+        },
         _ => StartError::CannotExecute(arg0.clone(), e),
     })
 }

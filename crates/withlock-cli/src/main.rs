@@ -11,6 +11,7 @@ mod fence_env;
 mod lock_loss;
 mod lock_request;
 mod lock_table;
+mod open_file_limit;
 mod option_support;
 mod signals;
 mod terminal;
@@ -57,7 +58,10 @@ fn main() -> ExitCode {
                 e.is_conflict() || matches!(e, withlock::Error::Superseded { .. })
             });
             if !(conflict && cli.quiet) {
-                eprintln!("withlock: {err:#}");
+                match open_file_limit::advice(&err) {
+                    Some(advice) => eprintln!("withlock: {err:#}: {advice}"),
+                    None => eprintln!("withlock: {err:#}"),
+                }
             }
             ExitCode::from(code)
         }

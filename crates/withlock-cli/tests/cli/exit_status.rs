@@ -82,6 +82,49 @@ fn a_command_that_cannot_execute_is_126() {
 }
 
 #[test]
+fn a_script_whose_interpreter_is_missing_is_126_and_names_the_interpreter() {
+    let env = Env::new();
+    let script = env.file("script");
+    std::fs::write(&script, "#!/nonexistent/python9 -u\nprint('hi')\n").unwrap();
+    set_mode(&script, 0o755);
+    let out = env
+        .withlock()
+        .args(["t", "--"])
+        .arg(&script)
+        .assert()
+        .code(126)
+        .get_output()
+        .clone();
+    let err = crate::support::stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("its #! interpreter /nonexistent/python9 is missing"),
+        "{err}"
+    );
+    assert!(!env.lock_file("t").exists(), "found out before locking");
+}
+
+#[test]
+fn too_low_an_open_file_limit_names_the_limit_and_the_fix() {
+    let env = Env::new();
+    let marker = env.file("ran");
+    let out = crate::support::output(
+        std::process::Command::new("sh")
+            .args(["-c", "ulimit -n 4 && exec \"$0\" \"$@\""])
+            .arg(env.bin())
+            .args(["t", "--", "touch"])
+            .arg(&marker)
+            .env("WITHLOCK_DIR", env.lock_dir()),
+    );
+    assert_eq!(out.status.code(), Some(71));
+    let err = crate::support::stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("Too many open files"), "{err}");
+    assert!(err.contains("(ulimit -n) is 4: raise it"), "{err}");
+    assert!(!marker.exists());
+}
+
+#[test]
 fn a_bad_name_is_64_with_one_line_and_nothing_runs() {
     let env = Env::new();
     let marker = env.file("ran");
