@@ -26,6 +26,7 @@ use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid, waitpid};
 use nix::unistd::{AccessFlags, Pid, access, getpid};
 
 use crate::exit_code;
+use crate::fence_env::EnvChanges;
 use crate::signals;
 use crate::terminal::{self, Terminal};
 
@@ -190,7 +191,7 @@ impl std::fmt::Display for Ended {
 }
 
 /// Runs the command holding every descriptor of `lock_fds` (one per held
-/// lock), with `env` added to its environment (the fencing tokens);
+/// lock), with `env` changed in its environment (the fencing tokens);
 /// returns how it ended. With `ends_with_withlock` (a lock
 /// held by withlock's own server session, which dies with it) the command
 /// gets SIGTERM if withlock dies.
@@ -198,7 +199,7 @@ pub fn run(
     program: &Path,
     args: &[OsString],
     lock_fds: &[BorrowedFd<'_>],
-    env: &[(OsString, OsString)],
+    env: &EnvChanges,
     ends_with_withlock: bool,
 ) -> Result<Ended, StartError> {
     let terminal = Terminal::foreground();
@@ -228,7 +229,7 @@ fn spawn(
     program: &Path,
     args: &[OsString],
     lock_fds: &[BorrowedFd<'_>],
-    env: &[(OsString, OsString)],
+    env: &EnvChanges,
     terminal: Option<Terminal>,
     ends_with_withlock: bool,
 ) -> Result<Child, StartError> {
@@ -237,7 +238,12 @@ fn spawn(
         .expect("Cli::parse_args requires a command");
     let mut command = Command::new(program);
     command.arg0(arg0).args(rest).process_group(0);
-    command.envs(env.iter().map(|(key, value)| (key, value)));
+    for (key, value) in env {
+        match value {
+            Some(value) => command.env(key, value),
+            None => command.env_remove(key),
+        };
+    }
     if ends_with_withlock {
         // A server-held lock cannot be inherited: it ends with withlock's
         // session. If withlock is killed, even with SIGKILL, the lock is

@@ -1,22 +1,27 @@
 //! The fencing tokens of the PostgreSQL locks held, for the command's
 //! environment (see `withlock::pg::fence` for what a token is).
 //!
-//! - `WITHLOCK_FENCE=<token>` when exactly one PostgreSQL lock is held:
-//!   the one number a storage system compares.
-//! - `WITHLOCK_FENCES="<name>=<token> ..."` whenever any is held, in the
-//!   order the locks were taken (lock names hold no spaces and no `=`),
-//!   so a command under several locks can pick each one's token.
-//! - With several PostgreSQL locks `WITHLOCK_FENCE` is not set, since one
-//!   number cannot fence several locks; local locks have no token. In both
-//!   cases a value inherited from an outer withlock passes through
-//!   unchanged, and it still belongs to that outer lock.
+//! - One PostgreSQL lock: `WITHLOCK_FENCE=<token>`, the one number a
+//!   storage system compares.
+//! - Several: `WITHLOCK_FENCES="<name>=<token> ..."`, in the order the locks
+//!   were taken (lock names hold no spaces and no `=`), and no
+//!   `WITHLOCK_FENCE`, since one number cannot fence several locks.
+//!
+//! Either way the other variable is removed, so a value inherited from an
+//! outer withlock cannot be mistaken for this one's. Local locks have no
+//! token: with none held on the server, both pass through unchanged, and
+//! they still belong to that outer lock.
 
 use std::ffi::OsString;
 
 use withlock::{AnyGuard, LockSet, SetGuard};
 
-/// The variables to add to the command's environment.
-pub fn of(set: &LockSet, guard: &SetGuard) -> Vec<(OsString, OsString)> {
+/// Changes to the command's environment: each variable with its value, or
+/// `None` to remove it.
+pub type EnvChanges = Vec<(OsString, Option<OsString>)>;
+
+/// The changes for the locks held.
+pub fn of(set: &LockSet, guard: &SetGuard) -> EnvChanges {
     let tokens: Vec<(&str, i64)> = set
         .locks()
         .zip(guard.guards())
@@ -25,16 +30,19 @@ pub fn of(set: &LockSet, guard: &SetGuard) -> Vec<(OsString, OsString)> {
             _ => None,
         })
         .collect();
-    let mut env = Vec::new();
-    if let [(_, token)] = tokens.as_slice() {
-        env.push(("WITHLOCK_FENCE".into(), token.to_string().into()));
-    }
-    if !tokens.is_empty() {
-        let all: Vec<String> = tokens
-            .iter()
-            .map(|(name, token)| format!("{name}={token}"))
-            .collect();
-        env.push(("WITHLOCK_FENCES".into(), all.join(" ").into()));
-    }
-    env
+    let (fence, fences) = match tokens.as_slice() {
+        [] => return Vec::new(),
+        [(_, token)] => (Some(token.to_string()), None),
+        several => {
+            let all: Vec<String> = several
+                .iter()
+                .map(|(name, token)| format!("{name}={token}"))
+                .collect();
+            (None, Some(all.join(" ")))
+        }
+    };
+    vec![
+        ("WITHLOCK_FENCE".into(), fence.map(OsString::from)),
+        ("WITHLOCK_FENCES".into(), fences.map(OsString::from)),
+    ]
 }

@@ -38,23 +38,28 @@ fn list_json(pg: &PgEnv, names: &[&str]) -> Value {
 #[test]
 fn the_command_gets_a_fencing_token_that_grows_with_every_run() {
     let pg = PgEnv::new();
-    let show = r#"echo "${WITHLOCK_FENCE-unset} $WITHLOCK_FENCES""#;
-    let run = |locks: &[&str]| {
-        stdout(
-            &pg.withlock()
-                .args(locks)
-                .args(["--", "sh", "-c", show])
-                .assert()
-                .code(0)
-                .get_output()
-                .clone(),
-        )
+    let show = r#"echo "${WITHLOCK_FENCE-unset} ${WITHLOCK_FENCES-unset}""#;
+    let run_with = |locks: &[&str], inherited: &[(&str, &str)]| {
+        let mut run = pg.withlock().args(locks).args(["--", "sh", "-c", show]);
+        for (key, value) in inherited {
+            run.env(key, value);
+        }
+        stdout(&run.assert().code(0).get_output().clone())
     };
-    assert_eq!(run(&["deploy"]), "1 deploy=1\n");
-    assert_eq!(run(&["-s", "deploy"]), "2 deploy=2\n");
-    assert_eq!(run(&["deploy"]), "3 deploy=3\n");
+    let run = |locks: &[&str]| run_with(locks, &[]);
+    // One lock: one number, nothing else.
+    assert_eq!(run(&["deploy"]), "1 unset\n");
+    assert_eq!(run(&["-s", "deploy"]), "2 unset\n");
+    assert_eq!(run(&["deploy"]), "3 unset\n");
     // Several locks: one number cannot fence them all.
     assert_eq!(run(&["deploy", "data"]), "unset data=1 deploy=4\n");
+    // An outer withlock's values never mix with this one's.
+    let outer = [("WITHLOCK_FENCE", "99"), ("WITHLOCK_FENCES", "a=98 b=99")];
+    assert_eq!(run_with(&["deploy"], &outer), "5 unset\n");
+    assert_eq!(
+        run_with(&["deploy", "data"], &outer),
+        "unset data=2 deploy=6\n"
+    );
 }
 
 #[test]
