@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::exit_code;
+use crate::help_layout;
 
 /// Example command lines and what they do, for `--help` and the man page.
 pub const EXAMPLES: [(&str, &str); 11] = [
@@ -102,20 +103,17 @@ pub const EXIT_STATUSES: [(&str, &str); 12] = [
     ),
 ];
 
+/// The text after the options in `-h`: one example, and where the rest is.
+const AFTER_SHORT_HELP: &str = "Example: withlock deploy -- ./script deploy\n\
+     More examples and every exit status: withlock --help, or man withlock.";
+
 /// The text after the options in `--help`: examples, then exit statuses.
-fn after_help() -> String {
-    let table = |title: &str, rows: &[(&str, &str)]| {
-        let width = rows.iter().map(|(left, _)| left.len()).max().unwrap_or(0);
-        let lines: Vec<String> = rows
-            .iter()
-            .map(|(left, right)| format!("  {left:<width$}   {right}"))
-            .collect();
-        format!("{title}:\n{}\n", lines.join("\n"))
-    };
+fn after_long_help() -> String {
+    let width = help_layout::width();
     format!(
         "{}\n{}",
-        table("Examples", &EXAMPLES),
-        table("Exit status", &EXIT_STATUSES)
+        help_layout::table("Examples", &EXAMPLES, width),
+        help_layout::table("Exit status", &EXIT_STATUSES, width)
     )
 }
 
@@ -129,12 +127,16 @@ fn after_help() -> String {
 #[command(
     name = "withlock",
     version,
-    after_help = after_help(),
+    max_term_width = help_layout::MAX_WIDTH,
+    after_help = AFTER_SHORT_HELP,
+    after_long_help = after_long_help(),
     override_usage = "withlock [OPTIONS] NAME... -- COMMAND [ARGS...]\n       \
                       withlock --list [--json] [NAME...]"
 )]
 pub struct Cli {
-    /// The locks, all taken (or none) before the command runs. Each is a
+    /// The locks: names, lock files or sockets, all taken or none.
+    ///
+    /// All are taken (or none) before the command runs. Each is a
     /// name (letters, digits, '.', '_', '-'; at most 128 bytes) for
     /// <DIR>/<NAME>.lock, a lock file path if it contains '/', or a socket
     /// lock (exclusive only): tcp:PORT, tcp:HOST:PORT, unix:PATH,
@@ -148,20 +150,22 @@ pub struct Cli {
     )]
     pub locks: Vec<String>,
 
-    /// The command to run while holding the locks, without a shell; after
-    /// `--`.
+    /// The command to run, after `--` (without a shell).
     // Not required here: a missing `--` is told apart and answered in one
     // line by `Cli::parse_args`.
     #[arg(value_name = "COMMAND", last = true, allow_hyphen_values = true)]
     pub command: Vec<OsString>,
 
-    /// Where named lock files live [default: /run/lock, or /tmp where that
-    /// is missing].
+    /// Where named lock files live.
+    ///
+    /// [default: /run/lock, or /tmp where that is missing]
     #[arg(long, value_name = "DIR", env = "WITHLOCK_DIR")]
     pub dir: Option<PathBuf>,
 
-    /// Take the locks on the PostgreSQL server at URL
-    /// (postgres://USER@HOST:PORT/DBNAME), as advisory locks shared by every
+    /// Take the locks on a PostgreSQL server, for every machine using it.
+    ///
+    /// The URL is postgres://USER@HOST:PORT/DBNAME; the locks are
+    /// advisory locks shared by every
     /// machine using that database. The password comes from the URL,
     /// PGPASSWORD or ~/.pgpass, and is never printed. WITHLOCK_DIR does
     /// not apply; --dir on the command line is refused with --url and
@@ -171,8 +175,9 @@ pub struct Cli {
     #[arg(long, value_name = "URL", env = "WITHLOCK_URL", hide_env_values = true)]
     pub url: Option<String>,
 
-    /// Take shared locks: any number of shared holders at once (every lock
-    /// without a mode of its own).
+    /// Take shared locks: many shared holders at once.
+    ///
+    /// This applies to every lock without a mode of its own (NAME=MODE).
     #[arg(short, long)]
     pub shared: bool,
 
@@ -180,9 +185,10 @@ pub struct Cli {
     #[arg(short = 'x', long, conflicts_with = "shared")]
     pub exclusive: bool,
 
-    /// Let up to N holders of the lock run at once (a counting semaphore),
-    /// served in arrival order like every request; use the same N for every
-    /// holder of a name.
+    /// Let up to N holders run at once (a counting semaphore).
+    ///
+    /// Requests are served in arrival order like every request; use the
+    /// same N for every holder of a name.
     #[arg(
         long,
         value_name = "N",
@@ -214,19 +220,25 @@ pub struct Cli {
     )]
     pub conflict_exit_code: u8,
 
-    /// Print no messages except errors: not the holder on conflict, not the
-    /// waiting line, not who superseded the request.
+    /// Print no messages except errors.
+    ///
+    /// Not the holder on conflict, not the waiting line, not who superseded
+    /// the request.
     #[arg(short, long)]
     pub quiet: bool,
 
-    /// Give up (status 79, nothing runs) if a newer --supersede request for
-    /// any of the same locks comes while this one still waits; once the
-    /// locks are held, nothing interrupts the command. Requests see each
+    /// Give up (79) if a newer --supersede request comes while waiting.
+    ///
+    /// Nothing runs then. It concerns any of the same locks, and only
+    /// while this one waits: once the locks are held, nothing interrupts
+    /// the command. Requests see each
     /// other within one network namespace.
     #[arg(long, conflicts_with = "list")]
     pub supersede: bool,
 
-    /// With --url: if a lock is lost while the command runs (its session
+    /// With --url: how long a command gets after SIGTERM if a lock is lost.
+    ///
+    /// If a --url lock is lost while the command runs (its session
     /// was ended, the server restarted, the network was cut; noticed
     /// within 8 seconds), withlock says so, sends SIGTERM to the command's
     /// process group, SIGKILL SECONDS later (fractions allowed) if it still
@@ -241,7 +253,9 @@ pub struct Cli {
     )]
     pub grace: Duration,
 
-    /// List the locks in DIR (with --url: on the server), or just the NAMEs
+    /// List the locks: who holds and who waits for each.
+    ///
+    /// The locks in DIR (with --url: on the server), or just the NAMEs
     /// given after it: state, mode, holders and waiters with their pid,
     /// user, host, command and since.
     #[arg(
@@ -254,14 +268,16 @@ pub struct Cli {
     #[arg(long, requires = "list")]
     pub json: bool,
 
-    /// Report on stderr how long the lock was waited for and held.
+    /// Say how long the lock was waited for and held.
     #[arg(short, long)]
     pub verbose: bool,
 
-    /// Write the man page and bash, zsh and fish completions under PREFIX
-    /// (share/man/man1, share/bash-completion/completions,
-    /// share/zsh/site-functions, share/fish/vendor_completions.d).
-    #[arg(long, value_name = "PREFIX", exclusive = true)]
+    /// Write the man page and shell completions under PREFIX.
+    ///
+    /// The man page and bash, zsh and fish completions go under PREFIX in
+    /// share/man/man1, share/bash-completion/completions,
+    /// share/zsh/site-functions and share/fish/vendor_completions.d.
+    #[arg(long, value_name = "PREFIX", exclusive = true, hide_short_help = true)]
     pub generate_extras: Option<PathBuf>,
 }
 

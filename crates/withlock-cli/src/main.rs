@@ -8,6 +8,7 @@ mod command;
 mod exit_code;
 mod extras;
 mod fence_env;
+mod help_layout;
 mod lock_loss;
 mod lock_request;
 mod lock_table;

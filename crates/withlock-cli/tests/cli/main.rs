@@ -5,6 +5,7 @@ mod exclusion;
 mod exit_status;
 mod fairness;
 mod guide;
+mod help_text;
 mod holder_message;
 mod lifetime;
 mod listing;

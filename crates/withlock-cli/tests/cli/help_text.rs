@@ -1,0 +1,59 @@
+//! `-h`, `--help` and the man page: `-h` is a short summary, `--help` the
+//! whole text, both wrapped to the terminal (here `COLUMNS`, as clap reads
+//! it when stdout is not a terminal); the man page has the sections a
+//! reader looks for.
+
+use crate::support::Env;
+
+/// `withlock ARG` with `COLUMNS` set: its stdout.
+fn help(env: &Env, arg: &str, columns: usize) -> String {
+    let mut run = env.withlock().arg(arg);
+    run.env("COLUMNS", columns.to_string());
+    let out = run.assert().code(0).get_output().clone();
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn widest(text: &str) -> usize {
+    text.lines().map(|l| l.chars().count()).max().unwrap()
+}
+
+#[test]
+fn short_help_is_a_summary_and_points_to_the_long_one() {
+    let env = Env::new();
+    let short = help(&env, "-h", 80);
+    assert!(short.lines().count() <= 40, "{short}");
+    assert!(!short.contains("Exit status:"), "{short}");
+    assert!(short.contains("withlock --help"), "{short}");
+    assert!(!short.contains("--generate-extras"), "{short}");
+    let long = help(&env, "--help", 80);
+    assert!(long.lines().count() > 2 * short.lines().count());
+    for section in [
+        "Examples:",
+        "Exit status:",
+        "--generate-extras",
+        "WITHLOCK_FENCES",
+    ] {
+        assert!(long.contains(section), "{section}: {long}");
+    }
+}
+
+#[test]
+fn both_helps_wrap_to_the_terminal_with_columns_kept() {
+    let env = Env::new();
+    for arg in ["-h", "--help"] {
+        for columns in [60, 80] {
+            let text = help(&env, arg, columns);
+            assert!(widest(&text) <= columns, "{arg} at {columns}:\n{text}");
+        }
+        // A wide terminal is used, up to a width that still reads well.
+        assert!(widest(&help(&env, arg, 300)) <= 120, "{arg}");
+    }
+    assert!(widest(&help(&env, "--help", 300)) > 100);
+    // The exit statuses stay a table: each meaning's continuation lines
+    // are indented under it, never at the left margin.
+    let long = help(&env, "--help", 60);
+    let statuses = long.split("Exit status:\n").nth(1).unwrap();
+    for line in statuses.lines() {
+        assert!(line.starts_with("  "), "{line:?} in\n{statuses}");
+    }
+}
