@@ -277,7 +277,17 @@ pub struct Cli {
     /// The man page and bash, zsh and fish completions go under PREFIX in
     /// share/man/man1, share/bash-completion/completions,
     /// share/zsh/site-functions and share/fish/vendor_completions.d.
-    #[arg(long, value_name = "PREFIX", exclusive = true, hide_short_help = true)]
+    // Not `exclusive`: clap counts WITHLOCK_DIR or WITHLOCK_URL from the
+    // environment against that.
+    #[arg(
+        long,
+        value_name = "PREFIX",
+        hide_short_help = true,
+        conflicts_with_all = [
+            "locks", "command", "list", "json", "shared", "exclusive", "max", "no_wait",
+            "wait", "supersede", "quiet", "verbose"
+        ]
+    )]
     pub generate_extras: Option<PathBuf>,
 }
 

@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use clap::CommandFactory;
 use clap_complete::Shell;
 
-use roff::{Roff, bold, roman};
+use roff::{Roff, bold, italic, roman};
 
 use crate::cli::{self, Cli};
 
@@ -45,20 +45,136 @@ fn man_page(dir: &Path) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// clap_mangen's sections, with the examples and exit statuses as proper
-/// man page sections rather than `--help`'s plain-text columns.
+/// The environment variables withlock reads, or sets for the command.
+const ENVIRONMENT: [(&str, &str); 7] = [
+    (
+        "WITHLOCK_DIR",
+        "Where named lock files live, as --dir (which beats it). Ignored with --url.",
+    ),
+    (
+        "WITHLOCK_URL",
+        "Take the locks on this PostgreSQL server, as --url. A --dir on the command \
+         line beats it.",
+    ),
+    (
+        "WITHLOCK_FENCE",
+        "Set for the command when it holds one --url lock: that lock's fencing token, \
+         a number that grows with every grant of the name.",
+    ),
+    (
+        "WITHLOCK_FENCES",
+        "Set for the command instead when it holds several --url locks: \
+         NAME=TOKEN for each, separated by spaces, in the order they were taken. \
+         Whichever of the two is set, the other is removed.",
+    ),
+    (
+        "NO_COLOR",
+        "When set (to anything), no colour, even on a terminal.",
+    ),
+    (
+        "PGHOST, PGHOSTADDR, PGPORT, PGDATABASE, PGUSER",
+        "With --url, what the URL leaves out, as libpq reads them.",
+    ),
+    (
+        "PGPASSWORD, PGPASSFILE, PGSSLMODE, PGSSLROOTCERT, PGSSLCERT, PGSSLKEY",
+        "With --url, the password (else ~/.pgpass) and TLS settings the URL does \
+         not give, as libpq reads them.",
+    ),
+];
+
+/// clap_mangen's sections, with a synopsis that shows the `--` and each
+/// option's value, and the examples, exit statuses and environment as
+/// proper man page sections rather than `--help`'s plain-text columns.
 fn render_man_page() -> Result<Vec<u8>> {
-    let man = clap_mangen::Man::new(Cli::command());
+    let command = Cli::command();
+    let man = clap_mangen::Man::new(command.clone());
     let mut page = Vec::new();
     man.render_title(&mut page)?;
     man.render_name_section(&mut page)?;
-    man.render_synopsis_section(&mut page)?;
+    page.extend(synopsis(&command).as_bytes());
     man.render_description_section(&mut page)?;
     man.render_options_section(&mut page)?;
     page.extend(definition_list("EXAMPLES", &cli::EXAMPLES).as_bytes());
     page.extend(definition_list("EXIT STATUS", &cli::EXIT_STATUSES).as_bytes());
+    page.extend(definition_list("ENVIRONMENT", &ENVIRONMENT).as_bytes());
+    page.extend(see_also().as_bytes());
     man.render_version_section(&mut page)?;
     Ok(page)
+}
+
+/// The three forms of the command line, each option with its value.
+fn synopsis(command: &clap::Command) -> String {
+    let mut options = Vec::new();
+    for arg in command.get_arguments() {
+        let Some(long) = arg.get_long() else { continue };
+        // Options of the other two forms, or of none.
+        if ["help", "version", "generate-extras", "list", "json"].contains(&long) {
+            continue;
+        }
+        options.push(roman("["));
+        if let Some(short) = arg.get_short() {
+            options.extend([bold(format!("-{short}")), roman("|")]);
+        }
+        options.push(bold(format!("--{long}")));
+        if arg.get_action().takes_values() {
+            for value in arg.get_value_names().into_iter().flatten() {
+                options.extend([roman(" "), italic(value.as_str())]);
+            }
+        }
+        options.push(roman("] "));
+    }
+    let mut doc = Roff::new();
+    doc.control("SH", ["SYNOPSIS"]);
+    doc.text([bold("withlock"), roman(" ")]);
+    doc.text(options);
+    doc.text([
+        italic("NAME"),
+        roman("... "),
+        bold("--"),
+        roman(" "),
+        italic("COMMAND"),
+        roman(" ["),
+        italic("ARGS"),
+        roman("...]"),
+    ]);
+    doc.control("br", []);
+    doc.text([
+        bold("withlock --list"),
+        roman(" ["),
+        bold("--json"),
+        roman("] ["),
+        bold("--dir"),
+        roman(" "),
+        italic("DIR"),
+        roman(" | "),
+        bold("--url"),
+        roman(" "),
+        italic("URL"),
+        roman("] ["),
+        italic("NAME"),
+        roman("...]"),
+    ]);
+    doc.control("br", []);
+    doc.text([
+        bold("withlock --generate-extras"),
+        roman(" "),
+        italic("PREFIX"),
+    ]);
+    doc.to_roff()
+}
+
+fn see_also() -> String {
+    let mut doc = Roff::new();
+    doc.control("SH", ["SEE ALSO"]);
+    doc.text([
+        bold("flock"),
+        roman("(1), "),
+        bold("flock"),
+        roman("(2), "),
+        bold("sysexits"),
+        roman("(3)"),
+    ]);
+    doc.to_roff()
 }
 
 /// A man page section of tagged paragraphs: each term, then its meaning.

@@ -57,3 +57,54 @@ fn both_helps_wrap_to_the_terminal_with_columns_kept() {
         assert!(line.starts_with("  "), "{line:?} in\n{statuses}");
     }
 }
+
+/// The man page `withlock --generate-extras` writes, as roff source.
+fn man_page(env: &Env) -> String {
+    let prefix = env.file("prefix");
+    env.withlock()
+        .arg("--generate-extras")
+        .arg(&prefix)
+        .assert()
+        .code(0);
+    std::fs::read_to_string(prefix.join("share/man/man1/withlock.1")).unwrap()
+}
+
+/// The text of the man page section `title`, up to the next one.
+fn section<'a>(page: &'a str, title: &str) -> &'a str {
+    let start = page
+        .find(&format!(".SH {title}\n"))
+        .unwrap_or_else(|| panic!("no {title} section:\n{page}"));
+    let rest = &page[start + 1..];
+    &rest[..rest.find("\n.SH ").unwrap_or(rest.len())]
+}
+
+#[test]
+fn the_man_page_has_a_synopsis_with_values_and_dashes_an_environment_and_see_also() {
+    let env = Env::new();
+    let page = man_page(&env);
+    let synopsis = section(&page, "SYNOPSIS");
+    for shown in [
+        r"\fB\-\-wait\fR \fISECONDS\fR",
+        r"\fB\-\-dir\fR \fIDIR\fR",
+        r"\fB\-\-max\fR \fIN\fR",
+        r"\fINAME\fR... \fB\-\-\fR \fICOMMAND\fR",
+        r"\fBwithlock \-\-list\fR",
+    ] {
+        assert!(synopsis.contains(shown), "{shown}:\n{synopsis}");
+    }
+    let environment = section(&page, "ENVIRONMENT");
+    for variable in [
+        "WITHLOCK_DIR",
+        "WITHLOCK_URL",
+        r"\fBWITHLOCK_FENCE\fR",
+        "WITHLOCK_FENCES",
+        "NO_COLOR",
+        "PGPASSWORD",
+        "PGHOST",
+        "PGSSLMODE",
+    ] {
+        assert!(environment.contains(variable), "{variable}:\n{environment}");
+    }
+    let see_also = section(&page, "\"SEE ALSO\"");
+    assert!(see_also.contains(r"\fBflock\fR(1)"), "{see_also}");
+}
