@@ -111,9 +111,12 @@ impl FileLock {
     /// (at least 1), served in arrival order like every request.
     ///
     /// Such a holder takes the flock shared, so it excludes exclusive
-    /// holders (and flock(1) `-x`) but not shared ones; use the same `max`
-    /// for every holder of a name. Only withlock clients count: flock(1)
-    /// `-s` peers are not limited.
+    /// holders (and flock(1) `-x`); use the same `max` for every holder of
+    /// a name. Shared requests count too: each takes a place, and one
+    /// arriving behind a semaphore's holders or waiters waits until they
+    /// are gone (it does not know N), so there are never more than `max`
+    /// holders while any semaphore holder runs. Only withlock clients
+    /// count: flock(1) `-s` peers are not limited.
     pub fn with_max(mut self, max: u32) -> FileLock {
         self.mode = Mode::Shared;
         self.max = Some(max.max(1));

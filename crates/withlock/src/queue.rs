@@ -13,7 +13,9 @@
 //! - **tickets**, byte [`TICKET_BASE`] + t (t ≥ 1): a write lock held by
 //!   each queued or running request, from arrival until release;
 //! - **exclusive markers**, byte [`MARK_BASE`] + t: a write lock held beside
-//!   ticket t when that request is exclusive.
+//!   ticket t when that request is exclusive;
+//! - **place markers**, byte [`PLACE_MARK_BASE`] + t: a write lock held
+//!   beside ticket t when that request is for one of N places (`--max N`).
 //!
 //! Under the gate a request finds the highest held ticket with
 //! `F_OFD_GETLK` probes (a binary search over the ticket range) and takes
@@ -24,10 +26,13 @@
 //! that matters is held:
 //!
 //! - exclusive: any ticket below its own (it blocks on the highest);
-//! - shared: any exclusive marker below its own, so consecutive shared
-//!   requests run together;
+//! - shared: any exclusive or place marker below its own, so consecutive
+//!   shared requests run together, and a shared request never slips past
+//!   the limit of `--max` requests ahead of it (it does not know N, so it
+//!   waits until they are gone);
 //! - at most N (`--max N`): an exclusive marker below its own, as for a
-//!   shared request, else N or more tickets below its own: it waits until
+//!   shared request, else N or more tickets below its own (shared ones
+//!   count, so shared holders take places too): it waits until
 //!   any of the N oldest of those (the running holders) leaves, with one
 //!   helper thread per extra ticket ([`wait_for_any`]), so a place freed
 //!   by any holder goes to the next waiter at once.
@@ -65,6 +70,9 @@ pub(crate) const TICKET_BASE: u64 = 1 << 40;
 pub(crate) const MARK_BASE: u64 = 1 << 41;
 /// Tickets run from 1 to `SPAN - 1`.
 const SPAN: u64 = 1 << 40;
+/// The place marker of ticket t (a request for one of N places) is the
+/// byte at `PLACE_MARK_BASE + t`, just past the exclusive markers.
+pub(crate) const PLACE_MARK_BASE: u64 = MARK_BASE + SPAN;
 
 /// What a queued request waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,10 +183,19 @@ pub(crate) fn take_ticket(fd: BorrowedFd<'_>, kind: Kind) -> io::Result<Ticket> 
         TICKET_BASE + number,
         1,
     )?;
-    if kind == Kind::Exclusive {
-        ofd(fd, libc::F_OFD_SETLK, libc::F_WRLCK, MARK_BASE + number, 1)?;
+    if let Some(marker) = marker(kind) {
+        ofd(fd, libc::F_OFD_SETLK, libc::F_WRLCK, marker + number, 1)?;
     }
     Ok(Ticket { number, kind })
+}
+
+/// The marker range a request of `kind` holds a byte of beside its ticket.
+fn marker(kind: Kind) -> Option<u64> {
+    match kind {
+        Kind::Exclusive => Some(MARK_BASE),
+        Kind::Shared => None,
+        Kind::AtMost(_) => Some(PLACE_MARK_BASE),
+    }
 }
 
 /// Leaves the queue: unlocks the ticket and its marker.
@@ -190,13 +207,15 @@ pub(crate) fn leave(fd: BorrowedFd<'_>, ticket: Ticket) {
         TICKET_BASE + ticket.number,
         1,
     );
-    let _ = ofd(
-        fd,
-        libc::F_OFD_SETLK,
-        libc::F_UNLCK,
-        MARK_BASE + ticket.number,
-        1,
-    );
+    if let Some(marker) = marker(ticket.kind) {
+        let _ = ofd(
+            fd,
+            libc::F_OFD_SETLK,
+            libc::F_UNLCK,
+            marker + ticket.number,
+            1,
+        );
+    }
 }
 
 /// The bytes `ticket` must wait on now, any one of which may let it move:
@@ -212,7 +231,10 @@ pub(crate) fn blockers(fd: BorrowedFd<'_>, ticket: Ticket) -> io::Result<Vec<u64
     let one = |found: Option<u64>, base: u64| found.map(|t| base + t).into_iter().collect();
     Ok(match ticket.kind {
         Kind::Exclusive => one(highest(fd, TICKET_BASE, 1, below)?, TICKET_BASE),
-        Kind::Shared => one(highest(fd, MARK_BASE, 1, below)?, MARK_BASE),
+        Kind::Shared => match highest(fd, MARK_BASE, 1, below)? {
+            Some(mark) => vec![MARK_BASE + mark],
+            None => one(highest(fd, PLACE_MARK_BASE, 1, below)?, PLACE_MARK_BASE),
+        },
         Kind::AtMost(n) => {
             // Like a shared request it never passes an exclusive one.
             if let Some(mark) = highest(fd, MARK_BASE, 1, below)? {
@@ -526,6 +548,29 @@ mod tests {
         assert_eq!(blocker(f[3].as_fd(), two).unwrap(), None, "1 ahead < 2");
         // A dead owner's ticket is gone with its descriptor.
         drop(f);
+    }
+
+    #[test]
+    fn a_shared_request_waits_for_the_semaphore_holders_ahead_of_it() {
+        let (_dir, f) = files(4);
+        let place = enqueue(&f[0], Kind::AtMost(3));
+        let shared = enqueue(&f[1], Kind::Shared);
+        assert_eq!(
+            blocker(f[1].as_fd(), shared).unwrap(),
+            Some(PLACE_MARK_BASE + 1)
+        );
+        // A later request for a place counts the shared one as taking one.
+        let one = enqueue(&f[2], Kind::AtMost(1));
+        assert_eq!(blocker(f[2].as_fd(), one).unwrap(), Some(TICKET_BASE + 1));
+        leave(f[0].as_fd(), place);
+        assert_eq!(blocker(f[1].as_fd(), shared).unwrap(), None);
+        assert_eq!(blocker(f[2].as_fd(), one).unwrap(), Some(TICKET_BASE + 2));
+        // A shared request behind a place request still waits for it.
+        let late = enqueue(&f[3], Kind::Shared);
+        assert_eq!(
+            blocker(f[3].as_fd(), late).unwrap(),
+            Some(PLACE_MARK_BASE + 3)
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod help_text;
 mod holder_message;
 mod lifetime;
 mod listing;
+mod max_and_shared;
 mod multi_user;
 mod postgres;
 mod postgres_listing;

@@ -1,0 +1,47 @@
+//! `--max N` and `-s` on one name: at most N holders at once, whichever
+//! way they mix. A shared request counts as one of the N; one that comes
+//! behind `--max` holders waits until they are gone. Every step waits for
+//! a real event (a process blocked in the kernel, a file written).
+
+use crate::support::{Env, finish, lines, wait_blocked};
+
+#[test]
+fn a_shared_request_does_not_slip_past_a_max_holder() {
+    let env = Env::new();
+    let holder = env.hold(env.withlock().args(["--max", "1", "m"]), "h");
+    let ran = env.file("ran");
+    env.withlock()
+        .args(["-s", "-n", "m", "--", "touch"])
+        .arg(&ran)
+        .assert()
+        .code(75);
+    assert!(!ran.exists(), "-s ran beside the only --max 1 holder");
+    // Waiting, it gets in once the holder is gone.
+    let log = env.file("log");
+    let waiter = env
+        .withlock()
+        .args(["-s", "m", "--", "sh", "-c", r#"echo shared >> "$0""#])
+        .arg(&log)
+        .spawn();
+    wait_blocked(&env.lock_file("m"), waiter.id() as i32);
+    assert!(lines(&log).is_empty());
+    assert!(holder.release().success());
+    finish(vec![waiter]);
+    assert_eq!(lines(&log), ["shared"]);
+}
+
+#[test]
+fn a_max_request_counts_shared_holders_as_taking_places() {
+    let env = Env::new();
+    let shared = env.hold(env.withlock().args(["-s", "m"]), "s");
+    env.withlock()
+        .args(["--max", "1", "-n", "m", "--", "true"])
+        .assert()
+        .code(75);
+    // One place left of two.
+    env.withlock()
+        .args(["--max", "2", "-n", "m", "--", "true"])
+        .assert()
+        .code(0);
+    assert!(shared.release().success());
+}
