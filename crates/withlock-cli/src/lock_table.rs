@@ -2,7 +2,7 @@
 //! table) and for scripts (JSON).
 //!
 //! The JSON is an array with one object per lock:
-//! `{"name", "path", "state": "free"|"held", "mode": "exclusive"|"shared"|null,
+//! `{"name", "path", "state": "free"|"held", "mode": "exclusive"|"shared"|"max"|null,
 //! "holders": [..], "waiters": [..], "hidden": bool}`, where each holder and
 //! waiter is `{"pid", "user", "command", "since"}`: `user` and `command` are
 //! null when this user may not see them, `command` is the list of arguments
@@ -56,7 +56,7 @@ fn lock_json(lock: &LockStatus) -> Value {
             Found::Nothing => Some(false),
             Found::NoFile => None,
         },
-        "mode": lock.holders.mode().map(|m| m.as_str()),
+        "mode": lock.holders.holders.first().map(Holder::mode_label),
         "holders": lock.holders.holders.iter().map(process_json).collect::<Vec<_>>(),
         "waiters": lock.holders.waiters.iter().map(process_json).collect::<Vec<_>>(),
         "hidden": lock.holders.any_hidden(),
@@ -211,7 +211,7 @@ fn rows_of(lock: &LockStatus) -> Vec<Row> {
         .map(|(state, process)| Row {
             name: name.clone(),
             state,
-            mode: process.mode.to_string(),
+            mode: process.mode_label().to_owned(),
             pid: process.pid.to_string(),
             user: user_cell(process),
             since: process.since.map_or_else(String::new, |since| {

@@ -327,6 +327,7 @@ mod tests {
             user: Some("root".into()),
             host: None,
             command: Some(vec![b"make".to_vec(), b"deploy".to_vec()]),
+            max: false,
             since: Some(std::time::SystemTime::now() - Duration::from_secs(133)),
             started: None,
             running: true,

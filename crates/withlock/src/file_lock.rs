@@ -33,6 +33,7 @@ use crate::lock::{Lock, WaitHooks};
 use crate::lock_dir::{self, LockDir};
 use crate::lock_file::{self, MAX_ATTEMPTS};
 use crate::name::LockName;
+use crate::place_stamp;
 use crate::queue::{self, Kind, Ticket};
 use crate::request::{Mode, Wait};
 use crate::since_stamp;
@@ -291,6 +292,7 @@ impl Lock for FileLock {
                     if still_at_path(&dir, &self.file_name, &fd)? {
                         let mut guard = FileGuard::new(fd, self.path(), self.mode);
                         guard.ticket = ticket;
+                        guard.place_stamp = self.max.is_some() && place_stamp::set(guard.as_fd());
                         return Ok(guard);
                     }
                     // Deleted or replaced while we waited: lock what is there now.
@@ -412,6 +414,8 @@ pub struct FileGuard {
     stamp: Option<u64>,
     /// The place in the arrival queue, kept while the lock is held.
     ticket: Option<Ticket>,
+    /// True while it marks itself as a `--max` holder ([`place_stamp`]).
+    place_stamp: bool,
     acquired: Instant,
     /// False once the guard was closed without unlocking: dropping it must
     /// then leave the lock to the other descriptors that share it.
@@ -427,6 +431,7 @@ impl FileGuard {
             mode,
             stamp,
             ticket: None,
+            place_stamp: false,
             acquired: Instant::now(),
             unlock_on_drop: true,
         }
@@ -473,6 +478,9 @@ impl FileGuard {
     fn unlock(&mut self) -> Result<()> {
         if let Some(offset) = self.stamp.take() {
             since_stamp::remove(self.fd.as_fd(), offset);
+        }
+        if std::mem::take(&mut self.place_stamp) {
+            place_stamp::remove(self.fd.as_fd());
         }
         let unlocked = flock_wait::unlock(self.fd.as_fd())
             .map_err(|e| Error::io(format!("unlock {}", self.path.display()), e));

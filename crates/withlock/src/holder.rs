@@ -17,6 +17,7 @@ use nix::unistd::Pid;
 
 use crate::escape;
 use crate::ownership;
+use crate::place_stamp;
 use crate::proc_locks::{self, Entry, FileId, Kind};
 use crate::request::Mode;
 use crate::since_stamp;
@@ -37,6 +38,9 @@ pub struct Holder {
     pub host: Option<String>,
     /// Its command line, unescaped; `None` if it cannot be read.
     pub command: Option<Vec<Vec<u8>>>,
+    /// True for a holder of one of the N places of a counting semaphore
+    /// (`--max N`); `mode` is then how it holds the name itself (shared).
+    pub max: bool,
     /// When it took the lock, or for a waiter when it started waiting, if
     /// it said so (withlock does; flock(1) does not).
     pub since: Option<SystemTime>,
@@ -81,9 +85,19 @@ impl Holder {
             user: uid.map(ownership::user_name),
             host: None,
             command,
+            max: false,
             since: None,
             started: process_start(&proc_dir),
             running: is_running(pid),
+        }
+    }
+
+    /// How it holds the lock, for listings: `exclusive`, `shared`, or
+    /// `max` for one of the places of `--max N`.
+    pub fn mode_label(&self) -> &'static str {
+        match self.max {
+            true => "max",
+            false => self.mode.as_str(),
         }
     }
 
@@ -254,8 +268,19 @@ impl Holders {
             .filter(|e| since_stamp::decode(e.start).is_some())
             .cloned()
             .collect();
+        let marked = |pid: i32| {
+            entries.iter().any(|e| {
+                e.kind == Kind::Posix
+                    && !e.blocked
+                    && e.pid == pid
+                    && e.start == place_stamp::OFFSET
+            })
+        };
         let holders: Vec<Holder> = flocks(false)
-            .map(|e| Holder::from_entry(e, &stamps))
+            .map(|e| Holder {
+                max: !e.write && marked(e.pid),
+                ..Holder::from_entry(e, &stamps)
+            })
             .collect();
         // withlock waiters queue on record locks that /proc/locks shows
         // without a pid, but each stamps itself while it waits, in arrival
@@ -343,14 +368,14 @@ impl Holders {
                 String::new(),
             ),
             [only] => (
-                format!("held {} by {}", only.mode, only.who()),
+                format!("held {} by {}", held_as(only), only.who()),
                 Some(only),
                 String::new(),
             ),
             [first, rest @ ..] => (
                 format!(
                     "held {} by {} processes: {}",
-                    first.mode,
+                    held_as(first),
                     rest.len() + 1,
                     first.who()
                 ),
@@ -392,6 +417,13 @@ impl fmt::Display for HoldersText {
 impl fmt::Display for Holders {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.text().fmt(f)
+    }
+}
+
+fn held_as(holder: &Holder) -> String {
+    match holder.max {
+        true => "(--max)".to_owned(),
+        false => holder.mode.to_string(),
     }
 }
 
@@ -492,6 +524,7 @@ mod tests {
             user: Some("alice".into()),
             host: Some("ci-3".into()),
             command: Some(vec![b"./script".to_vec(), b"deploy".to_vec()]),
+            max: false,
             since: Some(two_hours_ago),
             started: None,
             running: true,

@@ -42,6 +42,7 @@ mod name;
 mod ownership;
 #[cfg(feature = "postgres")]
 pub mod pg;
+mod place_stamp;
 mod proc_locks;
 mod queue;
 mod request;

@@ -21,7 +21,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// Offsets below this are not stamps (before 2001-09-09).
 const EARLIEST_STAMP_MICROS: u64 = 1_000_000_000_000_000;
 
-fn record_lock(fd: BorrowedFd<'_>, kind: i32, offset: u64) -> bool {
+/// Sets (or with `F_UNLCK` removes) a one-byte POSIX record lock of this
+/// process at `offset`; false when the kernel refuses.
+pub(crate) fn record_lock(fd: BorrowedFd<'_>, kind: i32, offset: u64) -> bool {
     let Ok(start) = libc::off_t::try_from(offset) else {
         return false;
     };

@@ -45,3 +45,42 @@ fn a_max_request_counts_shared_holders_as_taking_places() {
         .code(0);
     assert!(shared.release().success());
 }
+
+#[test]
+fn the_listing_shows_max_holders_as_max() {
+    let env = Env::new();
+    let holder = env.hold(env.withlock().args(["--max", "2", "m"]), "m");
+    let shared = env.hold(env.withlock().args(["-s", "s"]), "s");
+    let out = env
+        .withlock()
+        .args(["--list", "--json", "m", "s"])
+        .assert()
+        .code(0)
+        .get_output()
+        .clone();
+    let locks: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(locks[0]["mode"], "max", "{locks}");
+    assert_eq!(locks[1]["mode"], "shared", "{locks}");
+    let out = env
+        .withlock()
+        .args(["--list", "m"])
+        .assert()
+        .code(0)
+        .get_output()
+        .clone();
+    let table = String::from_utf8_lossy(&out.stdout);
+    let row = table.lines().nth(1).unwrap();
+    assert_eq!(row.split_whitespace().nth(2), Some("max"), "{table}");
+    // The busy message says it too.
+    let out = env
+        .withlock()
+        .args(["-n", "m", "--", "true"])
+        .assert()
+        .code(75)
+        .get_output()
+        .clone();
+    let err = crate::support::stderr(&out);
+    assert!(err.contains("held (--max) by pid"), "{err}");
+    assert!(holder.release().success());
+    assert!(shared.release().success());
+}

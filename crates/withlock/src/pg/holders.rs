@@ -83,6 +83,7 @@ impl PgHolder {
             user: Some(user),
             host: Some(host),
             command: Some(command.split(' ').map(|a| a.as_bytes().to_vec()).collect()),
+            max: false,
             since: self.since,
             started: None,
             running: true,

@@ -1,0 +1,28 @@
+//! The mark of a `--max N` holder, for inspections.
+//!
+//! Linux only. A semaphore holder takes the flock shared, so /proc/locks
+//! alone cannot tell it from a `-s` holder. It therefore also takes a POSIX
+//! record lock (`F_RDLCK`) on byte [`OFFSET`] of the lock file, between the
+//! queue's gate and its tickets (see [`crate::queue`]), which the kernel
+//! lists beside its pid. Like the since stamp ([`crate::since_stamp`]) it
+//! belongs to the process, changes nothing about who may hold the lock,
+//! and vanishes when the process exits: a command left holding the lock
+//! after its withlock was killed is shown as shared.
+
+use std::os::fd::BorrowedFd;
+
+use crate::since_stamp::record_lock;
+
+/// The byte a semaphore holder marks.
+pub(crate) const OFFSET: u64 = 1;
+
+/// Marks the process as holding one of a semaphore's places; false when
+/// the mark could not be set (the lock is held regardless).
+pub(crate) fn set(fd: BorrowedFd<'_>) -> bool {
+    record_lock(fd, libc::F_RDLCK, OFFSET)
+}
+
+/// Removes the mark set by [`set`].
+pub(crate) fn remove(fd: BorrowedFd<'_>) {
+    record_lock(fd, libc::F_UNLCK, OFFSET);
+}
