@@ -1,5 +1,6 @@
-//! Runs every `sh`, `python` and `make` block of docs/guide.md, so the
-//! recipes cannot rot. Each block runs in a scratch directory with withlock
+//! Runs every `sh`, `python` and `make` block of docs/guide.md, and the
+//! README's `sh` and `make` examples that can run here, so the recipes
+//! cannot rot. Each block runs in a scratch directory with withlock
 //! on PATH and a private lock directory, and must exit 0. Blocks that use
 //! `$DATABASE_URL` get a private PostgreSQL server's URL there.
 
@@ -11,6 +12,19 @@ use withlock_pg_testing::TestServer;
 use crate::support::{Env, output, stderr};
 
 const GUIDE: &str = include_str!("../../../../docs/guide.md");
+const README: &str = include_str!("../../../../README.md");
+
+/// README examples that cannot run here: building and installing, a
+/// server or an address this machine does not have, a fixed path in
+/// /run/lock.
+const NOT_HERE: [&str; 6] = [
+    "cargo ",
+    "scripts/test",
+    "db.internal",
+    "tcp:",
+    "sudo",
+    "/run/lock/",
+];
 
 /// The fenced blocks of `markdown` as (language, text).
 fn blocks(markdown: &str) -> Vec<(&str, String)> {
@@ -102,6 +116,43 @@ fn every_runnable_block_of_the_guide_succeeds() {
         ran >= 8,
         "only {ran} blocks ran: did the guide lose its examples?"
     );
+}
+
+/// The README's `sh` and `make` examples that can run here, with a
+/// `./script`, a `./check`, a Makefile and its `do-build` target standing
+/// in for a project's.
+#[test]
+fn every_readme_example_that_can_run_here_succeeds() {
+    let env = Env::new();
+    let mut ran = 0;
+    for (index, (language, text)) in blocks(README).into_iter().enumerate() {
+        if !["sh", "make"].contains(&language) || NOT_HERE.iter().any(|w| text.contains(w)) {
+            continue;
+        }
+        let text = match language {
+            "make" => format!("{text}do-build:\n\t@echo built\n"),
+            _ => text,
+        };
+        let mut command = run_block(&env, index, language, &text).unwrap();
+        let scratch = env.file(&format!("scratch-{index}"));
+        for stub in ["script", "check"] {
+            let path = scratch.join(stub);
+            std::fs::write(&path, "#!/bin/sh\necho \"$0 $*\"\n").unwrap();
+            crate::support::set_mode(&path, 0o755);
+        }
+        if language == "sh" {
+            std::fs::write(scratch.join("Makefile"), "all:\n\t@echo made\n").unwrap();
+        }
+        let out = output(&mut command);
+        assert!(
+            out.status.success(),
+            "this {language} block of README.md failed with {}:\n{text}\nstderr: {}",
+            out.status,
+            stderr(&out)
+        );
+        ran += 1;
+    }
+    assert!(ran >= 7, "only {ran} README blocks ran");
 }
 
 #[test]
