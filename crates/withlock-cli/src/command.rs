@@ -37,8 +37,9 @@ pub enum StartError {
     NotFound(OsString),
     /// There, but not executable (a directory, no x bit, a bad format).
     CannotExecute(OsString, io::Error),
-    /// A script whose `#!` interpreter (the second field) is missing.
-    NoInterpreter(OsString, PathBuf),
+    /// A script whose `#!` interpreter (the second field, as shown) is
+    /// missing.
+    NoInterpreter(OsString, String),
 }
 
 impl std::fmt::Display for StartError {
@@ -59,7 +60,7 @@ impl std::fmt::Display for StartError {
                 "cannot execute {}: the script is there, but its #! interpreter {} is \
                  missing: install it, or correct the script's first line",
                 shown(name),
-                shown(interpreter.as_os_str())
+                interpreter
             ),
         }
     }
@@ -98,14 +99,8 @@ pub fn resolve(program: &OsStr) -> Result<PathBuf, StartError> {
         let path = PathBuf::from(program);
         return check_executable(&path, program).map(|()| path);
     }
-    let search = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
     let mut denied = None;
-    for dir in std::env::split_paths(&search) {
-        let dir = if dir.as_os_str().is_empty() {
-            PathBuf::from(".")
-        } else {
-            dir
-        };
+    for dir in path_dirs() {
         let candidate = dir.join(program);
         match check_executable(&candidate, program) {
             Ok(()) => return Ok(candidate),
@@ -116,6 +111,17 @@ pub fn resolve(program: &OsStr) -> Result<PathBuf, StartError> {
         }
     }
     Err(denied.unwrap_or_else(|| StartError::NotFound(program.to_owned())))
+}
+
+/// The directories of PATH as execvp(3) searches them.
+fn path_dirs() -> Vec<PathBuf> {
+    let search = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    std::env::split_paths(&search)
+        .map(|dir| match dir.as_os_str().is_empty() {
+            true => PathBuf::from("."),
+            false => dir,
+        })
+        .collect()
 }
 
 fn check_executable(path: &Path, program: &OsStr) -> Result<(), StartError> {
@@ -138,23 +144,41 @@ fn check_executable(path: &Path, program: &OsStr) -> Result<(), StartError> {
     }
 }
 
-/// The `#!` interpreter of the script at `path`, if it names an absolute
-/// path where there is nothing: execve(2) would then fail with ENOENT, as if
-/// the script itself were missing. A script this user cannot read is
-/// left for execve to judge.
-fn missing_interpreter(path: &Path) -> Option<PathBuf> {
+/// The `#!` interpreter of the script at `path`, as shown in a message,
+/// if it is missing: an absolute path where there is nothing (execve(2)
+/// then fails with ENOENT, as if the script itself were missing), or the
+/// program `/usr/bin/env` is to find on PATH. A script this user cannot
+/// read is left for execve to judge.
+fn missing_interpreter(path: &Path) -> Option<String> {
     use std::io::Read;
     let mut head = [0; 256];
     let mut file = std::fs::File::open(path).ok()?;
     let read = file.read(&mut head).ok()?;
     let line = head[..read].strip_prefix(b"#!")?;
     let line = line.split(|&b| b == b'\n').next()?;
-    let interpreter = line
+    let mut words = line
         .split(|b| b.is_ascii_whitespace())
-        .find(|word| !word.is_empty())?;
-    let interpreter = Path::new(OsStr::from_bytes(interpreter));
-    (interpreter.is_absolute() && std::fs::symlink_metadata(interpreter).is_err())
-        .then(|| interpreter.to_owned())
+        .filter(|word| !word.is_empty())
+        .map(|word| Path::new(OsStr::from_bytes(word)));
+    let interpreter = words.next()?;
+    if !interpreter.is_absolute() {
+        return None;
+    }
+    if std::fs::metadata(interpreter).is_err_and(|e| e.kind() == io::ErrorKind::NotFound) {
+        return Some(shown(interpreter.as_os_str()));
+    }
+    // `#!/usr/bin/env NAME`: env looks NAME up on PATH.
+    let program = words.next().filter(|_| interpreter.ends_with("env"))?;
+    let plain = !program.as_os_str().as_bytes().starts_with(b"-")
+        && !program.as_os_str().as_bytes().contains(&b'/');
+    let found = path_dirs().iter().any(|dir| dir.join(program).is_file());
+    (plain && !found).then(|| {
+        format!(
+            "{} (which {} looks for on PATH)",
+            shown(program.as_os_str()),
+            shown(interpreter.as_os_str())
+        )
+    })
 }
 
 /// How the command ended.

@@ -102,6 +102,21 @@ fn a_script_whose_interpreter_is_missing_is_126_and_names_the_interpreter() {
         "{err}"
     );
     assert!(!env.lock_file("t").exists(), "found out before locking");
+    // The same through env(1), which looks the interpreter up on PATH.
+    std::fs::write(&script, "#!/usr/bin/env no-such-python9\nprint('hi')\n").unwrap();
+    let out = env
+        .withlock()
+        .args(["t", "--"])
+        .arg(&script)
+        .assert()
+        .code(126)
+        .get_output()
+        .clone();
+    let err = crate::support::stderr(&out);
+    assert!(
+        err.contains("its #! interpreter no-such-python9 (which /usr/bin/env looks for on PATH)"),
+        "{err}"
+    );
 }
 
 #[test]
