@@ -328,6 +328,12 @@ impl Cli {
                     None => ParseError::Clap(err),
                 });
             }
+            // `withlock -- make`: only the lock names can be missing.
+            Err(err) if err.kind() == clap::error::ErrorKind::MissingRequiredArgument => {
+                return Err(ParseError::Command(
+                    "no lock name before --: give one, such as withlock NAME -- make".to_owned(),
+                ));
+            }
             Err(err) => return Err(err.into()),
         };
         cli.check_command(args, has_dash_dash)
@@ -533,5 +539,6 @@ mod tests {
         );
         assert!(command_error(&["withlock", "a", "b", "--"]).starts_with("no command after --"));
         assert!(command_error(&["withlock", "a", "--", ""]).contains("is empty"));
+        assert!(command_error(&["withlock", "-n", "--", "make"]).starts_with("no lock name"));
     }
 }

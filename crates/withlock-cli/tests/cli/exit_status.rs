@@ -180,6 +180,10 @@ fn a_missing_dash_dash_is_64_with_the_corrected_line_and_nothing_runs() {
             vec!["foo"],
             "no command: it goes after --: withlock foo -- COMMAND".to_owned(),
         ),
+        (
+            vec!["--", "touch", marker],
+            "no lock name before --: give one, such as withlock NAME -- make".to_owned(),
+        ),
     ] {
         let out = env
             .withlock()
