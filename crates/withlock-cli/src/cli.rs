@@ -164,9 +164,9 @@ pub struct Cli {
 
     /// Take the locks on a PostgreSQL server, for every machine using it.
     ///
-    /// The URL is postgres://USER@HOST:PORT/DBNAME; the locks are
-    /// advisory locks shared by every
-    /// machine using that database. The password comes from the URL,
+    /// The URL is postgres://USER@HOST:PORT/DBNAME; the locks are advisory
+    /// locks shared by every machine using that database. The password
+    /// comes from the URL,
     /// PGPASSWORD or ~/.pgpass, and is never printed. WITHLOCK_DIR does
     /// not apply; --dir on the command line is refused with --url and
     /// beats WITHLOCK_URL. The
@@ -188,7 +188,9 @@ pub struct Cli {
     /// Let up to N holders run at once (a counting semaphore).
     ///
     /// Requests are served in arrival order like every request; use the
-    /// same N for every holder of a name.
+    /// same N for every holder of a name. For a lock on this machine,
+    /// shared (-s) holders of the name count against N, and a shared
+    /// request waits for the --max holders ahead of it.
     #[arg(
         long,
         value_name = "N",
@@ -231,8 +233,7 @@ pub struct Cli {
     ///
     /// Nothing runs then. It concerns any of the same locks, and only
     /// while this one waits: once the locks are held, nothing interrupts
-    /// the command. Requests see each
-    /// other within one network namespace.
+    /// the command. Requests see each other within one network namespace.
     #[arg(long, conflicts_with = "list")]
     pub supersede: bool,
 
