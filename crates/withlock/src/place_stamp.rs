@@ -2,8 +2,9 @@
 //!
 //! Linux only. A semaphore holder takes the flock shared, so /proc/locks
 //! alone cannot tell it from a `-s` holder. It therefore also takes a POSIX
-//! record lock (`F_RDLCK`) on byte [`OFFSET`] of the lock file, between the
-//! queue's gate and its tickets (see [`crate::queue`]), which the kernel
+//! record lock (`F_RDLCK`) on byte [`OFFSET`] of the lock file, past every
+//! byte of the arrival queue ([`crate::queue`], so it is never taken for a
+//! lock on the queue) and far below the since stamps, which the kernel
 //! lists beside its pid. Like the since stamp ([`crate::since_stamp`]) it
 //! belongs to the process, changes nothing about who may hold the lock,
 //! and vanishes when the process exits: a command left holding the lock
@@ -14,7 +15,7 @@ use std::os::fd::BorrowedFd;
 use crate::since_stamp::record_lock;
 
 /// The byte a semaphore holder marks.
-pub(crate) const OFFSET: u64 = 1;
+pub(crate) const OFFSET: u64 = 1 << 44;
 
 /// Marks the process as holding one of a semaphore's places; false when
 /// the mark could not be set (the lock is held regardless).
@@ -25,4 +26,17 @@ pub(crate) fn set(fd: BorrowedFd<'_>) -> bool {
 /// Removes the mark set by [`set`].
 pub(crate) fn remove(fd: BorrowedFd<'_>) {
     record_lock(fd, libc::F_UNLCK, OFFSET);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mark_is_neither_a_queue_byte_nor_a_since_stamp() {
+        // The queue's last range starts at PLACE_MARK_BASE and is no longer
+        // than the one before it.
+        assert!(OFFSET > 2 * crate::queue::PLACE_MARK_BASE);
+        assert_eq!(crate::since_stamp::decode(OFFSET), None);
+    }
 }
