@@ -55,7 +55,7 @@ pub const EXAMPLES: [(&str, &str); 11] = [
 ];
 
 /// Exit statuses and their meaning, for `--help` and the man page.
-pub const EXIT_STATUSES: [(&str, &str); 12] = [
+pub const EXIT_STATUSES: [(&str, &str); 13] = [
     (
         "the command's",
         "its own status, or 128+N if it died of signal N",
@@ -97,6 +97,10 @@ pub const EXIT_STATUSES: [(&str, &str); 12] = [
         "the command cannot be executed, or its #! interpreter is missing",
     ),
     ("127", "the command was not found"),
+    (
+        "141",
+        "--list could not finish writing: its reader went away (withlock --list | head -1)",
+    ),
     (
         "128+N",
         "interrupted by signal N while waiting (130, 143, ...); nothing ran",

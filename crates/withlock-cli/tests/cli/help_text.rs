@@ -108,3 +108,34 @@ fn the_man_page_has_a_synopsis_with_values_and_dashes_an_environment_and_see_als
     let see_also = section(&page, "\"SEE ALSO\"");
     assert!(see_also.contains(r"\fBflock\fR(1)"), "{see_also}");
 }
+
+#[test]
+fn help_and_man_page_list_every_exit_status_of_the_readme() {
+    let readme = include_str!("../../../../README.md");
+    let table = readme.split("### Exit status").nth(1).unwrap();
+    let statuses: Vec<&str> = table
+        .lines()
+        .skip_while(|line| !line.starts_with("| status"))
+        .take_while(|line| line.starts_with('|'))
+        .filter_map(|line| line.split('|').nth(1))
+        .map(str::trim)
+        .filter(|status| status.parse::<u8>().is_ok())
+        .collect();
+    assert!(statuses.len() >= 10, "{statuses:?}");
+    let env = Env::new();
+    let help = help(&env, "--help", 100);
+    let help = help.split("Exit status:\n").nth(1).unwrap();
+    let page = man_page(&env);
+    let page = section(&page, r#""EXIT STATUS""#);
+    for status in statuses {
+        assert!(
+            help.lines()
+                .any(|line| line.starts_with(&format!("  {status} "))),
+            "{status} is missing from --help:\n{help}"
+        );
+        assert!(
+            page.contains(&format!("\\fB{status}\\fR")),
+            "{status}: {page}"
+        );
+    }
+}
