@@ -287,12 +287,15 @@ impl Lock for FileLock {
         let mut unseen_retries = 0;
         for _ in 0..MAX_ATTEMPTS {
             let fd = lock_file::open_or_create(&dir, &self.file_name)?;
+            // Waiting or holding, a semaphore request says what it is; the
+            // mark goes when `fd` is closed, whatever the outcome.
+            let marked = self.max.is_some() && place_stamp::set(fd.as_fd());
             match self.attempt(fd.as_fd(), wait, start, hooks)? {
                 (Outcome::Locked, ticket) => {
                     if still_at_path(&dir, &self.file_name, &fd)? {
                         let mut guard = FileGuard::new(fd, self.path(), self.mode);
                         guard.ticket = ticket;
-                        guard.place_stamp = self.max.is_some() && place_stamp::set(guard.as_fd());
+                        guard.place_stamp = marked;
                         return Ok(guard);
                     }
                     // Deleted or replaced while we waited: lock what is there now.

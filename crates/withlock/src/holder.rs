@@ -39,7 +39,8 @@ pub struct Holder {
     /// Its command line, unescaped; `None` if it cannot be read.
     pub command: Option<Vec<Vec<u8>>>,
     /// True for a holder of one of the N places of a counting semaphore
-    /// (`--max N`); `mode` is then how it holds the name itself (shared).
+    /// (`--max N`), or a waiter for one; `mode` is then how it holds the
+    /// name itself (shared).
     pub max: bool,
     /// When it took the lock, or for a waiter when it started waiting, if
     /// it said so (withlock does; flock(1) does not).
@@ -311,6 +312,9 @@ impl Holders {
             } else {
                 waiters.push(Holder::from_entry(blocked, &stamps));
             }
+        }
+        for waiter in &mut waiters {
+            waiter.max = waiter.mode == Mode::Shared && marked(waiter.pid);
         }
         Holders {
             unidentified: None,

@@ -1,7 +1,8 @@
-//! The mark of a `--max N` holder, for inspections.
+//! The mark of a `--max N` holder or waiter, for inspections.
 //!
 //! Linux only. A semaphore holder takes the flock shared, so /proc/locks
-//! alone cannot tell it from a `-s` holder. It therefore also takes a POSIX
+//! alone cannot tell it from a `-s` holder. It therefore also takes, from
+//! the moment it opens the lock file, a POSIX
 //! record lock (`F_RDLCK`) on byte [`OFFSET`] of the lock file, past every
 //! byte of the arrival queue ([`crate::queue`], so it is never taken for a
 //! lock on the queue) and far below the since stamps, which the kernel
@@ -21,8 +22,9 @@ pub(crate) const OFFSET: u64 = 1 << 44;
 // longer than the one before it.
 const _: () = assert!(OFFSET > 2 * crate::queue::PLACE_MARK_BASE);
 
-/// Marks the process as holding one of a semaphore's places; false when
-/// the mark could not be set (the lock is held regardless).
+/// Marks the process as holding, or waiting for, one of a semaphore's
+/// places; false when the mark could not be set (the lock is taken
+/// regardless).
 pub(crate) fn set(fd: BorrowedFd<'_>) -> bool {
     record_lock(fd, libc::F_RDLCK, OFFSET)
 }

@@ -84,3 +84,37 @@ fn the_listing_shows_max_holders_as_max() {
     assert!(holder.release().success());
     assert!(shared.release().success());
 }
+
+#[test]
+fn the_listing_shows_max_waiters_as_max_too() {
+    let env = Env::new();
+    let holder = env.hold(env.withlock().arg("m"), "h");
+    let waiter = env
+        .withlock()
+        .args(["--max", "2", "m", "--", "true"])
+        .spawn();
+    wait_blocked(&env.lock_file("m"), waiter.id() as i32);
+    let out = env
+        .withlock()
+        .args(["--list", "m"])
+        .assert()
+        .code(0)
+        .get_output()
+        .clone();
+    let table = String::from_utf8_lossy(&out.stdout);
+    let modes: Vec<(&str, &str)> = table
+        .lines()
+        .skip(1)
+        .map(|row| {
+            let cells: Vec<&str> = row.split_whitespace().collect();
+            (cells[1], cells[2])
+        })
+        .collect();
+    assert_eq!(
+        modes,
+        [("held", "exclusive"), ("waiting", "max")],
+        "{table}"
+    );
+    assert!(holder.release().success());
+    finish(vec![waiter]);
+}
