@@ -48,8 +48,9 @@ pub fn of(error: &Error) -> u8 {
 }
 
 /// The exit status for a failure talking to the PostgreSQL server: a bad
-/// URL is bad usage, refused credentials are a permission problem, TLS or
-/// a pooler that rule the lock out are configuration, the rest means the
+/// URL is bad usage, refused credentials (or a role that does not exist)
+/// are a permission problem, TLS or a pooler that rule the lock out and a
+/// database that does not exist are configuration, the rest means the
 /// server is not available.
 fn of_server(error: &PgError) -> u8 {
     match error {
@@ -58,6 +59,8 @@ fn of_server(error: &PgError) -> u8 {
         // TLS that cannot be had as the URL asks, or a pooler that would
         // hand the session (and the lock) to others: fix the URL.
         PgError::Tls { .. } | PgError::Pooler { .. } => CONFIG,
+        // The URL names a database the server does not have.
+        PgError::NoDatabase { .. } => CONFIG,
         // The role may not create or write the fencing-token table.
         PgError::FenceTable { .. } => PERMISSION,
         _ => UNAVAILABLE,

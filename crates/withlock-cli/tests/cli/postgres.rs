@@ -226,3 +226,66 @@ fn dir_on_the_command_line_beats_the_url_from_the_environment_but_not_url_on_it(
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("drop one"));
 }
+
+/// Runs `withlock --url URL deploy -- touch RAN` with `env` set; returns
+/// its exit status and its stderr, and checks it ran nothing and said one
+/// line.
+fn refused(pg_env: &Env, url: &str, env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let ran = pg_env.file("ran");
+    let mut run = pg_env.withlock().args(["--url", url, "deploy", "--", "touch"]).arg(&ran);
+    for (key, value) in env {
+        run.env(key, value);
+    }
+    let out = run.output();
+    let err = crate::support::stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(!ran.exists(), "the command ran: {err}");
+    (out.status.code(), err)
+}
+
+#[test]
+fn sslmode_require_against_a_server_without_tls_exits_78_naming_the_setting_and_the_fix() {
+    let pg = PgEnv::new();
+    let url = format!("{}?sslmode=require", pg.server.url());
+    let (code, err) = refused(&pg.env, &url, &[]);
+    assert_eq!(code, Some(78), "{err}");
+    assert!(err.contains("does not offer TLS"), "{err}");
+    assert!(err.contains("sslmode=require needs it"), "{err}");
+    assert!(err.contains("sslmode=disable"), "the fix: {err}");
+    let (code, err) = refused(&pg.env, &pg.server.url(), &[("PGSSLMODE", "require")]);
+    assert_eq!(code, Some(78), "{err}");
+    assert!(err.contains("PGSSLMODE=require needs it"), "{err}");
+}
+
+#[test]
+fn a_url_of_another_form_or_scheme_exits_64_showing_what_a_url_looks_like() {
+    let env = Env::new();
+    let (code, err) = refused(&env, "notaurl", &[]);
+    assert_eq!(code, Some(64), "{err}");
+    assert!(err.contains("postgres://USER@HOST[:PORT]/DB"), "{err}");
+    assert!(!err.contains("unexpected EOF"), "{err}");
+    let (code, err) = refused(&env, "mysql://me:s3cr3t-pw@db/app", &[]);
+    assert_eq!(code, Some(64), "{err}");
+    assert!(
+        err.contains("only postgres:// and postgresql:// are supported"),
+        "{err}"
+    );
+    assert!(!err.contains("s3cr3t-pw"), "{err}");
+}
+
+#[test]
+fn a_role_or_database_that_does_not_exist_is_named_with_how_to_create_it() {
+    let pg = PgEnv::new();
+    let port = pg.server.port();
+    let url = format!("postgres://ghost@127.0.0.1:{port}/postgres");
+    let (code, err) = refused(&pg.env, &url, &[]);
+    assert_eq!(code, Some(77), "{err}");
+    assert!(err.contains(r#"the role "ghost" does not exist"#), "{err}");
+    assert!(err.contains("CREATE ROLE"), "{err}");
+    assert!(!err.contains(".pgpass"), "{err}");
+    let url = format!("postgres://postgres@127.0.0.1:{port}/nodb");
+    let (code, err) = refused(&pg.env, &url, &[]);
+    assert_eq!(code, Some(78), "{err}");
+    assert!(err.contains(r#"the database "nodb" does not exist"#), "{err}");
+    assert!(err.contains("createdb nodb"), "{err}");
+}

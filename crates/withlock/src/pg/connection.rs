@@ -45,10 +45,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use postgres::config::Host;
+use postgres::error::SqlState;
 use postgres::{Client, Config, NoTls, SimpleQueryMessage};
 
 use crate::pg::conninfo::{self, Split};
-use crate::pg::error::PgError;
+use crate::pg::error::{PgError, with_causes};
 use crate::pg::identity::Identity;
 use crate::pg::pgpass::{self, Lookup, Outcome};
 use crate::pg::pooler::{self, Observation};
@@ -165,6 +166,9 @@ pub struct Target {
     server: String,
     /// Why no password could be found, shown if authentication fails.
     password_hint: Option<String>,
+    /// Where the TLS mode came from, as the user wrote it
+    /// (`sslmode=require`, `PGSSLMODE=require`), for a TLS failure.
+    tls_setting: String,
 }
 
 impl std::fmt::Debug for Target {
@@ -223,6 +227,7 @@ impl Target {
             tls,
             server,
             password_hint,
+            tls_setting: own.tls_setting,
         })
     }
 
@@ -288,7 +293,33 @@ impl Target {
         pooler::probe_evidence(observation, &seen)
     }
 
+    /// What went wrong connecting, as the error that names its fix: no
+    /// such database or role, TLS that cannot be had as asked, or else
+    /// the driver's error (with where no password was found, for a login
+    /// that needed one).
     fn connect_error(&self, cause: postgres::Error) -> PgError {
+        let server = self.server.clone();
+        if let Some(db) = cause.as_db_error() {
+            let missing = db.message().ends_with("does not exist");
+            match db.code() {
+                &SqlState::INVALID_CATALOG_NAME => {
+                    return PgError::NoDatabase {
+                        server,
+                        database: self.config.get_dbname().unwrap_or_default().to_owned(),
+                    };
+                }
+                &SqlState::INVALID_AUTHORIZATION_SPECIFICATION if missing => {
+                    return PgError::NoRole {
+                        server,
+                        role: self.config.get_user().unwrap_or_default().to_owned(),
+                    };
+                }
+                _ => {}
+            }
+        }
+        if let Some(reason) = tls_failure(&cause, &self.tls_setting) {
+            return PgError::Tls { server, reason };
+        }
         let hint = match (&self.password_hint, is_password_problem(&cause)) {
             (Some(hint), true) => format!("; {hint}"),
             _ => String::new(),
@@ -301,9 +332,35 @@ impl Target {
     }
 }
 
+/// Why a TLS handshake failed, as one line naming the setting that asked
+/// for TLS and the fix; `None` for an error that is not a handshake's.
+fn tls_failure(cause: &postgres::Error, setting: &str) -> Option<String> {
+    // The driver's handshake errors have no code of their own, only this
+    // text (tokio-postgres: "error performing TLS handshake").
+    let text = with_causes(cause);
+    if !text.starts_with("error performing TLS handshake") {
+        return None;
+    }
+    if text.contains("server does not support TLS") {
+        return Some(format!(
+            "the server does not offer TLS, and {setting} needs it: turn on ssl in the \
+             server's postgresql.conf, or connect without encryption with sslmode=prefer or \
+             sslmode=disable"
+        ));
+    }
+    Some(format!(
+        "{text}, so TLS cannot be had as {setting} asks: check sslrootcert and the host name, \
+         or choose a mode that checks less (sslmode=require encrypts without checking the \
+         server)"
+    ))
+}
+
 /// The settings withlock reads itself.
 struct OwnSettings {
     tls: TlsOptions,
+    /// Where `sslmode` came from, as written (`sslmode=require`,
+    /// `PGSSLMODE=require`, or the default).
+    tls_setting: String,
     passfile: Option<PathBuf>,
 }
 
@@ -323,7 +380,14 @@ impl OwnSettings {
             .map(|mode| SslMode::parse(&mode))
             .transpose()
             .map_err(PgError::InvalidUrl)?;
+        let in_url = split.taken.iter().any(|(k, v)| k == "sslmode" && !v.is_empty());
+        let tls_setting = match (mode, in_url) {
+            (Some(mode), true) => format!("sslmode={}", mode.name()),
+            (Some(mode), false) => format!("PGSSLMODE={}", mode.name()),
+            (None, _) => "the default sslmode".to_owned(),
+        };
         Ok(OwnSettings {
+            tls_setting,
             tls: TlsOptions {
                 mode,
                 root_cert: given("sslrootcert", "PGSSLROOTCERT"),
@@ -350,7 +414,8 @@ fn driver_config(split: &Split, env: &Environment) -> Result<Config, PgError> {
         Some(port) => conninfo::with_authority_port(&split.rest, port),
         None => split.rest.clone(),
     };
-    let mut config = Config::from_str(&text).map_err(|e| PgError::InvalidUrl(describe(&e)))?;
+    let mut config = Config::from_str(&text)
+        .map_err(|e| PgError::InvalidUrl(format!("{}; expected {}", describe(&e), conninfo::FORM)))?;
     if let (Some(port), true) = (env_port, config.get_ports().is_empty()) {
         config.port(port);
     }

@@ -22,10 +22,37 @@ pub struct Split {
 /// Takes the settings named `keys` out of `conninfo`. The error names the
 /// setting that could not be decoded, never its value.
 pub fn split(conninfo: &str, keys: &[&str]) -> Result<Split, String> {
+    check_form(conninfo)?;
     match url_body(conninfo) {
         Some(body) => split_url(conninfo, body, keys),
         None => Ok(split_keywords(conninfo, keys)),
     }
+}
+
+/// What a connection string looks like, for messages about one that is not.
+pub const FORM: &str = "postgres://USER@HOST[:PORT]/DB or key=value settings such as \
+host=HOST dbname=DB";
+
+/// Refuses what is neither a PostgreSQL URL nor `key=value` settings,
+/// which the driver would only call an "unexpected EOF": a URL of another
+/// scheme (`mysql://`), or a word without `=`. Names the scheme, never
+/// the rest (it may hold a password).
+fn check_form(conninfo: &str) -> Result<(), String> {
+    if url_body(conninfo).is_some() {
+        return Ok(());
+    }
+    if let Some((scheme, _)) = conninfo.split_once("://") {
+        let plain = scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
+        let scheme = if plain && scheme.len() <= 20 { scheme } else { "another scheme" };
+        return Err(format!(
+            "{scheme}:// is not supported: only postgres:// and postgresql:// are supported \
+             ({FORM})"
+        ));
+    }
+    if !conninfo.contains('=') {
+        return Err(format!("expected {FORM}"));
+    }
+    Ok(())
 }
 
 /// What follows `postgres://` or `postgresql://`.
@@ -293,6 +320,18 @@ mod tests {
         let split = split("host=h sslmode='unterminated", KEYS).unwrap();
         assert_eq!(split.rest, "host=h sslmode='unterminated");
         assert!(split.taken.is_empty());
+    }
+
+    #[test]
+    fn other_schemes_and_bare_words_are_refused_with_the_form_of_a_url() {
+        let err = split("mysql://u:s3cret@h/db", KEYS).unwrap_err();
+        assert!(err.starts_with("mysql:// is not supported"), "{err}");
+        assert!(err.contains("postgres://USER@HOST"), "{err}");
+        assert!(!err.contains("s3cret"), "{err}");
+        let err = split("notaurl", KEYS).unwrap_err();
+        assert!(err.contains("postgres://USER@HOST[:PORT]/DB"), "{err}");
+        assert!(split("host=h", KEYS).is_ok());
+        assert!(split("postgresql://h", KEYS).is_ok());
     }
 
     #[test]

@@ -34,6 +34,34 @@ pub enum PgError {
         reason: String,
     },
 
+    /// The server has no database of the name the URL (or `PGDATABASE`,
+    /// or the user name by default) gives.
+    #[error(
+        "the database {database:?} does not exist on {server}: create it (createdb {database}, \
+         or CREATE DATABASE) or name an existing one in the URL (postgres://USER@HOST/DB) or \
+         PGDATABASE"
+    )]
+    NoDatabase {
+        /// `host:port/dbname`.
+        server: String,
+        /// The database asked for.
+        database: String,
+    },
+
+    /// The server has no role of the name the URL (or `PGUSER`, or the
+    /// user name by default) gives.
+    #[error(
+        "the role {role:?} does not exist on {server}: create it (createuser {role}, or \
+         CREATE ROLE ... LOGIN) or name an existing role as the URL's user \
+         (postgres://USER@HOST/DB) or PGUSER"
+    )]
+    NoRole {
+        /// `host:port/dbname`.
+        server: String,
+        /// The role asked for.
+        role: String,
+    },
+
     /// The session runs through a connection pooler that shares server
     /// sessions between clients, where a session-level advisory lock would
     /// stay behind for others.
@@ -92,6 +120,7 @@ impl PgError {
             PgError::Connect { cause, .. } => cause
                 .code()
                 .is_some_and(|code| code.code().starts_with("28")),
+            PgError::NoRole { .. } => true,
             _ => false,
         }
     }
