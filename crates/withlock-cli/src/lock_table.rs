@@ -28,6 +28,23 @@
 //! a server lock). A `*.lock` entry withlock would not lock (a symbolic
 //! link, a directory, a FIFO...) has `"state": "skipped"` and `"skipped"`
 //! saying what it is; it is not looked into, so it has no holders.
+//!
+//! A server lock's `pid`, `user`, `host` and `command` are only what the
+//! session declares in its `application_name`, which any role can set.
+//! Beside them each holder and waiter has what the server vouches for:
+//! `"role"` (the role it logged in as) and `"client_addr"` (its IP
+//! address, `"local"` for a Unix socket, null when this role may not see
+//! it); both are null for a lock on this machine. The table then has ROLE
+//! and CLIENT columns, and a note saying which columns are declared.
+//!
+//! A declared command has little room (63 bytes with the rest): it is
+//! recorded as whole arguments and read back exactly, but may be cut.
+//! `"command_truncated": true` says so (its last argument may be cut short
+//! and more may have followed); the table ends such a command with `…`.
+//!
+//! Each holder and waiter also has `"mode"`: `"exclusive"`, `"shared"`,
+//! or `"max"` for a place of a counting semaphore (`--max N`), also in the
+//! table's MODE column; a lock held by `--max` holders has `"mode": "max"`.
 
 use std::io::Write;
 use std::time::SystemTime;
@@ -82,12 +99,17 @@ fn process_json(process: &Holder) -> Value {
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect::<Vec<_>>()
     });
+    let session = process.session.as_ref();
     json!({
         "pid": process.pid,
+        "mode": process.mode_label(),
         "user": process.user,
         "host": process.host,
         "command": command,
+        "command_truncated": process.command_truncated,
         "since": process.since.map(rfc3339),
+        "role": session.and_then(|s| s.role.as_deref()),
+        "client_addr": session.and_then(|s| s.client.as_json()),
     })
 }
 
@@ -107,7 +129,21 @@ fn rfc3339(time: SystemTime) -> String {
     humantime::format_rfc3339_micros(time).to_string()
 }
 
+/// The server's view of a server lock's process: ROLE and CLIENT.
+fn session_cells(process: &Holder) -> [String; 2] {
+    let Some(session) = &process.session else {
+        return Default::default();
+    };
+    let role = session
+        .role
+        .as_deref()
+        .map_or_else(|| "?".to_owned(), withlock::escape::text);
+    let client = session.client.as_json().unwrap_or("?");
+    [role, withlock::escape::text(client)]
+}
+
 /// One line of the table, before alignment.
+#[derive(Default)]
 struct Row {
     name: String,
     state: &'static str,
@@ -115,33 +151,46 @@ struct Row {
     pid: String,
     user: String,
     since: String,
+    /// ROLE and CLIENT, for a server lock.
+    session: [String; 2],
     command: String,
 }
 
 const HEADINGS: [&str; 6] = ["NAME", "STATE", "MODE", "PID", "USER", "SINCE"];
+/// Added for server locks: what the server vouches for.
+const SERVER_HEADINGS: [&str; 2] = ["ROLE", "CLIENT"];
 
 /// Writes the table for `locks`; colour only where `out` allows it.
 pub fn table(locks: &[LockStatus], out: &mut impl Write) -> std::io::Result<()> {
     let rows: Vec<Row> = locks.iter().flat_map(rows_of).collect();
+    let on_server = locks.iter().any(|l| l.server.is_some());
+    let headings: Vec<&str> = match on_server {
+        true => HEADINGS.iter().chain(&SERVER_HEADINGS).copied().collect(),
+        false => HEADINGS.to_vec(),
+    };
     let cells = |row: &Row| {
-        [
+        let mut cells = vec![
             row.name.clone(),
             row.state.to_owned(),
             row.mode.clone(),
             row.pid.clone(),
             row.user.clone(),
             row.since.clone(),
-        ]
+        ];
+        if on_server {
+            cells.extend(row.session.iter().cloned());
+        }
+        cells
     };
-    let mut widths = HEADINGS.map(str::len);
+    let mut widths: Vec<usize> = headings.iter().map(|h| h.len()).collect();
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(cells(row)) {
             *width = (*width).max(cell.chars().count());
         }
     }
-    let heading: Vec<String> = HEADINGS
+    let heading: Vec<String> = headings
         .iter()
-        .zip(widths)
+        .zip(&widths)
         .map(|(h, w)| format!("{h:<w$}"))
         .collect();
     writeln!(out, "{HEADER}{}  COMMAND{HEADER:#}", heading.join("  "))?;
@@ -152,7 +201,7 @@ pub fn table(locks: &[LockStatus], out: &mut impl Write) -> std::io::Result<()> 
             _ => Style::new(),
         };
         let mut line = String::new();
-        for (i, (cell, width)) in cells(row).iter().zip(widths).enumerate() {
+        for (i, (cell, &width)) in cells(row).iter().zip(&widths).enumerate() {
             let padded = format!("{cell:<width$}  ");
             if i == 1 {
                 line.push_str(&format!("{style}{padded}{style:#}"));
@@ -162,6 +211,17 @@ pub fn table(locks: &[LockStatus], out: &mut impl Write) -> std::io::Result<()> 
         }
         line.push_str(&row.command);
         writeln!(out, "{}", line.trim_end())?;
+    }
+    let declared = |l: &LockStatus| {
+        let processes = l.holders.holders.iter().chain(&l.holders.waiters);
+        l.server.is_some() && processes.count() > 0
+    };
+    if locks.iter().any(declared) {
+        writeln!(
+            out,
+            "PID, USER and COMMAND are what each session declares (any role can set them); \
+             ROLE and CLIENT are the server's own record (? when hidden from this role)"
+        )?;
     }
     if locks.iter().any(|l| l.holders.any_hidden()) {
         writeln!(
@@ -185,11 +245,8 @@ fn rows_of(lock: &LockStatus) -> Vec<Row> {
         return vec![Row {
             name,
             state: state(lock),
-            mode: String::new(),
-            pid: String::new(),
-            user: String::new(),
-            since: String::new(),
             command,
+            ..Row::default()
         }];
     }
     if let (None, Some(reason)) = (lock.holders.holders.first(), &lock.holders.unidentified) {
@@ -200,8 +257,8 @@ fn rows_of(lock: &LockStatus) -> Vec<Row> {
             mode: "exclusive".into(),
             pid: "?".into(),
             user: "?".into(),
-            since: String::new(),
             command: format!("({})", withlock::escape::text(reason)),
+            ..Row::default()
         }];
     }
     let holders = lock.holders.holders.iter().map(|h| ("held", h));
@@ -222,6 +279,7 @@ fn rows_of(lock: &LockStatus) -> Vec<Row> {
                     human_duration(ago)
                 )
             }),
+            session: session_cells(process),
             command: process.command_line().unwrap_or_else(|| {
                 if process.running {
                     "?".into()

@@ -20,6 +20,7 @@ use crate::ownership;
 use crate::place_stamp;
 use crate::proc_locks::{self, Entry, FileId, Kind};
 use crate::request::Mode;
+use crate::server_session::ServerSession;
 use crate::since_stamp;
 
 /// One process holding, or waiting for, a lock.
@@ -38,6 +39,15 @@ pub struct Holder {
     pub host: Option<String>,
     /// Its command line, unescaped; `None` if it cannot be read.
     pub command: Option<Vec<Vec<u8>>>,
+    /// True when only the start of the command is known: a server lock's
+    /// holder declares its command in the little room the server gives
+    /// (see [`crate::pg::Identity`]), so the last argument may be cut short
+    /// and more may have followed.
+    pub command_truncated: bool,
+    /// For a lock on a server, what the server itself vouches for (role,
+    /// client address); `pid`, `user`, `host` and `command` are then only
+    /// what the session declares. `None` on this machine.
+    pub session: Option<ServerSession>,
     /// True for a holder of one of the N places of a counting semaphore
     /// (`--max N`), or a waiter for one; `mode` is then how it holds the
     /// name itself (shared).
@@ -86,6 +96,8 @@ impl Holder {
             user: uid.map(ownership::user_name),
             host: None,
             command,
+            command_truncated: false,
+            session: None,
             max: false,
             since: None,
             started: process_start(&proc_dir),
@@ -93,18 +105,23 @@ impl Holder {
         }
     }
 
-    /// How it holds the lock, for listings: `exclusive`, `shared`, or
-    /// `max` for one of the places of `--max N`.
+    /// The command line, escaped so it is safe to print; a command known
+    /// only in part ends in `…`.
+    pub fn command_line(&self) -> Option<String> {
+        let line = escape::command_line(self.command.as_deref()?);
+        Some(match self.command_truncated {
+            true => format!("{line}…"),
+            false => line,
+        })
+    }
+
+    /// How it holds (or asks for) the lock, for listings: `exclusive`,
+    /// `shared`, or `max` for one of the places of `--max N`.
     pub fn mode_label(&self) -> &'static str {
         match self.max {
             true => "max",
             false => self.mode.as_str(),
         }
-    }
-
-    /// The command line, escaped so it is safe to print.
-    pub fn command_line(&self) -> Option<String> {
-        self.command.as_deref().map(escape::command_line)
     }
 
     /// True when the process runs but this user may not see who it is or
@@ -164,13 +181,30 @@ impl Holder {
         who
     }
 
-    /// `pid 4711 on ci-3 (alice) since 12:03:04, for 2.0s`: a pid alone
-    /// means little off its machine, so the host comes first; the
+    /// `role ci from 10.0.0.7, declaring pid 4711 on ci-3 (alice), since
+    /// 12:03:04, for 2.0s`: what the server vouches for first, then what
+    /// the session declares (any role can declare anything); a pid alone
+    /// means little off its machine, so the host comes with it; the
     /// wall-clock grant time helps match it with the other machine's logs.
+    /// A session that is not withlock's is named by its role, address and
+    /// server process (its `application_name` is the command).
     fn remote_who(&self, host: &str) -> String {
-        let mut who = format!("pid {} on {}", self.pid, escape::text(host));
-        if let Some(user) = &self.user {
-            who.push_str(&format!(" ({})", escape::text(user)));
+        let mut who = match &self.session {
+            Some(session) if session.declared => format!("{session}, declaring "),
+            Some(session) => format!(
+                "{session}, server process {} (not withlock)",
+                session.backend_pid
+            ),
+            None => String::new(),
+        };
+        if self.session.as_ref().is_none_or(|s| s.declared) {
+            who.push_str(&format!("pid {} on {}", self.pid, escape::text(host)));
+            if let Some(user) = &self.user {
+                who.push_str(&format!(" ({})", escape::text(user)));
+            }
+        }
+        if self.session.is_some() && self.since.is_some() {
+            who.push(',');
         }
         if let Some(since) = self.since {
             who.push_str(&format!(" since {}", clock_time(since)));
@@ -424,6 +458,7 @@ impl fmt::Display for Holders {
     }
 }
 
+/// `exclusive`, `shared`, or `(--max)` for a place of a counting semaphore.
 fn held_as(holder: &Holder) -> String {
     match holder.max {
         true => "(--max)".to_owned(),
@@ -528,6 +563,8 @@ mod tests {
             user: Some("alice".into()),
             host: Some("ci-3".into()),
             command: Some(vec![b"./script".to_vec(), b"deploy".to_vec()]),
+            command_truncated: false,
+            session: None,
             max: false,
             since: Some(two_hours_ago),
             started: None,
@@ -540,6 +577,23 @@ mod tests {
             format!("pid 4711 on ci-3 (alice) since {clock}, for 2h00m: ./script deploy")
         );
         assert!(!holder.is_hidden());
+        let verified = Holder {
+            session: Some(ServerSession {
+                backend_pid: 99,
+                role: Some("ci".into()),
+                client: crate::ClientAddress::Ip("10.0.0.7".into()),
+                declared: true,
+            }),
+            command_truncated: true,
+            ..holder.clone()
+        };
+        assert_eq!(
+            verified.to_string(),
+            format!(
+                "role ci from 10.0.0.7, declaring pid 4711 on ci-3 (alice), since {clock}, \
+                 for 2h00m: ./script deploy…"
+            )
+        );
         let unknown = Holder {
             command: None,
             ..holder

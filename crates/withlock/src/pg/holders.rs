@@ -2,6 +2,13 @@
 //! `pg_stat_activity`, the holder's identity read back from the session's
 //! `application_name`.
 //!
+//! That identity is only declared: any role can set any
+//! `application_name`. Beside it every session carries what the server
+//! vouches for ([`ServerSession`]): its role (`usename`, visible to every
+//! role) and its client address (`client_addr`, with `client_port` -1 for
+//! a Unix socket; both NULL when this role may not see them, which
+//! without `pg_read_all_stats` is every other role's session).
+//!
 //! "Since": a waiter's is `pg_locks.waitstart` (visible to every role); a
 //! withlock holder's is the grant time it wrote into its
 //! `application_name` with its fencing token (see [`crate::pg::Identity`]),
@@ -13,7 +20,7 @@
 
 use std::time::SystemTime;
 
-use crate::{Holder, Holders, Mode};
+use crate::{ClientAddress, Holder, Holders, Mode, ServerSession};
 use postgres::types::Type;
 use postgres::{Client, Row};
 
@@ -24,7 +31,7 @@ use crate::pg::identity::Identity;
 /// they began waiting (`waitstart`, PostgreSQL 14+).
 const QUERY: &str = "\
 SELECT k.key, l.pid, l.mode, l.granted, l.waitstart, a.application_name, a.usename::text,
-       host(a.client_addr), a.state_change
+       host(a.client_addr), a.state_change, a.client_port
   FROM pg_locks l
  CROSS JOIN LATERAL (SELECT (l.classid::bigint << 32) | l.objid::bigint AS key) k
   LEFT JOIN pg_stat_activity a ON a.pid = l.pid
@@ -47,9 +54,8 @@ pub struct PgHolder {
     pub since: Option<SystemTime>,
     /// The database role.
     pub role: Option<String>,
-    /// The client address as the server sees it (`None` over a Unix socket,
-    /// or when this role may not see it).
-    pub client_addr: Option<String>,
+    /// The client address as the server sees it.
+    pub client: ClientAddress,
     /// The identity the session announced, if it is withlock's.
     pub identity: Option<Identity>,
     /// The raw `application_name`, for sessions that are not withlock's.
@@ -57,10 +63,11 @@ pub struct PgHolder {
 }
 
 impl PgHolder {
-    /// As a generic [`Holder`] on a remote host: for a withlock session
-    /// the client's pid, user, host and command; for another session the
-    /// backend pid, the role, the client address (`?` over a Unix socket
-    /// or when this role may not see it) and its `application_name`.
+    /// As a generic [`Holder`] on a remote host, with the server's view
+    /// as its `session`: for a withlock session the pid, user, host and
+    /// command it declares; for another session the backend pid, the
+    /// role, the client address (`?` when not an IP address) and its
+    /// `application_name` as the command.
     pub fn to_holder(&self) -> Holder {
         let (pid, user, host, command) = match &self.identity {
             Some(id) => (
@@ -72,8 +79,8 @@ impl PgHolder {
             None => (
                 self.backend_pid,
                 self.role.clone().unwrap_or_else(|| "?".to_owned()),
-                self.client_addr.clone().unwrap_or_else(|| "?".to_owned()),
-                self.application_name.clone().unwrap_or_default(),
+                self.client.as_json().unwrap_or("?").to_owned(),
+                self.application_name.iter().cloned().collect(),
             ),
         };
         Holder {
@@ -82,7 +89,14 @@ impl PgHolder {
             uid: None,
             user: Some(user),
             host: Some(host),
-            command: Some(command.split(' ').map(|a| a.as_bytes().to_vec()).collect()),
+            command: Some(command.into_iter().map(String::into_bytes).collect()),
+            command_truncated: self.identity.as_ref().is_some_and(|id| id.command_truncated),
+            session: Some(ServerSession {
+                backend_pid: self.backend_pid,
+                role: self.role.clone(),
+                client: self.client.clone(),
+                declared: self.identity.is_some(),
+            }),
             max: false,
             since: self.since,
             started: None,
@@ -129,9 +143,19 @@ fn session(row: &Row) -> PgHolder {
         granted,
         since,
         role: row.get(6),
-        client_addr: row.get(7),
+        client: client(row.get(7), row.get(9)),
         identity,
         application_name,
+    }
+}
+
+/// Where a session connected from: `client_port` is -1 over a Unix
+/// socket, and NULL (with the address) when this role may not see it.
+fn client(addr: Option<String>, port: Option<i32>) -> ClientAddress {
+    match (addr, port) {
+        (Some(addr), _) => ClientAddress::Ip(addr),
+        (None, Some(-1)) => ClientAddress::LocalSocket,
+        _ => ClientAddress::Hidden,
     }
 }
 

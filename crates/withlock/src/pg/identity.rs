@@ -2,10 +2,18 @@
 //! it: the connection's `application_name`.
 //!
 //! Format: `withlock <pid> <user>@<host>: <command>`, for example
-//! `withlock 4711 alice@ci-3: ./script deploy`. The server keeps at most
-//! 63 bytes (NAMEDATALEN - 1) and replaces non-ASCII bytes with `?`, so the
-//! text is cut here to 63 printable ASCII bytes, the command last: pid,
-//! user and host survive unless the user and host names are very long.
+//! `withlock 4711 alice@ci-3: ./script deploy 'two words'`. The command is
+//! its arguments quoted as a POSIX shell would read them (single quotes
+//! where needed, as Python's `shlex.join`), so it reads back as the exact
+//! list of arguments, spaces and quotes included. The server keeps at most
+//! 63 bytes (NAMEDATALEN - 1) and replaces non-ASCII bytes with `?`, so
+//! every byte outside printable ASCII is written as `?` here, and the
+//! command is cut to fit: as many whole arguments as fit, then the start
+//! of the next one, quoted on its own. A cut is marked by `:+` in place of
+//! the `:`, `withlock 4711 alice@ci-3:+ sh -c 'echo "hello w'`, and read
+//! back as [`Identity::command_truncated`]. Pid, user and host survive
+//! unless the user and host names are very long; a name cut before its
+//! `:` reads back with no command, marked cut.
 //!
 //! Once the lock is granted, the same statement that draws the fencing
 //! token (see [`crate::pg::fence`]) adds the grant time, in milliseconds
@@ -13,9 +21,15 @@
 //! `withlock 4711 alice@ci-3 1718013784123: ./script deploy`. That is the
 //! holder's "since": each shared holder has its own, other roles can read
 //! it (`pg_stat_activity.state_change` is NULL for them without
-//! `pg_read_all_stats`), and a heartbeat query does not move it. A time
-//! is believed only when the `:` after it survived the cut, so a cut
-//! number is never read as a wrong time.
+//! `pg_read_all_stats`), and a heartbeat query does not move it. The
+//! command is cut leaving room for 13 digits (the time until the year
+//! 2286), so the server's own cut at 63 bytes never falls in it. A time
+//! is believed only when the `:` after it survived.
+//!
+//! Everything here is declared by the session itself: any role can set
+//! any `application_name`. What the server vouches for (the role, the
+//! client address) comes from `pg_stat_activity` (see
+//! [`crate::pg::PgHolder`]).
 
 use std::fmt;
 use std::time::{Duration, SystemTime};
@@ -26,6 +40,15 @@ pub const APPLICATION_NAME_PREFIX: &str = "withlock ";
 /// The most the server keeps of `application_name`.
 pub(crate) const MAX_APPLICATION_NAME: usize = 63;
 
+/// The room left for the grant time (milliseconds since the epoch have 13
+/// digits until the year 2286).
+const GRANT_TIME_DIGITS: usize = 13;
+
+/// Between who and the command: the whole command follows.
+const WHOLE: &str = ":";
+/// Between who and the command: only its start follows.
+const CUT: &str = ":+";
+
 /// The holder's identity: client pid, user, host and command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
@@ -35,8 +58,13 @@ pub struct Identity {
     pub user: String,
     /// The client's host name.
     pub host: String,
-    /// The command line, space-separated; may be cut short.
-    pub command: String,
+    /// The command's arguments; read back from a session, only those that
+    /// fitted (see [`Identity::command_truncated`]).
+    pub command: Vec<String>,
+    /// Read back from a session: true when the command was cut to fit in
+    /// `application_name`, so that its last argument may be cut short
+    /// and more may have followed.
+    pub command_truncated: bool,
     /// When the lock was granted (the server's clock, to the millisecond);
     /// `None` before the grant, or for a waiter.
     pub granted_at: Option<SystemTime>,
@@ -52,7 +80,6 @@ impl Identity {
                     .filter(|a| !a.is_empty())
                     .map(|a| String::from_utf8_lossy(a).into_owned())
                     .collect::<Vec<_>>()
-                    .join(" ")
             })
             .unwrap_or_default();
         Identity::this_process(command)
@@ -61,15 +88,16 @@ impl Identity {
     /// This process running `args` (the command withlock runs, rather than
     /// withlock's own command line, which is then not read).
     pub fn running(args: &[impl AsRef<str>]) -> Identity {
-        Identity::this_process(args.iter().map(AsRef::as_ref).collect::<Vec<_>>().join(" "))
+        Identity::this_process(owned(args))
     }
 
-    fn this_process(command: String) -> Identity {
+    fn this_process(command: Vec<String>) -> Identity {
         Identity {
             pid: std::process::id(),
             user: current_user(),
             host: host_name(),
             command,
+            command_truncated: false,
             granted_at: None,
         }
     }
@@ -77,29 +105,39 @@ impl Identity {
     /// The same identity with another command line (the command withlock
     /// runs, rather than withlock's own).
     pub fn with_command(mut self, args: &[impl AsRef<str>]) -> Identity {
-        self.command = args.iter().map(AsRef::as_ref).collect::<Vec<_>>().join(" ");
+        self.command = owned(args);
         self
     }
 
     /// The `application_name` to connect with: at most 63 printable ASCII
-    /// bytes.
+    /// bytes, the command cut to fit and marked if it had to be.
     pub fn application_name(&self) -> String {
-        let mut text = printable(&self.to_string());
+        let mut head = self.head();
+        head.push_str(&self.granted_at.map(|t| millis(t).to_string()).unwrap_or_default());
+        let head = head.trim_end().to_owned();
+        let tail = encode_command(&self.command, MAX_APPLICATION_NAME.saturating_sub(head.len()));
+        let mut text = head + &tail;
         text.truncate(MAX_APPLICATION_NAME);
         text
     }
 
     /// The `application_name` once granted, in two parts for the server
     /// to join around its grant time in milliseconds (it knows the time,
-    /// the client does not): `head || ms || tail`, cut to
-    /// [`MAX_APPLICATION_NAME`] bytes (all ASCII, so `left(.., 63)` cuts
-    /// bytes).
+    /// the client does not): `head || ms || tail`, the command cut so that
+    /// the whole fits in [`MAX_APPLICATION_NAME`] bytes with a 13-digit
+    /// time (all ASCII, so the server's `left(.., 63)` cuts bytes, and only
+    /// if the names alone are too long).
     pub(crate) fn granted_parts(&self) -> (String, String) {
-        let head = printable(&format!(
-            "{APPLICATION_NAME_PREFIX}{} {}@{} ",
-            self.pid, self.user, self.host
-        ));
-        (head, printable(&format!(": {}", self.command)))
+        let head = self.head();
+        let budget = MAX_APPLICATION_NAME.saturating_sub(head.len() + GRANT_TIME_DIGITS);
+        (head, encode_command(&self.command, budget))
+    }
+
+    /// `withlock <pid> <user>@<host> `, printable, with no `:` (which
+    /// ends this part).
+    fn head(&self) -> String {
+        let who = format!("{}@{}", self.user, self.host).replace(':', "?");
+        printable(&format!("{APPLICATION_NAME_PREFIX}{} {who} ", self.pid))
     }
 
     /// Reads back an `application_name` written by [`Self::application_name`];
@@ -108,28 +146,98 @@ impl Identity {
         let rest = application_name.strip_prefix(APPLICATION_NAME_PREFIX)?;
         let (pid, rest) = rest.split_once(' ')?;
         let pid = pid.parse().ok()?;
-        let (who, command, whole) = match rest.split_once(": ") {
-            Some((who, command)) => (who, command, true),
-            None => match rest.strip_suffix(':') {
-                Some(who) => (who, "", true),
-                None => (rest, "", false),
-            },
+        let (who, command, command_truncated, whole) = match rest.split_once(WHOLE) {
+            Some((who, after)) => {
+                let (after, cut) = match after.strip_prefix(&CUT[WHOLE.len()..]) {
+                    Some(after) => (after, true),
+                    None => (after, false),
+                };
+                let (command, unreadable) = decode_command(after);
+                (who, command, cut || unreadable, true)
+            }
+            // Cut before the command: the server's cut, names too long.
+            None => (rest, Vec::new(), true, false),
         };
         // A grant time is trusted only when the ':' after it survived.
         let (who, granted_at) = match who.rsplit_once(' ') {
-            Some((who, ms)) if whole => (who, ms.parse().ok().map(from_millis)),
-            Some((who, _)) => (who, None),
-            None => (who, None),
+            Some((who, ms)) if ms.parse::<u64>().is_ok() => {
+                (who, ms.parse().ok().filter(|_| whole).map(from_millis))
+            }
+            _ => (who, None),
         };
         let (user, host) = who.rsplit_once('@').unwrap_or((who, ""));
         Some(Identity {
             pid,
             user: user.to_owned(),
             host: host.to_owned(),
-            command: command.to_owned(),
+            command,
+            command_truncated,
             granted_at,
         })
     }
+}
+
+fn owned(args: &[impl AsRef<str>]) -> Vec<String> {
+    args.iter().map(|a| a.as_ref().to_owned()).collect()
+}
+
+/// `: <quoted args>`, or, when that is longer than `budget` bytes,
+/// `:+ <quoted args that fit>`: whole arguments, then the start of the
+/// next one that fits, quoted on its own.
+fn encode_command(args: &[String], budget: usize) -> String {
+    let args: Vec<String> = args.iter().map(|a| printable(a)).collect();
+    let words: Vec<String> = args.iter().map(|a| quote(a)).collect();
+    let whole = join_after(WHOLE, &words);
+    if whole.len() <= budget {
+        return whole;
+    }
+    let mut text = CUT.to_owned();
+    for (arg, word) in args.iter().zip(&words) {
+        if text.len() + 1 + word.len() <= budget {
+            text = format!("{text} {word}");
+            continue;
+        }
+        // All ASCII: any byte count is a char boundary.
+        let start = (1..arg.len())
+            .rev()
+            .map(|n| quote(&arg[..n]))
+            .find(|word| text.len() + 1 + word.len() <= budget);
+        if let Some(start) = start {
+            text = format!("{text} {start}");
+        }
+        break;
+    }
+    text
+}
+
+fn join_after(mark: &str, words: &[String]) -> String {
+    match words.is_empty() {
+        true => mark.to_owned(),
+        false => format!("{mark} {}", words.join(" ")),
+    }
+}
+
+/// One argument (printable ASCII) quoted for a POSIX shell.
+fn quote(arg: &str) -> String {
+    // The only refusal is a NUL byte, which printable() has replaced.
+    shlex::try_quote(arg).map_or_else(|_| "?".to_owned(), |word| word.into_owned())
+}
+
+/// The arguments after the `:`, and whether they could not be read as
+/// written (a name from an older withlock, which joined them with spaces,
+/// or one the server cut inside a quote): then split at spaces.
+fn decode_command(text: &str) -> (Vec<String>, bool) {
+    let text = text.strip_prefix(' ').unwrap_or(text);
+    match shlex::split(text) {
+        Some(words) => (words, false),
+        None => (text.split_whitespace().map(str::to_owned).collect(), true),
+    }
+}
+
+fn millis(time: SystemTime) -> u128 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis()
 }
 
 fn from_millis(ms: u64) -> SystemTime {
@@ -150,20 +258,13 @@ fn printable(text: &str) -> String {
 }
 
 impl fmt::Display for Identity {
+    /// The whole identity, uncut: head, grant time, and the command.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{APPLICATION_NAME_PREFIX}{} {}@{}",
-            self.pid, self.user, self.host
-        )?;
+        let mut head = self.head();
         if let Some(granted_at) = self.granted_at {
-            let ms = granted_at
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_millis();
-            write!(f, " {ms}")?;
+            head.push_str(&millis(granted_at).to_string());
         }
-        write!(f, ": {}", self.command)
+        write!(f, "{}{}", head.trim_end(), encode_command(&self.command, usize::MAX))
     }
 }
 
@@ -208,7 +309,8 @@ mod tests {
             pid: 4711,
             user: "alice".into(),
             host: "ci-3".into(),
-            command: "./script deploy".into(),
+            command: vec!["./script".into(), "deploy".into()],
+            command_truncated: false,
             granted_at: None,
         }
     }
@@ -238,9 +340,54 @@ mod tests {
         // Cut inside the time: user and host stay, the time goes.
         let cut = Identity::parse("withlock 4711 alice@ci-3 17180").unwrap();
         assert_eq!((cut.host.as_str(), cut.granted_at), ("ci-3", None));
+        assert!(cut.command_truncated);
         // Cut right after it: still whole.
         let cut = Identity::parse("withlock 4711 alice@ci-3 1718013784123:").unwrap();
         assert_eq!(cut.granted_at, granted.granted_at);
+    }
+
+    #[test]
+    fn arguments_with_spaces_and_quotes_read_back_exactly() {
+        let args = ["sh", "-c", "a \"b\" 'c'", "", "#x", "$HOME"];
+        let id = alice().with_command(&args);
+        let back = Identity::parse(&id.application_name()).unwrap();
+        assert_eq!(back.command, args);
+        assert!(!back.command_truncated);
+    }
+
+    #[test]
+    fn a_long_command_is_cut_to_whole_arguments_and_a_marked_start() {
+        let id = Identity {
+            granted_at: Some(from_millis(1_718_013_784_123)),
+            ..alice().with_command(&[
+                "sh",
+                "-c",
+                "echo \"hello world with a fairly long argument list\"; sleep 1.5",
+            ])
+        };
+        let (head, tail) = id.granted_parts();
+        let name = format!("{head}1718013784123{tail}");
+        assert!(name.len() <= MAX_APPLICATION_NAME, "{name}");
+        assert!(name.len() >= MAX_APPLICATION_NAME - 2, "uses the room: {name}");
+        assert!(name.contains(":+ sh -c 'echo \"hello"), "{name}");
+        let back = Identity::parse(&name).unwrap();
+        assert!(back.command_truncated);
+        assert_eq!(&back.command[..2], ["sh", "-c"]);
+        assert!(back.command[2].starts_with("echo \"hello"), "{back:?}");
+        assert_eq!(back.granted_at, id.granted_at);
+        // Before the grant there is more room, and the same marking.
+        let waiting = alice().with_command(&["x".repeat(100)]);
+        let name = waiting.application_name();
+        assert_eq!(name.len(), MAX_APPLICATION_NAME);
+        let back = Identity::parse(&name).unwrap();
+        assert!(back.command_truncated && back.command[0].starts_with("xxx"));
+    }
+
+    #[test]
+    fn an_older_withlocks_name_reads_back_split_at_spaces() {
+        let back = Identity::parse("withlock 1 u@h: sh -c echo '\"hello").unwrap();
+        assert_eq!(back.command, ["sh", "-c", "echo", "'\"hello"]);
+        assert!(back.command_truncated);
     }
 
     #[test]
@@ -254,6 +401,7 @@ mod tests {
             (back.pid, back.user.as_str(), back.host.as_str()),
             (4711, "alice", "ci-3")
         );
+        assert!(back.command_truncated);
     }
 
     #[test]

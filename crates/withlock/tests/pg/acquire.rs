@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use withlock::pg::PgLock;
+use withlock::pg::{Identity, PgLock};
 use withlock::{Error, Lock, Mode};
 
 use withlock_pg_testing::TestServer;
@@ -159,7 +159,9 @@ fn another_role_sees_who_holds_the_lock() {
     // client_addr are NULL; "since" is known all
     // the same, from the grant time the holder wrote into application_name.
     assert!(sessions[0].since.is_some());
-    assert_eq!(sessions[0].client_addr, None);
+    assert_eq!(sessions[0].client, withlock::ClientAddress::Hidden);
+    // The role is the server's word, whatever the session declares.
+    assert_eq!(sessions[0].role.as_deref(), Some("postgres"));
 }
 
 #[test]
@@ -207,4 +209,33 @@ fn lock_sessions_ignore_the_servers_short_timeouts() {
         waiter.join().unwrap().is_ok(),
         "the waiter was not timed out"
     );
+}
+
+#[test]
+fn the_declared_command_reads_back_as_its_exact_arguments_or_marked_cut() {
+    let server = TestServer::start();
+    let announce = |command: &[&str]| Identity {
+        pid: 1,
+        user: "u".into(),
+        host: "h".into(),
+        command: command.iter().map(|a| a.to_string()).collect(),
+        command_truncated: false,
+        granted_at: None,
+    };
+    let fits = ["sh", "-c", "a 'b'", "x y"];
+    let lock = PgLock::announced(&server.url(), "deploy", announce(&fits)).unwrap();
+    let guard = lock.acquire().unwrap();
+    let read = lock.pg_holders().unwrap()[0].identity.clone().unwrap();
+    assert_eq!(read.command, fits);
+    assert!(!read.command_truncated && read.granted_at.is_some());
+    guard.release().unwrap();
+
+    let long = "echo \"hello world with a fairly long argument list\"; sleep 1.5";
+    let lock = PgLock::announced(&server.url(), "deploy", announce(&["sh", "-c", long])).unwrap();
+    let _guard = lock.acquire().unwrap();
+    let read = lock.pg_holders().unwrap()[0].identity.clone().unwrap();
+    assert!(read.command_truncated, "{read:?}");
+    assert_eq!(read.command[..2], ["sh", "-c"]);
+    assert!(long.starts_with(&read.command[2]) && read.command[2].len() > 10, "{read:?}");
+    assert!(read.granted_at.is_some(), "the grant time survives the cut");
 }
