@@ -206,6 +206,79 @@ fn a_killed_head_waiter_stalls_nobody() {
 }
 
 #[test]
+fn the_listing_shows_max_holders_as_such_and_the_line_as_waiters_in_arrival_order() {
+    let pg = PgEnv::new();
+    let log = pg.env.file("log");
+    let holder = pg.env.hold(pg.withlock().args(["--max", "1", "m"]), "h");
+    let head = queue(&pg, 1, "m", "head", &log, 1);
+    let next = queue(&pg, 1, "m", "next", &log, 2);
+    // A plain shared holder is a holder too, just not of a place.
+    let reader = pg.env.hold(pg.withlock().args(["-s", "m"]), "r");
+
+    let out = pg.withlock().args(["--list", "--json", "m"]).output();
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let m = &doc[0];
+    assert_eq!(m["mode"], "max", "{m}");
+    let pids = |list: &serde_json::Value| -> Vec<(i64, String)> {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (p["pid"].as_i64().unwrap(), p["mode"].as_str().unwrap().to_owned()))
+            .collect()
+    };
+    let holders = pids(&m["holders"]);
+    assert_eq!(
+        holders,
+        [
+            (i64::from(holder.pid()), "max".to_owned()),
+            (i64::from(reader.pid()), "shared".to_owned())
+        ],
+        "{m}"
+    );
+    assert_eq!(
+        pids(&m["waiters"]),
+        [
+            (i64::from(head.id()), "max".to_owned()),
+            (i64::from(next.id()), "max".to_owned())
+        ],
+        "arrival order: {m}"
+    );
+    let sinces = m["holders"].as_array().unwrap().iter().chain(m["waiters"].as_array().unwrap());
+    assert!(sinces.clone().all(|p| p["since"].is_string()), "{m}");
+
+    let out = pg.withlock().args(["--list", "m"]).output();
+    let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .skip(1)
+        .take(4)
+        .map(|l| l.split_whitespace().take(3).collect())
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ["m", "held", "max"],
+            ["m", "held", "shared"],
+            ["m", "waiting", "max"],
+            ["m", "waiting", "max"]
+        ],
+        "{table}"
+    );
+
+    // The busy message of a --max request says what the holder holds.
+    let out = pg.withlock().args(["--max", "1", "-n", "m", "--", "true"]).output();
+    assert_eq!(out.status.code(), Some(75));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("held (--max) by "), "{err}");
+    assert!(err.contains(&format!("pid {} ", holder.pid())), "{err}");
+
+    assert!(reader.release().success());
+    assert!(holder.release().success());
+    finish(vec![head, next]);
+    assert_eq!(lines(&log), ["head", "next"]);
+}
+
+#[test]
 fn max_above_the_cap_is_refused_with_64() {
     let pg = PgEnv::new();
     let too_many = (MAX_SLOTS + 1).to_string();

@@ -60,6 +60,9 @@ pub struct PgHolder {
     pub identity: Option<Identity>,
     /// The raw `application_name`, for sessions that are not withlock's.
     pub application_name: Option<String>,
+    /// True when it holds, or waits for, one of the places of a `--max N`
+    /// lock (see [`crate::pg::semaphore`]), rather than the name alone.
+    pub max: bool,
 }
 
 impl PgHolder {
@@ -97,7 +100,7 @@ impl PgHolder {
                 client: self.client.clone(),
                 declared: self.identity.is_some(),
             }),
-            max: false,
+            max: self.max,
             since: self.since,
             started: None,
             running: true,
@@ -146,6 +149,7 @@ fn session(row: &Row) -> PgHolder {
         client: client(row.get(7), row.get(9)),
         identity,
         application_name,
+        max: false,
     }
 }
 

@@ -14,6 +14,10 @@
 //!   Holders and waiters are as [`PgLock::pg_holders`] gives them; an
 //!   exclusive holder whose `application_name` was cut before its grant
 //!   time gets the fence table's `granted_at` as "since".
+//! - A `--max N` lock's holders are the sessions holding one of its places
+//!   (any N up to the cap), marked as such; the requests in its line, which
+//!   hold the name shared too, are its waiters, in arrival order (see
+//!   `semaphore_line`).
 //!
 //! [`PgLock::pg_holders`]: crate::pg::PgLock::pg_holders
 
@@ -28,6 +32,8 @@ use crate::pg::error::PgError;
 use crate::pg::holders::{self, PgHolder};
 use crate::pg::identity::Identity;
 use crate::pg::key::advisory_key;
+use crate::pg::semaphore::MAX_SLOTS;
+use crate::pg::semaphore_line::{self, Shared};
 use crate::{Found, LockName, LockStatus, Mode, Result};
 
 /// Whether the fence table exists and this role may read it.
@@ -65,8 +71,25 @@ pub fn list(url: &str, names: &[String]) -> Result<Vec<LockStatus>> {
     for (key, session) in sessions {
         by_key.entry(key).or_default().push(session);
     }
+    // Who holds a place of a `--max` lock, and who is in its line: only a
+    // name held shared can be one.
+    let held_shared = |key: &i64| {
+        by_key
+            .get(key)
+            .is_some_and(|s| s.iter().any(|s| s.granted && s.mode == Mode::Shared))
+    };
+    let known_names = names
+        .iter()
+        .map(|name| (advisory_key(name), name))
+        .chain(fence.iter().map(|(key, (name, _))| (*key, name)));
+    let line_keys: Vec<_> = known_names
+        .filter(|(key, _)| held_shared(key))
+        .flat_map(|(_, name)| semaphore_line::all_keys(name))
+        .collect();
+    let pairs = semaphore_line::pair_locks(&mut client, &line_keys).map_err(failed)?;
     let status = |name: String, key: i64| {
         let sessions = by_key.get(&key).cloned().unwrap_or_default();
+        let sessions = semaphore_line::arrange(&name, MAX_SLOTS, sessions, &pairs, Shared::Keep);
         lock_status(name, sessions, fence.get(&key), &server)
     };
     if !names.is_empty() {

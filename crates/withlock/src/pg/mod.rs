@@ -49,6 +49,7 @@ mod pg_lock;
 mod pgpass;
 mod pooler;
 pub mod semaphore;
+mod semaphore_line;
 mod tls;
 
 pub use error::PgError;

@@ -77,7 +77,8 @@ use postgres::error::SqlState;
 use postgres::types::ToSql;
 
 use crate::pg::error::PgError;
-use crate::pg::holders::{self, PgHolder};
+use crate::pg::holders;
+use crate::pg::semaphore_line::{self, Shared};
 use crate::pg::key::advisory_key;
 use crate::pg::pg_lock::PgLock;
 use crate::{Error, Holders, Lock, Result, Wait, WaitHooks};
@@ -103,15 +104,6 @@ SELECT pg_backend_pid(),
 const TRY_SLOTS: &str = "\
 SELECT s.i FROM unnest($1::int4[], $2::int4[]) WITH ORDINALITY AS s(k1, k2, i)
  WHERE pg_try_advisory_lock(s.k1, s.k2) LIMIT 1";
-
-/// Who holds the slots, and who holds or waits for the gate.
-const GATE_AND_SLOTS: &str = "\
-SELECT pid, granted, waitstart, classid = $1::oid AND objid = $2::oid
-  FROM pg_locks
- WHERE locktype = 'advisory' AND objsubid = 2 AND pid IS NOT NULL
-   AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-   AND ((classid = $1::oid AND objid = $2::oid)
-        OR (classid, objid) IN (SELECT * FROM unnest($3::oid[], $4::oid[])))";
 
 /// A two-int4 advisory key, as `pg_advisory_lock(int4, int4)` takes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,76 +196,19 @@ impl<'a> Semaphore<'a> {
 
     /// Holders: the sessions holding a slot, and an exclusive holder of the
     /// name; waiters: the gate's holder without a slot, then the sessions
-    /// waiting for the gate or the name, in waiting order; leaving out the
-    /// session `own` (a request asking who is in its way).
+    /// waiting for the gate or the name, in waiting order (see
+    /// [`semaphore_line`]); leaving out the session `own` (a request asking
+    /// who is in its way).
     pub(crate) fn holders(&self, client: &mut Client, own: Option<i32>) -> Result<Holders> {
+        let name = self.lock.name();
         let mut on_name = holders::query(client, self.lock.key())
             .map_err(|cause| self.error("reading pg_locks", cause))?;
         on_name.retain(|s| Some(s.backend_pid) != own);
-        let (k1, k2) = Self::halves(&self.slots);
-        let as_oid = |v: Vec<i32>| v.into_iter().map(|x| x as u32).collect::<Vec<u32>>();
-        let rows = client
-            .query(
-                GATE_AND_SLOTS,
-                &[
-                    &(self.gate.0 as u32),
-                    &(self.gate.1 as u32),
-                    &as_oid(k1),
-                    &as_oid(k2),
-                ],
-            )
+        let slots = self.slots.len() as u32;
+        let pairs = semaphore_line::pair_locks(client, &semaphore_line::keys(name, slots))
             .map_err(|cause| self.error("reading pg_locks", cause))?;
-        let mut line = Line::default();
-        for row in &rows {
-            let (pid, granted, is_gate): (i32, bool, bool) = (row.get(0), row.get(1), row.get(3));
-            match (is_gate, granted) {
-                (false, true) => line.slot_holders.push(pid),
-                (true, true) => line.gate_holder = Some(pid),
-                (true, false) => line.gate_waiters.push((pid, row.get(2))),
-                (false, false) => {} // a head request's helpers
-            }
-        }
-        Ok(holders::to_holders(&line.arrange(on_name)))
-    }
-}
-
-/// Who is where in a semaphore's line, by backend pid.
-#[derive(Default)]
-struct Line {
-    slot_holders: Vec<i32>,
-    gate_holder: Option<i32>,
-    gate_waiters: Vec<(i32, Option<std::time::SystemTime>)>,
-}
-
-impl Line {
-    /// The sessions on the name, marked and ordered as [`Semaphore::holders`]
-    /// says (a waiter is a session with `granted` false).
-    fn arrange(mut self, on_name: Vec<PgHolder>) -> Vec<PgHolder> {
-        self.gate_waiters.sort_by_key(|(_, since)| *since);
-        let mut holders = Vec::new();
-        let mut waiters = Vec::new();
-        let mut queued = Vec::new();
-        for mut session in on_name {
-            let pid = session.backend_pid;
-            let exclusive = session.granted && session.mode == crate::Mode::Exclusive;
-            if self.slot_holders.contains(&pid) || exclusive {
-                holders.push(session);
-            } else if !session.granted {
-                waiters.push(session);
-            } else if self.gate_holder == Some(pid) {
-                session.granted = false;
-                queued.insert(0, session);
-            } else if let Some((_, since)) = self.gate_waiters.iter().find(|(p, _)| *p == pid) {
-                session.granted = false;
-                session.since = *since;
-                queued.push(session);
-            }
-            // Else a plain shared holder: not counted, not in the way.
-        }
-        queued.sort_by_key(|s| (self.gate_holder != Some(s.backend_pid), s.since));
-        holders.extend(queued);
-        holders.extend(waiters);
-        holders
+        let line = semaphore_line::arrange(name, slots, on_name, &pairs, Shared::Drop);
+        Ok(holders::to_holders(&line))
     }
 }
 
