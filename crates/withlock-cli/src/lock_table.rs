@@ -219,8 +219,9 @@ pub fn table(locks: &[LockStatus], out: &mut impl Write) -> std::io::Result<()> 
     if locks.iter().any(declared) {
         writeln!(
             out,
-            "PID, USER and COMMAND are what each session declares (any role can set them); \
-             ROLE and CLIENT are the server's own record (? when hidden from this role)"
+            "PID, USER, COMMAND and a holder's SINCE are what each session declares (any role \
+             can set them); ROLE and CLIENT are the server's own record (? when hidden from \
+             this role)"
         )?;
     }
     if locks.iter().any(|l| l.holders.any_hidden()) {
@@ -310,6 +311,14 @@ mod tests {
         assert_eq!(a["holders"][0]["pid"], std::process::id());
         assert!(a["holders"][0]["since"].as_str().unwrap().ends_with('Z'));
         assert_eq!(a["waiters"], json!([]));
+        // On this machine nothing is declared: no server, no role, no cut.
+        let held = &a["holders"][0];
+        assert_eq!(held["mode"], "exclusive");
+        assert_eq!(held["command_truncated"], false);
+        assert_eq!(
+            (&held["role"], &held["client_addr"]),
+            (&Value::Null, &Value::Null)
+        );
     }
 
     #[test]

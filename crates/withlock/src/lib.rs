@@ -58,7 +58,6 @@ pub use file_lock::{FileGuard, FileLock};
 pub use flock_wait::timer_signal;
 pub use holder::{Holder, Holders, HoldersText, human_duration};
 pub use inspect::{Found, LockStatus, list};
-pub use server_session::{ClientAddress, ServerSession};
 pub use lock::{Lock, NoHooks, WaitHooks, with_lock};
 pub use lock_file::LOCK_FILE_MODE;
 pub use lock_set::{DirId, LockKey, LockSet, SetGuard, SetHooks, parse_spec, split_spec};
@@ -66,6 +65,7 @@ pub use name::{LOCK_FILE_SUFFIX, LockName, MAX_NAME_LEN};
 #[cfg(feature = "postgres")]
 pub use pg::{PgGuard, PgLock};
 pub use request::{Mode, Wait};
+pub use server_session::{ClientAddress, ServerSession};
 pub use socket_lock::{SocketGuard, SocketLock, TAKEOVER_SUFFIX};
 pub use socket_spec::{MAX_SOCKET_PATH, SocketAddress};
 pub use supersede::{Supersede, SupersedeHooks};

@@ -63,7 +63,10 @@ impl fmt::Display for ClientAddress {
 impl fmt::Display for ServerSession {
     /// `role ci from 10.0.0.7`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let role = self.role.as_deref().map_or_else(|| "?".to_owned(), escape::text);
+        let role = self
+            .role
+            .as_deref()
+            .map_or_else(|| "?".to_owned(), escape::text);
         write!(f, "role {role} {}", self.client)
     }
 }

@@ -232,7 +232,10 @@ fn dir_on_the_command_line_beats_the_url_from_the_environment_but_not_url_on_it(
 /// line.
 fn refused(pg_env: &Env, url: &str, env: &[(&str, &str)]) -> (Option<i32>, String) {
     let ran = pg_env.file("ran");
-    let mut run = pg_env.withlock().args(["--url", url, "deploy", "--", "touch"]).arg(&ran);
+    let mut run = pg_env
+        .withlock()
+        .args(["--url", url, "deploy", "--", "touch"])
+        .arg(&ran);
     for (key, value) in env {
         run.env(key, value);
     }
@@ -286,6 +289,9 @@ fn a_role_or_database_that_does_not_exist_is_named_with_how_to_create_it() {
     let url = format!("postgres://postgres@127.0.0.1:{port}/nodb");
     let (code, err) = refused(&pg.env, &url, &[]);
     assert_eq!(code, Some(78), "{err}");
-    assert!(err.contains(r#"the database "nodb" does not exist"#), "{err}");
+    assert!(
+        err.contains(r#"the database "nodb" does not exist"#),
+        "{err}"
+    );
     assert!(err.contains("createdb nodb"), "{err}");
 }

@@ -194,7 +194,10 @@ fn list_and_json_show_holders_waiters_in_arrival_order_and_free_names() {
         lines[4].starts_with("idle") && lines[4].contains("free"),
         "{table}"
     );
-    assert!(lines[5].starts_with("PID, USER and COMMAND are what"), "{table}");
+    assert!(
+        lines[5].starts_with("PID, USER, COMMAND and a holder's SINCE are what"),
+        "{table}"
+    );
 
     // By name, in the order given, a name never used included.
     let doc = list_json(&pg, &["nothing", "deploy"]);
@@ -251,7 +254,10 @@ fn a_role_forging_a_holder_is_shown_with_its_real_role_and_address() {
             .clone(),
     );
     let lines: Vec<&str> = table.lines().collect();
-    assert!(lines[0].contains("ROLE") && lines[0].contains("CLIENT"), "{table}");
+    assert!(
+        lines[0].contains("ROLE") && lines[0].contains("CLIENT"),
+        "{table}"
+    );
     assert!(
         lines[1].contains("root@prod-db") && lines[1].contains("mallory  127.0.0.1"),
         "{table}"

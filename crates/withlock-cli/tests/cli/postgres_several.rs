@@ -223,7 +223,12 @@ fn the_listing_shows_max_holders_as_such_and_the_line_as_waiters_in_arrival_orde
         list.as_array()
             .unwrap()
             .iter()
-            .map(|p| (p["pid"].as_i64().unwrap(), p["mode"].as_str().unwrap().to_owned()))
+            .map(|p| {
+                (
+                    p["pid"].as_i64().unwrap(),
+                    p["mode"].as_str().unwrap().to_owned(),
+                )
+            })
             .collect()
     };
     let holders = pids(&m["holders"]);
@@ -243,7 +248,11 @@ fn the_listing_shows_max_holders_as_such_and_the_line_as_waiters_in_arrival_orde
         ],
         "arrival order: {m}"
     );
-    let sinces = m["holders"].as_array().unwrap().iter().chain(m["waiters"].as_array().unwrap());
+    let sinces = m["holders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(m["waiters"].as_array().unwrap());
     assert!(sinces.clone().all(|p| p["since"].is_string()), "{m}");
 
     let out = pg.withlock().args(["--list", "m"]).output();
@@ -266,7 +275,10 @@ fn the_listing_shows_max_holders_as_such_and_the_line_as_waiters_in_arrival_orde
     );
 
     // The busy message of a --max request says what the holder holds.
-    let out = pg.withlock().args(["--max", "1", "-n", "m", "--", "true"]).output();
+    let out = pg
+        .withlock()
+        .args(["--max", "1", "-n", "m", "--", "true"])
+        .output();
     assert_eq!(out.status.code(), Some(75));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("held (--max) by "), "{err}");

@@ -301,14 +301,14 @@ impl Target {
         let server = self.server.clone();
         if let Some(db) = cause.as_db_error() {
             let missing = db.message().ends_with("does not exist");
-            match db.code() {
-                &SqlState::INVALID_CATALOG_NAME => {
+            match *db.code() {
+                SqlState::INVALID_CATALOG_NAME => {
                     return PgError::NoDatabase {
                         server,
                         database: self.config.get_dbname().unwrap_or_default().to_owned(),
                     };
                 }
-                &SqlState::INVALID_AUTHORIZATION_SPECIFICATION if missing => {
+                SqlState::INVALID_AUTHORIZATION_SPECIFICATION if missing => {
                     return PgError::NoRole {
                         server,
                         role: self.config.get_user().unwrap_or_default().to_owned(),
@@ -380,7 +380,10 @@ impl OwnSettings {
             .map(|mode| SslMode::parse(&mode))
             .transpose()
             .map_err(PgError::InvalidUrl)?;
-        let in_url = split.taken.iter().any(|(k, v)| k == "sslmode" && !v.is_empty());
+        let in_url = split
+            .taken
+            .iter()
+            .any(|(k, v)| k == "sslmode" && !v.is_empty());
         let tls_setting = match (mode, in_url) {
             (Some(mode), true) => format!("sslmode={}", mode.name()),
             (Some(mode), false) => format!("PGSSLMODE={}", mode.name()),
@@ -414,8 +417,9 @@ fn driver_config(split: &Split, env: &Environment) -> Result<Config, PgError> {
         Some(port) => conninfo::with_authority_port(&split.rest, port),
         None => split.rest.clone(),
     };
-    let mut config = Config::from_str(&text)
-        .map_err(|e| PgError::InvalidUrl(format!("{}; expected {}", describe(&e), conninfo::FORM)))?;
+    let mut config = Config::from_str(&text).map_err(|e| {
+        PgError::InvalidUrl(format!("{}; expected {}", describe(&e), conninfo::FORM))
+    })?;
     if let (Some(port), true) = (env_port, config.get_ports().is_empty()) {
         config.port(port);
     }

@@ -42,8 +42,14 @@ fn check_form(conninfo: &str) -> Result<(), String> {
         return Ok(());
     }
     if let Some((scheme, _)) = conninfo.split_once("://") {
-        let plain = scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
-        let scheme = if plain && scheme.len() <= 20 { scheme } else { "another scheme" };
+        let plain = scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
+        let scheme = if plain && scheme.len() <= 20 {
+            scheme
+        } else {
+            "another scheme"
+        };
         return Err(format!(
             "{scheme}:// is not supported: only postgres:// and postgresql:// are supported \
              ({FORM})"

@@ -93,7 +93,10 @@ impl PgHolder {
             user: Some(user),
             host: Some(host),
             command: Some(command.into_iter().map(String::into_bytes).collect()),
-            command_truncated: self.identity.as_ref().is_some_and(|id| id.command_truncated),
+            command_truncated: self
+                .identity
+                .as_ref()
+                .is_some_and(|id| id.command_truncated),
             session: Some(ServerSession {
                 backend_pid: self.backend_pid,
                 role: self.role.clone(),

@@ -113,9 +113,17 @@ impl Identity {
     /// bytes, the command cut to fit and marked if it had to be.
     pub fn application_name(&self) -> String {
         let mut head = self.head();
-        head.push_str(&self.granted_at.map(|t| millis(t).to_string()).unwrap_or_default());
+        head.push_str(
+            &self
+                .granted_at
+                .map(|t| millis(t).to_string())
+                .unwrap_or_default(),
+        );
         let head = head.trim_end().to_owned();
-        let tail = encode_command(&self.command, MAX_APPLICATION_NAME.saturating_sub(head.len()));
+        let tail = encode_command(
+            &self.command,
+            MAX_APPLICATION_NAME.saturating_sub(head.len()),
+        );
         let mut text = head + &tail;
         text.truncate(MAX_APPLICATION_NAME);
         text
@@ -264,7 +272,12 @@ impl fmt::Display for Identity {
         if let Some(granted_at) = self.granted_at {
             head.push_str(&millis(granted_at).to_string());
         }
-        write!(f, "{}{}", head.trim_end(), encode_command(&self.command, usize::MAX))
+        write!(
+            f,
+            "{}{}",
+            head.trim_end(),
+            encode_command(&self.command, usize::MAX)
+        )
     }
 }
 
@@ -368,7 +381,10 @@ mod tests {
         let (head, tail) = id.granted_parts();
         let name = format!("{head}1718013784123{tail}");
         assert!(name.len() <= MAX_APPLICATION_NAME, "{name}");
-        assert!(name.len() >= MAX_APPLICATION_NAME - 2, "uses the room: {name}");
+        assert!(
+            name.len() >= MAX_APPLICATION_NAME - 2,
+            "uses the room: {name}"
+        );
         assert!(name.contains(":+ sh -c 'echo \"hello"), "{name}");
         let back = Identity::parse(&name).unwrap();
         assert!(back.command_truncated);

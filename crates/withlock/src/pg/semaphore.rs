@@ -78,9 +78,9 @@ use postgres::types::ToSql;
 
 use crate::pg::error::PgError;
 use crate::pg::holders;
-use crate::pg::semaphore_line::{self, Shared};
 use crate::pg::key::advisory_key;
 use crate::pg::pg_lock::PgLock;
+use crate::pg::semaphore_line::{self, Shared};
 use crate::{Error, Holders, Lock, Result, Wait, WaitHooks};
 
 /// The largest N: the head of the queue opens N + 1 sessions while it

@@ -84,7 +84,10 @@ pub(crate) fn pair_locks(
             pid: row.get(0),
             granted: row.get(1),
             waitstart: row.get(2),
-            key: IntPair(row.get::<_, i64>(3) as u32 as i32, row.get::<_, i64>(4) as u32 as i32),
+            key: IntPair(
+                row.get::<_, i64>(3) as u32 as i32,
+                row.get::<_, i64>(4) as u32 as i32,
+            ),
         })
         .collect())
 }
@@ -118,7 +121,10 @@ pub(crate) fn arrange(
         .filter(|p| p.granted && slot_keys.iter().any(|k| on(p, *k)))
         .map(|p| p.pid)
         .collect();
-    let gate_holder = pairs.iter().find(|p| p.granted && on(p, gate)).map(|p| p.pid);
+    let gate_holder = pairs
+        .iter()
+        .find(|p| p.granted && on(p, gate))
+        .map(|p| p.pid);
     let head_since = pairs
         .iter()
         .filter(|p| !p.granted && slot_keys.iter().any(|k| on(p, *k)))

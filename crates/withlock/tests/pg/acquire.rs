@@ -236,6 +236,9 @@ fn the_declared_command_reads_back_as_its_exact_arguments_or_marked_cut() {
     let read = lock.pg_holders().unwrap()[0].identity.clone().unwrap();
     assert!(read.command_truncated, "{read:?}");
     assert_eq!(read.command[..2], ["sh", "-c"]);
-    assert!(long.starts_with(&read.command[2]) && read.command[2].len() > 10, "{read:?}");
+    assert!(
+        long.starts_with(&read.command[2]) && read.command[2].len() > 10,
+        "{read:?}"
+    );
     assert!(read.granted_at.is_some(), "the grant time survives the cut");
 }
