@@ -594,6 +594,27 @@ mod tests {
                  for 2h00m: ./script deploy…"
             )
         );
+        // Another program's session (psql) declares nothing of withlock's.
+        let other = Holder {
+            pid: 99,
+            user: Some("app".into()),
+            host: Some("local".into()),
+            command: Some(vec![b"psql".to_vec()]),
+            session: Some(ServerSession {
+                backend_pid: 99,
+                role: Some("app".into()),
+                client: crate::ClientAddress::LocalSocket,
+                declared: false,
+            }),
+            ..holder.clone()
+        };
+        assert_eq!(
+            other.to_string(),
+            format!(
+                "role app over a local socket, server process 99 (not withlock), since {clock}, \
+                 for 2h00m: psql"
+            )
+        );
         let unknown = Holder {
             command: None,
             ..holder

@@ -242,3 +242,30 @@ fn the_declared_command_reads_back_as_its_exact_arguments_or_marked_cut() {
     );
     assert!(read.granted_at.is_some(), "the grant time survives the cut");
 }
+
+#[test]
+fn the_server_names_each_sessions_role_and_address_tcp_or_local_socket() {
+    let server = TestServer::start();
+    let socket_url = format!(
+        "postgres:///postgres?host={}&port={}&user=postgres",
+        server.dir().display(),
+        server.port()
+    );
+    let over_socket = PgLock::new(&socket_url, "a").unwrap();
+    let _a = over_socket.try_acquire().unwrap();
+    let over_tcp = PgLock::new(&server.url(), "b").unwrap();
+    let _b = over_tcp.try_acquire().unwrap();
+    let seen = |lock: &PgLock| {
+        let session = lock.pg_holders().unwrap().remove(0);
+        (session.role, session.client)
+    };
+    let postgres = Some("postgres".to_owned());
+    assert_eq!(
+        seen(&over_socket),
+        (postgres.clone(), withlock::ClientAddress::LocalSocket)
+    );
+    assert_eq!(
+        seen(&over_tcp),
+        (postgres, withlock::ClientAddress::Ip("127.0.0.1".into()))
+    );
+}
