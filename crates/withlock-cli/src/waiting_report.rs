@@ -327,6 +327,8 @@ mod tests {
             user: Some("root".into()),
             host: None,
             command: Some(vec![b"make".to_vec(), b"deploy".to_vec()]),
+            command_truncated: false,
+            session: None,
             max: false,
             since: Some(std::time::SystemTime::now() - Duration::from_secs(133)),
             started: None,
