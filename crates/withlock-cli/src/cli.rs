@@ -72,12 +72,13 @@ pub const EXIT_STATUSES: [(&str, &str); 13] = [
     (
         "77",
         "permission denied on the lock file or directory, or the server refused the login \
-         or the fencing-token table",
+         (or has no such role) or the fencing-token table",
     ),
     (
         "78",
         "unusable or unsafe lock directory, or no regular file (no socket) at the lock path; \
-         --url: TLS not possible as sslmode asks, or a transaction-mode pooler",
+         --url: TLS not possible as sslmode asks, no such database, or a transaction-mode \
+         pooler",
     ),
     (
         "79",
