@@ -87,7 +87,8 @@ fn prefer_falls_back_to_plain_but_require_refuses_a_server_without_tls() {
     let err = connect(&require)
         .err()
         .expect("require accepted a plain server");
-    assert!(err.to_string().contains("TLS"), "{err}");
+    assert!(matches!(err, PgError::Tls { .. }), "{err:?}");
+    assert!(err.to_string().contains("does not offer TLS"), "{err}");
 }
 
 #[test]
@@ -107,6 +108,9 @@ fn verify_full_checks_the_authority_and_the_host_name() {
     );
     let err = connect(&by_address).err().expect("a wrong name accepted");
     assert!(err.to_string().contains("certificate"), "{err}");
+    // TLS that cannot be had as asked, not a server out of reach.
+    assert!(matches!(err, PgError::Tls { .. }), "{err:?}");
+    assert!(err.to_string().contains("sslmode=verify-full"), "{err}");
     let unknown = target(
         &file_url(&server, SERVER_NAME, "verify-full", &tls.other_ca),
         &env,
