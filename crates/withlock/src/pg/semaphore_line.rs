@@ -20,6 +20,12 @@
 //! anything behind an exclusive holder). An exclusive holder of the name is
 //! a holder; a plain shared holder (`-s`, which the semaphore does not
 //! count) is listed as a holder, and left out of "who is in the way".
+//!
+//! The name's key and the two-int4 keys are read in two queries, the
+//! latter second, so they are not one snapshot: a request that arrives in
+//! between is not seen, one that takes a place in between is seen as a
+//! holder, and one that leaves in between (or has taken the name but not
+//! yet reached the gate) shows for that moment as a plain shared holder.
 
 use std::time::SystemTime;
 
