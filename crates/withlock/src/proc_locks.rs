@@ -17,7 +17,10 @@ pub(crate) enum Kind {
     Flock,
     /// fcntl(2) record lock owned by a process.
     Posix,
-    /// Anything else (OFD locks, leases, delegations).
+    /// fcntl(2) record lock owned by an open file description (`F_OFD_*`),
+    /// which the kernel lists with pid -1.
+    Ofd,
+    /// Anything else (leases, delegations).
     Other,
 }
 
@@ -33,6 +36,9 @@ pub(crate) struct Entry {
     pub file: FileId,
     /// The first byte, for record locks.
     pub start: u64,
+    /// The last byte, for record locks; `None` up to the end of the file
+    /// (and for flock).
+    pub end: Option<u64>,
 }
 
 /// A file as `/proc/locks` names it.
@@ -98,12 +104,15 @@ pub(crate) fn parse(text: &str) -> Vec<Entry> {
     text.lines().filter_map(parse_line).collect()
 }
 
-fn parse_line(line: &str) -> Option<Entry> {
+/// Parses one line of `/proc/locks`, or the part after `lock:` of a line
+/// of `/proc/<pid>/fdinfo/<fd>`, which has the same form.
+pub(crate) fn parse_line(line: &str) -> Option<Entry> {
     let mut fields = line.split_whitespace().skip(1).peekable();
     let blocked = fields.next_if_eq(&"->").is_some();
     let kind = match fields.next()? {
         "FLOCK" => Kind::Flock,
         "POSIX" => Kind::Posix,
+        "OFDLCK" => Kind::Ofd,
         _ => Kind::Other,
     };
     let _flavour = fields.next()?;
@@ -115,6 +124,10 @@ fn parse_line(line: &str) -> Option<Entry> {
     let pid = fields.next()?.parse().ok()?;
     let file = parse_file_id(fields.next()?)?;
     let start = fields.next()?.parse().ok()?;
+    let end = match fields.next() {
+        Some("EOF") | None => None,
+        Some(end) => Some(end.parse().ok()?),
+    };
     Some(Entry {
         kind,
         blocked,
@@ -122,6 +135,7 @@ fn parse_line(line: &str) -> Option<Entry> {
         pid,
         file,
         start,
+        end,
     })
 }
 
@@ -166,8 +180,21 @@ mod tests {
         assert_eq!((mine[0].pid, mine[1].pid), (4242, 4343));
         assert!(mine[1].blocked && !mine[1].write);
         assert_eq!(
-            (mine[2].kind, mine[2].start),
-            (Kind::Posix, 1764150000000000)
+            (mine[2].kind, mine[2].start, mine[2].end),
+            (Kind::Posix, 1764150000000000, Some(1764150000000000))
+        );
+        assert_eq!(mine[0].end, None, "EOF");
+    }
+
+    #[test]
+    fn open_file_description_locks_have_their_own_kind() {
+        let entries = parse(SAMPLE);
+        assert_eq!((entries[3].kind, entries[3].pid), (Kind::Ofd, -1));
+        let fdinfo = "1: OFDLCK ADVISORY  READ -1 fe:00:10013026 0 0";
+        let entry = parse_line(fdinfo).unwrap();
+        assert_eq!(
+            (entry.kind, entry.start, entry.end),
+            (Kind::Ofd, 0, Some(0))
         );
     }
 
