@@ -2,8 +2,11 @@
 //! table) and for scripts (JSON).
 //!
 //! The JSON is an array with one object per lock:
-//! `{"name", "path", "state": "free"|"held", "mode": "exclusive"|"shared"|"max"|null,
-//! "holders": [..], "waiters": [..], "hidden": bool}`, where each holder and
+//! `{"name", "path", "state": "free"|"held"|"obstructed", "mode": "exclusive"|"shared"|"max"|null,
+//! "holders": [..], "waiters": [..], "hidden": bool, "obstruction": string|null}`,
+//! where `obstructed` is a lock nobody holds whose queue a foreign record
+//! lock obstructs, and `obstruction` says what it is and who holds it (set
+//! whether or not the lock is held); each holder and
 //! waiter is `{"pid", "user", "command", "since"}`: `user` and `command` are
 //! null when this user may not see them, `command` is the list of arguments
 //! (unescaped), and `since` is the RFC 3339 UTC time the lock was taken (for
@@ -77,6 +80,7 @@ fn lock_json(lock: &LockStatus) -> Value {
         "holders": lock.holders.holders.iter().map(process_json).collect::<Vec<_>>(),
         "waiters": lock.holders.waiters.iter().map(process_json).collect::<Vec<_>>(),
         "hidden": lock.holders.any_hidden(),
+        "obstruction": lock.obstruction,
     });
     if let Found::Skipped(what) = &lock.found {
         doc["skipped"] = what.as_str().into();
@@ -84,12 +88,14 @@ fn lock_json(lock: &LockStatus) -> Value {
     doc
 }
 
-/// `free`, `held`, or `skipped` for an entry that is not a lock.
+/// `free`, `held`, `obstructed` (free, but a foreign lock obstructs its
+/// queue), or `skipped` for an entry that is not a lock.
 fn state(lock: &LockStatus) -> &'static str {
-    match (&lock.found, lock.holders.is_empty()) {
-        (Found::Skipped(_), _) => "skipped",
-        (_, true) => "free",
-        (_, false) => "held",
+    match (&lock.found, lock.holders.is_empty(), &lock.obstruction) {
+        (Found::Skipped(_), _, _) => "skipped",
+        (_, false, _) => "held",
+        (_, true, Some(_)) => "obstructed",
+        (_, true, None) => "free",
     }
 }
 
@@ -235,6 +241,23 @@ pub fn table(locks: &[LockStatus], out: &mut impl Write) -> std::io::Result<()> 
 }
 
 fn rows_of(lock: &LockStatus) -> Vec<Row> {
+    let mut rows = process_rows(lock);
+    if let Some(what) = &lock.obstruction {
+        // A foreign lock on the queue: requests are served unordered.
+        if lock.holders.is_empty() && lock.holders.waiters.is_empty() {
+            rows.clear();
+        }
+        rows.push(Row {
+            name: withlock::escape::text(&lock.name),
+            state: "obstructed",
+            command: format!("(its queue, by {})", withlock::escape::text(what)),
+            ..Row::default()
+        });
+    }
+    rows
+}
+
+fn process_rows(lock: &LockStatus) -> Vec<Row> {
     let name = withlock::escape::text(&lock.name);
     if lock.holders.is_empty() && lock.holders.waiters.is_empty() {
         let path = withlock::escape::text(&lock.path.to_string_lossy());

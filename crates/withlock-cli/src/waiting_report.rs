@@ -137,6 +137,9 @@ fn terminal_width() -> Option<usize> {
 struct Look {
     label: String,
     holders: Option<Holders>,
+    /// A stopped request ahead in the queue, which holds it up until it
+    /// is passed over.
+    stopped: Option<String>,
 }
 
 impl Look {
@@ -147,6 +150,11 @@ impl Look {
     }
 
     fn of(label: &str, holders: Option<Holders>) -> Option<Look> {
+        let me = std::process::id() as i32;
+        let stopped = holders
+            .as_ref()
+            .and_then(|h| h.stopped_waiter_ahead_of(me))
+            .map(ToString::to_string);
         let holders = holders.filter(|h| !h.is_empty());
         if holders
             .as_ref()
@@ -157,6 +165,7 @@ impl Look {
         Some(Look {
             label: withlock::escape::text(label),
             holders,
+            stopped,
         })
     }
 
@@ -182,6 +191,12 @@ impl Look {
                 line = line.fixed(": ".into()).cuttable(command, Cut::First);
             }
             line = line.fixed(text.tail);
+        }
+        if let Some(waiter) = &self.stopped {
+            let join = if self.holders.is_some() { "; " } else { ": " };
+            line = line
+                .fixed(format!("{join}ahead in its queue, stopped: "))
+                .cuttable(waiter.clone(), Cut::First);
         }
         line
     }

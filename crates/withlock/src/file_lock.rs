@@ -24,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use nix::errno::Errno;
 use nix::fcntl::AtFlags;
-use nix::sys::stat::{fstat, fstatat};
+use nix::sys::stat::{FileStat, fstat, fstatat};
 
 use crate::error::{Error, Result};
 use crate::flock_wait::{self, Outcome};
@@ -33,17 +33,35 @@ use crate::lock::{Lock, WaitHooks};
 use crate::lock_dir::{self, LockDir};
 use crate::lock_file::{self, MAX_ATTEMPTS};
 use crate::name::LockName;
+use crate::obstruction::{self, Foreign};
 use crate::place_stamp;
-use crate::queue::{self, Kind, Ticket};
+use crate::proc_locks::{self, FileId};
+use crate::queue::{self, Drawn, GateHolder, Kind, Ticket};
 use crate::request::{Mode, Wait};
 use crate::since_stamp;
 
 /// How often a busy lock whose holder cannot be seen is tried again.
 const UNSEEN_HOLDER_RETRIES: u32 = 3;
 
-/// How long a request that may not wait waits for the queue's gate, which
-/// is held only while a ticket is drawn; longer means the lock is busy.
-const GATE_NO_WAIT: Duration = Duration::from_secs(1);
+/// How a request came out of the queue's gate.
+enum Entered {
+    /// With a ticket.
+    Queued(Ticket),
+    /// Without one: a foreign lock obstructs the queue; the flock is taken
+    /// unordered.
+    Unordered(Foreign),
+    /// Not at all: the deadline passed or the caller stopped the wait.
+    Stopped(Outcome),
+}
+
+/// How a wait in the queue ended.
+enum Turn {
+    /// Its turn: take the flock. `passed_over` when a stalled request
+    /// ahead was passed over.
+    Go { passed_over: bool },
+    /// Given up.
+    Stop(Outcome),
+}
 
 /// A lock on a file: `<dir>/<name>.lock` for a lock name, or any path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,7 +176,7 @@ impl FileLock {
         wait: Wait,
         start: Instant,
         hooks: &mut dyn WaitHooks,
-    ) -> Result<(Outcome, Option<Ticket>)> {
+    ) -> Result<(Outcome, Option<Ticket>, Mode)> {
         let io = |e: std::io::Error| Error::io(format!("lock {}", self.path().display()), e);
         let (may_wait, deadline) = match wait {
             Wait::For(limit) if !limit.is_zero() => (true, Some(start + limit)),
@@ -179,10 +197,18 @@ impl FileLock {
             stamp: None,
             told: false,
         };
+        let mut mode = self.mode;
         let ticket = if queue::usable(fd) {
-            match self.enqueue(&mut waiting, may_wait, refused).map_err(io)? {
-                Ok(ticket) => Some(ticket),
-                Err(outcome) => return Ok((outcome, None)),
+            match self.enqueue(&mut waiting, may_wait).map_err(io)? {
+                Entered::Queued(ticket) => Some(ticket),
+                Entered::Unordered(foreign) => {
+                    self.tell_obstructed(fd, &foreign, waiting.hooks);
+                    mode = self.unordered_mode();
+                    waiting.exclusive = mode == Mode::Exclusive;
+                    None
+                }
+                Entered::Stopped(Outcome::Busy) => return Ok((refused, None, mode)),
+                Entered::Stopped(outcome) => return Ok((outcome, None, mode)),
             }
         } else {
             None
@@ -191,73 +217,235 @@ impl FileLock {
             if let Some(ticket) = ticket {
                 queue::leave(fd, ticket);
             }
-            Ok((outcome, None))
+            Ok((outcome, None, self.mode))
         };
         if let Some(ticket) = ticket {
-            loop {
-                let at = queue::blockers(fd, ticket).map_err(io)?;
-                if at.is_empty() {
-                    break;
-                }
-                if !may_wait {
-                    return leave(refused);
-                }
-                let outcome = waiting
-                    .block(&mut || queue::wait_for_any(fd, &at))
-                    .map_err(io)?;
-                if outcome != Outcome::Locked {
-                    return leave(outcome);
-                }
+            match self.wait_turn(&mut waiting, ticket, may_wait).map_err(io)? {
+                Turn::Go { passed_over: false } => {}
+                Turn::Go { passed_over: true } => mode = self.unordered_mode(),
+                Turn::Stop(Outcome::Busy) => return leave(refused),
+                Turn::Stop(outcome) => return leave(outcome),
             }
         }
-        let mode = self.mode;
         let outcome = match flock_wait::try_lock(fd, mode).map_err(io)? {
             Outcome::Busy if may_wait => waiting
-                .block(&mut || flock_wait::flock_once(fd, mode))
+                .block(None, &mut || flock_wait::flock_once(fd, mode))
                 .map_err(io)?,
             Outcome::Busy => refused,
             outcome => outcome,
         };
         if outcome == Outcome::Locked {
-            Ok((outcome, ticket))
+            Ok((outcome, ticket, mode))
         } else {
             leave(outcome)
         }
     }
 
+    /// The flock mode of a request that is not counted in the queue's
+    /// order: a semaphore's then takes it exclusively, since the others
+    /// count only requests in the queue, so the limit still holds.
+    fn unordered_mode(&self) -> Mode {
+        if self.max.is_some() {
+            Mode::Exclusive
+        } else {
+            self.mode
+        }
+    }
+
     /// Draws a ticket under the gate; a request that will have to wait
     /// stamps itself there too, so waiting stamps rise in ticket order.
-    fn enqueue(
-        &self,
-        waiting: &mut Waiting<'_, '_>,
-        may_wait: bool,
-        refused: Outcome,
-    ) -> std::io::Result<std::result::Result<Ticket, Outcome>> {
+    fn enqueue(&self, waiting: &mut Waiting<'_, '_>, may_wait: bool) -> std::io::Result<Entered> {
         let fd = waiting.fd;
-        if !queue::try_gate(fd)? {
-            let deadline = if may_wait {
-                waiting.deadline
-            } else {
-                Some(Instant::now() + GATE_NO_WAIT)
-            };
-            let hooks = &mut *waiting.hooks;
-            let outcome = flock_wait::block(deadline, &mut || hooks.interrupted(), &mut || {
-                queue::wait_gate(fd)
-            })?;
-            match outcome {
-                Outcome::Locked => {}
-                Outcome::TimedOut if !may_wait => return Ok(Err(refused)),
-                outcome => return Ok(Err(outcome)),
-            }
+        if let Some(instead) = self.enter_gate(waiting, may_wait)? {
+            return Ok(instead);
         }
         let drawn = queue::take_ticket(fd, self.queue_kind());
-        if let Ok(ticket) = drawn {
-            if may_wait && queue::blockers(fd, ticket).is_ok_and(|b| !b.is_empty()) {
+        if let Ok(Drawn::Ticket(ticket)) = drawn {
+            if may_wait && queue::blockers(fd, ticket, &[]).is_ok_and(|b| !b.is_empty()) {
                 waiting.stamp();
             }
         }
         queue::open_gate(fd);
-        drawn.map(Ok)
+        Ok(match drawn? {
+            Drawn::Ticket(ticket) => Entered::Queued(ticket),
+            Drawn::Obstructed(foreign) => Entered::Unordered(foreign),
+        })
+    }
+
+    /// Takes the queue's gate: `None` once it is ours, else what the
+    /// request does instead. Another request holds the gate for
+    /// microseconds, so it is waited for at most [`queue::GATE_BOUND`];
+    /// any other lock on it is foreign and not waited for at all.
+    fn enter_gate(
+        &self,
+        waiting: &mut Waiting<'_, '_>,
+        may_wait: bool,
+    ) -> std::io::Result<Option<Entered>> {
+        let fd = waiting.fd;
+        let stuck = Foreign {
+            start: queue::GATE,
+            end: Some(queue::GATE),
+            write: true,
+            pid: None,
+        };
+        for _ in 0..MAX_ATTEMPTS {
+            if queue::try_gate(fd)? {
+                return Ok(None);
+            }
+            match queue::gate_holder(fd)? {
+                GateHolder::Nobody => continue,
+                GateHolder::Foreign(foreign) => return Ok(Some(Entered::Unordered(foreign))),
+                GateHolder::Participant => {}
+            }
+            let bound = Instant::now() + queue::GATE_BOUND;
+            let limit = match waiting.deadline {
+                Some(deadline) if may_wait => deadline.min(bound),
+                _ => bound,
+            };
+            let hooks = &mut *waiting.hooks;
+            match flock_wait::block(Some(limit), &mut || hooks.interrupted(), &mut || {
+                queue::wait_gate(fd)
+            })? {
+                Outcome::Locked => return Ok(None),
+                Outcome::TimedOut if waiting.past_deadline() => {
+                    return Ok(Some(Entered::Stopped(Outcome::TimedOut)));
+                }
+                Outcome::TimedOut => {
+                    return Ok(Some(Entered::Unordered(match queue::gate_holder(fd)? {
+                        GateHolder::Foreign(foreign) => foreign,
+                        _ => stuck,
+                    })));
+                }
+                outcome => return Ok(Some(Entered::Stopped(outcome))),
+            }
+        }
+        Ok(Some(Entered::Unordered(stuck)))
+    }
+
+    /// Waits in the queue until the requests ahead that matter are gone.
+    ///
+    /// Mostly it sleeps in the kernel on the bytes of those requests, and
+    /// on the ticket just ahead of the first of them, so as to wake when
+    /// that one reaches the head of the queue. From then on it also checks
+    /// after [`queue::STALL_BOUND`]: if the head still holds its ticket
+    /// while nobody holds the flock, the head is stopped or frozen (or its
+    /// ticket is a foreign lock) and is passed over. The check goes on
+    /// only while nobody holds the lock, or a waiter ahead is stopped.
+    fn wait_turn(
+        &self,
+        waiting: &mut Waiting<'_, '_>,
+        ticket: Ticket,
+        may_wait: bool,
+    ) -> std::io::Result<Turn> {
+        let fd = waiting.fd;
+        let mut passed = Vec::new();
+        let mut check = true;
+        loop {
+            let at = queue::blockers(fd, ticket, &passed)?;
+            if at.is_empty() {
+                return Ok(Turn::Go {
+                    passed_over: !passed.is_empty(),
+                });
+            }
+            if !may_wait {
+                return Ok(Turn::Stop(Outcome::Busy));
+            }
+            let head = queue::head(fd, ticket, &passed)?
+                .filter(|head| at.iter().any(|&byte| queue::number_of(byte) == *head));
+            let outcome = match head {
+                None => {
+                    let mut watch = at.clone();
+                    if let Some(first) = at.iter().map(|&byte| queue::number_of(byte)).min() {
+                        if let Some(ahead) = queue::just_ahead_of(fd, first, &passed)? {
+                            watch.push(queue::TICKET_BASE + ahead);
+                        }
+                    }
+                    waiting.block(None, &mut || queue::wait_for_any(fd, &watch))?
+                }
+                Some(_) if !check => waiting.block(None, &mut || queue::wait_for_any(fd, &at))?,
+                Some(head) => {
+                    let soon = Instant::now() + queue::STALL_BOUND;
+                    match waiting.block(Some(soon), &mut || queue::wait_for_any(fd, &at))? {
+                        Outcome::TimedOut if !waiting.past_deadline() => {
+                            // It may have left just as the timer fired.
+                            if queue::head(fd, ticket, &passed)? != Some(head) {
+                                continue;
+                            }
+                            let state = fstat(fd)
+                                .map(|st| Holders::of_file(&st))
+                                .unwrap_or_default();
+                            let me = std::process::id() as i32;
+                            if state.holders.is_empty() {
+                                self.tell_passed_over(&state, head, waiting.hooks);
+                                passed.push(head);
+                            } else {
+                                check = state.stopped_waiter_ahead_of(me).is_some();
+                            }
+                            continue;
+                        }
+                        outcome => outcome,
+                    }
+                }
+            };
+            if outcome != Outcome::Locked {
+                return Ok(Turn::Stop(outcome));
+            }
+            check = true;
+        }
+    }
+
+    /// Says that the queue is obstructed and by whom, unless the caller
+    /// shows no holders.
+    fn tell_obstructed(&self, fd: BorrowedFd<'_>, foreign: &Foreign, hooks: &mut dyn WaitHooks) {
+        if !hooks.name_holders() {
+            return;
+        }
+        let what = match fstat(fd) {
+            Ok(st) => foreign.describe(&st),
+            Err(_) => "a record lock outside its protocol".to_owned(),
+        };
+        hooks.notice(&format!(
+            "the queue of {} is obstructed by {what}; taking the lock without it, \
+             in no particular order, as flock(1) does",
+            self.label
+        ));
+    }
+
+    /// Says which request at the head of the queue was passed over.
+    fn tell_passed_over(&self, state: &Holders, head: u64, hooks: &mut dyn WaitHooks) {
+        if !hooks.name_holders() {
+            return;
+        }
+        let me = std::process::id() as i32;
+        let ahead = state
+            .stopped_waiter_ahead_of(me)
+            .or_else(|| state.waiters.first().filter(|w| w.pid != me));
+        let who = match ahead {
+            Some(waiter) if waiter.is_stopped() => format!("{waiter} (stopped)"),
+            Some(waiter) => waiter.to_string(),
+            None => format!("queue ticket {head}, whose owner cannot be seen"),
+        };
+        hooks.notice(&format!(
+            "passing over {who}: its turn for {} came, but it left the lock free for {} \
+             without taking it",
+            self.label,
+            crate::human_duration(queue::STALL_BOUND)
+        ));
+    }
+
+    /// Who holds and waits for the lock, and what obstructs its queue
+    /// (see [`crate::obstruction`]), from one read of `/proc/locks`.
+    pub(crate) fn status(&self) -> Result<(Holders, Option<String>)> {
+        let dir = LockDir::open(&self.dir)?;
+        match fstatat(
+            dir.fd(),
+            self.file_name.as_str(),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        ) {
+            Ok(st) => Ok(file_status(&st)),
+            Err(Errno::ENOENT) => Ok((Holders::default(), None)),
+            Err(e) => Err(Error::io(format!("stat {}", self.path().display()), e)),
+        }
     }
 
     fn conflict(&self, outcome: Outcome, fd: &OwnedFd, start: Instant, name: bool) -> Error {
@@ -291,9 +479,9 @@ impl Lock for FileLock {
             // mark goes when `fd` is closed, whatever the outcome.
             let marked = self.max.is_some() && place_stamp::set(fd.as_fd());
             match self.attempt(fd.as_fd(), wait, start, hooks)? {
-                (Outcome::Locked, ticket) => {
+                (Outcome::Locked, ticket, mode) => {
                     if still_at_path(&dir, &self.file_name, &fd)? {
-                        let mut guard = FileGuard::new(fd, self.path(), self.mode);
+                        let mut guard = FileGuard::new(fd, self.path(), mode);
                         guard.ticket = ticket;
                         guard.place_stamp = marked;
                         return Ok(guard);
@@ -304,7 +492,7 @@ impl Lock for FileLock {
                         queue::leave(fd.as_fd(), ticket);
                     }
                 }
-                (outcome, _) => {
+                (outcome, _, _) => {
                     let name = hooks.name_holders();
                     let error = self.conflict(outcome, &fd, start, name);
                     // The holder may have let go between our attempt and the
@@ -330,16 +518,7 @@ impl Lock for FileLock {
     }
 
     fn holders(&self) -> Result<Holders> {
-        let dir = LockDir::open(&self.dir)?;
-        match fstatat(
-            dir.fd(),
-            self.file_name.as_str(),
-            AtFlags::AT_SYMLINK_NOFOLLOW,
-        ) {
-            Ok(st) => Ok(Holders::of_file(&st)),
-            Err(Errno::ENOENT) => Ok(Holders::default()),
-            Err(e) => Err(Error::io(format!("stat {}", self.path().display()), e)),
-        }
+        Ok(self.status()?.0)
     }
 
     fn describe(&self) -> String {
@@ -367,16 +546,29 @@ impl Waiting<'_, '_> {
         }
     }
 
-    /// Blocks in `call` until it succeeds, the deadline passes or the hooks
-    /// ask to stop.
-    fn block(&mut self, call: &mut dyn FnMut() -> std::io::Result<()>) -> std::io::Result<Outcome> {
+    /// Blocks in `call` until it succeeds, the deadline (or `sooner`)
+    /// passes or the hooks ask to stop.
+    fn block(
+        &mut self,
+        sooner: Option<Instant>,
+        call: &mut dyn FnMut() -> std::io::Result<()>,
+    ) -> std::io::Result<Outcome> {
         self.stamp();
         if !self.told {
             self.told = true;
             self.hooks.waiting();
         }
+        let limit = match (self.deadline, sooner) {
+            (Some(deadline), Some(sooner)) => Some(deadline.min(sooner)),
+            (deadline, sooner) => deadline.or(sooner),
+        };
         let hooks = &mut *self.hooks;
-        flock_wait::block(self.deadline, &mut || hooks.interrupted(), call)
+        flock_wait::block(limit, &mut || hooks.interrupted(), call)
+    }
+
+    /// True once the request's own deadline has passed.
+    fn past_deadline(&self) -> bool {
+        self.deadline.is_some_and(|d| Instant::now() >= d)
     }
 }
 
@@ -386,6 +578,18 @@ impl Drop for Waiting<'_, '_> {
             since_stamp::remove(self.fd, offset);
         }
     }
+}
+
+/// Who holds and waits for the file with status `st`, and what obstructs
+/// its queue, from one read of `/proc/locks`.
+fn file_status(st: &FileStat) -> (Holders, Option<String>) {
+    let Ok(all) = proc_locks::read() else {
+        return (Holders::default(), None);
+    };
+    let file = FileId::of(st);
+    let entries = proc_locks::on_file(&all, file);
+    let obstruction = obstruction::find(&entries, file).map(|foreign| foreign.describe(st));
+    (Holders::of_entries(&entries), obstruction)
 }
 
 /// True when `<dir>/<file_name>` is still the file open as `fd`.

@@ -135,6 +135,19 @@ impl Holder {
         self.running && (self.uid.is_none() || self.command.is_none())
     }
 
+    /// True when the process is stopped (Ctrl-Z, `SIGSTOP`) or stopped by a
+    /// tracer: a waiter that cannot take the lock when its turn comes.
+    pub fn is_stopped(&self) -> bool {
+        if self.host.is_some() {
+            return false;
+        }
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap_or_default();
+        let state = stat
+            .rfind(')')
+            .and_then(|end| stat[end + 1..].split_whitespace().next());
+        matches!(state, Some("T" | "t"))
+    }
+
     /// How long it has held the lock, when that is known.
     pub fn held_for(&self) -> Option<Duration> {
         self.since
@@ -283,7 +296,12 @@ impl Holders {
         let Ok(entries) = proc_locks::read() else {
             return Holders::default();
         };
-        let entries = proc_locks::on_file(&entries, FileId::of(file));
+        Holders::of_entries(&proc_locks::on_file(&entries, FileId::of(file)))
+    }
+
+    /// The holders and waiters among `entries`, the `/proc/locks` entries
+    /// of one file.
+    pub(crate) fn of_entries(entries: &[Entry]) -> Holders {
         // /proc/locks comes a page per read(2), and the list may change
         // between pages, so an entry can be seen twice: count each pid once.
         let flocks = |blocked: bool| {
@@ -355,6 +373,16 @@ impl Holders {
             holders,
             waiters,
         }
+    }
+
+    /// The first waiter listed before `pid` (before everyone, when `pid`
+    /// is not among them) whose process is stopped: the request ahead that
+    /// may hold up the queue.
+    pub fn stopped_waiter_ahead_of(&self, pid: i32) -> Option<&Holder> {
+        self.waiters
+            .iter()
+            .take_while(|w| w.pid != pid)
+            .find(|w| w.is_stopped())
     }
 
     /// True when nobody holds the lock, as far as can be seen.

@@ -8,6 +8,8 @@
 //! listed as skipped, with why, rather than left out or called free; so is
 //! a named lock whose path holds such a thing. A named lock with nothing at
 //! its path is free and [`Found::Nothing`]: never used, or its file removed.
+//! A foreign record lock on a lock file's queue is reported beside the
+//! holders ([`crate::obstruction`]).
 
 use std::fs::FileType;
 use std::os::unix::fs::FileTypeExt;
@@ -36,6 +38,10 @@ pub struct LockStatus {
     pub found: Found,
     /// Its holders and waiters.
     pub holders: Holders,
+    /// What obstructs the lock's queue, so that requests are served
+    /// unordered, and who holds it: a foreign record lock on a lock file's
+    /// queue (see the README); `None` for anything else.
+    pub obstruction: Option<String>,
 }
 
 /// What a listing found at a lock's path.
@@ -86,12 +92,14 @@ fn file_status(name: &str, dir: &Path) -> Result<LockStatus> {
         }
         _ => Found::File,
     };
+    let (holders, obstruction) = lock.status()?;
     Ok(LockStatus {
         name: lock.label().to_owned(),
-        holders: lock.holders()?,
+        holders,
         path,
         server: None,
         found,
+        obstruction,
     })
 }
 
@@ -102,6 +110,7 @@ fn skipped(name: String, path: PathBuf, what: String) -> LockStatus {
         server: None,
         found: Found::Skipped(what),
         holders: Holders::default(),
+        obstruction: None,
     }
 }
 
@@ -125,6 +134,7 @@ fn socket_status(name: &str, address: SocketAddress) -> Result<LockStatus> {
         server: None,
         found,
         holders: lock.holders()?,
+        obstruction: None,
     })
 }
 

@@ -39,6 +39,7 @@ pub mod lock_dir;
 mod lock_file;
 mod lock_set;
 mod name;
+mod obstruction;
 mod ownership;
 #[cfg(feature = "postgres")]
 pub mod pg;

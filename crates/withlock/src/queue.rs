@@ -44,6 +44,24 @@
 //! last descriptor, and a running command that inherited the descriptor
 //! keeps the ticket, like the flock, if withlock itself is killed.
 //!
+//! The bytes are plain record locks, so anyone who can open the file can
+//! lock them too; a descriptor open only for reading can take read locks.
+//! Participants never hold a read lock on the gate, nor a read lock on a
+//! ticket or marker byte for longer than it takes to wake up, and never a
+//! lock of more than one byte. So a request that finds the gate held by a
+//! read lock (or by a write lock for longer than [`GATE_BOUND`]), or whose
+//! ticket or marker byte is taken, has met a foreign lock
+//! ([`crate::obstruction`]): it does not wait for it or fail, it leaves the
+//! queue and takes the flock unordered, as flock(1) does.
+//!
+//! A request whose turn comes but that never takes the lock (a stopped or
+//! frozen waiter, a ticket byte locked by someone else) must not hold up
+//! the ones behind it. The request right behind the head of the queue
+//! therefore waits for it with a timer: if after [`STALL_BOUND`] the head's
+//! ticket is still there and nobody holds the flock, it passes the head
+//! over (see `FileLock`). The timer runs only while the request waited for
+//! is at the head; while a holder runs, waiters sleep in the kernel.
+//!
 //! A write lock needs a descriptor open for writing. A lock file this user
 //! cannot open read-write (a 0644 file made by flock(1) as another user) is
 //! locked with plain flock, unordered; so are all requests of peers that do
@@ -61,6 +79,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::flock_wait::{install_noop_handler, timer_signal};
+use crate::obstruction::Foreign;
 
 /// The gate's byte.
 pub(crate) const GATE: u64 = 0;
@@ -73,6 +92,17 @@ const SPAN: u64 = 1 << 40;
 /// The place marker of ticket t (a request for one of N places) is the
 /// byte at `PLACE_MARK_BASE + t`, just past the exclusive markers.
 pub(crate) const PLACE_MARK_BASE: u64 = MARK_BASE + SPAN;
+/// The last byte the queue uses.
+pub(crate) const LAST: u64 = PLACE_MARK_BASE + SPAN - 1;
+
+/// How long a request waits for the gate when another request holds it
+/// with a write lock: drawing a ticket takes microseconds, so a gate held
+/// longer is stuck (its holder stopped or frozen, or a foreign lock).
+pub(crate) const GATE_BOUND: Duration = Duration::from_secs(1);
+
+/// How long the head of the queue may leave a free lock untaken before
+/// the request behind it passes it over.
+pub(crate) const STALL_BOUND: Duration = Duration::from_secs(1);
 
 /// What a queued request waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,28 +195,84 @@ pub(crate) fn wait_gate(fd: BorrowedFd<'_>) -> io::Result<()> {
     ofd(fd, libc::F_OFD_SETLKW, libc::F_WRLCK, GATE, 1).map(drop)
 }
 
+/// Who keeps the gate closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GateHolder {
+    /// Nobody any more.
+    Nobody,
+    /// A write lock on byte 0 alone: a request drawing its ticket.
+    Participant,
+    /// Anything else: a read lock, a wider lock, a process's POSIX lock.
+    Foreign(Foreign),
+}
+
+/// Looks at what holds the gate, without waiting.
+pub(crate) fn gate_holder(fd: BorrowedFd<'_>) -> io::Result<GateHolder> {
+    let found = ofd(fd, libc::F_OFD_GETLK, libc::F_WRLCK, GATE, 1)?;
+    if found.l_type == libc::F_UNLCK as libc::c_short {
+        return Ok(GateHolder::Nobody);
+    }
+    let foreign = Foreign::from_record(&found);
+    let participant = foreign.write && foreign.pid.is_none() && foreign.start == GATE;
+    Ok(if participant && foreign.end == Some(GATE) {
+        GateHolder::Participant
+    } else {
+        GateHolder::Foreign(foreign)
+    })
+}
+
+/// What a foreign lock on `byte` looks like, for a message; a lock that
+/// is gone by now is described as a read lock on that byte alone.
+fn foreign_at(fd: BorrowedFd<'_>, byte: u64) -> Foreign {
+    match ofd(fd, libc::F_OFD_GETLK, libc::F_WRLCK, byte, 1) {
+        Ok(found) if found.l_type != libc::F_UNLCK as libc::c_short => Foreign::from_record(&found),
+        _ => Foreign {
+            start: byte,
+            end: Some(byte),
+            write: false,
+            pid: None,
+        },
+    }
+}
+
+/// The outcome of drawing a ticket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Drawn {
+    /// A place in the queue.
+    Ticket(Ticket),
+    /// The byte of the next ticket or its marker is locked by someone
+    /// outside the protocol (or the queue is full of such locks).
+    Obstructed(Foreign),
+}
+
 /// Releases the gate.
 pub(crate) fn open_gate(fd: BorrowedFd<'_>) {
     let _ = ofd(fd, libc::F_OFD_SETLK, libc::F_UNLCK, GATE, 1);
 }
 
 /// Draws the next ticket; the caller holds the gate.
-pub(crate) fn take_ticket(fd: BorrowedFd<'_>, kind: Kind) -> io::Result<Ticket> {
+pub(crate) fn take_ticket(fd: BorrowedFd<'_>, kind: Kind) -> io::Result<Drawn> {
     let number = highest(fd, TICKET_BASE, 1, SPAN - 1)?.map_or(1, |t| t + 1);
     if number >= SPAN {
-        return Err(io::Error::other("the lock's queue is full"));
+        // Only a foreign write lock reaches the top of the range.
+        return Ok(Drawn::Obstructed(foreign_at(fd, TICKET_BASE + SPAN - 1)));
     }
-    ofd(
-        fd,
-        libc::F_OFD_SETLK,
-        libc::F_WRLCK,
-        TICKET_BASE + number,
-        1,
-    )?;
+    let take = |byte: u64| match ofd(fd, libc::F_OFD_SETLK, libc::F_WRLCK, byte, 1) {
+        Ok(_) => Ok(None),
+        Err(e) if is_busy(&e) => Ok(Some(foreign_at(fd, byte))),
+        Err(e) => Err(e),
+    };
+    if let Some(foreign) = take(TICKET_BASE + number)? {
+        return Ok(Drawn::Obstructed(foreign));
+    }
+    let ticket = Ticket { number, kind };
     if let Some(marker) = marker(kind) {
-        ofd(fd, libc::F_OFD_SETLK, libc::F_WRLCK, marker + number, 1)?;
+        if let Some(foreign) = take(marker + number)? {
+            leave(fd, ticket);
+            return Ok(Drawn::Obstructed(foreign));
+        }
     }
-    Ok(Ticket { number, kind })
+    Ok(Drawn::Ticket(ticket))
 }
 
 /// The marker range a request of `kind` holds a byte of beside its ticket.
@@ -222,28 +308,33 @@ pub(crate) fn leave(fd: BorrowedFd<'_>, ticket: Ticket) {
 /// none when it may go ahead. An exclusive or shared request waits on one
 /// predecessor; a request for one of N places, while N or more requests
 /// ahead of it hold their tickets, on the N oldest of them (the ones
-/// running), since whichever of them ends first frees a place.
-pub(crate) fn blockers(fd: BorrowedFd<'_>, ticket: Ticket) -> io::Result<Vec<u64>> {
+/// running), since whichever of them ends first frees a place. Tickets in
+/// `passed` (stalled heads the request passed over) do not count.
+pub(crate) fn blockers(fd: BorrowedFd<'_>, ticket: Ticket, passed: &[u64]) -> io::Result<Vec<u64>> {
     let below = ticket.number - 1;
     if below == 0 {
         return Ok(Vec::new());
     }
     let one = |found: Option<u64>, base: u64| found.map(|t| base + t).into_iter().collect();
     Ok(match ticket.kind {
-        Kind::Exclusive => one(highest(fd, TICKET_BASE, 1, below)?, TICKET_BASE),
-        Kind::Shared => match highest(fd, MARK_BASE, 1, below)? {
+        Kind::Exclusive => one(highest_but(fd, TICKET_BASE, below, passed)?, TICKET_BASE),
+        Kind::Shared => match highest_but(fd, MARK_BASE, below, passed)? {
             Some(mark) => vec![MARK_BASE + mark],
-            None => one(highest(fd, PLACE_MARK_BASE, 1, below)?, PLACE_MARK_BASE),
+            None => one(
+                highest_but(fd, PLACE_MARK_BASE, below, passed)?,
+                PLACE_MARK_BASE,
+            ),
         },
         Kind::AtMost(n) => {
             // Like a shared request it never passes an exclusive one.
-            if let Some(mark) = highest(fd, MARK_BASE, 1, below)? {
+            if let Some(mark) = highest_but(fd, MARK_BASE, below, passed)? {
                 return Ok(vec![MARK_BASE + mark]);
             }
             let mut oldest = Vec::new();
             let mut from = 1;
             while oldest.len() < n as usize {
                 match lowest(fd, TICKET_BASE, from, below)? {
+                    Some(t) if passed.contains(&t) => from = t + 1,
                     Some(t) => {
                         oldest.push(TICKET_BASE + t);
                         from = t + 1;
@@ -256,10 +347,59 @@ pub(crate) fn blockers(fd: BorrowedFd<'_>, ticket: Ticket) -> io::Result<Vec<u64
     })
 }
 
+/// The ticket number a byte of [`blockers`] belongs to.
+pub(crate) fn number_of(byte: u64) -> u64 {
+    if byte >= PLACE_MARK_BASE {
+        byte - PLACE_MARK_BASE
+    } else if byte >= MARK_BASE {
+        byte - MARK_BASE
+    } else {
+        byte - TICKET_BASE
+    }
+}
+
+/// The head of the queue ahead of `ticket`: the oldest ticket still held,
+/// but for those in `passed`.
+pub(crate) fn head(fd: BorrowedFd<'_>, ticket: Ticket, passed: &[u64]) -> io::Result<Option<u64>> {
+    let mut from = 1;
+    while let Some(t) = lowest(fd, TICKET_BASE, from, ticket.number - 1)? {
+        if !passed.contains(&t) {
+            return Ok(Some(t));
+        }
+        from = t + 1;
+    }
+    Ok(None)
+}
+
+/// The ticket held right before ticket `number`, but for those in `passed`.
+pub(crate) fn just_ahead_of(
+    fd: BorrowedFd<'_>,
+    number: u64,
+    passed: &[u64],
+) -> io::Result<Option<u64>> {
+    highest_but(fd, TICKET_BASE, number.saturating_sub(1), passed)
+}
+
+/// The highest index held in `base + [1, hi]` that is not in `passed`.
+fn highest_but(
+    fd: BorrowedFd<'_>,
+    base: u64,
+    mut hi: u64,
+    passed: &[u64],
+) -> io::Result<Option<u64>> {
+    while let Some(found) = highest(fd, base, 1, hi)? {
+        if !passed.contains(&found) {
+            return Ok(Some(found));
+        }
+        hi = found - 1;
+    }
+    Ok(None)
+}
+
 /// The first of [`blockers`], for tests that look at one predecessor.
 #[cfg(test)]
 fn blocker(fd: BorrowedFd<'_>, ticket: Ticket) -> io::Result<Option<u64>> {
-    Ok(blockers(fd, ticket)?.first().copied())
+    Ok(blockers(fd, ticket, &[])?.first().copied())
 }
 
 /// Blocks until the predecessor's byte `at` is released (`EINTR` when a
@@ -445,7 +585,9 @@ mod tests {
 
     fn enqueue(file: &File, kind: Kind) -> Ticket {
         assert!(try_gate(file.as_fd()).unwrap());
-        let ticket = take_ticket(file.as_fd(), kind).unwrap();
+        let Drawn::Ticket(ticket) = take_ticket(file.as_fd(), kind).unwrap() else {
+            panic!("obstructed");
+        };
         open_gate(file.as_fd());
         ticket
     }
@@ -579,12 +721,12 @@ mod tests {
         let older = enqueue(&f[0], Kind::AtMost(2));
         let younger = enqueue(&f[1], Kind::AtMost(2));
         let next = enqueue(&f[2], Kind::AtMost(2));
-        let at = blockers(f[2].as_fd(), next).unwrap();
+        let at = blockers(f[2].as_fd(), next, &[]).unwrap();
         assert_eq!(at, [TICKET_BASE + 1, TICKET_BASE + 2]);
         let waiter_file = f.pop().unwrap();
         let waiter = std::thread::spawn(move || {
             wait_for_any(waiter_file.as_fd(), &at).unwrap();
-            blockers(waiter_file.as_fd(), next).unwrap()
+            blockers(waiter_file.as_fd(), next, &[]).unwrap()
         });
         leave(f[1].as_fd(), younger);
         assert!(waiter.join().unwrap().is_empty(), "one place is free");

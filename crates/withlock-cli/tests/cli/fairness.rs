@@ -1,10 +1,12 @@
 //! Arrival order: waiters are served first come, first served, shared and
 //! exclusive alike; an exclusive waiter is not starved by shared holders; a
-//! killed waiter does not stall the queue; `--max N` never lets N+1 in.
+//! killed or stopped waiter does not stall the queue; `--max N` never lets
+//! N+1 in.
 //! Every step waits for a real event (a process blocked in the kernel, a
 //! file written), never for time to pass.
 
 use std::fs;
+use std::io::BufRead;
 use std::path::Path;
 use std::process::{Child, Command};
 
@@ -294,4 +296,104 @@ fn max_is_refused_for_socket_locks_and_beside_shared() {
         .args(["--max", "0", "x", "--", "true"])
         .assert()
         .code(64);
+}
+
+/// True when `pid` is stopped (state T in /proc/PID/stat).
+fn is_stopped(pid: i32) -> bool {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rfind(')')
+        .and_then(|end| stat[end + 1..].split_whitespace().next())
+        == Some("T")
+}
+
+/// A waiter stopped as Ctrl-Z would stop it; resumed when dropped, so a
+/// failed test leaves no stopped process behind holding its pipes.
+struct Stopped {
+    child: Option<Child>,
+    pid: i32,
+}
+
+impl Stopped {
+    fn new(waiter: Child) -> Stopped {
+        let pid = waiter.id() as i32;
+        signal(pid, Signal::SIGSTOP);
+        wait_for("the waiter to stop", || is_stopped(pid));
+        Stopped {
+            child: Some(waiter),
+            pid,
+        }
+    }
+
+    /// Lets it go on, and returns it.
+    fn resume(mut self) -> Child {
+        signal(self.pid, Signal::SIGCONT);
+        self.child.take().unwrap()
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            signal(self.pid, Signal::SIGCONT);
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A waiter stopped in the queue, whose turn comes while it is stopped,
+/// is passed over: the next request runs, and says whom it passed over.
+#[test]
+fn a_stopped_waiter_is_passed_over_and_named() {
+    let env = Env::new();
+    let log = env.file("log");
+    let holder = env.hold(env.withlock().arg("st"), "h");
+    let stopped = Stopped::new(queue(&env, &[], "st", "stopped", &log));
+    let pid = stopped.pid;
+    assert!(holder.release().success());
+    let run = env.withlock().args(["st", "--", "sh", "-c"]);
+    let next = output(&mut run.arg(r#"echo next >> "$0""#).arg(&log).command());
+    let err = String::from_utf8_lossy(&next.stderr).into_owned();
+    assert!(next.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("passing over pid {pid} (")) && err.contains("(stopped)"),
+        "{err}"
+    );
+    assert_eq!(lines(&log), ["next"]);
+    finish(vec![stopped.resume()]);
+    assert_eq!(lines(&log), ["next", "stopped"]);
+}
+
+/// While flock(1) holds the lock, a waiter ahead in the queue is stopped:
+/// the waiting line of the request behind it names it as stopped, and the
+/// request runs once flock(1) lets go.
+#[test]
+fn the_waiting_line_names_a_stopped_waiter_ahead() {
+    let env = Env::new();
+    let log = env.file("log");
+    let file = env.lock_file("sw");
+    let flock = env.hold_flock(&file, "flock");
+    let stopped = Stopped::new(queue(&env, &[], "sw", "stopped", &log));
+    let pid = stopped.pid;
+    let mut next = queue(&env, &[], "sw", "next", &log);
+    let stderr = next.stderr.take().unwrap();
+    let (line_tx, line_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        // Read to the end, so that its later lines find the pipe open.
+        for line in std::io::BufReader::new(stderr).lines() {
+            let _ = line_tx.send(line.unwrap_or_default());
+        }
+    });
+    let line = line_rx
+        .recv_timeout(crate::support::BOUND)
+        .expect("a waiting line");
+    assert!(
+        line.contains(&format!("held exclusive by pid {}", flock.pid()))
+            && line.contains(&format!("ahead in its queue, stopped: pid {pid} (")),
+        "{line}"
+    );
+    assert!(flock.release().success());
+    assert!(wait_child(&mut next).success());
+    assert_eq!(lines(&log), ["next"]);
+    finish(vec![stopped.resume()]);
 }

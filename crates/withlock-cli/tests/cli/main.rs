@@ -7,6 +7,7 @@ mod fairness;
 mod guide;
 mod help_text;
 mod holder_message;
+mod hostile_users;
 mod lifetime;
 mod listing;
 mod max_and_shared;

@@ -155,5 +155,6 @@ fn lock_status(
         server: Some(server.to_owned()),
         found: Found::NoFile,
         holders: holders::to_holders(&sessions),
+        obstruction: None,
     }
 }
