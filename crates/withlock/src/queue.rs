@@ -734,6 +734,65 @@ mod tests {
     }
 
     #[test]
+    fn a_read_lock_on_the_gate_is_foreign_and_a_drawing_request_is_not() {
+        let (dir, f) = files(2);
+        let reader = File::open(dir.path().join("q.lock")).unwrap();
+        ofd(reader.as_fd(), libc::F_OFD_SETLK, libc::F_RDLCK, GATE, 1).unwrap();
+        assert!(!try_gate(f[0].as_fd()).unwrap());
+        match gate_holder(f[0].as_fd()).unwrap() {
+            GateHolder::Foreign(foreign) => assert!(!foreign.write && foreign.pid.is_none()),
+            other => panic!("{other:?}"),
+        }
+        drop(reader);
+        assert!(try_gate(f[0].as_fd()).unwrap());
+        assert_eq!(gate_holder(f[1].as_fd()).unwrap(), GateHolder::Participant);
+        open_gate(f[0].as_fd());
+        assert_eq!(gate_holder(f[1].as_fd()).unwrap(), GateHolder::Nobody);
+    }
+
+    #[test]
+    fn a_locked_ticket_or_marker_byte_obstructs_the_draw_and_keeps_nothing() {
+        let (dir, f) = files(2);
+        let reader = File::open(dir.path().join("q.lock")).unwrap();
+        ofd(
+            reader.as_fd(),
+            libc::F_OFD_SETLK,
+            libc::F_RDLCK,
+            MARK_BASE + 1,
+            1,
+        )
+        .unwrap();
+        assert!(try_gate(f[0].as_fd()).unwrap());
+        let drawn = take_ticket(f[0].as_fd(), Kind::Exclusive).unwrap();
+        assert!(matches!(drawn, Drawn::Obstructed(foreign) if foreign.start == MARK_BASE + 1));
+        // The ticket taken before the marker failed is given back.
+        assert_eq!(
+            highest(f[1].as_fd(), TICKET_BASE, 1, SPAN - 1).unwrap(),
+            None
+        );
+        // A shared request needs no marker, so it draws ticket 1.
+        assert!(matches!(
+            take_ticket(f[0].as_fd(), Kind::Shared).unwrap(),
+            Drawn::Ticket(Ticket { number: 1, .. })
+        ));
+    }
+
+    #[test]
+    fn passed_over_tickets_neither_block_nor_head_the_queue() {
+        let (_dir, f) = files(3);
+        let _stalled = enqueue(&f[0], Kind::Exclusive);
+        let _second = enqueue(&f[1], Kind::Exclusive);
+        let third = enqueue(&f[2], Kind::Exclusive);
+        let fd = f[2].as_fd();
+        assert_eq!(blockers(fd, third, &[]).unwrap(), [TICKET_BASE + 2]);
+        assert_eq!(head(fd, third, &[]).unwrap(), Some(1));
+        assert_eq!(just_ahead_of(fd, 2, &[]).unwrap(), Some(1));
+        assert_eq!(head(fd, third, &[1]).unwrap(), Some(2));
+        assert_eq!(blockers(fd, third, &[2]).unwrap(), [TICKET_BASE + 1]);
+        assert!(blockers(fd, third, &[1, 2]).unwrap().is_empty());
+    }
+
+    #[test]
     fn a_waiter_wakes_when_its_predecessor_leaves() {
         let (_dir, mut f) = files(2);
         let first = enqueue(&f[0], Kind::Exclusive);
