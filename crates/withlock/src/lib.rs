@@ -46,6 +46,7 @@ pub mod pg;
 mod place_stamp;
 mod proc_locks;
 mod queue;
+mod queue_bytes;
 mod request;
 mod server_session;
 mod since_stamp;

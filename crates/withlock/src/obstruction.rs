@@ -22,7 +22,7 @@ use nix::unistd::{Gid, Group};
 use crate::holder::Holder;
 use crate::ownership;
 use crate::proc_locks::{self, Entry, FileId, Kind};
-use crate::queue;
+use crate::queue_bytes;
 use crate::request::Mode;
 
 /// A record lock on the queue's bytes held outside the protocol.
@@ -75,7 +75,7 @@ impl Foreign {
             Some(end) => format!("bytes {}-{end}", self.start),
             None => format!("bytes {} to the end of the file", self.start),
         };
-        let part = if self.start == queue::GATE {
+        let part = if self.start == queue_bytes::GATE {
             "the queue's gate"
         } else {
             "the queue's tickets"
@@ -114,11 +114,11 @@ impl Foreign {
 /// counts only if a second look still finds it.
 pub(crate) fn find(entries: &[Entry], file: FileId) -> Option<Foreign> {
     let on_queue = |e: &&Entry| {
-        !e.blocked && matches!(e.kind, Kind::Ofd | Kind::Posix) && e.start <= queue::LAST
+        !e.blocked && matches!(e.kind, Kind::Ofd | Kind::Posix) && e.start <= queue_bytes::LAST
     };
     let certain = |e: &&Entry| {
         let one_byte = e.end == Some(e.start);
-        e.kind == Kind::Posix || !one_byte || (e.start == queue::GATE && !e.write)
+        e.kind == Kind::Posix || !one_byte || (e.start == queue_bytes::GATE && !e.write)
     };
     if let Some(entry) = entries.iter().filter(on_queue).find(certain) {
         return Some(Foreign::from_entry(entry));
@@ -126,7 +126,7 @@ pub(crate) fn find(entries: &[Entry], file: FileId) -> Option<Foreign> {
     let maybe: Vec<Foreign> = entries
         .iter()
         .filter(on_queue)
-        .filter(|e| !e.write && e.start != queue::GATE)
+        .filter(|e| !e.write && e.start != queue_bytes::GATE)
         .map(Foreign::from_entry)
         .collect();
     if maybe.is_empty() {

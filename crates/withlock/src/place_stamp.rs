@@ -20,7 +20,7 @@ pub(crate) const OFFSET: u64 = 1 << 44;
 
 // Past the queue: its last range starts at PLACE_MARK_BASE and is no
 // longer than the one before it.
-const _: () = assert!(OFFSET > 2 * crate::queue::PLACE_MARK_BASE);
+const _: () = assert!(OFFSET > 2 * crate::queue_bytes::PLACE_MARK_BASE);
 
 /// Marks the process as holding, or waiting for, one of a semaphore's
 /// places; false when the mark could not be set (the lock is taken

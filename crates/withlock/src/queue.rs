@@ -81,19 +81,8 @@ use std::time::Duration;
 use crate::flock_wait::{install_noop_handler, timer_signal};
 use crate::obstruction::Foreign;
 
-/// The gate's byte.
-pub(crate) const GATE: u64 = 0;
-/// Ticket t is the byte at `TICKET_BASE + t`.
-pub(crate) const TICKET_BASE: u64 = 1 << 40;
-/// The exclusive marker of ticket t is the byte at `MARK_BASE + t`.
-pub(crate) const MARK_BASE: u64 = 1 << 41;
-/// Tickets run from 1 to `SPAN - 1`.
-const SPAN: u64 = 1 << 40;
-/// The place marker of ticket t (a request for one of N places) is the
-/// byte at `PLACE_MARK_BASE + t`, just past the exclusive markers.
-pub(crate) const PLACE_MARK_BASE: u64 = MARK_BASE + SPAN;
-/// The last byte the queue uses.
-pub(crate) const LAST: u64 = PLACE_MARK_BASE + SPAN - 1;
+use crate::queue_bytes::SPAN;
+pub(crate) use crate::queue_bytes::{GATE, MARK_BASE, PLACE_MARK_BASE, TICKET_BASE};
 
 /// How long a request waits for the gate when another request holds it
 /// with a write lock: drawing a ticket takes microseconds, so a gate held
