@@ -49,8 +49,9 @@ pub fn of(error: &Error) -> u8 {
 
 /// The exit status for a failure talking to the PostgreSQL server: a bad
 /// URL is bad usage, refused credentials (or a role that does not exist)
-/// are a permission problem, TLS or a pooler that rule the lock out and a
-/// database that does not exist are configuration, the rest means the
+/// are a permission problem, TLS or a pooler that rule the lock out, a
+/// database that does not exist and damaged state are configuration, the
+/// rest means the
 /// server is not available.
 fn of_server(error: &PgError) -> u8 {
     match error {
@@ -61,8 +62,10 @@ fn of_server(error: &PgError) -> u8 {
         PgError::Tls { .. } | PgError::Pooler { .. } => CONFIG,
         // The URL names a database the server does not have.
         PgError::NoDatabase { .. } => CONFIG,
-        // The role may not create or write the fencing-token table.
+        // The role may not create or use withlock's state.
         PgError::FenceTable { .. } => PERMISSION,
+        // The state is damaged: an administrator must create it again.
+        PgError::StateDamaged { .. } => CONFIG,
         _ => UNAVAILABLE,
     }
 }

@@ -85,19 +85,38 @@ pub enum PgError {
         server: String,
     },
 
-    /// The role may not create or write the fencing-token table (see
-    /// [`crate::pg::fence`]); the lock was released again.
+    /// The role may not create or use withlock's state (the schema
+    /// `withlock`, see [`crate::pg::state`]); the lock was released again.
     #[error(
-        "the fencing-token table withlock_fence on {server} needs {privilege} for this role; \
-         an administrator can create it once with: {sql}"
+        "withlock's state (schema withlock, which keeps the fencing tokens) on {server} needs \
+         {privilege} for this role; an administrator can {fix}: {sql}"
     )]
     FenceTable {
         /// `host:port/dbname`.
         server: String,
         /// The privilege missing, in words.
         privilege: &'static str,
-        /// The SQL that creates the table and grants it to this role.
+        /// What the SQL does: "create it once with", "grant them with".
+        fix: &'static str,
+        /// The SQL an administrator runs.
         sql: String,
+    },
+
+    /// withlock's state on the server is incomplete or was set back, so
+    /// its fencing tokens or hand-over records can no longer be trusted to
+    /// go on; nothing is granted until an administrator creates it again.
+    #[error(
+        "withlock's state (schema withlock) on {server} is damaged: {what}; it cannot \
+         promise tokens that only grow or a safe hand-over, so no lock is granted: once no \
+         withlock command runs on this database, an administrator runs \
+         DROP SCHEMA withlock CASCADE, and the next withlock creates it again, with tokens \
+         above every earlier one"
+    )]
+    StateDamaged {
+        /// `host:port/dbname`.
+        server: String,
+        /// What is missing or wrong.
+        what: String,
     },
 
     /// A query on an established session failed.

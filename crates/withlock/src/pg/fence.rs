@@ -2,24 +2,24 @@
 //! so that a storage system can refuse the writes of a holder that has
 //! lost its lock (paused, partitioned) once a newer holder has written.
 //!
-//! The token lives in one table, in the first schema of the session's
-//! `search_path` (usually `public`), created on first use:
-//!
-//! ```sql
-//! CREATE TABLE IF NOT EXISTS withlock_fence (
-//!     key        bigint PRIMARY KEY,   -- the advisory key of the name
-//!     name       text NOT NULL,        -- the lock name, for --list
-//!     token      bigint NOT NULL,      -- the last token granted
-//!     granted_at timestamptz NOT NULL  -- when it was granted (server clock)
-//! );
-//! ```
+//! Tokens come from the sequence `withlock.tokens` of withlock's state
+//! ([`crate::pg::state`]: one fixed schema, shared by every role whatever
+//! its `search_path`, created on first use), and each name's last token
+//! and grant time are kept in `withlock.fence (key, name, token,
+//! granted_at)`.
 //!
 //! - **When.** Right after the grant, on the holding session, in
-//!   autocommit: `INSERT .. ON CONFLICT (key) DO UPDATE SET token =
-//!   token + 1 .. RETURNING token`. The first grant of a name gets 1.
-//!   The statement commits (with `synchronous_commit` on) before its reply
-//!   is read, so a token handed out is durable: it keeps growing across
-//!   server restarts and crashes.
+//!   autocommit, through `withlock.record_grant`. The statement commits
+//!   (with `synchronous_commit` on) before its reply is read, so a token
+//!   handed out is durable: it keeps growing across server restarts and
+//!   crashes.
+//! - **Values.** One sequence for every name, started at the server clock
+//!   in microseconds when the state was created: a name's tokens grow, but
+//!   not by one, and its first is not 1. Deleting rows does not set the
+//!   sequence back; a state dropped whole and created again starts from
+//!   the clock again, above every earlier token. A token that would not be
+//!   above the name's last one (the sequence set back by its owner) is
+//!   refused: [`PgError::StateDamaged`].
 //! - **Every grant**, shared ones too: each shared holder gets its own
 //!   token, higher than every token granted before it. An exclusive
 //!   holder's token is higher than every earlier holder's, so a store that
@@ -27,68 +27,45 @@
 //!   every stale holder. Concurrent shared holders' tokens differ, so such
 //!   a store would also refuse an older sharer once a newer one wrote:
 //!   fence shared holders only where that is wanted.
-//! - **Privileges.** The first grant on a database needs `CREATE` on that
-//!   schema (PostgreSQL 15 no longer gives it to everyone on `public`);
-//!   every grant needs `SELECT, INSERT, UPDATE` on the table, and
-//!   `SELECT, INSERT, DELETE` on `withlock_holds`, created beside it
-//!   (see [`crate::pg::handover`]). Without
+//! - **Privileges.** The first grant on a database creates the state and
+//!   needs `CREATE` on the database; later grants need only what every
+//!   role has (`USAGE` on the schema, `EXECUTE` on its functions). Without
 //!   them the lock is released and [`PgError::FenceTable`] says which
-//!   privilege is missing and the SQL an administrator can run to create
-//!   the table and grant it.
-//! - Two clients creating the table at once is fine: the loser of the race
-//!   meets a duplicate (a unique violation on `pg_type`, or "type" or
-//!   "relation already exists") and goes on with the winner's table.
+//!   privilege is missing and the SQL an administrator can run.
 //!
 //! The same statement writes the grant time into the session's
 //! `application_name` (see [`crate::pg::Identity`]), which is where other
 //! sessions read each holder's "since"; the table's `granted_at` serves
 //! `--list` for an exclusive holder whose name was cut too short to keep
-//! it.
+//! it. Every function and operator in it is named with its schema: the
+//! session's `search_path` chooses none of them.
 
-use std::sync::LazyLock;
 use std::time::SystemTime;
 
 use postgres::Client;
-use postgres::error::SqlState;
 use postgres::types::Type;
 
 use crate::pg::error::PgError;
-use crate::pg::handover::{self, Holding, Unreleased};
+use crate::pg::handover::{Holding, Unreleased};
 use crate::pg::identity::Identity;
+use crate::pg::state::{self, Failure};
 
-/// The table's name, unqualified: found through `search_path`.
-pub const FENCE_TABLE: &str = "withlock_fence";
+/// The table of each name's last token, as other sessions read it.
+pub const FENCE_TABLE: &str = "withlock.fence";
 
-/// The table, created on first use.
-pub const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS withlock_fence \
-(key bigint PRIMARY KEY, name text NOT NULL, token bigint NOT NULL, granted_at timestamptz NOT NULL)";
-
-/// The next token for `$1` (key) named `$2`; also writes the grant time
-/// into `application_name` (`$3` || ms || `$4`, cut to 63 bytes), records
-/// the grant for [`handover`] (grace `$5` ms, exclusive `$6`) and returns
-/// the earlier records to pause for, and makes the commit synchronous, all
-/// in one round trip.
-static NEXT_TOKEN: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "\
-WITH granted AS (
-  INSERT INTO withlock_fence AS f (key, name, token, granted_at)
-  VALUES ($1, $2, 1, clock_timestamp())
-  ON CONFLICT (key) DO UPDATE
-     SET token = f.token + 1, name = excluded.name, granted_at = excluded.granted_at
-  RETURNING token, granted_at),
-{}
-SELECT token, granted_at,
-       set_config('application_name',
-                  left($3 || floor(extract(epoch FROM granted_at) * 1000)::bigint::text || $4, 63),
-                  false),
-       set_config('synchronous_commit', 'on', true),
-       {}
-  FROM granted",
-        handover::RECORD_MINE,
-        handover::UNRELEASED.replace("UNRELEASED_WHERE", handover::UNRELEASED_WHERE)
-    )
-});
+/// Records the grant of `$1` (key) named `$2` (grace `$5` ms, exclusive
+/// `$6`), drawing its token and returning the earlier records to pause
+/// for (see [`crate::pg::handover`]); also writes the grant time into
+/// `application_name` (`$3` || ms || `$4`, cut to 63 bytes) and makes the
+/// commit synchronous, all in one round trip.
+const NEXT_TOKEN: &str = "\
+SELECT g.o_token, g.o_granted_at,
+       pg_catalog.set_config('application_name',
+                             pg_catalog.\"left\"(pg_catalog.concat($3, g.o_granted_ms, $4), 63),
+                             false),
+       pg_catalog.set_config('synchronous_commit', 'on', true),
+       g.o_unreleased, g.o_pause_ms
+  FROM withlock.record_grant($1, $2, $5, $6) g";
 
 /// A grant's token and time, and the earlier holders it must pause for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,8 +80,8 @@ pub struct Grant {
 
 /// Draws the next token for the lock `name` (advisory key `key`) just
 /// granted to the session `client`, announced as `identity`, and records
-/// the grant as `holding` (see [`handover`]); creates the tables if they
-/// are missing. `server` names the server in errors.
+/// the grant as `holding` (see [`crate::pg::handover`]); creates withlock's state if
+/// it was never there. `server` names the server in errors.
 pub fn next(
     client: &mut Client,
     key: i64,
@@ -113,14 +90,23 @@ pub fn next(
     holding: Holding,
     server: &str,
 ) -> Result<Grant, PgError> {
-    let grant = match draw(client, key, name, identity, holding) {
-        Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => {
-            create(client).map_err(|cause| refusal(client, cause, server, Step::Create))?;
-            draw(client, key, name, identity, holding)
-        }
-        other => other,
+    let failed = match draw(client, key, name, identity, holding) {
+        Ok(grant) => return Ok(grant),
+        Err(cause) => state::diagnose(client, cause, server),
     };
-    grant.map_err(|cause| refusal(client, cause, server, Step::Draw))
+    match failed {
+        Failure::Absent => state::create(client, server)?,
+        Failure::Refused(err) => return Err(err),
+    }
+    draw(client, key, name, identity, holding).map_err(|cause| match state::diagnose(
+        client, cause, server,
+    ) {
+        Failure::Refused(err) => err,
+        Failure::Absent => PgError::StateDamaged {
+            server: server.to_owned(),
+            what: "the schema withlock vanished as it was created".into(),
+        },
+    })
 }
 
 fn draw(
@@ -136,7 +122,7 @@ fn draw(
     // ReadyForQuery, so the implicit transaction has committed when this
     // returns.
     let rows = client.query_typed(
-        &NEXT_TOKEN,
+        NEXT_TOKEN,
         &[
             (&key, Type::INT8),
             (&name, Type::TEXT),
@@ -146,90 +132,10 @@ fn draw(
             (&holding.exclusive, Type::BOOL),
         ],
     )?;
-    let row = rows.first().expect("an upsert returns its row");
+    let row = rows.first().expect("the grant function returns its row");
     Ok(Grant {
         token: row.get(0),
         granted_at: row.get(1),
         unreleased: Unreleased::new(row.get(4), row.get(5)),
     })
-}
-
-/// Creates the tables (this one and [`handover::CREATE_TABLE`]); a
-/// concurrent creation by another client is success.
-pub(crate) fn create(client: &mut Client) -> Result<(), postgres::Error> {
-    create_one(client, CREATE_TABLE)?;
-    create_one(client, handover::CREATE_TABLE)
-}
-
-fn create_one(client: &mut Client, sql: &str) -> Result<(), postgres::Error> {
-    match client.batch_execute(sql) {
-        // Two `IF NOT EXISTS` creations racing: the loser fails on the
-        // catalog's unique index, or finds the winner's row type or table,
-        // and the winner's table is there to use.
-        Err(e)
-            if [
-                SqlState::UNIQUE_VIOLATION,
-                SqlState::DUPLICATE_OBJECT,
-                SqlState::DUPLICATE_TABLE,
-            ]
-            .iter()
-            .any(|code| e.code() == Some(code)) =>
-        {
-            Ok(())
-        }
-        other => other,
-    }
-}
-
-/// What was being done when the table refused.
-#[derive(Clone, Copy)]
-pub(crate) enum Step {
-    /// Creating the tables.
-    Create,
-    /// Drawing a token or recording a grant.
-    Draw,
-}
-
-/// The error for a failed `step`: a missing privilege becomes
-/// [`PgError::FenceTable`] with the SQL to fix it.
-pub(crate) fn refusal(
-    client: &mut Client,
-    cause: postgres::Error,
-    server: &str,
-    step: Step,
-) -> PgError {
-    let refused = cause.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE)
-        || cause.code() == Some(&SqlState::INVALID_SCHEMA_NAME);
-    if !refused {
-        return PgError::Query {
-            context: "drawing the fencing token",
-            server: server.to_owned(),
-            cause,
-        };
-    }
-    let privilege = match step {
-        Step::Create => "CREATE on a schema in its search_path, to create the table",
-        Step::Draw => {
-            "SELECT, INSERT and UPDATE on withlock_fence, and SELECT, INSERT and DELETE on withlock_holds"
-        }
-    };
-    PgError::FenceTable {
-        server: server.to_owned(),
-        privilege,
-        sql: admin_sql(client),
-    }
-}
-
-/// What an administrator runs to create the table for this role.
-fn admin_sql(client: &mut Client) -> String {
-    // quote_ident: the role name goes into SQL that people paste.
-    let role: String = client
-        .query_one("SELECT quote_ident(current_user::text)", &[])
-        .map(|row| row.get(0))
-        .unwrap_or_else(|_| "<role>".to_owned());
-    format!(
-        "{CREATE_TABLE}; {}; GRANT SELECT, INSERT, UPDATE ON withlock_fence TO {role}; \
-         GRANT SELECT, INSERT, DELETE ON withlock_holds TO {role};",
-        handover::CREATE_TABLE
-    )
 }

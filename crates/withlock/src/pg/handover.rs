@@ -8,20 +8,10 @@
 //! [`DETECTION_BOUND`] and stops the command (SIGTERM, SIGKILL after its
 //! grace), but until then two commands would overlap.
 //!
-//! So every grant is recorded (in the statement that draws its fencing
+//! So every grant is recorded (by the statement that draws its fencing
 //! token, [`crate::pg::fence`]), and every orderly release erases its
-//! record, in one more table:
-//!
-//! ```sql
-//! CREATE TABLE IF NOT EXISTS withlock_holds (
-//!     key         bigint  NOT NULL,   -- the advisory key of the name
-//!     token       bigint  NOT NULL,   -- the grant's fencing token
-//!     backend_pid integer NOT NULL,   -- the session holding it
-//!     grace_ms    bigint  NOT NULL,   -- its holder's --grace
-//!     exclusive   boolean NOT NULL,   -- exclusive, or --max (see below)
-//!     PRIMARY KEY (key, token)
-//! );
-//! ```
+//! record, in the table `withlock.holds` of withlock's state
+//! ([`crate::pg::state`], shared by every role).
 //!
 //! A new holder, right after its grant, looks for records of the same key
 //! whose session no longer holds it (no granted advisory lock on the key
@@ -30,14 +20,24 @@
 //! with the new grant (a shared holder may overlap an old shared one
 //! anyway, so it pauses only for exclusive ones; a `--max` holder is
 //! recorded as exclusive, since a newcomer cannot tell which slot it had).
-//! Each such record is
-//! a holder that ended without releasing, at the latest now. Its command
-//! has been stopped at the latest [`DETECTION_BOUND`] + its grace +
-//! [`SETTLE_MARGIN`] from now, so the new holder waits that long before it
-//! returns the guard (and so before the command starts), then erases the
-//! records. The pause comes after the grant: `-n` and `-w` bound the wait
-//! for the lock, not this pause, and a caller is told of it through
-//! [`crate::WaitHooks::notice`].
+//! Each such record is a holder that ended without releasing, at the
+//! latest when a grant first saw it so, a time the record keeps
+//! (`seen_ended_at`). Its command has surely been stopped
+//! [`DETECTION_BOUND`] + its grace + [`SETTLE_MARGIN`] after that, so the
+//! new holder waits until then before it returns the guard (and so before
+//! the command starts), then erases the records.
+//!
+//! - **Bounded.** A grace is recorded, and counted, as at most
+//!   [`MAX_GRACE`], whatever the holder asked or a record says: the pause
+//!   is never longer than [`MAX_PAUSE`].
+//! - **`-n` and `-w`.** The pause counts as waiting: with `Wait::NoWait`
+//!   a grant that would pause is given back at once as busy, saying when
+//!   the lock will be usable; with `Wait::For` one that would pause past
+//!   the deadline is given back as timed out. The time keeps running on the
+//!   server, so a later request pauses only for what is left.
+//! - **Who may erase a record.** Only a session holding the key, and only
+//!   its own record, or another's once its pause is over
+//!   (`withlock.forget_grants`): a role cannot skip another's pause.
 //!
 //! A holder that was frozen (SIGSTOP, a paused VM) for longer than that
 //! can still wake up running; that is what the fencing token is for.
@@ -53,55 +53,41 @@ use crate::pg::heartbeat::DETECTION_BOUND;
 /// holder's withlock to be scheduled and its signals delivered.
 pub const SETTLE_MARGIN: Duration = Duration::from_secs(2);
 
-/// The table, created with [`crate::pg::fence`]'s table on first use.
-pub const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS withlock_holds \
-(key bigint NOT NULL, token bigint NOT NULL, backend_pid integer NOT NULL, \
-grace_ms bigint NOT NULL, exclusive boolean NOT NULL, PRIMARY KEY (key, token))";
+/// The longest grace a grant record keeps, and so the longest a newcomer
+/// pauses for one holder's grace (the command line refuses more).
+pub const MAX_GRACE: Duration = Duration::from_secs(3600);
 
-/// The grant's own record: the session's pid and its holder's grace and
-/// mode, inserted in the grant's statement ([`crate::pg::fence`]), where
-/// `$1` is the key, `$5` the grace in ms and `$6` whether it is exclusive.
-pub(crate) const RECORD_MINE: &str = "\
-mine AS (
-  INSERT INTO withlock_holds (key, token, backend_pid, grace_ms, exclusive)
-  SELECT $1, token, pg_backend_pid(), $5, $6 FROM granted)";
+/// The longest pause after a grant: [`DETECTION_BOUND`] + [`MAX_GRACE`] +
+/// [`SETTLE_MARGIN`].
+pub const MAX_PAUSE: Duration = DETECTION_BOUND
+    .saturating_add(MAX_GRACE)
+    .saturating_add(SETTLE_MARGIN);
 
-/// The earlier records that conflict with the grant and whose sessions
-/// ended without releasing: their tokens, and the longest grace among
-/// them. In the same statement as [`RECORD_MINE`], whose insert it does
-/// not see; so a record with this session's pid can only be an earlier
-/// session's, whose pid was reused.
-pub(crate) const UNRELEASED: &str = "\
-(SELECT coalesce(array_agg(h.token), '{}') FROM withlock_holds h WHERE UNRELEASED_WHERE),
-(SELECT coalesce(max(h.grace_ms), 0)::bigint FROM withlock_holds h WHERE UNRELEASED_WHERE)";
-
-/// Which records [`UNRELEASED`] counts.
-pub(crate) const UNRELEASED_WHERE: &str = "\
-h.key = $1 AND (h.exclusive OR $6)
-   AND (h.backend_pid = pg_backend_pid()
-        OR NOT EXISTS (
-          SELECT 1 FROM pg_locks l
-           WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
-             AND l.pid = h.backend_pid
-             AND (l.classid::bigint << 32 | l.objid::bigint) = $1))";
-
-/// Erases records (`$1` key, `$2` tokens).
-const FORGET: &str = "DELETE FROM withlock_holds WHERE key = $1 AND token = ANY($2)";
+/// Erases records (`$1` key, `$2` tokens), as far as this session may.
+const FORGET: &str = "SELECT withlock.forget_grants($1, $2)";
 
 /// Holders that ended without releasing, found at a grant.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Unreleased {
     /// Their grants' tokens.
     pub tokens: Vec<i64>,
-    /// The longest grace among them.
-    pub grace: Duration,
+    /// How long from the grant until the last of their commands has surely
+    /// been stopped; at most [`MAX_PAUSE`].
+    pub left: Duration,
 }
 
 impl Unreleased {
+    /// From the server's answer: the tokens, and the pause in ms.
+    pub(crate) fn new(tokens: Vec<i64>, pause_ms: i64) -> Unreleased {
+        let left = Duration::from_millis(pause_ms.max(0) as u64).min(MAX_PAUSE);
+        Unreleased { tokens, left }
+    }
+
     /// How long the new holder waits before its command may start; None
-    /// when every earlier holder released in order.
+    /// when every earlier holder released in order, or was stopped long
+    /// enough ago.
     pub fn pause(&self) -> Option<Duration> {
-        (!self.tokens.is_empty()).then(|| DETECTION_BOUND + self.grace + SETTLE_MARGIN)
+        (!self.left.is_zero()).then_some(self.left)
     }
 }
 
@@ -116,19 +102,10 @@ pub struct Holding {
 }
 
 impl Holding {
-    /// The grace in whole milliseconds, as the table keeps it.
+    /// The grace in whole milliseconds, as the table keeps it (at most
+    /// [`MAX_GRACE`]).
     pub(crate) fn grace_ms(&self) -> i64 {
-        i64::try_from(self.grace.as_millis()).unwrap_or(i64::MAX)
-    }
-}
-
-impl Unreleased {
-    /// From [`UNRELEASED`]'s two columns.
-    pub(crate) fn new(tokens: Vec<i64>, max_grace_ms: i64) -> Unreleased {
-        Unreleased {
-            tokens,
-            grace: Duration::from_millis(max_grace_ms.max(0) as u64),
-        }
+        self.grace.min(MAX_GRACE).as_millis() as i64
     }
 }
 
@@ -146,17 +123,25 @@ mod tests {
     #[test]
     fn an_orderly_history_needs_no_pause() {
         assert_eq!(Unreleased::default().pause(), None);
+        assert_eq!(Unreleased::new(vec![7], 0).pause(), None);
     }
 
     #[test]
-    fn the_pause_covers_detection_the_old_holders_grace_and_a_margin() {
-        let unreleased = Unreleased {
-            tokens: vec![7],
-            grace: Duration::from_secs(3),
-        };
+    fn the_pause_is_what_the_server_says_up_to_the_maximum() {
         assert_eq!(
-            unreleased.pause(),
-            Some(DETECTION_BOUND + Duration::from_secs(3) + SETTLE_MARGIN)
+            Unreleased::new(vec![7], 12_000).pause(),
+            Some(Duration::from_secs(12))
         );
+        assert_eq!(Unreleased::new(vec![7], i64::MAX).pause(), Some(MAX_PAUSE));
+    }
+
+    #[test]
+    fn a_recorded_grace_is_at_most_the_maximum() {
+        let holding = |grace| Holding {
+            grace,
+            exclusive: true,
+        };
+        assert_eq!(holding(Duration::from_secs(3)).grace_ms(), 3000);
+        assert_eq!(holding(Duration::MAX).grace_ms(), MAX_GRACE.as_millis() as i64);
     }
 }

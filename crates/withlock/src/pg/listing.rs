@@ -38,10 +38,10 @@ use crate::{Found, LockName, LockStatus, Mode, Result};
 
 /// Whether the fence table exists and this role may read it.
 const FENCE_READABLE: &str =
-    "SELECT coalesce(has_table_privilege(to_regclass('withlock_fence'), 'SELECT'), false)";
+    "SELECT coalesce(has_table_privilege(pg_catalog.to_regclass('withlock.fence'), 'SELECT'), false)";
 
 /// The fence table's names and grant times, for keys `$1` (NULL: all).
-const FENCE_ROWS: &str = "SELECT key, name, granted_at FROM withlock_fence \
+const FENCE_ROWS: &str = "SELECT key, name, granted_at FROM withlock.fence \
 WHERE $1::bigint[] IS NULL OR key = ANY($1)";
 
 /// A name and grant time from the fence table.

@@ -18,8 +18,10 @@
 //! - Holders and waiters come from `pg_locks` joined to `pg_stat_activity`
 //!   ([`PgLock::pg_holders`]); [`list`] shows every withlock lock on the
 //!   server, in one session.
-//! - Every grant draws a fencing token from the table `withlock_fence`
-//!   ([`fence`]), which the guard keeps ([`PgGuard::fence`]).
+//! - Every grant draws a fencing token ([`fence`]), which the guard keeps
+//!   ([`PgGuard::fence`]), and records itself for a safe hand-over
+//!   ([`handover`]), in withlock's state: one fixed schema, `withlock`,
+//!   shared by every role ([`state`]).
 //! - `--max N` ([`PgLock::with_max`]) is a counting semaphore of N slot
 //!   keys and a gate, served in arrival order ([`semaphore`]).
 //!
@@ -50,6 +52,7 @@ mod pgpass;
 mod pooler;
 pub mod semaphore;
 mod semaphore_line;
+pub mod state;
 mod tls;
 
 pub use error::PgError;

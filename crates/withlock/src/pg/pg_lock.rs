@@ -104,9 +104,12 @@ impl PgLock {
     /// after it is told the lock is lost ([`PgGuard::watch`]); the server
     /// then keeps the lock of a holder it cannot hear for
     /// [`heartbeat::server_bound`]`(grace)`, so that it is not handed on
-    /// while the work may still run. Default [`heartbeat::DEFAULT_GRACE`].
+    /// while the work may still run. Default [`heartbeat::DEFAULT_GRACE`];
+    /// at most [`handover::MAX_GRACE`] (more counts as that much: a
+    /// newcomer pauses no longer for a holder that ended without releasing,
+    /// so the work must stop within it).
     pub fn with_grace(mut self, grace: Duration) -> PgLock {
-        self.grace = grace;
+        self.grace = grace.min(handover::MAX_GRACE);
         self
     }
 
@@ -210,8 +213,9 @@ impl Lock for PgLock {
 
     fn acquire_with(&self, wait: Wait, hooks: &mut dyn WaitHooks) -> Result<PgGuard> {
         if let Some(max) = self.max {
+            let started = Instant::now();
             let (client, backend_pid) = Semaphore::new(self, max).acquire(wait, hooks)?;
-            return self.granted(client, backend_pid, hooks);
+            return self.granted(client, backend_pid, (wait, started), hooks);
         }
         let started = Instant::now();
         let (mut client, backend_pid) = self.target.connect_session(&self.identity)?;
@@ -252,7 +256,7 @@ impl Lock for PgLock {
             }
         }
         debug_assert!(taken);
-        self.granted(client, backend_pid, hooks)
+        self.granted(client, backend_pid, (wait, started), hooks)
     }
 
     fn holders(&self) -> Result<Holders> {
@@ -269,20 +273,50 @@ impl Lock for PgLock {
     }
 }
 
+/// How a grant may wait: the request's [`Wait`], and when it started.
+type Patience = (Wait, Instant);
+
 impl PgLock {
-    /// The guard of the lock just granted on `client`.
     /// Waits, if an earlier holder's session ended without releasing, until
     /// its command has surely been stopped (see [`crate::pg::handover`]),
-    /// then erases its records.
+    /// then erases its records. That pause is part of the wait: a request
+    /// that may not wait, or not that long, fails at once with
+    /// [`Error::Busy`] or [`Error::TimedOut`], saying when the lock will be
+    /// usable.
     fn settle(
         &self,
         client: &mut Client,
         unreleased: &Unreleased,
+        (wait, started): Patience,
         hooks: &mut dyn WaitHooks,
     ) -> Result<()> {
         let Some(pause) = unreleased.pause() else {
             return Ok(());
         };
+        let handing_over = || Holders {
+            unidentified: Some(format!(
+                "an earlier holder's session ended without releasing it, and its command may \
+                 still be stopping: usable in {}",
+                crate::human_duration(pause)
+            )),
+            ..Holders::default()
+        };
+        match wait {
+            Wait::NoWait => {
+                return Err(Error::Busy {
+                    lock: self.describe(),
+                    holders: handing_over(),
+                });
+            }
+            Wait::For(limit) if started.elapsed().saturating_add(pause) > limit => {
+                return Err(Error::TimedOut {
+                    lock: self.describe(),
+                    waited: started.elapsed(),
+                    holders: handing_over(),
+                });
+            }
+            _ => {}
+        }
         hooks.notice(&format!(
             "{} was granted, but an earlier holder's session ended without releasing it; \
              waiting {} so that its command has surely been stopped",
@@ -295,13 +329,15 @@ impl PgLock {
         Ok(())
     }
 
+    /// The guard of the lock just granted on `client`.
     fn granted(
         &self,
         mut client: Client,
         backend_pid: i32,
+        patience: Patience,
         hooks: &mut dyn WaitHooks,
     ) -> Result<PgGuard> {
-        match self.set_up_grant(&mut client, hooks) {
+        match self.set_up_grant(&mut client, patience, hooks) {
             Ok((token, bound)) => Ok(PgGuard::new(
                 client,
                 self.key,
@@ -314,7 +350,7 @@ impl PgLock {
             Err(err) => {
                 // Given back now: closing the session would free it too,
                 // but only a moment after the caller has heard why.
-                let _ = client.batch_execute("SELECT pg_advisory_unlock_all()");
+                let _ = client.batch_execute("SELECT pg_catalog.pg_advisory_unlock_all()");
                 Err(err)
             }
         }
@@ -322,10 +358,13 @@ impl PgLock {
 
     /// The work of a grant before the guard exists: the fencing token, the
     /// hand-over record (and pause), the server's bound on a silent holder.
-    /// Returns the token and that bound.
+    /// Returns the token and that bound. On an error after the grant was
+    /// recorded, its record is erased again, so that giving the lock back
+    /// is an orderly release.
     fn set_up_grant(
         &self,
         client: &mut Client,
+        patience: Patience,
         hooks: &mut dyn WaitHooks,
     ) -> Result<(i64, Duration)> {
         let holding = Holding {
@@ -340,12 +379,20 @@ impl PgLock {
             holding,
             self.target.server(),
         )?;
-        self.settle(client, &grant.unreleased, hooks)?;
-        // The server's bound on a silent holder (see pg::heartbeat); one it
-        // refuses leaves the lock held, only without that bound.
-        let bound = heartbeat::server_bound(self.grace);
-        heartbeat::limit_silent_clients(client, bound)
-            .map_err(|cause| self.query_error("setting up the lock session", cause))?;
-        Ok((grant.token, bound))
+        let settled = self.settle(client, &grant.unreleased, patience, hooks).and_then(|()| {
+            // The server's bound on a silent holder (see pg::heartbeat); one
+            // it refuses leaves the lock held, only without that bound.
+            let bound = heartbeat::server_bound(self.grace);
+            heartbeat::limit_silent_clients(client, bound)
+                .map_err(|cause| self.query_error("setting up the lock session", cause))?;
+            Ok(bound)
+        });
+        match settled {
+            Ok(bound) => Ok((grant.token, bound)),
+            Err(err) => {
+                let _ = handover::forget(client, self.key, &[grant.token]);
+                Err(err)
+            }
+        }
     }
 }

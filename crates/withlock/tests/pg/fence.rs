@@ -1,10 +1,12 @@
 //! Fencing tokens: every grant of a name, exclusive or shared, draws a
-//! higher token from the table `withlock_fence`, which is durable, safe to
-//! create from several clients at once, and refused with the SQL to fix it
-//! when the role may not create it. Also the server-wide listing, which
-//! takes its names from that table.
+//! higher token from withlock's state (schema `withlock`), which is
+//! durable, starts at the server clock, is safe to create from several
+//! clients at once, and is refused with the SQL to fix it when the role may
+//! not create or use it. Also the server-wide listing, which takes its
+//! names from `withlock.fence`.
 
 use std::sync::{Arc, Barrier};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use withlock::pg::{PgError, PgLock, fence};
 use withlock::{Error, Lock, Mode};
@@ -31,12 +33,27 @@ fn as_role(server: &TestServer, role: &str) -> String {
         .replace("postgres://postgres@", &format!("postgres://{role}@"))
 }
 
+/// The clock now, in microseconds since the epoch: what the token
+/// sequence starts from when the state is created.
+pub(crate) fn micros_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as i64
+}
+
 #[test]
 fn every_grant_exclusive_or_shared_draws_a_higher_token() {
     let server = TestServer::start();
+    let before = micros_now();
     let first = one_grant(&server, "deploy");
+    let after = micros_now();
+    // The server runs on this machine, with this clock.
+    assert!(
+        (before..=after).contains(&first),
+        "the first token {first} comes from the clock at the state's creation ({before}..{after})"
+    );
     let second = one_grant(&server, "deploy");
-    assert_eq!(first, 1, "a name's first grant");
     assert!(second > first, "{first} then {second}");
     let shared = PgLock::new(&server.url(), "deploy")
         .unwrap()
@@ -45,10 +62,12 @@ fn every_grant_exclusive_or_shared_draws_a_higher_token() {
     let b = shared.try_acquire().unwrap();
     assert!(a.fence() > second, "{second} then {}", a.fence());
     assert!(b.fence() > a.fence(), "each sharer its own token");
+    let b_token = b.fence();
     drop((a, b));
-    assert!(one_grant(&server, "deploy") > second);
-    // Names count separately.
-    assert_eq!(one_grant(&server, "other"), 1);
+    let third = one_grant(&server, "deploy");
+    assert!(third > b_token, "{b_token} then {third}");
+    // One sequence for every name: another name's token is higher too.
+    assert!(one_grant(&server, "other") > third);
 }
 
 #[test]
@@ -83,52 +102,58 @@ fn several_clients_creating_the_table_at_once_all_get_distinct_tokens() {
         .map(|t| t.join().unwrap().expect("every sharer gets a token"))
         .collect();
     tokens.sort();
-    assert_eq!(tokens, (1..=clients as i64).collect::<Vec<_>>());
+    // Distinct, and drawn one after another from the one sequence.
+    let first = tokens[0];
+    assert_eq!(
+        tokens,
+        (first..first + clients as i64).collect::<Vec<_>>()
+    );
 }
 
 #[test]
-fn a_role_that_may_not_create_or_write_the_table_is_told_the_sql_to_fix_it() {
+fn a_role_that_may_not_create_or_use_the_state_is_told_the_sql_to_fix_it() {
     let server = TestServer::start();
     let mut admin = server.client();
-    // PostgreSQL 15 already revokes CREATE on public from PUBLIC; older
-    // servers do not.
-    admin
-        .batch_execute("CREATE ROLE bob LOGIN; REVOKE CREATE ON SCHEMA public FROM PUBLIC")
-        .unwrap();
+    // Like every role but the database's owner: no CREATE on the database.
+    admin.batch_execute("CREATE ROLE bob LOGIN").unwrap();
     let as_bob = PgLock::new(&as_role(&server, "bob"), "deploy").unwrap();
     let refusal = |lock: &PgLock| match lock.try_acquire() {
         Err(Error::Postgres(err @ PgError::FenceTable { .. })) => err.to_string(),
         other => panic!("expected FenceTable, got {other:?}"),
     };
-    let no_table = refusal(&as_bob);
-    assert!(no_table.contains("CREATE on a schema"), "{no_table}");
-    assert!(
-        no_table.contains("GRANT SELECT, INSERT, UPDATE ON withlock_fence TO bob;"),
-        "{no_table}"
-    );
-    assert_eq!(no_table.lines().count(), 1, "{no_table}");
-    // The lock was given back.
+    let no_state = refusal(&as_bob);
+    assert!(no_state.contains("CREATE on the database"), "{no_state}");
+    assert!(no_state.contains("CREATE SCHEMA withlock;"), "{no_state}");
+    assert_eq!(no_state.lines().count(), 1, "{no_state}");
+    // The lock was given back, and nothing was created.
     assert!(as_bob.pg_holders().unwrap().is_empty());
-
-    // The table exists (another role created it), but bob may not write it.
-    one_grant(&server, "deploy");
-    let no_grant = refusal(&as_bob);
-    assert!(
-        no_grant.contains("SELECT, INSERT and UPDATE on withlock_fence"),
-        "{no_grant}"
-    );
+    let created: bool = admin
+        .query_one("SELECT to_regnamespace('withlock') IS NOT NULL", &[])
+        .unwrap()
+        .get(0);
+    assert!(!created);
 
     // What the message says an administrator runs, run as it says.
-    let sql = no_grant.split("can create it once with: ").nth(1).unwrap();
+    let sql = no_state.split("can create it once with: ").nth(1).unwrap();
     admin.batch_execute(sql).unwrap();
-    let guard = as_bob.try_acquire().unwrap();
-    assert_eq!(guard.fence(), 2);
+    let first = as_bob.try_acquire().unwrap().fence();
+
+    // An administrator who took the schema's USAGE back from every role.
+    admin
+        .batch_execute("REVOKE USAGE ON SCHEMA withlock FROM PUBLIC")
+        .unwrap();
+    let no_usage = refusal(&as_bob);
+    assert!(no_usage.contains("USAGE on the schema withlock"), "{no_usage}");
+    assert!(as_bob.pg_holders().unwrap().is_empty());
+    let sql = no_usage.split("can grant them with: ").nth(1).unwrap();
+    admin.batch_execute(sql).unwrap();
+    assert!(as_bob.try_acquire().unwrap().fence() > first);
 }
 
 #[test]
 fn the_table_is_what_the_docs_say() {
     let server = TestServer::start();
-    one_grant(&server, "deploy");
+    let token = one_grant(&server, "deploy");
     let mut admin = server.client();
     let row = admin
         .query_one(
@@ -136,10 +161,10 @@ fn the_table_is_what_the_docs_say() {
             &[],
         )
         .unwrap();
-    let (key, name, token): (i64, String, i64) = (row.get(0), row.get(1), row.get(2));
+    let (key, name, last): (i64, String, i64) = (row.get(0), row.get(1), row.get(2));
     assert_eq!(
-        (key, name.as_str(), token),
-        (withlock::pg::advisory_key("deploy"), "deploy", 1)
+        (key, name.as_str(), last),
+        (withlock::pg::advisory_key("deploy"), "deploy", token)
     );
 }
 
@@ -149,6 +174,7 @@ fn the_server_listing_names_held_waited_for_and_free_locks() {
     one_grant(&server, "idle");
     let held = PgLock::new(&server.url(), "busy").unwrap();
     let guard = held.try_acquire().unwrap();
+    let busy_token = guard.fence();
     // A withlock waiter for a name never granted (another program holds
     // its key), so the table has no name for it: shown by its key.
     let never = PgLock::new(&server.url(), "never").unwrap();
@@ -183,5 +209,5 @@ fn the_server_listing_names_held_waited_for_and_free_locks() {
     admin
         .execute("SELECT pg_advisory_unlock($1)", &[&key])
         .unwrap();
-    assert_eq!(waiter.join().unwrap().unwrap(), 1);
+    assert!(waiter.join().unwrap().unwrap() > busy_token);
 }

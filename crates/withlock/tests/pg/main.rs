@@ -9,3 +9,4 @@ mod key;
 mod loss;
 mod order;
 mod semaphore;
+mod state;
