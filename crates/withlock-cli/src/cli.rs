@@ -180,6 +180,10 @@ pub struct Cli {
     #[arg(long, value_name = "URL", env = "WITHLOCK_URL", hide_env_values = true)]
     pub url: Option<String>,
 
+    /// Whether `url` came from the command line (not `WITHLOCK_URL`).
+    #[arg(skip)]
+    pub url_on_command_line: bool,
+
     /// Take shared locks: many shared holders at once.
     ///
     /// This applies to every lock without a mode of its own (NAME=MODE).
@@ -250,7 +254,7 @@ pub struct Cli {
     /// process group, SIGKILL SECONDS later (fractions allowed) if it still
     /// runs, and exits with 80. The server keeps the lock of a holder it
     /// cannot hear for 8 + SECONDS + 10 seconds, so that it is not handed on
-    /// while the command may still run.
+    /// while the command may still run. At most 3600.
     #[arg(
         long,
         value_name = "SECONDS",
@@ -368,6 +372,7 @@ impl Cli {
         {
             cli.url = None;
         }
+        cli.url_on_command_line = matches.value_source("url") == Some(CommandLine);
         Ok(cli)
     }
 

@@ -14,6 +14,7 @@ mod lock_request;
 mod lock_table;
 mod open_file_limit;
 mod option_support;
+mod server_options;
 mod signals;
 mod terminal;
 mod waiting_report;
@@ -44,7 +45,9 @@ fn main() -> ExitCode {
             });
         }
     };
-    let outcome = if let Some(prefix) = &cli.generate_extras {
+    let outcome = if let Err(refused) = server_options::refuse_unsafe(&cli) {
+        Err(refused.into())
+    } else if let Some(prefix) = &cli.generate_extras {
         generate_extras(prefix)
     } else if cli.list {
         list(&cli, &cli.list_names())

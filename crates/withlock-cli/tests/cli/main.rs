@@ -16,6 +16,7 @@ mod postgres;
 mod postgres_listing;
 mod postgres_loss;
 mod postgres_several;
+mod postgres_state;
 mod security;
 mod several_locks;
 mod signals;

@@ -149,11 +149,11 @@ fn an_unreachable_server_exits_69_and_a_refused_login_77_without_the_password() 
         .local_addr()
         .unwrap()
         .port();
+    // In WITHLOCK_URL: a password in --url is refused before any of this.
     let url = format!("postgres://someone:s3cr3t-pw@127.0.0.1:{port}/db");
-    let out = env
-        .withlock()
-        .args(["--url", &url, "deploy", "--", "true"])
-        .output();
+    let mut run = env.withlock().args(["deploy", "--", "true"]);
+    run.env("WITHLOCK_URL", &url);
+    let out = run.output();
     assert_eq!(out.status.code(), Some(69));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("Connection refused"), "{err}");
@@ -164,10 +164,9 @@ fn an_unreachable_server_exits_69_and_a_refused_login_77_without_the_password() 
         "postgres://nobody:s3cr3t-pw@127.0.0.1:{}/postgres",
         server.port()
     );
-    let out = env
-        .withlock()
-        .args(["--url", &url, "deploy", "--", "true"])
-        .output();
+    let mut run = env.withlock().args(["deploy", "--", "true"]);
+    run.env("WITHLOCK_URL", &url);
+    let out = run.output();
     assert_eq!(out.status.code(), Some(77));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("nobody"), "{err}");
@@ -200,7 +199,7 @@ fn after_an_orderly_release_the_next_holder_does_not_pause() {
     assert!(!said.contains("without releasing"), "{said}");
     let mut client = pg.server.client();
     let records: i64 = client
-        .query_one("SELECT count(*) FROM withlock_holds", &[])
+        .query_one("SELECT count(*) FROM withlock.holds", &[])
         .unwrap()
         .get(0);
     assert_eq!(records, 0, "every grant record is erased at release");

@@ -48,26 +48,39 @@ fn the_command_gets_a_fencing_token_that_grows_with_every_run() {
     };
     let run = |locks: &[&str]| run_with(locks, &[]);
     // One lock: one number, nothing else.
-    assert_eq!(run(&["deploy"]), "1 unset\n");
-    assert_eq!(run(&["-s", "deploy"]), "2 unset\n");
-    assert_eq!(run(&["deploy"]), "3 unset\n");
+    let token = |said: String| -> i64 {
+        let (fence, fences) = said.trim_end().split_once(' ').unwrap();
+        assert_eq!(fences, "unset", "{said}");
+        fence.parse().unwrap()
+    };
     // Several locks: one number cannot fence them all.
-    assert_eq!(run(&["deploy", "data"]), "unset data=1 deploy=4\n");
+    let several = |said: String| -> (i64, i64) {
+        said.trim_end()
+            .strip_prefix("unset data=")
+            .and_then(|rest| rest.split_once(" deploy="))
+            .map(|(data, deploy)| (data.parse().unwrap(), deploy.parse().unwrap()))
+            .unwrap_or_else(|| panic!("{said}"))
+    };
+    let first = token(run(&["deploy"]));
+    let shared = token(run(&["-s", "deploy"]));
+    let third = token(run(&["deploy"]));
+    assert!(first < shared && shared < third, "{first} {shared} {third}");
+    let (data, deploy) = several(run(&["deploy", "data"]));
+    assert!(data > third && deploy > third, "{third} then {data} {deploy}");
     // An outer withlock's values never mix with this one's.
     let outer = [("WITHLOCK_FENCE", "99"), ("WITHLOCK_FENCES", "a=98 b=99")];
-    assert_eq!(run_with(&["deploy"], &outer), "5 unset\n");
-    assert_eq!(
-        run_with(&["deploy", "data"], &outer),
-        "unset data=2 deploy=6\n"
-    );
+    let fifth = token(run_with(&["deploy"], &outer));
+    assert!(fifth > deploy, "{deploy} then {fifth}");
+    let (data_again, deploy_again) = several(run_with(&["deploy", "data"], &outer));
+    assert!(data_again > data && deploy_again > fifth);
 }
 
 #[test]
-fn a_role_that_may_not_create_the_token_table_exits_77_and_nothing_runs() {
+fn a_role_that_may_not_create_the_state_exits_77_and_nothing_runs() {
     let pg = PgEnv::new();
     pg.server
         .client()
-        .batch_execute("CREATE ROLE bob LOGIN; REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+        .batch_execute("CREATE ROLE bob LOGIN")
         .unwrap();
     let ran = pg.env.file("ran");
     let out = pg
@@ -78,11 +91,8 @@ fn a_role_that_may_not_create_the_token_table_exits_77_and_nothing_runs() {
     assert_eq!(out.status.code(), Some(77));
     let err = stderr(&out);
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(
-        err.contains("CREATE TABLE IF NOT EXISTS withlock_fence"),
-        "{err}"
-    );
-    assert!(err.contains("TO bob;"), "{err}");
+    assert!(err.contains("lacks CREATE on the database"), "{err}");
+    assert!(err.contains("CREATE SCHEMA withlock;"), "{err}");
     assert!(!ran.exists());
 }
 

@@ -63,7 +63,7 @@ const CHECK_FIRST_GONE: &str =
     r#"if kill -0 "$1" 2>/dev/null; then echo overlap > "$2"; else echo after > "$2"; fi"#;
 
 /// Waits for `child` to exit within `bound`; kills it and fails if not.
-fn exit_within(child: &mut Child, bound: Duration, what: &str) -> ExitStatus {
+pub(crate) fn exit_within(child: &mut Child, bound: Duration, what: &str) -> ExitStatus {
     let start = Instant::now();
     loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -78,7 +78,7 @@ fn exit_within(child: &mut Child, bound: Duration, what: &str) -> ExitStatus {
 }
 
 /// What an exited child wrote to its piped stderr.
-fn stderr_of(child: &mut Child) -> String {
+pub(crate) fn stderr_of(child: &mut Child) -> String {
     let mut err = String::new();
     child
         .stderr
@@ -89,7 +89,7 @@ fn stderr_of(child: &mut Child) -> String {
     err
 }
 
-fn read_pid(path: &Path) -> i32 {
+pub(crate) fn read_pid(path: &Path) -> i32 {
     let mut pid = None;
     wait_for("the first command to start", || {
         pid = fs::read_to_string(path)

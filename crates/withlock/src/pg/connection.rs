@@ -188,6 +188,16 @@ impl PartialEq for Target {
 
 impl Eq for Target {}
 
+/// Whether `url` gives a password itself (`postgres://user:PASSWORD@...`,
+/// `?password=`, `password=`). False for a string that cannot be read:
+/// reading it for a lock says why, without the password.
+pub fn gives_password(url: &str) -> bool {
+    conninfo::split(url, OWN_SETTINGS)
+        .ok()
+        .and_then(|split| Config::from_str(&split.rest).ok())
+        .is_some_and(|config| config.get_password().is_some_and(|p| !p.is_empty()))
+}
+
 impl Target {
     /// Reads `url` (`postgres://user[:password]@host[:port]/dbname?...` or
     /// `host=... port=...`), completed from this process's environment as

@@ -88,8 +88,8 @@ pub enum PgError {
     /// The role may not create or use withlock's state (the schema
     /// `withlock`, see [`crate::pg::state`]); the lock was released again.
     #[error(
-        "withlock's state (schema withlock, which keeps the fencing tokens) on {server} needs \
-         {privilege} for this role; an administrator can {fix}: {sql}"
+        "withlock's state (schema withlock, which keeps the fencing tokens) on {server}: this \
+         role lacks {privilege}; an administrator can {fix}: {sql}"
     )]
     FenceTable {
         /// `host:port/dbname`.

@@ -98,14 +98,14 @@ pub fn next(
         Failure::Absent => state::create(client, server)?,
         Failure::Refused(err) => return Err(err),
     }
-    draw(client, key, name, identity, holding).map_err(|cause| match state::diagnose(
-        client, cause, server,
-    ) {
-        Failure::Refused(err) => err,
-        Failure::Absent => PgError::StateDamaged {
-            server: server.to_owned(),
-            what: "the schema withlock vanished as it was created".into(),
-        },
+    draw(client, key, name, identity, holding).map_err(|cause| {
+        match state::diagnose(client, cause, server) {
+            Failure::Refused(err) => err,
+            Failure::Absent => PgError::StateDamaged {
+                server: server.to_owned(),
+                what: "the schema withlock vanished as it was created".into(),
+            },
+        }
     })
 }
 

@@ -142,6 +142,9 @@ mod tests {
             exclusive: true,
         };
         assert_eq!(holding(Duration::from_secs(3)).grace_ms(), 3000);
-        assert_eq!(holding(Duration::MAX).grace_ms(), MAX_GRACE.as_millis() as i64);
+        assert_eq!(
+            holding(Duration::MAX).grace_ms(),
+            MAX_GRACE.as_millis() as i64
+        );
     }
 }

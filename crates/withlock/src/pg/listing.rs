@@ -37,8 +37,7 @@ use crate::pg::semaphore_line::{self, Shared};
 use crate::{Found, LockName, LockStatus, Mode, Result};
 
 /// Whether the fence table exists and this role may read it.
-const FENCE_READABLE: &str =
-    "SELECT coalesce(has_table_privilege(pg_catalog.to_regclass('withlock.fence'), 'SELECT'), false)";
+const FENCE_READABLE: &str = "SELECT coalesce(has_table_privilege(pg_catalog.to_regclass('withlock.fence'), 'SELECT'), false)";
 
 /// The fence table's names and grant times, for keys `$1` (NULL: all).
 const FENCE_ROWS: &str = "SELECT key, name, granted_at FROM withlock.fence \

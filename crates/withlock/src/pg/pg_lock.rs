@@ -379,14 +379,16 @@ impl PgLock {
             holding,
             self.target.server(),
         )?;
-        let settled = self.settle(client, &grant.unreleased, patience, hooks).and_then(|()| {
-            // The server's bound on a silent holder (see pg::heartbeat); one
-            // it refuses leaves the lock held, only without that bound.
-            let bound = heartbeat::server_bound(self.grace);
-            heartbeat::limit_silent_clients(client, bound)
-                .map_err(|cause| self.query_error("setting up the lock session", cause))?;
-            Ok(bound)
-        });
+        let settled = self
+            .settle(client, &grant.unreleased, patience, hooks)
+            .and_then(|()| {
+                // The server's bound on a silent holder (see pg::heartbeat); one
+                // it refuses leaves the lock held, only without that bound.
+                let bound = heartbeat::server_bound(self.grace);
+                heartbeat::limit_silent_clients(client, bound)
+                    .map_err(|cause| self.query_error("setting up the lock session", cause))?;
+                Ok(bound)
+            });
         match settled {
             Ok(bound) => Ok((grant.token, bound)),
             Err(err) => {

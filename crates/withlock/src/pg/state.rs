@@ -123,7 +123,10 @@ const OBJECTS: [(&str, &str); 5] = [
         "to_regprocedure",
         "withlock.record_grant(bigint, text, bigint, boolean)",
     ),
-    ("to_regprocedure", "withlock.forget_grants(bigint, bigint[])"),
+    (
+        "to_regprocedure",
+        "withlock.forget_grants(bigint, bigint[])",
+    ),
 ];
 
 /// What a failed use of the state means.

@@ -104,10 +104,7 @@ fn several_clients_creating_the_table_at_once_all_get_distinct_tokens() {
     tokens.sort();
     // Distinct, and drawn one after another from the one sequence.
     let first = tokens[0];
-    assert_eq!(
-        tokens,
-        (first..first + clients as i64).collect::<Vec<_>>()
-    );
+    assert_eq!(tokens, (first..first + clients as i64).collect::<Vec<_>>());
 }
 
 #[test]
@@ -143,7 +140,10 @@ fn a_role_that_may_not_create_or_use_the_state_is_told_the_sql_to_fix_it() {
         .batch_execute("REVOKE USAGE ON SCHEMA withlock FROM PUBLIC")
         .unwrap();
     let no_usage = refusal(&as_bob);
-    assert!(no_usage.contains("USAGE on the schema withlock"), "{no_usage}");
+    assert!(
+        no_usage.contains("USAGE on the schema withlock"),
+        "{no_usage}"
+    );
     assert!(as_bob.pg_holders().unwrap().is_empty());
     let sql = no_usage.split("can grant them with: ").nth(1).unwrap();
     admin.batch_execute(sql).unwrap();

@@ -35,7 +35,10 @@ fn terminate(server: &TestServer, admin: &mut Client, pid: i32) {
         .unwrap();
     server.wait_until("the terminated session to end", BOUND, || {
         let left: i64 = admin
-            .query_one("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", &[&pid])
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = $1",
+                &[&pid],
+            )
             .unwrap()
             .get(0);
         left == 0
@@ -58,9 +61,7 @@ fn roles_with_schemas_of_their_own_share_tokens_and_hand_over_records() {
     admin
         .batch_execute("CREATE ROLE ci LOGIN; CREATE ROLE ops LOGIN")
         .unwrap();
-    admin
-        .batch_execute("CREATE DATABASE app OWNER ci")
-        .unwrap();
+    admin.batch_execute("CREATE DATABASE app OWNER ci").unwrap();
     // What PostgreSQL's documentation recommends: a schema per user, first
     // in the default search_path ("$user", public).
     let mut app = Client::connect(&url(&server, "postgres", "app"), NoTls).unwrap();
@@ -135,9 +136,7 @@ fn a_state_with_a_table_dropped_is_refused_not_started_over() {
 
     // What the message says an administrator does: the state comes back
     // with tokens above every earlier one.
-    admin
-        .batch_execute("DROP SCHEMA withlock CASCADE")
-        .unwrap();
+    admin.batch_execute("DROP SCHEMA withlock CASCADE").unwrap();
     let after = one_grant(&x);
     assert!(after > before, "{before} before, {after} after");
 }
