@@ -40,6 +40,7 @@
 //! it. Every function and operator in it is named with its schema: the
 //! session's `search_path` chooses none of them.
 
+use std::sync::LazyLock;
 use std::time::SystemTime;
 
 use postgres::Client;
@@ -57,15 +58,23 @@ pub const FENCE_TABLE: &str = "withlock.fence";
 /// `$6`), drawing its token and returning the earlier records to pause
 /// for (see [`crate::pg::handover`]); also writes the grant time into
 /// `application_name` (`$3` || ms || `$4`, cut to 63 bytes) and makes the
-/// commit synchronous, all in one round trip.
-const NEXT_TOKEN: &str = "\
+/// commit synchronous, all in one round trip. The function is called only
+/// if the state is trusted ([`state::TRUSTED`]): the lateral call runs once
+/// per row of `trusted`, which has none otherwise.
+static NEXT_TOKEN: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "\
 SELECT g.o_token, g.o_granted_at,
        pg_catalog.set_config('application_name',
                              pg_catalog.\"left\"(pg_catalog.concat($3, g.o_granted_ms, $4), 63),
                              false),
        pg_catalog.set_config('synchronous_commit', 'on', true),
        g.o_unreleased, g.o_pause_ms
-  FROM withlock.record_grant($1, $2, $5, $6) g";
+  FROM (SELECT $1::pg_catalog.int8 AS key WHERE {}) trusted,
+       LATERAL withlock.record_grant(trusted.key, $2, $5, $6) g",
+        state::TRUSTED
+    )
+});
 
 /// A grant's token and time, and the earlier holders it must pause for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,22 +100,25 @@ pub fn next(
     server: &str,
 ) -> Result<Grant, PgError> {
     let failed = match draw(client, key, name, identity, holding) {
-        Ok(grant) => return Ok(grant),
+        Ok(Some(grant)) => return Ok(grant),
+        Ok(None) => return Err(state::untrusted(client, server)),
         Err(cause) => state::diagnose(client, cause, server),
     };
     match failed {
         Failure::Absent => state::create(client, server)?,
         Failure::Refused(err) => return Err(err),
     }
-    draw(client, key, name, identity, holding).map_err(|cause| {
-        match state::diagnose(client, cause, server) {
+    match draw(client, key, name, identity, holding) {
+        Ok(Some(grant)) => Ok(grant),
+        Ok(None) => Err(state::untrusted(client, server)),
+        Err(cause) => Err(match state::diagnose(client, cause, server) {
             Failure::Refused(err) => err,
             Failure::Absent => PgError::StateDamaged {
                 server: server.to_owned(),
                 what: "the schema withlock vanished as it was created".into(),
             },
-        }
-    })
+        }),
+    }
 }
 
 fn draw(
@@ -115,14 +127,14 @@ fn draw(
     name: &str,
     identity: &Identity,
     holding: Holding,
-) -> Result<Grant, postgres::Error> {
+) -> Result<Option<Grant>, postgres::Error> {
     let (head, tail) = identity.granted_parts();
     let grace_ms = holding.grace_ms();
     // query_typed: no separate prepare round trip. Its rows are read up to
     // ReadyForQuery, so the implicit transaction has committed when this
     // returns.
     let rows = client.query_typed(
-        NEXT_TOKEN,
+        &NEXT_TOKEN,
         &[
             (&key, Type::INT8),
             (&name, Type::TEXT),
@@ -132,10 +144,9 @@ fn draw(
             (&holding.exclusive, Type::BOOL),
         ],
     )?;
-    let row = rows.first().expect("the grant function returns its row");
-    Ok(Grant {
+    Ok(rows.first().map(|row| Grant {
         token: row.get(0),
         granted_at: row.get(1),
         unreleased: Unreleased::new(row.get(4), row.get(5)),
-    })
+    }))
 }

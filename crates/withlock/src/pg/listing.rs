@@ -22,6 +22,7 @@
 //! [`PgLock::pg_holders`]: crate::pg::PgLock::pg_holders
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::LazyLock;
 use std::time::SystemTime;
 
 use postgres::Client;
@@ -36,8 +37,15 @@ use crate::pg::semaphore::MAX_SLOTS;
 use crate::pg::semaphore_line::{self, Shared};
 use crate::{Found, LockName, LockStatus, Mode, Result};
 
-/// Whether the fence table exists and this role may read it.
-const FENCE_READABLE: &str = "SELECT coalesce(has_table_privilege(pg_catalog.to_regclass('withlock.fence'), 'SELECT'), false)";
+/// Whether the fence table exists, this role may read it, and withlock's
+/// state is trusted (see [`crate::pg::state`]).
+static FENCE_READABLE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT coalesce(has_table_privilege(pg_catalog.to_regclass('withlock.fence'), 'SELECT'), \
+         false) AND {}",
+        crate::pg::state::TRUSTED
+    )
+});
 
 /// The fence table's names and grant times, for keys `$1` (NULL: all).
 const FENCE_ROWS: &str = "SELECT key, name, granted_at FROM withlock.fence \
@@ -122,7 +130,7 @@ fn fence_rows(
     client: &mut Client,
     keys: Option<&[i64]>,
 ) -> std::result::Result<HashMap<i64, Named>, postgres::Error> {
-    let readable: bool = client.query_typed(FENCE_READABLE, &[])?[0].get(0);
+    let readable: bool = client.query_typed(&FENCE_READABLE, &[])?[0].get(0);
     if !readable {
         return Ok(HashMap::new());
     }

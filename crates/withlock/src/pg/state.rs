@@ -113,6 +113,36 @@ GRANT EXECUTE ON FUNCTION withlock.forget_grants(bigint, bigint[]) TO PUBLIC; CO
     )
 });
 
+/// Whether the schema `withlock` is trusted: owned by the database's owner
+/// or a superuser (another role with `CREATE` on the database could have
+/// made one first), with `record_grant` running as its owner, never with
+/// the caller's privileges.
+pub(crate) const TRUSTED: &str = "EXISTS (SELECT 1 FROM pg_catalog.pg_namespace n \
+JOIN pg_catalog.pg_proc p ON p.pronamespace = n.oid \
+WHERE n.nspname = 'withlock' AND p.proname = 'record_grant' AND p.prosecdef AND p.proowner = n.nspowner \
+AND (n.nspowner = (SELECT d.datdba FROM pg_catalog.pg_database d \
+WHERE d.datname = pg_catalog.current_database()) \
+OR (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.oid = n.nspowner)))";
+
+/// The refusal of a schema `withlock` that is not [`TRUSTED`].
+pub(crate) fn untrusted(client: &mut Client, server: &str) -> PgError {
+    let owner: String = client
+        .query_one(
+            "SELECT pg_catalog.quote_ident(n.nspowner::pg_catalog.regrole::text) \
+             FROM pg_catalog.pg_namespace n WHERE n.nspname = 'withlock'",
+            &[],
+        )
+        .map(|row| row.get(0))
+        .unwrap_or_else(|_| "<unknown>".to_owned());
+    PgError::StateDamaged {
+        server: server.to_owned(),
+        what: format!(
+            "it belongs to the role {owner}, and is trusted only from the database's owner or a \
+             superuser, with withlock.record_grant as SECURITY DEFINER; nothing of it was run"
+        ),
+    }
+}
+
 /// The objects a complete state has, as `to_regclass`/`to_regprocedure`
 /// find them.
 const OBJECTS: [(&str, &str); 5] = [
@@ -181,19 +211,24 @@ pub(crate) fn diagnose(client: &mut Client, cause: Error, server: &str) -> Failu
     }
 }
 
-/// The state's objects that the server cannot find.
-fn missing(client: &mut Client) -> Vec<&'static str> {
-    OBJECTS
+/// The state's objects that the server cannot find, looked up in one
+/// statement, so that another client's creation committing meanwhile is
+/// seen whole or not at all.
+fn missing(client: &mut Client) -> Vec<String> {
+    let lookups: Vec<String> = OBJECTS
         .iter()
-        .filter(|(lookup, name)| {
-            let sql = format!("SELECT pg_catalog.{lookup}($1) IS NULL");
-            client
-                .query_one(&sql, &[name])
-                .map(|row| row.get::<_, bool>(0))
-                .unwrap_or(false)
+        .map(|(lookup, name)| {
+            format!("CASE WHEN pg_catalog.{lookup}('{name}') IS NULL THEN '{name}' END")
         })
-        .map(|(_, name)| *name)
-        .collect()
+        .collect();
+    let sql = format!(
+        "SELECT pg_catalog.array_remove(ARRAY[{}]::text[], NULL)",
+        lookups.join(", ")
+    );
+    client
+        .query_one(&sql, &[])
+        .map(|row| row.get(0))
+        .unwrap_or_default()
 }
 
 /// Creates the state in one transaction. Another client creating it at

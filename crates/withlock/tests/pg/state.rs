@@ -255,3 +255,41 @@ fn a_poisoned_grace_is_bounded_and_counted_against_no_wait_and_a_limit() {
         .get(0);
     assert_eq!(records, 1);
 }
+
+#[test]
+fn a_schema_withlock_made_by_another_role_is_refused_and_never_run() {
+    let server = TestServer::start();
+    let mut admin = server.client();
+    admin
+        .batch_execute("CREATE ROLE mallory LOGIN; GRANT CREATE ON DATABASE postgres TO mallory")
+        .unwrap();
+    // mallory makes the state first, with a function that would run with
+    // the privileges of whoever calls it.
+    let mut mallory = Client::connect(&url(&server, "mallory", "postgres"), NoTls).unwrap();
+    mallory
+        .batch_execute(
+            "CREATE SCHEMA withlock; GRANT USAGE ON SCHEMA withlock TO PUBLIC; \
+             CREATE TABLE withlock.ran (who text); GRANT INSERT ON withlock.ran TO PUBLIC; \
+             CREATE FUNCTION withlock.record_grant(p_key bigint, p_name text, p_grace_ms bigint, \
+             p_exclusive boolean, OUT o_token bigint, OUT o_granted_at timestamptz, \
+             OUT o_granted_ms bigint, OUT o_unreleased bigint[], OUT o_pause_ms bigint) \
+             LANGUAGE sql AS $$ INSERT INTO withlock.ran VALUES (current_user) \
+             RETURNING 1::bigint, now(), 0::bigint, '{}'::bigint[], 0::bigint $$",
+        )
+        .unwrap();
+    let x = PgLock::new(&server.url(), "x").unwrap();
+    match x.try_acquire() {
+        Err(Error::Postgres(err @ PgError::StateDamaged { .. })) => {
+            assert!(err.to_string().contains("role mallory"), "{err}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let ran: i64 = admin
+        .query_one("SELECT count(*) FROM withlock.ran", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(ran, 0, "mallory's function never ran");
+    assert!(x.pg_holders().unwrap().is_empty());
+    // The listing does not read mallory's tables either.
+    assert!(withlock::pg::list(&server.url(), &[]).unwrap().is_empty());
+}
