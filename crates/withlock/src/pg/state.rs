@@ -197,7 +197,7 @@ pub(crate) fn diagnose(client: &mut Client, cause: Error, server: &str) -> Failu
             Failure::Refused(PgError::StateDamaged {
                 server: server.to_owned(),
                 what: if missing.is_empty() {
-                    format!("{}", crate::pg::error::with_causes(&cause))
+                    crate::pg::error::with_causes(&cause)
                 } else {
                     format!("{} missing", missing.join(", "))
                 },
