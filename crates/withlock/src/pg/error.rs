@@ -96,7 +96,7 @@ pub enum PgError {
         server: String,
         /// The privilege missing, in words.
         privilege: &'static str,
-        /// What the SQL does: "create it once with", "grant them with".
+        /// What the SQL does: "create it once, as ..., with", "grant them with".
         fix: &'static str,
         /// The SQL an administrator runs.
         sql: String,

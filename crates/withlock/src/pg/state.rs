@@ -250,7 +250,7 @@ pub(crate) fn create(client: &mut Client, server: &str) -> Result<(), PgError> {
                 return Err(PgError::FenceTable {
                     server: server.to_owned(),
                     privilege: "CREATE on the database, to create the schema withlock once",
-                    fix: "create it once with",
+                    fix: "create it once, as the database's owner or a superuser, with",
                     sql: CREATE_STATE.clone(),
                 });
             }

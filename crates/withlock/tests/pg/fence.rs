@@ -131,7 +131,10 @@ fn a_role_that_may_not_create_or_use_the_state_is_told_the_sql_to_fix_it() {
     assert!(!created);
 
     // What the message says an administrator runs, run as it says.
-    let sql = no_state.split("can create it once with: ").nth(1).unwrap();
+    let sql = no_state
+        .split("as the database's owner or a superuser, with: ")
+        .nth(1)
+        .unwrap();
     admin.batch_execute(sql).unwrap();
     let first = as_bob.try_acquire().unwrap().fence();
 
