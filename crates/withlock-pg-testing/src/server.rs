@@ -155,6 +155,14 @@ impl TestServer {
         assert!(self.pg_ctl_start(), "restart failed; log:\n{}", self.log());
     }
 
+    /// Stops the server as a crash would (immediate mode: no checkpoint, so
+    /// it recovers from its write-ahead log) and starts it again on the
+    /// same port.
+    pub fn crash_and_recover(&self) {
+        self.pg_ctl(&["stop", "-m", "immediate"]);
+        assert!(self.pg_ctl_start(), "recovery failed; log:\n{}", self.log());
+    }
+
     /// Waits until `condition` holds, checking every few milliseconds, and
     /// fails the test after `bound` saying what was awaited. For waiting on
     /// server state (a backend showing as waiting in pg_locks), never for
