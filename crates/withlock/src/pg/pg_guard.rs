@@ -190,12 +190,12 @@ impl PgGuard {
         // round to ending the session after the close. The CTE runs first.
         let sql = match self.mode {
             Mode::Exclusive => {
-                "WITH name AS MATERIALIZED (SELECT pg_advisory_unlock($1) AS held) \
-                 SELECT held, pg_advisory_unlock_all() FROM name"
+                "WITH name AS MATERIALIZED (SELECT pg_catalog.pg_advisory_unlock($1) AS held) \
+                 SELECT held, pg_catalog.pg_advisory_unlock_all() FROM name"
             }
             Mode::Shared => {
-                "WITH name AS MATERIALIZED (SELECT pg_advisory_unlock_shared($1) AS held) \
-                 SELECT held, pg_advisory_unlock_all() FROM name"
+                "WITH name AS MATERIALIZED (SELECT pg_catalog.pg_advisory_unlock_shared($1) AS held) \
+                 SELECT held, pg_catalog.pg_advisory_unlock_all() FROM name"
             }
         };
         let unlocked = client.query_typed(sql, &[(&self.key, Type::INT8)]);
@@ -246,7 +246,7 @@ impl Drop for PgGuard {
         if let Ok(mut client) = self.take_session() {
             let _ = handover::forget(&mut client, self.key, &[self.fence]);
             // Free now, not once the server has ended the closed session.
-            let _ = client.batch_execute("SELECT pg_advisory_unlock_all()");
+            let _ = client.batch_execute("SELECT pg_catalog.pg_advisory_unlock_all()");
         }
     }
 }

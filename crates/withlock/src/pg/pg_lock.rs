@@ -160,10 +160,10 @@ impl PgLock {
         try_only: bool,
     ) -> std::result::Result<bool, postgres::Error> {
         let sql = match (self.mode, try_only) {
-            (Mode::Exclusive, true) => "SELECT pg_try_advisory_lock($1)",
-            (Mode::Shared, true) => "SELECT pg_try_advisory_lock_shared($1)",
-            (Mode::Exclusive, false) => "SELECT true FROM pg_advisory_lock($1)",
-            (Mode::Shared, false) => "SELECT true FROM pg_advisory_lock_shared($1)",
+            (Mode::Exclusive, true) => "SELECT pg_catalog.pg_try_advisory_lock($1)",
+            (Mode::Shared, true) => "SELECT pg_catalog.pg_try_advisory_lock_shared($1)",
+            (Mode::Exclusive, false) => "SELECT true FROM pg_catalog.pg_advisory_lock($1)",
+            (Mode::Shared, false) => "SELECT true FROM pg_catalog.pg_advisory_lock_shared($1)",
         };
         // pg_advisory_lock returns void: selecting `true` from it makes
         // every form return a boolean, true when taken. query_typed: one
@@ -185,7 +185,7 @@ impl PgLock {
             .div_ceil(1000)
             .clamp(1, i32::MAX as u128) as i32;
         client.query_typed(
-            "SELECT set_config('lock_timeout', $1, false)",
+            "SELECT pg_catalog.set_config('lock_timeout', $1, false)",
             &[(&format!("{ms}ms"), Type::TEXT)],
         )?;
         let taken = match self.lock_call(client, false) {
@@ -194,7 +194,7 @@ impl PgLock {
             Err(e) => Err(e),
         };
         // If resetting fails, the session is broken, and so is the lock.
-        client.batch_execute("SELECT set_config('lock_timeout', '0', false)")?;
+        client.batch_execute("SELECT pg_catalog.set_config('lock_timeout', '0', false)")?;
         taken
     }
 
