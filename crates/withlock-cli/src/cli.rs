@@ -67,18 +67,18 @@ pub const EXIT_STATUSES: [(&str, &str); 13] = [
     (
         "64",
         "bad usage: unknown option, invalid lock name, number or URL, -s or --max with a socket \
-         lock, no -- or an empty command after it",
+         lock, no -- or an empty command after it, a password in --url, --grace above 3600",
     ),
     (
         "77",
         "permission denied on the lock file or directory, or the server refused the login \
-         (or has no such role) or the fencing-token table",
+         (or has no such role) or withlock's state (schema withlock)",
     ),
     (
         "78",
         "unusable or unsafe lock directory, or no regular file (no socket) at the lock path; \
-         --url: TLS not possible as sslmode asks, no such database, or a transaction-mode \
-         pooler",
+         --url: TLS not possible as sslmode asks, no such database, a transaction-mode \
+         pooler, or withlock's state damaged or not trusted",
     ),
     (
         "79",

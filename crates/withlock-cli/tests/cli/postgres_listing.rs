@@ -66,7 +66,10 @@ fn the_command_gets_a_fencing_token_that_grows_with_every_run() {
     let third = token(run(&["deploy"]));
     assert!(first < shared && shared < third, "{first} {shared} {third}");
     let (data, deploy) = several(run(&["deploy", "data"]));
-    assert!(data > third && deploy > third, "{third} then {data} {deploy}");
+    assert!(
+        data > third && deploy > third,
+        "{third} then {data} {deploy}"
+    );
     // An outer withlock's values never mix with this one's.
     let outer = [("WITHLOCK_FENCE", "99"), ("WITHLOCK_FENCES", "a=98 b=99")];
     let fifth = token(run_with(&["deploy"], &outer));
