@@ -291,6 +291,11 @@ impl PgLock {
         hooks: &mut dyn WaitHooks,
     ) -> Result<()> {
         let Some(pause) = unreleased.pause() else {
+            // Holders already stopped long enough ago (a request that
+            // would not wait saw them first): only their records are left.
+            if !unreleased.tokens.is_empty() {
+                self.forget(client, &unreleased.tokens)?;
+            }
             return Ok(());
         };
         let handing_over = || Holders {
@@ -324,7 +329,11 @@ impl PgLock {
             crate::human_duration(pause)
         ));
         std::thread::sleep(pause);
-        handover::forget(client, self.key, &unreleased.tokens)
+        self.forget(client, &unreleased.tokens)
+    }
+
+    fn forget(&self, client: &mut Client, tokens: &[i64]) -> Result<()> {
+        handover::forget(client, self.key, tokens)
             .map_err(|cause| self.query_error("erasing old grant records", cause))?;
         Ok(())
     }

@@ -293,3 +293,28 @@ fn a_schema_withlock_made_by_another_role_is_refused_and_never_run() {
     // The listing does not read mallory's tables either.
     assert!(withlock::pg::list(&server.url(), &[]).unwrap().is_empty());
 }
+
+#[test]
+fn records_of_holders_stopped_long_ago_are_erased_without_a_pause() {
+    let server = TestServer::start();
+    let x = PgLock::new(&server.url(), "x").unwrap();
+    one_grant(&x);
+    // A holder that ended without releasing, first seen so an hour and a
+    // half ago (by a request that would not wait): surely stopped by now.
+    let mut admin = server.client();
+    admin
+        .execute(
+            "INSERT INTO withlock.holds (key, token, backend_pid, grace_ms, exclusive, seen_ended_at) \
+             VALUES ($1, 1, 0, 10000, true, now() - interval '90 minutes')",
+            &[&x.key()],
+        )
+        .unwrap();
+    let guard = x.try_acquire().expect("no pause for it");
+    let records: Vec<i64> = admin
+        .query("SELECT token FROM withlock.holds", &[])
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(records, [guard.fence()], "only the holder's own record");
+}
