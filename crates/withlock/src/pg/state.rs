@@ -30,6 +30,10 @@
 //! A schema that exists with an object missing, or a token that would not
 //! be above the name's last one, is [`PgError::StateDamaged`]: withlock
 //! refuses rather than start the tokens or the hand-over records over.
+//! So is a schema `withlock` that is not trusted (not owned by the
+//! database's owner or a superuser): the grant never calls its functions,
+//! which another role with `CREATE` on the database could have written to
+//! run with the caller's privileges.
 
 use std::sync::LazyLock;
 
@@ -39,9 +43,6 @@ use postgres::{Client, Error};
 use crate::pg::error::PgError;
 use crate::pg::handover::{MAX_GRACE, SETTLE_MARGIN};
 use crate::pg::heartbeat::DETECTION_BOUND;
-
-/// The schema that holds the state.
-pub const SCHEMA: &str = "withlock";
 
 /// The SQLSTATE `withlock.record_grant` raises when the new token would
 /// not be above the name's last one.
