@@ -15,7 +15,8 @@ pub const UNAVAILABLE: u8 = 69;
 pub const OS_ERROR: u8 = 71;
 /// Permission denied on the lock file or directory: EX_NOPERM.
 pub const PERMISSION: u8 = 77;
-/// An unusable or unsafe lock directory, no regular file at the lock path,
+/// An unusable or unsafe lock directory, a symbolic link another user owns
+/// on the way to it or at the lock path, no regular file at the lock path,
 /// or no socket at a socket lock's path: EX_CONFIG.
 pub const CONFIG: u8 = 78;
 /// A newer `--supersede` request for the lock came while this one waited;
@@ -36,6 +37,7 @@ pub fn of(error: &Error) -> u8 {
         Error::InvalidName { .. } | Error::Unsupported { .. } => USAGE,
         Error::UnusableDir { .. }
         | Error::UnsafeDir { .. }
+        | Error::ForeignSymlink { .. }
         | Error::NotRegularFile { .. }
         | Error::NotSocket { .. } => CONFIG,
         Error::PermissionDenied { .. } => PERMISSION,

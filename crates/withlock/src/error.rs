@@ -43,6 +43,22 @@ pub enum Error {
         reason: String,
     },
 
+    /// A symbolic link that a user other than root and the caller owns is
+    /// on the way to the lock directory or at the lock path: its owner
+    /// could point it anywhere, so it is not followed.
+    #[error(
+        "{} is a symbolic link owned by {owner}, who could point it anywhere: {fix}",
+        link.display()
+    )]
+    ForeignSymlink {
+        /// Where the link is.
+        link: PathBuf,
+        /// Its owner's user name (or uid).
+        owner: String,
+        /// What to do instead.
+        fix: String,
+    },
+
     /// Something other than a regular file sits at the lock path.
     #[error(
         "{} is a {kind}, not a lock file: remove it or choose another lock name",

@@ -13,15 +13,24 @@
 //! lock file in it: when it, or any directory above it, is writable by group
 //! or others without the sticky bit, or is owned by a user who is neither
 //! root nor the caller.
+//!
+//! The path is resolved here, one component at a time with `O_NOFOLLOW`,
+//! never by the kernel following a symbolic link: a link on the way is
+//! followed only if root or the caller owns it, checked on the link's own
+//! descriptor. A link owned by anybody else (one planted in a sticky `/tmp`,
+//! say) could be pointed anywhere by its owner, so it is refused whatever
+//! `fs.protected_symlinks` says (with 1, the kernel would refuse to follow
+//! it for root too, with a bare `EACCES`).
 
-use std::ffi::OsStr;
+use std::collections::VecDeque;
+use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
-use nix::fcntl::{OFlag, open};
-use nix::sys::stat::{FileStat, Mode, fstat, stat};
+use nix::fcntl::{AT_FDCWD, OFlag, openat, readlinkat};
+use nix::sys::stat::{FileStat, Mode, SFlag, fstat, stat};
 use nix::unistd::geteuid;
 
 use crate::error::{Error, Result};
@@ -53,12 +62,7 @@ impl LockDir {
     /// Opens `path` and refuses it unless it is a directory that no other
     /// unprivileged user can swap files in.
     pub fn open(path: &Path) -> Result<LockDir> {
-        let fd = open(
-            path,
-            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|errno| open_error(path, errno))?;
+        let fd = open_resolved(path)?;
         let dir = LockDir {
             path: path.to_owned(),
             fd,
@@ -111,6 +115,91 @@ impl LockDir {
         }
         Ok(())
     }
+}
+
+/// The most symbolic links followed in one path, as the kernel's MAXSYMLINKS.
+const MAX_SYMLINKS: u32 = 40;
+
+/// Opens the directory at `path` as the module docs say: component by
+/// component, following only the symbolic links that root or the caller owns.
+fn open_resolved(path: &Path) -> Result<OwnedFd> {
+    let step = |errno| open_error(path, errno);
+    let mut rest = VecDeque::new();
+    let start = if path.is_absolute() { "/" } else { "." };
+    let mut current = open_path(AT_FDCWD, OsStr::new(start)).map_err(step)?;
+    push_front(&mut rest, path);
+    let mut links = 0;
+    while let Some(name) = rest.pop_front() {
+        let next = open_path(current.as_fd(), &name).map_err(step)?;
+        let st = fstat(&next).map_err(step)?;
+        match SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) {
+            SFlag::S_IFDIR => current = next,
+            SFlag::S_IFLNK => {
+                links += 1;
+                if links > MAX_SYMLINKS {
+                    return Err(step(Errno::ELOOP));
+                }
+                if !ownership::is_trusted(st.st_uid) {
+                    return Err(Error::ForeignSymlink {
+                        link: shown_path(current.as_fd(), &name, path),
+                        owner: ownership::user_name(st.st_uid),
+                        fix: "point --dir (or WITHLOCK_DIR, or the lock path) at the real \
+                              directory instead"
+                            .into(),
+                    });
+                }
+                // The link's own descriptor: its target is read from the
+                // very link whose owner was checked.
+                let target = readlinkat(&next, "").map_err(step)?;
+                let target = Path::new(&target);
+                if target.is_absolute() {
+                    current = open_path(AT_FDCWD, OsStr::new("/")).map_err(step)?;
+                }
+                push_front(&mut rest, target);
+            }
+            _ => return Err(step(Errno::ENOTDIR)),
+        }
+    }
+    openat(
+        &current,
+        ".",
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(step)
+}
+
+/// Opens one component without following it, as a handle that needs no
+/// read permission: a directory to go on from, or a symbolic link itself.
+fn open_path(dir: BorrowedFd<'_>, name: &OsStr) -> nix::Result<OwnedFd> {
+    openat(
+        dir,
+        name,
+        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+/// Queues the components of `path` to be resolved before the rest; `/` is
+/// left out (the caller restarts from the root) and so is `.`.
+fn push_front(rest: &mut VecDeque<OsString>, path: &Path) {
+    use std::path::Component;
+    let names = path.components().filter_map(|c| match c {
+        Component::Normal(name) => Some(name.to_owned()),
+        Component::ParentDir => Some(OsString::from("..")),
+        Component::RootDir | Component::CurDir | Component::Prefix(_) => None,
+    });
+    for (index, name) in names.collect::<Vec<_>>().into_iter().enumerate() {
+        rest.insert(index, name);
+    }
+}
+
+/// Where the entry `name` of the open directory `dir` is, for a message:
+/// the directory's real path, else the path as given.
+fn shown_path(dir: BorrowedFd<'_>, name: &OsStr, given: &Path) -> PathBuf {
+    std::fs::read_link(format!("/proc/self/fd/{}", dir.as_raw_fd()))
+        .map(|real| real.join(name))
+        .unwrap_or_else(|_| given.to_owned())
 }
 
 fn open_error(path: &Path, errno: Errno) -> Error {
@@ -232,6 +321,31 @@ mod tests {
         LockDir::open(&safe).unwrap();
         let err = LockDir::open(&link).unwrap_err();
         assert!(err.to_string().contains("its parent"), "{err}");
+    }
+
+    #[test]
+    fn follows_the_callers_own_links_as_the_kernel_would() {
+        let outer = dir_with_mode(0o755);
+        let base = outer.path();
+        std::fs::create_dir_all(base.join("real/inner")).unwrap();
+        std::os::unix::fs::symlink(base.join("real"), base.join("absolute")).unwrap();
+        std::os::unix::fs::symlink("real/inner", base.join("relative")).unwrap();
+        std::os::unix::fs::symlink("relative", base.join("chain")).unwrap();
+        std::os::unix::fs::symlink("loop", base.join("loop")).unwrap();
+        let real = std::fs::canonicalize(base.join("real")).unwrap();
+        for (given, expected) in [
+            ("absolute", real.clone()),
+            ("absolute/inner", real.join("inner")),
+            ("chain", real.join("inner")),
+            ("chain/..", real.clone()),
+            ("./relative/../inner/.", real.join("inner")),
+        ] {
+            let dir = LockDir::open(&base.join(given)).unwrap_or_else(|e| panic!("{given}: {e}"));
+            let opened = std::fs::read_link(format!("/proc/self/fd/{}", dir.fd.as_raw_fd()));
+            assert_eq!(opened.unwrap(), expected, "{given}");
+        }
+        let err = LockDir::open(&base.join("loop")).unwrap_err();
+        assert!(err.to_string().contains("symbolic links"), "{err}");
     }
 
     #[test]

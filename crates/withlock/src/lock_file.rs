@@ -10,7 +10,7 @@
 //!   not write it (a 0644 file made by flock(1)) or the file system is
 //!   read-only: such a lock is then taken unordered;
 //! - every open uses `O_NOFOLLOW`, so a symlink planted at the lock path is
-//!   never followed, and `O_NONBLOCK`, so a FIFO planted there cannot block;
+//!   never followed (one that another user owns is named with its owner), and `O_NONBLOCK`, so a FIFO planted there cannot block;
 //! - the type is checked with `fstatat(AT_SYMLINK_NOFOLLOW)` before opening
 //!   (a device is never opened) and with `fstat` after (in case it was swapped);
 //! - a new file is created with `O_CREAT | O_EXCL` and made mode 0666 with
@@ -128,6 +128,13 @@ fn create_new(dir: &LockDir, file_name: &str, path: &Path) -> Result<Option<Owne
 fn refuse_non_regular(path: &Path, st: &FileStat) -> Result<()> {
     let kind = match SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) {
         SFlag::S_IFREG => return Ok(()),
+        SFlag::S_IFLNK if !ownership::is_trusted(st.st_uid) => {
+            return Err(Error::ForeignSymlink {
+                link: path.to_owned(),
+                owner: ownership::user_name(st.st_uid),
+                fix: "remove it, or choose another lock name".into(),
+            });
+        }
         SFlag::S_IFLNK => "symbolic link",
         SFlag::S_IFIFO => "FIFO",
         SFlag::S_IFSOCK => "socket",

@@ -1,7 +1,14 @@
-//! Words for who owns a file, for error messages ("owned by alice, mode 0600").
+//! Words for who owns a file, for error messages ("owned by alice, mode 0600"),
+//! and whose files are trusted.
 
 use nix::sys::stat::FileStat;
-use nix::unistd::{Uid, User};
+use nix::unistd::{Uid, User, geteuid};
+
+/// True for root and the calling user: the only owners whose directories
+/// and symbolic links withlock relies on.
+pub(crate) fn is_trusted(uid: u32) -> bool {
+    uid == 0 || uid == geteuid().as_raw()
+}
 
 /// The user name for `uid`, or the number when the account is unknown.
 pub fn user_name(uid: u32) -> String {

@@ -4,6 +4,7 @@
 mod exclusion;
 mod exit_status;
 mod fairness;
+mod foreign_symlinks;
 mod guide;
 mod help_text;
 mod holder_message;

@@ -528,31 +528,50 @@ pub fn ensure_user(name: &str) {
     assert!(out.status.success(), "useradd {name}: {}", stderr(&out));
 }
 
-/// Sets fs.protected_regular for as long as it lives, then restores it.
-/// Only one test at a time may hold one, across all test processes.
-pub struct ProtectedRegular {
+/// Sets a sysctl for as long as it lives, then restores it. Only one test
+/// at a time may hold one, across all test processes, whichever sysctl.
+pub struct Sysctl {
+    file: &'static str,
     previous: String,
     _serial: withlock::FileGuard,
 }
 
-const PROTECTED_REGULAR: &str = "/proc/sys/fs/protected_regular";
-
-impl ProtectedRegular {
-    pub fn set(value: u8) -> ProtectedRegular {
+impl Sysctl {
+    /// Sets the sysctl whose file is `file` (under /proc/sys) to `value`.
+    pub fn set(file: &'static str, value: u8) -> Sysctl {
         require_root();
-        let serial = machine_lock("protected_regular");
-        let previous = fs::read_to_string(PROTECTED_REGULAR).unwrap();
-        fs::write(PROTECTED_REGULAR, value.to_string()).unwrap();
-        ProtectedRegular {
+        let serial = machine_lock("sysctl");
+        let previous = fs::read_to_string(file).unwrap();
+        fs::write(file, value.to_string()).unwrap();
+        Sysctl {
+            file,
             previous,
             _serial: serial,
         }
     }
 }
 
-impl Drop for ProtectedRegular {
+impl Drop for Sysctl {
     fn drop(&mut self) {
-        fs::write(PROTECTED_REGULAR, self.previous.trim()).unwrap();
+        fs::write(self.file, self.previous.trim()).unwrap();
+    }
+}
+
+/// fs.protected_regular, set for as long as the returned [`Sysctl`] lives.
+pub struct ProtectedRegular;
+
+impl ProtectedRegular {
+    pub fn set(value: u8) -> Sysctl {
+        Sysctl::set("/proc/sys/fs/protected_regular", value)
+    }
+}
+
+/// fs.protected_symlinks, set for as long as the returned [`Sysctl`] lives.
+pub struct ProtectedSymlinks;
+
+impl ProtectedSymlinks {
+    pub fn set(value: u8) -> Sysctl {
+        Sysctl::set("/proc/sys/fs/protected_symlinks", value)
     }
 }
 
