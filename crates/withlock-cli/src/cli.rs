@@ -217,7 +217,8 @@ pub struct Cli {
         short = 'w',
         long = "wait",
         value_name = "SECONDS",
-        value_parser = parse_seconds,
+        value_parser = parse_wait,
+        allow_hyphen_values = true,
         conflicts_with = "no_wait"
     )]
     pub wait: Option<Duration>,
@@ -259,6 +260,7 @@ pub struct Cli {
         long,
         value_name = "SECONDS",
         value_parser = parse_seconds,
+        allow_hyphen_values = true,
         default_value = "10"
     )]
     pub grace: Duration,
@@ -438,12 +440,40 @@ fn shown_line(args: &[OsString]) -> String {
     format!("withlock {}", withlock::escape::command_line(&rest))
 }
 
+/// A number of seconds, fractions allowed: 0 or more and finite, at most
+/// [`Duration::MAX`] (about 1.8e19 s). A wait whose end is too far for the
+/// clock (from about 9.2e18 s) has no deadline: see [`withlock::Wait`].
 fn parse_seconds(text: &str) -> Result<Duration, String> {
-    let seconds: f64 = text
-        .parse()
-        .map_err(|_| format!("{text:?} is not a number of seconds, such as 10 or 0.5"))?;
-    Duration::try_from_secs_f64(seconds)
-        .map_err(|_| format!("{text:?} must be a number of seconds from 0 up"))
+    let seconds: f64 = text.trim().parse().unwrap_or(f64::NAN);
+    if seconds.is_nan() {
+        return Err(format!(
+            "{text:?} is not a number of seconds, such as 10 or 0.5"
+        ));
+    }
+    if seconds < 0.0 {
+        return Err(format!("{text:?} is negative: give 0 or more seconds"));
+    }
+    Duration::try_from_secs_f64(seconds).map_err(|_| {
+        format!(
+            "{text:?} is too many seconds: at most {} (about 1.8e19)",
+            Duration::MAX.as_secs()
+        )
+    })
+}
+
+/// `-w`: as [`parse_seconds`], saying how to wait forever when too large.
+fn parse_wait(text: &str) -> Result<Duration, String> {
+    parse_seconds(text).map_err(|err| {
+        if text
+            .trim()
+            .parse::<f64>()
+            .is_ok_and(|s| s > 0.0 && !s.is_nan())
+        {
+            format!("{err}; leave out -w to wait forever")
+        } else {
+            err
+        }
+    })
 }
 
 #[cfg(test)]
@@ -460,9 +490,20 @@ mod tests {
     fn seconds_accept_fractions_and_refuse_the_rest() {
         assert_eq!(parse_seconds("0.25"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_seconds("3"), Ok(Duration::from_secs(3)));
-        for bad in ["-1", "abc", "NaN", "inf", ""] {
+        for bad in ["-1", "abc", "NaN", "inf", "", "1e400", "-inf", "1e20"] {
             assert!(parse_seconds(bad).is_err(), "{bad}");
         }
+        // Up to Duration::MAX: a deadline the clock cannot hold waits forever.
+        assert_eq!(
+            parse_seconds("1e19"),
+            Ok(Duration::from_secs(10_000_000_000_000_000_000))
+        );
+        assert!(
+            parse_wait("inf")
+                .unwrap_err()
+                .contains("leave out -w to wait forever")
+        );
+        assert!(parse_wait("-1").unwrap_err().contains("negative"));
     }
 
     #[test]

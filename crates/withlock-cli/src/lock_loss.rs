@@ -51,7 +51,7 @@ fn stop(lost: &LockLost, grace: Duration) {
         // The command had already ended: its status stands.
         return;
     }
-    eprintln!(
+    say!(
         "withlock: {}; stopping the command (SIGTERM, SIGKILL after {}s)",
         escaped(lost),
         grace.as_secs_f64()

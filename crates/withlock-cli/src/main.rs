@@ -3,6 +3,17 @@
 //! Parses the command line, takes the lock through the `withlock` library,
 //! runs the command, and maps every outcome to a documented exit status.
 
+/// `eprintln!` that cannot panic: a line that cannot be written (stderr
+/// closed, or a pipe whose reader has gone) is dropped, and the exit status
+/// still tells what happened. A panic would turn it into 101, and in the
+/// lock-loss path would skip stopping the command.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod cli;
 mod command;
 mod exit_code;
@@ -33,7 +44,7 @@ fn main() -> ExitCode {
     let cli = match Cli::parse_args() {
         Ok(cli) => cli,
         Err(ParseError::Command(line)) => {
-            eprintln!("withlock: {line}");
+            say!("withlock: {line}");
             return ExitCode::from(exit_code::USAGE);
         }
         Err(ParseError::Clap(err)) => {
@@ -63,8 +74,8 @@ fn main() -> ExitCode {
             });
             if !(conflict && cli.quiet) {
                 match open_file_limit::advice(&err) {
-                    Some(advice) => eprintln!("withlock: {err:#}: {advice}"),
-                    None => eprintln!("withlock: {err:#}"),
+                    Some(advice) => say!("withlock: {err:#}: {advice}"),
+                    None => say!("withlock: {err:#}"),
                 }
             }
             ExitCode::from(code)
@@ -84,7 +95,7 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
     let asked = Instant::now();
     let mut guard = lock_request::take(cli, &set, wait)?;
     if cli.verbose {
-        eprintln!(
+        say!(
             "withlock: acquired {} after waiting {}",
             lock_request::describe(&set),
             human_duration(asked.elapsed())
@@ -103,11 +114,11 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
     // was reported already, and cannot be released.
     if let Err(err) = guard.release() {
         if !lock_loss::was_lost() {
-            eprintln!("withlock: warning: {err}");
+            say!("withlock: warning: {err}");
         }
     }
     if cli.verbose {
-        eprintln!(
+        say!(
             "withlock: released {} after holding {} {}; the command {ended} after {}",
             lock_request::names(&set),
             if set.len() == 1 { "it" } else { "them" },
@@ -154,8 +165,9 @@ fn write_listing(cli: &Cli, locks: &[withlock::LockStatus]) -> std::io::Result<(
 
 fn generate_extras(prefix: &Path) -> anyhow::Result<u8> {
     let written: Vec<PathBuf> = extras::generate(prefix)?;
+    let mut out = std::io::stdout().lock();
     for path in written {
-        println!("{}", path.display());
+        writeln!(out, "{}", path.display())?;
     }
     Ok(0)
 }

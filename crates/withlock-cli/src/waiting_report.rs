@@ -97,7 +97,7 @@ fn report(lock: &AnyLock, stopped: &mpsc::Receiver<()>, shown: &Mutex<Shown>) {
     }
     if !std::io::stderr().is_terminal() {
         if let Some(look) = Look::now(lock) {
-            eprintln!("{}", look.waiting(started.elapsed()).whole());
+            say!("{}", look.waiting(started.elapsed()).whole());
         }
         return;
     }
@@ -121,7 +121,7 @@ fn report(lock: &AnyLock, stopped: &mpsc::Receiver<()>, shown: &Mutex<Shown>) {
     bar.finish_and_clear();
     let granted = shown.lock().unwrap_or_else(|e| e.into_inner()).granted;
     if let (true, Some(look)) = (granted, last) {
-        eprintln!("{}", look.waited(started.elapsed()).whole());
+        say!("{}", look.waited(started.elapsed()).whole());
     }
 }
 
@@ -313,7 +313,7 @@ impl WaitHooks for ReportWhenWaiting {
             report.finish(false);
         }
         if !self.quiet {
-            eprintln!("withlock: {}", withlock::escape::text(message));
+            say!("withlock: {}", withlock::escape::text(message));
         }
     }
 

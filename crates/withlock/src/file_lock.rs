@@ -179,7 +179,7 @@ impl FileLock {
     ) -> Result<(Outcome, Option<Ticket>, Mode)> {
         let io = |e: std::io::Error| Error::io(format!("lock {}", self.path().display()), e);
         let (may_wait, deadline) = match wait {
-            Wait::For(limit) if !limit.is_zero() => (true, Some(start + limit)),
+            Wait::For(limit) if !limit.is_zero() => (true, wait.deadline(start)),
             Wait::Forever => (true, None),
             _ => (false, None),
         };

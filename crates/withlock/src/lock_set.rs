@@ -259,10 +259,7 @@ impl LockSet {
     /// error (a [`Error::TimedOut`] then counts the whole wait).
     pub fn acquire_with(&self, wait: Wait, hooks: &mut dyn SetHooks) -> Result<SetGuard> {
         let start = Instant::now();
-        let deadline = match wait {
-            Wait::For(limit) => Some(start + limit),
-            _ => None,
-        };
+        let deadline = wait.deadline(start);
         let mut guards = Vec::with_capacity(self.locks.len());
         for (_, lock) in &self.locks {
             let this_wait = match deadline {

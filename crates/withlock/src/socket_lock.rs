@@ -341,7 +341,7 @@ impl Lock for SocketLock {
         let start = Instant::now();
         let (may_wait, deadline) = match wait {
             Wait::NoWait => (false, None),
-            Wait::For(limit) => (!limit.is_zero(), Some(start + limit)),
+            Wait::For(limit) => (!limit.is_zero(), wait.deadline(start)),
             Wait::Forever => (true, None),
         };
         let mut told = false;

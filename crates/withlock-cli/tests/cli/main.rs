@@ -1,6 +1,7 @@
 //! Integration tests that drive the real `withlock` binary, one module per
 //! topic. Tests marked "needs root" fail (never skip) when not run as root.
 
+mod bad_input;
 mod exclusion;
 mod exit_status;
 mod fairness;

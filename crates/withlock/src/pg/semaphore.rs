@@ -153,7 +153,7 @@ impl<'a> Semaphore<'a> {
         let started = Instant::now();
         let deadline = match wait {
             Wait::For(d) if d.is_zero() => None,
-            Wait::For(d) => Some(started + d),
+            Wait::For(_) => wait.deadline(started),
             _ => None,
         };
         let no_wait = matches!(wait, Wait::NoWait) || matches!(wait, Wait::For(d) if d.is_zero());

@@ -1,0 +1,95 @@
+//! No input makes withlock panic: absurd numbers of seconds are refused
+//! with one cause and 64, a wait too long for the clock waits until the
+//! lock is free, and a message that cannot be written (stderr closed)
+//! leaves the exit status as documented.
+
+use std::os::fd::OwnedFd;
+use std::process::Stdio;
+
+use crate::support::{Env, spawn, stderr, wait_blocked, wait_child};
+
+const USAGE: i32 = 64;
+const CONFLICT: i32 = 75;
+
+/// Every absurd value of -w and --grace is refused with 64, naming the
+/// value and why; nothing runs and no lock file is made.
+#[test]
+fn absurd_seconds_are_refused_with_64_and_nothing_runs() {
+    let env = Env::new();
+    let marker = env.file("ran");
+    for option in ["-w", "--grace"] {
+        for (value, cause) in [
+            ("-1", "is negative"),
+            ("-inf", "is negative"),
+            ("nan", "is not a number of seconds"),
+            ("soon", "is not a number of seconds"),
+            ("inf", "is too many seconds"),
+            ("1e400", "is too many seconds"),
+            ("1e20", "is too many seconds"),
+        ] {
+            let out = env
+                .withlock()
+                .args([option, value, "t", "--", "touch"])
+                .arg(&marker)
+                .output();
+            let err = stderr(&out);
+            assert_eq!(out.status.code(), Some(USAGE), "{option} {value}: {err}");
+            let said = format!("{value:?} {cause}");
+            assert!(
+                err.contains(&said),
+                "{option} {value}: should say {said:?}: {err}"
+            );
+            assert!(!marker.exists(), "{option} {value}: the command ran");
+            assert!(
+                !env.lock_file("t").exists(),
+                "{option} {value}: a lock file was made"
+            );
+        }
+    }
+}
+
+/// A wait whose end the clock cannot represent (from about 9.2e18 s)
+/// waits as long as it takes: the waiter blocks, and runs once the holder
+/// lets go.
+#[test]
+fn a_wait_too_long_for_the_clock_waits_until_the_lock_is_free() {
+    let env = Env::new();
+    for (index, seconds) in ["1e19", "1.8e19"].into_iter().enumerate() {
+        let holder = env.hold(env.withlock().arg("t"), &format!("holder{index}"));
+        let mut waiter = spawn(
+            env.withlock()
+                .args(["-w", seconds, "t", "--", "true"])
+                .command()
+                .stderr(Stdio::null()),
+        );
+        wait_blocked(&env.lock_file("t"), waiter.id() as i32);
+        assert!(holder.release().success());
+        let status = wait_child(&mut waiter);
+        assert_eq!(status.code(), Some(0), "-w {seconds}: {status}");
+    }
+}
+
+/// A pipe whose reader is gone: every write to it fails with EPIPE.
+fn broken_pipe() -> OwnedFd {
+    let (read, write) = nix::unistd::pipe().unwrap();
+    drop(read);
+    write
+}
+
+/// With stderr a pipe nobody reads, an invalid name is still 64 and a
+/// busy lock still 75 (and the verbose lines of a run change nothing),
+/// not a panic's 101.
+#[test]
+fn an_unwritable_stderr_leaves_the_exit_status_alone() {
+    let env = Env::new();
+    let run = |args: &[&str]| {
+        let mut command = env.withlock().args(args).command();
+        command.stdin(Stdio::null()).stderr(broken_pipe());
+        command.output().unwrap().status
+    };
+    assert_eq!(run(&["bad name", "--", "true"]).code(), Some(USAGE));
+    assert_eq!(run(&["-v", "t", "--", "true"]).code(), Some(0));
+    let holder = env.hold(env.withlock().arg("t"), "holder");
+    assert_eq!(run(&["-n", "t", "--", "true"]).code(), Some(CONFLICT));
+    assert!(holder.release().success());
+}
