@@ -124,6 +124,10 @@ const MAX_SYMLINKS: u32 = 40;
 /// component, following only the symbolic links that root or the caller owns.
 fn open_resolved(path: &Path) -> Result<OwnedFd> {
     let step = |errno| open_error(path, errno);
+    if path.as_os_str().is_empty() {
+        // As open(2) says: an empty path is not the current directory.
+        return Err(step(Errno::ENOENT));
+    }
     let mut rest = VecDeque::new();
     let start = if path.is_absolute() { "/" } else { "." };
     let mut current = open_path(AT_FDCWD, OsStr::new(start)).map_err(step)?;
@@ -346,6 +350,8 @@ mod tests {
         }
         let err = LockDir::open(&base.join("loop")).unwrap_err();
         assert!(err.to_string().contains("symbolic links"), "{err}");
+        let err = LockDir::open(Path::new("")).unwrap_err();
+        assert!(err.to_string().contains("does not exist"), "{err}");
     }
 
     #[test]
