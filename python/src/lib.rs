@@ -10,7 +10,11 @@
 //!   blocked flock(2) it takes the GIL back to run Python's signal handlers,
 //!   so Ctrl-C (`KeyboardInterrupt`) ends the wait at once;
 //! - a guard remembers the process that took the lock, so that a fork child
-//!   that inherited it never unlocks its parent's lock.
+//!   that inherited it never unlocks its parent's lock;
+//! - at import, [`withlock::fork_child`] is switched on: a child forked at
+//!   any moment (while a thread holds a lock, waits for one, or opens its
+//!   lock file) gets none of the lock descriptors, so it never holds nor
+//!   later receives the parent's lock.
 #![deny(missing_docs)]
 
 use std::path::{Path, PathBuf};
@@ -125,7 +129,8 @@ impl WaitHooks for SignalCheck {
 /// Takes the lock `spec` (a name, or a path when it holds `/`) in `dir`.
 ///
 /// `timeout`: None waits forever, 0 tries once, else the longest wait in
-/// seconds (the caller checks it is not negative or NaN). `max`: a counting
+/// seconds (the caller checks it is not negative or NaN); one too long for
+/// the clock waits forever, as [`Wait::For`] says. `max`: a counting
 /// semaphore of up to `max` holders (at least 1, not with `shared`)
 /// instead of an exclusive or shared lock.
 #[pyfunction]
@@ -270,6 +275,7 @@ fn epoch_seconds(time: SystemTime) -> f64 {
 /// The native module `withlock._withlock`.
 #[pymodule]
 fn _withlock(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    withlock::fork_child::close_lock_files_in_fork_children();
     m.add_class::<Guard>()?;
     m.add_function(wrap_pyfunction!(acquire, m)?)?;
     m.add_function(wrap_pyfunction!(lock_path, m)?)?;

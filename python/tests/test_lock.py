@@ -61,6 +61,23 @@ def test_invalid_names_and_timeouts_are_value_errors(tmp_path: Path) -> None:
         withlock.lock("x", dir=tmp_path, timeout="5")  # type: ignore[arg-type]
 
 
+def test_no_timeout_panics_and_a_huge_one_waits_forever(tmp_path: Path, python_holder) -> None:
+    # Too long for the clock: no deadline, as with None (this used to panic).
+    for timeout in [1e19, 1.8e19, 1e300, float("inf"), 10**400]:
+        withlock.lock("x", dir=tmp_path, timeout=timeout).acquire().release()
+        withlock.lock("x", dir=tmp_path).acquire(timeout=timeout).release()
+    for timeout in [-1e19, float("-inf"), -(10**400), float("nan")]:
+        with pytest.raises(ValueError, match="timeout must be 0 or more seconds"):
+            withlock.lock("x", dir=tmp_path, timeout=timeout)
+    # And it waits until the holder lets go.
+    holder = python_holder("held")
+    lock = withlock.lock("held", dir=tmp_path, timeout=1e19)
+    releaser = release_once_waiting(lock, os.getpid(), holder)
+    with lock:
+        assert lock.holders()[0].pid == os.getpid()
+    releaser.join()
+
+
 def test_timeout_zero_raises_busy_naming_the_holder(tmp_path: Path, python_holder) -> None:
     holder = python_holder("deploy")
     with pytest.raises(withlock.Busy) as caught:

@@ -267,9 +267,20 @@ def _check_timeout(timeout: Optional[float]) -> Optional[float]:
         return None
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
         raise TypeError(f"timeout must be a number of seconds or None, not {type(timeout).__name__}")
-    if math.isnan(timeout) or timeout < 0:
-        raise ValueError(f"timeout must be 0 or more seconds, or None to wait forever, not {timeout}")
-    return None if math.isinf(timeout) else float(timeout)
+    try:
+        seconds = float(timeout)
+    except OverflowError:
+        # A whole number beyond any float: negative, or longer than any wait.
+        seconds = math.inf if timeout > 0 else -math.inf
+    if math.isnan(seconds) or seconds < 0:
+        raise ValueError(f"timeout must be 0 or more seconds, or None to wait forever, not {seconds}")
+    # Infinite, or too long for the clock to hold its end: no deadline, and
+    # the same checks as None.
+    return None if seconds >= _FOREVER else seconds
+
+
+# From here on (in seconds) the end of a wait cannot be represented.
+_FOREVER = 9.2e18
 
 
 def _call(function: Callable[..., Any], *args: Any) -> Any:

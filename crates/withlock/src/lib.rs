@@ -32,6 +32,7 @@ mod error;
 pub mod escape;
 mod file_lock;
 mod flock_wait;
+pub mod fork_child;
 mod holder;
 mod inspect;
 mod lock;

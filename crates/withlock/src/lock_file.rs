@@ -27,6 +27,7 @@ use nix::fcntl::{AtFlags, OFlag, openat};
 use nix::sys::stat::{FileStat, Mode, SFlag, fchmod, fstat, fstatat};
 
 use crate::error::{Error, Result};
+use crate::fork_child;
 use crate::lock_dir::LockDir;
 use crate::ownership;
 
@@ -37,8 +38,12 @@ pub const LOCK_FILE_MODE: u32 = 0o666;
 pub(crate) const MAX_ATTEMPTS: u32 = 100;
 
 /// Opens `<dir>/<file_name>` read-write (else read-only), creating it if
-/// it does not exist.
+/// it does not exist; recorded for [`crate::fork_child`].
 pub(crate) fn open_or_create(dir: &LockDir, file_name: &str) -> Result<OwnedFd> {
+    fork_child::opening(|| open_or_create_here(dir, file_name))
+}
+
+fn open_or_create_here(dir: &LockDir, file_name: &str) -> Result<OwnedFd> {
     let path = dir.path().join(file_name);
     for _ in 0..MAX_ATTEMPTS {
         match fstatat(dir.fd(), file_name, AtFlags::AT_SYMLINK_NOFOLLOW) {

@@ -558,12 +558,16 @@ impl Sockaddr {
             Sockaddr::V6(_) => AddressFamily::Inet6,
             Sockaddr::Unix(_) => AddressFamily::Unix,
         };
-        socket::socket(
-            family,
-            SockType::Stream,
-            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
-            None,
-        )
+        // Recorded for crate::fork_child, as a lock file is: a listening
+        // socket is a held lock.
+        crate::fork_child::opening(|| {
+            socket::socket(
+                family,
+                SockType::Stream,
+                SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+                None,
+            )
+        })
     }
 }
 
