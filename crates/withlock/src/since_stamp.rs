@@ -20,6 +20,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Offsets below this are not stamps (before 2001-09-09).
 const EARLIEST_STAMP_MICROS: u64 = 1_000_000_000_000_000;
+/// Offsets above this are not stamps either (after 9999-12-31T23:59:59Z,
+/// the last time RFC 3339 can write): anyone who can open the lock file can
+/// lock any offset, and such a time would break the listing.
+const LATEST_STAMP_MICROS: u64 = 253_402_300_799_999_999;
 
 /// Sets (or with `F_UNLCK` removes) a one-byte POSIX record lock of this
 /// process at `offset`; false when the kernel refuses.
@@ -62,7 +66,7 @@ pub(crate) fn remove(fd: BorrowedFd<'_>, offset: u64) {
 
 /// The time a stamp at `offset` stands for, if it looks like one.
 pub(crate) fn decode(offset: u64) -> Option<SystemTime> {
-    if offset < EARLIEST_STAMP_MICROS {
+    if !(EARLIEST_STAMP_MICROS..=LATEST_STAMP_MICROS).contains(&offset) {
         return None;
     }
     UNIX_EPOCH.checked_add(Duration::from_micros(offset))
@@ -82,8 +86,11 @@ mod tests {
     }
 
     #[test]
-    fn small_offsets_are_not_stamps() {
+    fn small_and_far_future_offsets_are_not_stamps() {
         assert_eq!(decode(0), None);
         assert_eq!(decode(4096), None);
+        assert!(decode(LATEST_STAMP_MICROS).is_some());
+        assert_eq!(decode(LATEST_STAMP_MICROS + 1), None);
+        assert_eq!(decode(i64::MAX as u64), None);
     }
 }

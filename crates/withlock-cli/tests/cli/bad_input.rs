@@ -1,7 +1,8 @@
 //! No input makes withlock panic: absurd numbers of seconds are refused
 //! with one cause and 64, a wait too long for the clock waits until the
-//! lock is free, and a message that cannot be written (stderr closed)
-//! leaves the exit status as documented.
+//! lock is free, a message that cannot be written (stderr closed) leaves
+//! the exit status as documented, and a forged "since" stamp far in the
+//! future does not break the listing.
 
 use std::os::fd::OwnedFd;
 use std::process::Stdio;
@@ -92,4 +93,49 @@ fn an_unwritable_stderr_leaves_the_exit_status_alone() {
     let holder = env.hold(env.withlock().arg("t"), "holder");
     assert_eq!(run(&["-n", "t", "--", "true"]).code(), Some(CONFLICT));
     assert!(holder.release().success());
+}
+
+/// Needs nothing but read access to the lock file: a shared flock and a
+/// POSIX read lock at an offset that would be a "since" stamp in the year
+/// 15814 and one at the largest offset; --list, --list --json and the
+/// busy message still work, naming the holder (this process).
+#[test]
+fn a_forged_far_future_stamp_does_not_break_the_listing() {
+    use std::os::fd::AsRawFd;
+    let env = Env::new();
+    let path = env.lock_file("t");
+    std::fs::write(&path, "").unwrap();
+    let file = std::fs::File::open(&path).unwrap();
+    let fd = file.as_raw_fd();
+    // SAFETY: `fd` is open for the whole test; flock only reads it.
+    assert_eq!(unsafe { libc::flock(fd, libc::LOCK_SH) }, 0);
+    for offset in [500_000_000_000_000_000, i64::MAX - 1] {
+        let record = libc::flock {
+            l_type: libc::F_RDLCK as libc::c_short,
+            l_whence: libc::SEEK_SET as libc::c_short,
+            l_start: offset,
+            l_len: 1,
+            l_pid: 0,
+        };
+        // SAFETY: `record` is a valid flock struct; F_SETLK only reads it.
+        let set = unsafe { libc::fcntl(fd, libc::F_SETLK, &record) };
+        assert_eq!(set, 0, "{}", std::io::Error::last_os_error());
+    }
+    let me = format!("{}", std::process::id());
+    for args in [&["--list"][..], &["--list", "--json"]] {
+        let out = env.withlock().args(args).output();
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+        let listing = String::from_utf8_lossy(&out.stdout);
+        assert!(listing.contains(&me), "{args:?}: {listing}");
+    }
+    let out = env
+        .withlock()
+        .args(["-x", "-n", "t", "--", "true"])
+        .output();
+    assert_eq!(out.status.code(), Some(CONFLICT), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("pid {me}")),
+        "{}",
+        stderr(&out)
+    );
 }
