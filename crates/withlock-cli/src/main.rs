@@ -47,6 +47,13 @@ fn main() -> ExitCode {
             say!("withlock: {line}");
             return ExitCode::from(exit_code::USAGE);
         }
+        Err(ParseError::Clap(err)) if err.kind() == clap::error::ErrorKind::ValueValidation => {
+            // The value's own message names the cause and the fix: one line.
+            let text = err.render().to_string();
+            let line = text.lines().next().unwrap_or_default();
+            say!("withlock: {}", line.strip_prefix("error: ").unwrap_or(line));
+            return ExitCode::from(exit_code::USAGE);
+        }
         Err(ParseError::Clap(err)) => {
             let _ = err.print();
             return ExitCode::from(if err.use_stderr() {

@@ -35,6 +35,11 @@ fn absurd_seconds_are_refused_with_64_and_nothing_runs() {
                 .output();
             let err = stderr(&out);
             assert_eq!(out.status.code(), Some(USAGE), "{option} {value}: {err}");
+            assert_eq!(
+                err.lines().count(),
+                1,
+                "{option} {value}: one line: {err:?}"
+            );
             let said = format!("{value:?} {cause}");
             assert!(
                 err.contains(&said),
