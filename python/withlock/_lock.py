@@ -300,9 +300,10 @@ def _after_fork_in_parent() -> None:
 
 
 def _after_fork_in_child() -> None:
-    """The child never holds its parent's locks: close its copies of their
-    descriptors at once, so the lock is free as soon as the parent lets go
-    (even if the parent dies), and nothing the child does can unlock the
+    """The child never holds its parent's locks. The native module has
+    already replaced every lock descriptor in the child, held or waited on,
+    by one on /dev/null (withlock::fork_child, for any fork); here the held
+    guards let go of those, so that nothing the child does can unlock the
     parent's lock. The child's Lock objects stay "acquired" only so that
     leaving a ``with`` block or calling release() in the child is a no-op.
     """
