@@ -17,6 +17,10 @@
 //! no fork falls between them; a fork during a wait cannot leave the child
 //! the waiting descriptor.
 //!
+//! A record is dropped when its number is recorded again or no longer
+//! names its file; until then, a descriptor the program itself opened on
+//! that same lock file under a number withlock had used is swapped too.
+//!
 //! Off by default: the `withlock` command relies on the opposite, its
 //! command inheriting the lock so that the lock outlives withlock itself.
 
@@ -100,7 +104,9 @@ fn record(fd: &OwnedFd) {
         return;
     }
     let mut recorded = RECORDED.lock().unwrap_or_else(|e| e.into_inner());
-    recorded.retain(Entry::is_current);
+    // A record of the same number is of a descriptor closed since, even
+    // when the number now names the same file again.
+    recorded.retain(|entry| entry.fd != fd.as_raw_fd() && entry.is_current());
     recorded.push(Entry {
         fd: fd.as_raw_fd(),
         dev: st.st_dev,
@@ -151,6 +157,23 @@ extern "C" fn in_child() {
 mod tests {
     use super::*;
     use std::os::fd::{AsFd, BorrowedFd};
+
+    #[test]
+    fn the_record_is_as_long_as_the_open_lock_files() {
+        close_lock_files_in_fork_children();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("again.lock");
+        let open = || opening(|| std::fs::File::create(&path).map(OwnedFd::from)).unwrap();
+        let kept = open();
+        for _ in 0..100 {
+            // Closed at once: the next open reuses the number, same file.
+            drop(open());
+        }
+        let recorded = RECORDED.lock().unwrap();
+        let on_file = |fd: RawFd| recorded.iter().filter(|e| e.fd == fd).count();
+        assert_eq!(on_file(kept.as_raw_fd()), 1);
+        assert!(recorded.len() <= 2 + 8, "{} records", recorded.len());
+    }
 
     #[test]
     fn a_fork_child_keeps_no_recorded_lock_file() {
