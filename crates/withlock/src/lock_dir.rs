@@ -14,7 +14,8 @@
 //! or others without the sticky bit, or is owned by a user who is neither
 //! root nor the caller.
 //!
-//! The path is resolved here, one component at a time with `O_NOFOLLOW`,
+//! A path without symbolic links is opened with `openat2(RESOLVE_NO_SYMLINKS)`.
+//! Any other is resolved here, one component at a time with `O_NOFOLLOW`,
 //! never by the kernel following a symbolic link: a link on the way is
 //! followed only if root or the caller owns it, checked on the link's own
 //! descriptor. A link owned by anybody else (one planted in a sticky `/tmp`,
@@ -29,7 +30,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
-use nix::fcntl::{AT_FDCWD, OFlag, openat, readlinkat};
+use nix::fcntl::{AT_FDCWD, OFlag, OpenHow, ResolveFlag, openat, openat2, readlinkat};
 use nix::sys::stat::{FileStat, Mode, SFlag, fstat, stat};
 use nix::unistd::geteuid;
 
@@ -123,6 +124,15 @@ const MAX_SYMLINKS: u32 = 40;
 /// Opens the directory at `path` as the module docs say: component by
 /// component, following only the symbolic links that root or the caller owns.
 fn open_resolved(path: &Path) -> Result<OwnedFd> {
+    // Most paths hold no symbolic link: one openat2(2) that refuses any
+    // does. Any failure (a link, an error, a kernel before 5.6) takes the
+    // walk, which says what is wrong.
+    let direct = OpenHow::new()
+        .flags(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS);
+    if let Ok(fd) = openat2(AT_FDCWD, path, direct) {
+        return Ok(fd);
+    }
     let step = |errno| open_error(path, errno);
     if path.as_os_str().is_empty() {
         // As open(2) says: an empty path is not the current directory.
