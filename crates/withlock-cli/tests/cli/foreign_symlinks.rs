@@ -3,14 +3,16 @@
 //! its owner, whatever fs.protected_symlinks says; nothing is created or
 //! opened through it.
 //!
-//! Every test here needs root: it plants links owned by the test user
-//! wl-alice (lchown) and changes fs.protected_symlinks.
+//! Every test here needs root: the test user wl-alice plants the links
+//! (through setpriv) and the test changes fs.protected_symlinks.
 
 use std::fs;
-use std::os::unix::fs::{MetadataExt, lchown, symlink};
+use std::os::unix::fs::{MetadataExt, lchown};
 use std::path::{Path, PathBuf};
 
-use crate::support::{ALICE, Env, ProtectedSymlinks, ensure_user, require_root, set_mode, stderr};
+use crate::support::{
+    ALICE, Env, ProtectedSymlinks, command_as, ensure_user, output, require_root, set_mode, stderr,
+};
 
 /// The exit status for an unsafe lock directory or lock path.
 const CONFIG: i32 = 78;
@@ -96,12 +98,15 @@ fn a_symlink_another_user_owns_is_refused_whatever_protected_symlinks_says() {
     let precious = target.join("precious");
     fs::write(&precious, "precious").unwrap();
 
+    // wl-alice plants both links herself: the test directory and the lock
+    // directory are sticky and writable by all, as /tmp and /run/lock are.
     let link = env.file("appdir");
-    symlink(&target, &link).unwrap();
-    lchown(&link, Some(alice), None).unwrap();
     let lock_link = env.lock_file("planted");
-    symlink(&precious, &lock_link).unwrap();
-    lchown(&lock_link, Some(alice), None).unwrap();
+    for (to, at) in [(&target, &link), (&precious, &lock_link)] {
+        let out = output(command_as(ALICE, "ln").arg("-s").arg(to).arg(at));
+        assert!(out.status.success(), "ln -s as {ALICE}: {}", stderr(&out));
+        assert_eq!(fs::symlink_metadata(at).unwrap().uid(), alice);
+    }
 
     let dir_fix = "point --dir (or WITHLOCK_DIR, or the lock path) at the real directory";
     for protected in [0u8, 1] {
