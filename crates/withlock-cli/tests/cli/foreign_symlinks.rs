@@ -26,21 +26,22 @@ fn alice_uid() -> u32 {
         .as_raw()
 }
 
-/// What must not change in the link's target directory: its entries and
-/// its times.
-fn snapshot(dir: &Path) -> (Vec<PathBuf>, i64, i64, i64) {
+/// What must not change in the link's target directory: its entries, and
+/// when they or the directory itself last changed.
+fn snapshot(dir: &Path) -> (Vec<PathBuf>, [i64; 4]) {
     let mut entries: Vec<PathBuf> = fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
     entries.sort();
     let meta = fs::metadata(dir).unwrap();
-    (
-        entries,
+    let times = [
+        meta.mtime(),
         meta.mtime_nsec(),
+        meta.ctime(),
         meta.ctime_nsec(),
-        meta.atime_nsec(),
-    )
+    ];
+    (entries, times)
 }
 
 /// Runs `withlock <args> -- touch <marker>` (with WITHLOCK_DIR = `env_dir`
