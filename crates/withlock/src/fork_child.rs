@@ -7,10 +7,11 @@
 //! descriptor is open, so a child that inherits one keeps the parent's lock
 //! (or its place in the queue) after the parent dies. After
 //! [`close_lock_files_in_fork_children`], every lock file and lock socket
-//! (a [`crate::SocketLock`]'s) this process opens is recorded, and in a child made by fork(2) (a `pthread_atfork` handler,
-//! so any fork that runs them: `os.fork()`, C code, not `vfork` or
-//! `posix_spawn`, which exec anyway) each recorded descriptor is replaced
-//! by one on `/dev/null` before the child runs a line of its own code. The
+//! (a [`crate::SocketLock`]'s) this process opens is recorded, and in a
+//! child made by fork(2) (a `pthread_atfork` handler, so any fork that runs
+//! them: `os.fork()`, C code; not `vfork` or `posix_spawn`, which exec
+//! anyway) each recorded descriptor is replaced by one on `/dev/null`
+//! before the child runs a line of its own code. The
 //! descriptor number stays taken, so whatever later closes it in the child
 //! closes only that. The open and its record are one step that a fork waits
 //! for (a read lock that the fork's `prepare` handler takes for writing), so
