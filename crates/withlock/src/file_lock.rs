@@ -593,7 +593,7 @@ fn file_status(st: &FileStat) -> (Holders, Option<String>) {
 }
 
 /// True when `<dir>/<file_name>` is still the file open as `fd`.
-fn still_at_path(dir: &LockDir, file_name: &str, fd: &OwnedFd) -> Result<bool> {
+pub(crate) fn still_at_path(dir: &LockDir, file_name: &str, fd: &OwnedFd) -> Result<bool> {
     let ours = fstat(fd).map_err(|e| Error::io(format!("stat lock file {file_name}"), e))?;
     if ours.st_nlink == 0 {
         return Ok(false);

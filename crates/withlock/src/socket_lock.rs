@@ -29,30 +29,57 @@
 //!   user and command from `/proc/<pid>` ([`Holder::of_pid`]). TCP gives no
 //!   peer credentials; the holder is then "a process withlock cannot
 //!   identify".
-//! - **Socket files.** `unix:PATH` leaves a socket file. Every change to the
-//!   path (the lstat, bind, listen and chmod of a new holder; the removal of
-//!   a stale file; the removal at release) happens under flock(2) on a
-//!   sidecar lock file `PATH.takeover` (created like any lock file, in a
-//!   directory that passes the same safety checks), held only for those few
-//!   system calls. Under it, a socket file whose connect() gives
-//!   `ECONNREFUSED` has nobody listening, and no other withlock can be
-//!   between its bind and its listen, so it is stale (left by a crashed
-//!   holder) and is removed and replaced. A socket someone listens on is
-//!   never removed. The path is checked with lstat: a symbolic link or
-//!   anything but a socket is refused and never followed. New socket files
-//!   are made mode 0666 so other users can wait for them.
-//! - **Release.** [`SocketGuard::release`] (and the drop) shuts the
-//!   listening socket down (`shutdown(SHUT_RDWR)`: no new connections),
-//!   accepts and closes every queued connection (which wakes the waiters:
-//!   shutdown alone does not on a Unix socket), and removes its own socket
-//!   file. This ends the lock for every process sharing the descriptor,
-//!   like `LOCK_UN` for a file lock, so a daemon the command left behind
-//!   does not keep a TCP or Unix socket lock. It does keep an abstract name
-//!   bound until it exits (nothing can unbind it); waiters then retry as
-//!   above.
+//! - **Socket files.** `unix:PATH` leaves a socket file, and the protocol
+//!   keeps one rule: *the path only ever names a socket that listens*, from
+//!   its first instant until its holder lets go; after that, only a crashed
+//!   holder's socket is left there.
+//!   - *Taking a free path.* The new holder binds a socket under a
+//!     temporary name in the same directory (`.withlock-new-<pid>-<n>`,
+//!     bound through `/proc/self/fd/<dir>` so a long directory still fits
+//!     a socket address), listens, makes it mode 0666 (other users wait by
+//!     connecting, which needs write permission), then link(2)s it to the
+//!     path and unlinks the temporary name. link(2) is atomic and fails
+//!     with `EEXIST` if the path is taken: of two racers one links, the
+//!     other connects to it. No lock file is involved.
+//!   - *Release* (see below) unlinks the holder's own socket file, checked
+//!     by device and inode, while it still listens, and only then stops
+//!     listening. Nobody removes a socket that listens, so until that
+//!     unlink the path still names the holder's socket.
+//!   - *Stale files.* A socket file whose connect() gives `ECONNREFUSED`
+//!     was left by a holder that died (or by a program that binds the path
+//!     itself without listening). Removing it needs mutual exclusion among
+//!     removers (two that saw the same stale file must not remove the
+//!     socket the first one links in its place), so it happens under
+//!     flock(2) on a sidecar `PATH.takeover` (created like a lock file, in
+//!     a directory that passes the same checks): lock it, check the path
+//!     still names the locked sidecar (as for lock files), check the path
+//!     still names the same socket and that it still refuses connections,
+//!     unlink it, then unlink the sidecar while still holding it, so
+//!     takeover files do not pile up. The wait for the sidecar obeys the
+//!     request: `-n` does not wait at all, `-w` until its deadline; then
+//!     the request fails as busy, naming whoever holds the sidecar (from
+//!     `/proc/locks`). Anyone who can open the sidecar can hold it, so
+//!     another user can keep a *stale* file from being replaced, for as
+//!     long as the request allows, named; they cannot delay a request on
+//!     a free or held path, nor a holder's release, which never take it.
+//!   - The path is checked with lstat: a symbolic link or anything but a
+//!     socket is refused and never followed. A crash in the instant
+//!     between bind and the unlink of the temporary name leaves that name
+//!     behind (a socket nobody listens on).
+//! - **Release.** [`SocketGuard::release`] (and the drop) unlinks its own
+//!   socket file while still listening, then shuts the listening socket
+//!   down (`shutdown(SHUT_RDWR)`: no new connections), accepts and closes
+//!   every queued connection (which wakes the waiters: shutdown alone does
+//!   not on a Unix socket). This ends the lock for every process sharing
+//!   the descriptor, like `LOCK_UN` for a file lock, so a daemon the
+//!   command left behind does not keep a TCP or Unix socket lock. It does
+//!   keep an abstract name bound until it exits (nothing can unbind it);
+//!   waiters then retry as above. Release takes no lock: nothing another
+//!   user does can delay it.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -61,10 +88,11 @@ use nix::sys::socket::{
     self, AddressFamily, Backlog, Shutdown, SockFlag, SockType, SockaddrIn, SockaddrIn6,
     SockaddrLike, UnixAddr, sockopt,
 };
-use nix::sys::stat::{FchmodatFlags, FileStat, SFlag, fchmodat, fstatat};
-use nix::unistd::{UnlinkatFlags, unlinkat};
+use nix::sys::stat::{FchmodatFlags, FileStat, SFlag, fchmodat, fstat, fstatat};
+use nix::unistd::{UnlinkatFlags, linkat, unlinkat};
 
 use crate::error::{Error, Result};
+use crate::file_lock::still_at_path;
 use crate::flock_wait::{self, Outcome};
 use crate::holder::{Holder, Holders};
 use crate::lock::{Lock, NoHooks, WaitHooks};
@@ -82,6 +110,9 @@ const MAX_PAUSE: Duration = Duration::from_millis(50);
 const CONNECT_WAIT: Duration = Duration::from_secs(1);
 /// The suffix of the sidecar lock file that serialises changes to a socket path.
 pub const TAKEOVER_SUFFIX: &str = ".takeover";
+/// The start of the temporary name a new socket listens under before it
+/// is linked to its path.
+const TEMP_PREFIX: &str = ".withlock-new-";
 /// Mode of a new socket file: every user may connect, that is wait.
 const SOCKET_FILE_MODE: u32 = 0o666;
 
@@ -239,10 +270,10 @@ impl SocketLock {
         }
     }
 
-    fn attempt(&self, hooks: &mut dyn WaitHooks) -> Result<Attempt> {
+    fn attempt(&self, takeover: Takeover, hooks: &mut dyn WaitHooks) -> Result<Attempt> {
         let addr = self.sockaddr()?;
         if let SocketAddress::Unix(path) = &self.address {
-            return self.attempt_path(path, &addr, hooks);
+            return self.attempt_path(path, &addr, takeover, hooks);
         }
         if let Some(fd) = self.listen(&addr)? {
             return Ok(Attempt::Held(fd, None));
@@ -254,49 +285,111 @@ impl SocketLock {
         })
     }
 
+    /// One attempt on a socket file: connect to whoever is at the path,
+    /// else put a listening socket there, replacing a stale one.
     fn attempt_path(
         &self,
         path: &Path,
         addr: &Sockaddr,
+        takeover: Takeover,
         hooks: &mut dyn WaitHooks,
     ) -> Result<Attempt> {
         let file = SocketFile::of(path)?;
-        let Some(_serial) = file.serialise(hooks)? else {
-            return Ok(Attempt::Stopped);
-        };
-        match file.stat()? {
-            None => {}
-            Some(st) => {
-                let kind = file_kind(&st);
-                if kind != "socket" {
-                    return Err(Error::NotSocket {
-                        path: path.to_owned(),
-                        kind,
-                    });
+        // Each pass sees the path change (a holder left, another arrived,
+        // a stale file went): look again, a bounded number of times.
+        for _ in 0..lock_file::MAX_ATTEMPTS {
+            let Some(st) = file.stat()? else {
+                match self.create(&file)? {
+                    Some((fd, st)) => {
+                        return Ok(Attempt::Held(fd, Some((file, st.st_dev, st.st_ino))));
+                    }
+                    None => continue,
                 }
-                match self.connect(addr)? {
-                    Connect::Holder(fd) => return Ok(Attempt::Busy(fd)),
-                    Connect::QueueFull => return Ok(Attempt::Retry(QUEUE_FULL)),
-                    Connect::Gone => {}
-                    // Nobody listens, and no withlock is between its bind
-                    // and its listen (they happen under `_serial`): stale.
-                    Connect::NotListening => file.remove_if(&st, self)?,
+            };
+            file.refuse_non_socket(&st)?;
+            match self.connect(addr)? {
+                Connect::Holder(fd) => return Ok(Attempt::Busy(fd)),
+                Connect::QueueFull => return Ok(Attempt::Retry(QUEUE_FULL)),
+                Connect::Gone => {}
+                Connect::NotListening => {
+                    if let Some(stuck) = file.remove_stale(&st, self, addr, takeover, hooks)? {
+                        return Ok(stuck);
+                    }
                 }
             }
         }
-        let Some(fd) = self.listen(addr)? else {
-            // Bound meanwhile by something that does not use the takeover lock.
-            return Ok(Attempt::Retry(NOT_LISTENING));
-        };
-        let st = file.stat()?.ok_or_else(|| self.io("stat", Errno::ENOENT))?;
-        // Other users wait by connecting, which needs write permission.
+        Ok(Attempt::Retry(NOT_LISTENING))
+    }
+
+    /// Binds and listens on a new socket under a temporary name beside
+    /// the path, then links it to the path: the path never names a socket
+    /// that does not listen yet. `None` when another socket got the path
+    /// first.
+    fn create(&self, file: &SocketFile) -> Result<Option<(OwnedFd, FileStat)>> {
+        let (fd, temp) = self.listen_beside(file)?;
         let _ = fchmodat(
             file.dir.fd(),
-            file.name.as_str(),
+            temp.as_str(),
             nix::sys::stat::Mode::from_bits_truncate(SOCKET_FILE_MODE),
             FchmodatFlags::NoFollowSymlink,
         );
-        Ok(Attempt::Held(fd, Some((file, st.st_dev, st.st_ino))))
+        let st = fstatat(file.dir.fd(), temp.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW);
+        let linked = st.and_then(|_| {
+            linkat(
+                file.dir.fd(),
+                temp.as_str(),
+                file.dir.fd(),
+                file.name.as_str(),
+                AtFlags::empty(),
+            )
+        });
+        let _ = unlinkat(file.dir.fd(), temp.as_str(), UnlinkatFlags::NoRemoveDir);
+        match linked {
+            Ok(()) => {}
+            Err(Errno::EEXIST) => return Ok(None),
+            Err(Errno::EACCES | Errno::EPERM) => return Err(self.denied("create")),
+            Err(e) => return Err(self.io("create", e)),
+        }
+        Ok(Some((fd, st.map_err(|e| self.io("stat", e))?)))
+    }
+
+    /// A socket listening under a fresh temporary name in the socket's
+    /// directory (bound through `/proc/self/fd`, so a long directory path
+    /// still fits a socket address), and that name.
+    fn listen_beside(&self, file: &SocketFile) -> Result<(OwnedFd, String)> {
+        static SERIAL: AtomicU32 = AtomicU32::new(0);
+        let via_fd = PathBuf::from(format!("/proc/self/fd/{}", file.dir.fd().as_raw_fd()));
+        let base = if via_fd.is_dir() {
+            via_fd
+        } else {
+            file.dir.path().to_owned()
+        };
+        for _ in 0..lock_file::MAX_ATTEMPTS {
+            let serial = SERIAL.fetch_add(1, Ordering::Relaxed);
+            let temp = format!("{TEMP_PREFIX}{}-{serial}", std::process::id());
+            let addr = Sockaddr::Unix(
+                UnixAddr::new(&base.join(&temp)).map_err(|e| self.io("name", e))?,
+            );
+            let fd = addr
+                .socket()
+                .map_err(|e| self.io("create a socket for", e))?;
+            match socket::bind(fd.as_raw_fd(), addr.as_dyn()) {
+                Ok(()) => {}
+                // Left by a dead process that had our pid: take another name.
+                Err(Errno::EADDRINUSE) => continue,
+                Err(Errno::EACCES | Errno::EPERM) => return Err(self.denied("create")),
+                Err(e) => return Err(self.io("bind", e)),
+            }
+            if let Err(e) = socket::listen(&fd, Backlog::MAXCONN) {
+                let _ = unlinkat(file.dir.fd(), temp.as_str(), UnlinkatFlags::NoRemoveDir);
+                return Err(self.io("listen on", e));
+            }
+            return Ok((fd, temp));
+        }
+        Err(Error::KeepsChanging {
+            path: file.path.clone(),
+            attempts: lock_file::MAX_ATTEMPTS,
+        })
     }
 
     /// The holder named by a connection to it.
@@ -344,10 +437,14 @@ impl Lock for SocketLock {
             Wait::For(limit) => (!limit.is_zero(), wait.deadline(start)),
             Wait::Forever => (true, None),
         };
+        let takeover = match may_wait {
+            false => Takeover::NoWait,
+            true => Takeover::Until(deadline),
+        };
         let mut told = false;
         let mut pause = FIRST_PAUSE;
         loop {
-            let (conn, reason) = match self.attempt(hooks)? {
+            let (conn, reason) = match self.attempt(takeover, hooks)? {
                 Attempt::Held(fd, file) => {
                     return Ok(SocketGuard::new(fd, self.label.clone(), file));
                 }
@@ -358,6 +455,7 @@ impl Lock for SocketLock {
                         lock: self.label.clone(),
                     });
                 }
+                Attempt::Stuck(holders) => return Err(self.conflict(wait, start, holders)),
             };
             let expired = deadline.is_some_and(|d| Instant::now() >= d);
             if !may_wait || expired {
@@ -475,18 +573,8 @@ impl SocketGuard {
 
     fn release_now(&mut self) -> Result<()> {
         self.release_on_drop = false;
-        let serial = match &self.file {
-            Some((file, ..)) => file.serialise(&mut NoHooks)?,
-            None => None,
-        };
-        let raw = self.fd.as_raw_fd();
-        // No new connections, then wake every queued waiter by closing its
-        // connection: a Unix listener's shutdown alone does not.
-        let shut = socket::shutdown(raw, Shutdown::Both);
-        while let Ok(conn) = socket::accept4(raw, SockFlag::SOCK_CLOEXEC) {
-            // SAFETY: accept4 just returned this descriptor; nobody else owns it.
-            drop(unsafe { OwnedFd::from_raw_fd(conn) });
-        }
+        // Unlink our socket file while it still listens: nobody removes a
+        // socket that listens, so the path still names ours until then.
         if let Some((file, dev, ino)) = &self.file {
             if let Ok(Some(st)) = file.stat() {
                 if st.st_dev == *dev && st.st_ino == *ino {
@@ -498,7 +586,14 @@ impl SocketGuard {
                 }
             }
         }
-        drop(serial);
+        let raw = self.fd.as_raw_fd();
+        // No new connections, then wake every queued waiter by closing its
+        // connection: a Unix listener's shutdown alone does not.
+        let shut = socket::shutdown(raw, Shutdown::Both);
+        while let Ok(conn) = socket::accept4(raw, SockFlag::SOCK_CLOEXEC) {
+            // SAFETY: accept4 just returned this descriptor; nobody else owns it.
+            drop(unsafe { OwnedFd::from_raw_fd(conn) });
+        }
         match shut {
             Ok(()) | Err(Errno::ENOTCONN) => Ok(()),
             Err(e) => Err(Error::io(format!("release {}", self.label), e)),
@@ -524,6 +619,18 @@ enum Attempt {
     Retry(&'static str),
     /// The wait for the takeover lock was stopped by the caller's hooks.
     Stopped,
+    /// A stale socket file cannot be replaced for now: the takeover lock
+    /// is held by these processes, past the request's deadline.
+    Stuck(Holders),
+}
+
+/// How long a request may wait for the takeover lock: its own deadline.
+#[derive(Debug, Clone, Copy)]
+enum Takeover {
+    /// Not at all (`-n`).
+    NoWait,
+    /// Until the deadline, or without end.
+    Until(Option<Instant>),
 }
 
 enum Connect {
@@ -600,36 +707,49 @@ impl SocketFile {
         })
     }
 
-    /// Takes the takeover lock; `None` if `hooks` stopped the wait. No
-    /// deadline applies: every withlock holds it only for a few system calls.
-    fn serialise(&self, hooks: &mut dyn WaitHooks) -> Result<Option<OwnedFd>> {
-        let sidecar = format!("{}{TAKEOVER_SUFFIX}", self.name);
-        let fd = lock_file::open_or_create(&self.dir, &sidecar)?;
-        let mut interrupted = || hooks.interrupted();
-        let io = |e| Error::io(format!("lock {}{TAKEOVER_SUFFIX}", self.path.display()), e);
-        match flock_wait::lock(fd.as_fd(), Mode::Exclusive, None, &mut interrupted).map_err(io)? {
-            Outcome::Locked => Ok(Some(fd)),
-            _ => Ok(None),
+    /// Refuses anything at the path but a socket, never following it.
+    fn refuse_non_socket(&self, st: &FileStat) -> Result<()> {
+        match file_kind(st) {
+            "socket" => Ok(()),
+            kind => Err(Error::NotSocket {
+                path: self.path.clone(),
+                kind,
+            }),
         }
     }
 
-    fn stat(&self) -> Result<Option<FileStat>> {
-        match fstatat(
-            self.dir.fd(),
-            self.name.as_str(),
-            AtFlags::AT_SYMLINK_NOFOLLOW,
-        ) {
-            Ok(st) => Ok(Some(st)),
-            Err(Errno::ENOENT) => Ok(None),
-            Err(e) => Err(Error::io(format!("stat {}", self.path.display()), e)),
-        }
+    /// Removes the socket file `st`, found not listening, under the
+    /// takeover lock (see the module docs); `Some` when the request must
+    /// stop instead: the takeover lock stayed held past its deadline, or
+    /// `hooks` stopped the wait.
+    fn remove_stale(
+        &self,
+        st: &FileStat,
+        lock: &SocketLock,
+        addr: &Sockaddr,
+        takeover: Takeover,
+        hooks: &mut dyn WaitHooks,
+    ) -> Result<Option<Attempt>> {
+        let sidecar = match self.lock_takeover(takeover, hooks)? {
+            Ok(sidecar) => sidecar,
+            Err(stop) => return Ok(Some(stop)),
+        };
+        let result = self.remove_if_stale(st, lock, addr);
+        sidecar.remove();
+        result.map(|()| None)
     }
 
-    /// Removes the stale socket file `st`, unless it changed meanwhile.
-    fn remove_if(&self, st: &FileStat, lock: &SocketLock) -> Result<()> {
+    /// Under the takeover lock: removes `st` if the path still names it
+    /// and it still does not listen.
+    fn remove_if_stale(&self, st: &FileStat, lock: &SocketLock, addr: &Sockaddr) -> Result<()> {
         match self.stat()? {
             Some(now) if now.st_dev == st.st_dev && now.st_ino == st.st_ino => {}
             _ => return Ok(()),
+        }
+        // Whatever listens at the path is never removed: a program that
+        // binds the path itself may have listened since.
+        if !matches!(lock.connect(addr)?, Connect::NotListening) {
+            return Ok(());
         }
         match unlinkat(
             self.dir.fd(),
@@ -650,6 +770,83 @@ impl SocketFile {
                 format!("remove the stale socket {}", self.path.display()),
                 e,
             )),
+        }
+    }
+
+    /// Takes the takeover lock `PATH.takeover` within the request's
+    /// deadline, as a lock file is taken: after locking, the path must
+    /// still name the locked file. `Err` carries why the request stops.
+    fn lock_takeover(
+        &self,
+        takeover: Takeover,
+        hooks: &mut dyn WaitHooks,
+    ) -> Result<std::result::Result<Sidecar<'_>, Attempt>> {
+        let name = format!("{}{TAKEOVER_SUFFIX}", self.name);
+        let io = |e| Error::io(format!("lock {}{TAKEOVER_SUFFIX}", self.path.display()), e);
+        for _ in 0..lock_file::MAX_ATTEMPTS {
+            let fd = lock_file::open_or_create(&self.dir, &name)?;
+            let mut interrupted = || hooks.interrupted();
+            let outcome = match takeover {
+                Takeover::NoWait => flock_wait::try_lock(fd.as_fd(), Mode::Exclusive),
+                Takeover::Until(deadline) => {
+                    flock_wait::lock(fd.as_fd(), Mode::Exclusive, deadline, &mut interrupted)
+                }
+            }
+            .map_err(io)?;
+            match outcome {
+                Outcome::Locked => {}
+                Outcome::Interrupted => return Ok(Err(Attempt::Stopped)),
+                Outcome::Busy | Outcome::TimedOut => {
+                    let holders = fstat(&fd).map_or_else(|_| Holders::default(), |st| {
+                        Holders::of_file(&st)
+                    });
+                    return Ok(Err(Attempt::Stuck(holders)));
+                }
+            }
+            if still_at_path(&self.dir, &name, &fd)? {
+                return Ok(Ok(Sidecar {
+                    file: self,
+                    name,
+                    fd,
+                }));
+            }
+        }
+        Err(Error::KeepsChanging {
+            path: self.path.with_file_name(&name),
+            attempts: lock_file::MAX_ATTEMPTS,
+        })
+    }
+
+    fn stat(&self) -> Result<Option<FileStat>> {
+        match fstatat(
+            self.dir.fd(),
+            self.name.as_str(),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        ) {
+            Ok(st) => Ok(Some(st)),
+            Err(Errno::ENOENT) => Ok(None),
+            Err(e) => Err(Error::io(format!("stat {}", self.path.display()), e)),
+        }
+    }
+}
+
+/// The takeover lock, held. It is removed while held, so takeover files
+/// do not pile up: whoever locked the old file finds the path no longer
+/// names it, and opens a new one.
+struct Sidecar<'a> {
+    file: &'a SocketFile,
+    name: String,
+    fd: OwnedFd,
+}
+
+impl Sidecar<'_> {
+    fn remove(self) {
+        if still_at_path(&self.file.dir, &self.name, &self.fd).unwrap_or(false) {
+            let _ = unlinkat(
+                self.file.dir.fd(),
+                self.name.as_str(),
+                UnlinkatFlags::NoRemoveDir,
+            );
         }
     }
 }
@@ -803,6 +1000,29 @@ mod tests {
         held.release().unwrap();
         assert!(!path.exists(), "released: the socket file is removed");
         assert!(lock.holders().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_held_takeover_lock_stops_only_the_replacement_of_a_stale_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let lock = SocketLock::parse(&format!("unix:{}", path.display())).unwrap();
+        let sidecar = std::fs::File::create(dir.path().join("s.sock.takeover")).unwrap();
+        flock_wait::try_lock(sidecar.as_fd(), Mode::Exclusive).unwrap();
+        // A free path needs no takeover lock; release neither.
+        lock.try_acquire().unwrap().release().unwrap();
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        match lock.try_acquire() {
+            Err(Error::Busy { holders, .. }) => {
+                assert_eq!(holders.holders[0].pid, std::process::id() as i32);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(lock.acquire_timeout(Duration::from_millis(20)).is_err());
+        drop(sidecar);
+        lock.try_acquire().unwrap().release().unwrap();
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert!(left.is_empty(), "left behind: {left:?}");
     }
 
     #[test]
