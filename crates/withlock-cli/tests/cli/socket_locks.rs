@@ -8,15 +8,17 @@
 //! never by sleeping.
 
 use std::fs;
+use std::io::Write;
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use nix::sys::signal::Signal;
 
 use crate::support::{
-    ALICE, BOB, Env, INCREMENT, ensure_user, signal, stderr, storm, wait_child, wait_for,
-    without_forks,
+    ALICE, BOB, Env, INCREMENT, command_as, ensure_user, holding, set_mode, signal, spawn, stderr,
+    storm, wait_child, wait_for, without_forks,
 };
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -481,4 +483,145 @@ fn bad_socket_specs_are_64() {
     for spec in ["tcp:0", "tcp:x", "unix:", "abstract:"] {
         env.withlock().args([spec, "--", "true"]).assert().code(64);
     }
+}
+
+/// The entries of `dir`, sorted.
+fn entries(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// flock(1) holding a file, with a command that ends when told to.
+struct Squatter {
+    child: std::process::Child,
+    go: std::path::PathBuf,
+}
+
+impl Squatter {
+    /// Ends its command: once it reads the FIFO or, with `at_once`, if it
+    /// is reading it now.
+    fn let_go(&self, at_once: bool) {
+        use std::os::unix::fs::OpenOptionsExt;
+        let flags = if at_once { libc::O_NONBLOCK } else { 0 };
+        if let Ok(mut fifo) = fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(flags)
+            .open(&self.go)
+        {
+            let _ = fifo.write_all(b"\n");
+        }
+    }
+}
+
+impl Drop for Squatter {
+    /// A failed test must not leave it holding the file.
+    fn drop(&mut self) {
+        self.let_go(true);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Needs root. Another user may open and lock `PATH.takeover` (anyone
+/// may: it is a lock file). That delays no request on a free or held
+/// path and no release; it keeps a stale socket file from being replaced
+/// only within the request's -n or -w, naming the user; and once they let
+/// go, the stale file is replaced and no takeover file is left.
+#[test]
+fn another_users_takeover_lock_delays_nothing_past_the_deadline() {
+    ensure_user(BOB);
+    let env = Env::new();
+    let socks = env.file("socks");
+    fs::create_dir(&socks).unwrap();
+    set_mode(&socks, 0o1777);
+    let path = socks.join("d.sock");
+    let spec = format!("unix:{}", path.display());
+    let sidecar = socks.join("d.sock.takeover");
+    let go = env.fifo("squatter.go");
+    let mut squatter = Squatter {
+        child: spawn(
+            command_as(BOB, "flock")
+                .arg("-x")
+                .arg(&sidecar)
+                .args(["sh", "-c", r#"read _ < "$0""#])
+                .arg(&go)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        ),
+        go,
+    };
+    wait_for("bob to hold the takeover file", || {
+        !holding(&sidecar).is_empty()
+    });
+    let bob = holding(&sidecar)[0];
+
+    // A free path, then a held one: -n answers at once.
+    env.withlock().args(["-n", &spec, "--", "true"]).assert().code(0);
+    let holder = env.hold(env.withlock().arg(&spec), "h");
+    env.withlock().args(["-n", &spec, "--", "true"]).assert().code(75);
+    // The holder's release ends at once, and takes its socket file away.
+    assert!(holder.release().success());
+    assert!(!path.exists(), "released: the socket file is gone");
+
+    // A stale file: -n and -w give up in time and name bob.
+    without_forks(|| drop(UnixListener::bind(&path).unwrap()));
+    for limit in [&["-n"][..], &["-w", "0.2"]] {
+        let out = env
+            .withlock()
+            .args(limit)
+            .args([&spec, "--", "true"])
+            .assert()
+            .code(75)
+            .get_output()
+            .clone();
+        let err = stderr(&out);
+        assert!(err.contains(&format!("by pid {bob} ({BOB}")), "{err}");
+    }
+    assert!(path.exists(), "the stale file stays while bob holds the lock");
+
+    // Bob lets go: the stale file is replaced, and nothing is left behind.
+    squatter.let_go(false);
+    assert!(wait_child(&mut squatter.child).success());
+    env.withlock().args(["-n", &spec, "--", "true"]).assert().code(0);
+    assert_eq!(entries(&socks), Vec::<String>::new());
+}
+
+/// Whatever a `unix:` request ends with (granted, busy, timed out,
+/// refused, a stale file replaced), it leaves no takeover or temporary
+/// file beside the socket.
+#[test]
+fn a_unix_lock_leaves_nothing_behind() {
+    let env = Env::new();
+    let socks = env.file("socks");
+    fs::create_dir(&socks).unwrap();
+    let path = socks.join("d.sock");
+    let spec = format!("unix:{}", path.display());
+    env.withlock().args([&spec, "--", "true"]).assert().code(0);
+    assert_eq!(entries(&socks), Vec::<String>::new(), "granted");
+
+    let holder = env.hold(env.withlock().arg(&spec), "h");
+    env.withlock().args(["-n", &spec, "--", "true"]).assert().code(75);
+    env.withlock()
+        .args(["-w", "0.1", &spec, "--", "true"])
+        .assert()
+        .code(75);
+    assert_eq!(entries(&socks), ["d.sock"], "busy and timed out");
+    assert!(holder.release().success());
+
+    without_forks(|| drop(UnixListener::bind(&path).unwrap()));
+    env.withlock().args([&spec, "--", "true"]).assert().code(0);
+    assert_eq!(entries(&socks), Vec::<String>::new(), "stale file replaced");
+
+    fs::write(&path, "keep").unwrap();
+    env.withlock().args([&spec, "--", "true"]).assert().code(78);
+    env.withlock()
+        .args(["-s", &spec, "--", "true"])
+        .assert()
+        .code(64);
+    assert_eq!(entries(&socks), ["d.sock"], "refused");
 }
