@@ -15,7 +15,9 @@
 //! not be seen in full. Waiters come in the order the kernel queues them.
 //! A socket lock named after `--list` has its socket file as `path` (the
 //! spec itself for `tcp:` and `abstract:`), and no waiters; a held TCP lock
-//! has no holders that can be named (the table shows `?`).
+//! has no holders that can be named: its `holders` is empty, its `mode`
+//! `"exclusive"`, and `"unidentified"` says why (the table shows `?`);
+//! `"unidentified"` is null for every other lock.
 //!
 //! Every lock also has `"server"`: null for a lock on this machine, and
 //! `"host:port/dbname"` for a lock on a PostgreSQL server (`--url`), whose
@@ -76,8 +78,13 @@ fn lock_json(lock: &LockStatus) -> Value {
             Found::Nothing => Some(false),
             Found::NoFile => None,
         },
-        "mode": lock.holders.holders.first().map(Holder::mode_label),
+        // A holder that cannot be named holds a socket lock: exclusive.
+        "mode": match lock.holders.holders.first() {
+            Some(holder) => Some(holder.mode_label()),
+            None => lock.holders.unidentified.as_ref().map(|_| "exclusive"),
+        },
         "holders": lock.holders.holders.iter().map(process_json).collect::<Vec<_>>(),
+        "unidentified": lock.holders.unidentified,
         "waiters": lock.holders.waiters.iter().map(process_json).collect::<Vec<_>>(),
         "hidden": lock.holders.any_hidden(),
         "obstruction": lock.obstruction,

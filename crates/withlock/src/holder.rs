@@ -399,9 +399,13 @@ impl Holders {
         }
     }
 
-    /// The mode the lock is held in, if it is held.
+    /// The mode the lock is held in, if it is held. A holder that cannot
+    /// be named holds a socket lock, which is exclusive.
     pub fn mode(&self) -> Option<Mode> {
-        self.holders.first().map(|h| h.mode)
+        match self.holders.first() {
+            Some(holder) => Some(holder.mode),
+            None => self.unidentified.as_ref().map(|_| Mode::Exclusive),
+        }
     }
 
     /// True when some holder or waiter could not be seen in full.

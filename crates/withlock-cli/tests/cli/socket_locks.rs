@@ -444,6 +444,39 @@ fn list_shows_socket_locks_named_on_the_command_line() {
     assert!(abs_holder.release().success());
 }
 
+/// The JSON says what the table says of a held TCP lock: held,
+/// exclusive, by a holder that cannot be named, and why.
+#[test]
+fn a_held_tcp_lock_in_json_is_exclusive_and_unidentified() {
+    let env = Env::new();
+    let tcp = spec(&env, Kind::Tcp);
+    let holder = env.hold(env.withlock().arg(&tcp), "t");
+    let out = env
+        .withlock()
+        .args(["--list", "--json", &tcp])
+        .assert()
+        .code(0)
+        .get_output()
+        .clone();
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc[0]["state"], "held");
+    assert_eq!(doc[0]["mode"], "exclusive");
+    assert_eq!(doc[0]["holders"], serde_json::json!([]));
+    assert_eq!(doc[0]["unidentified"], "TCP gives no peer credentials");
+    assert!(holder.release().success());
+    let out = env
+        .withlock()
+        .args(["--list", "--json", &tcp])
+        .assert()
+        .code(0)
+        .get_output()
+        .clone();
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc[0]["state"], "free");
+    assert_eq!(doc[0]["mode"], serde_json::Value::Null);
+    assert_eq!(doc[0]["unidentified"], serde_json::Value::Null);
+}
+
 #[test]
 fn another_users_unix_or_abstract_lock_is_named_and_waited_for() {
     // needs root
