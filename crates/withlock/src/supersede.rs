@@ -2,44 +2,67 @@
 //! still waiting give up.
 //!
 //! Linux only. A request that may be superseded calls
-//! [`Supersede::announce`] before it waits, from the thread that will wait.
-//! That:
+//! [`Supersede::announce`] before it waits, from the thread that will wait,
+//! and waits with [`Supersede::hooks`]:
 //!
-//! 1. binds and listens on one Linux abstract Unix socket per lock of its
-//!    set, named `withlock-supersede/<lock>/<stamp>/<pid>`, where `<lock>` is
-//!    a 64-bit FNV-1a hash of the lock's [`LockKey`] (the same in every
-//!    process for the same lock, however it is spelt) and `<stamp>` the
-//!    wall-clock time of the announcement in nanoseconds;
-//! 2. lists `/proc/net/unix` for listening sockets with the same
-//!    `withlock-supersede/<lock>/` prefix (abstract names appear there with
-//!    `@`, to every user): those are the other superseding requests for
-//!    the lock that have not started their command;
-//! 3. connects to each older one (smaller stamp; the pid breaks ties) and
-//!    sends one byte, its mode (`x` or `s`): that connection is the
-//!    notice. If it finds a newer one instead, this request is superseded
-//!    at once ([`Error::Superseded`]); since every request binds before it
-//!    lists, of two requests that arrive together the later one to list
-//!    sees the other, so exactly the older one gives up.
+//! 1. **Announce.** It binds and listens on one Linux abstract Unix socket
+//!    per lock of its set, named `withlock-supersede/<lock>/<stamp>/<pid>`,
+//!    where `<lock>` is a 64-bit FNV-1a hash of the lock's [`LockKey`] (the
+//!    same in every process for the same lock, however it is spelt) and
+//!    `<stamp>` the wall-clock time of the announcement in nanoseconds.
+//!    Anyone can read these names in `/proc/net/unix` and listen on one
+//!    like it, so a name proves nothing; the checks below do.
+//! 2. **Meet, once it waits for a lock.** When the wait for one lock of
+//!    the set begins ([`crate::WaitHooks::waiting`]; a file lock has set
+//!    its waiting stamp by then, a POSIX record lock on the lock file), it
+//!    lists `/proc/net/unix` for listening sockets with that lock's
+//!    prefix: the other superseding requests for it that have not started
+//!    their command. It connects to each older one (smaller stamp; the
+//!    pid breaks ties) and sends one byte, its mode (`x` or `s`): that is
+//!    the notice. If it finds newer ones instead (up to 8, newest first),
+//!    it connects to each without a word and checks the listener, by its
+//!    `SO_PEERCRED` pid, as below; one that passes supersedes it at once.
+//!    Every request listens before it waits and waits before it lists, so
+//!    of two requests waiting together the later one to list sees the
+//!    other listening and waiting, and exactly the older one gives up.
+//! 3. **Check.** A newer request counts only if it really waits for the
+//!    same lock. For a file lock its pid (`SO_PEERCRED`, which the kernel
+//!    sets and nobody can forge) must hold a POSIX record lock on the same
+//!    lock file (device and inode) in `/proc/locks`: its waiting stamp, or
+//!    its "held since" stamp if it has been granted meanwhile. Only a
+//!    process that has the lock file open can take one, that is one that
+//!    can take the lock. For socket locks there is nothing to check: any
+//!    local user can take a `tcp:` or `abstract:` lock or wait for a
+//!    `unix:` one, so any may supersede a request for one.
 //!
 //! Meanwhile a watcher thread sleeps in `poll()` on the sockets. When a
-//! notice arrives it `accept()`s it, reads the newer request's pid through
-//! `SO_PEERCRED` and its user and command from `/proc/<pid>`
-//! ([`Holder::of_pid`]), and interrupts the waiting thread's blocking wait
-//! with [`crate::timer_signal`] (its no-op handler is installed without
+//! connection arrives it `accept()`s it, reads one byte (waiting up to a
+//! second), takes the sender's pid from `SO_PEERCRED` and checks it as in
+//! 3; a connection that says nothing, says something else or fails the
+//! check is closed and ignored. A notice that passes names the newer
+//! request (user and command from `/proc/<pid>`, [`Holder::of_pid`]), and
+//! the watcher interrupts the waiting thread's blocking wait with
+//! [`crate::timer_signal`] (its no-op handler is installed without
 //! `SA_RESTART`, so the wait returns `EINTR`), repeating every millisecond
 //! until the wait has stopped, so a signal landing just before the thread
-//! blocks is not lost. [`Supersede::hooks`] makes
-//! [`crate::WaitHooks::interrupted`] say yes then, and [`Supersede::finish`]
-//! turns the resulting [`Error::Interrupted`] into [`Error::Superseded`].
-//! A request whose locks were all taken is a holder: [`Supersede::finish`]
-//! stops listening before the caller runs anything, and a notice that came
-//! too late is ignored, so a holder is never interrupted. Nothing polls
-//! while waiting; nothing is written to disk.
+//! blocks is not lost; a newer request found in 2 is handed to the
+//! watcher through its pipe to the same effect. [`Supersede::hooks`]
+//! makes [`crate::WaitHooks::interrupted`] say yes then, and
+//! [`Supersede::finish`] turns the resulting [`Error::Interrupted`] into
+//! [`Error::Superseded`]. A request whose locks were all taken without
+//! waiting never meets anyone, and [`Supersede::finish`] stops listening
+//! before the caller runs anything, so a holder is never interrupted.
+//! Nothing polls while waiting; nothing is written to disk.
 //!
 //! Limits: abstract sockets belong to a network namespace, so requests in
 //! different network namespaces (containers with their own network) do
-//! not supersede each other. Any local user who can see the socket can
-//! send a notice; the same users can take the lock and hold it anyway.
+//! not supersede each other. Another local user who cannot open a lock
+//! file cannot supersede a request for it, by listening or by connecting;
+//! a user who can open it can, as they could take the lock and hold it.
+//! Anyone can keep a request from hearing a notice (by filling its queue
+//! of 64 connections, each held up to a second): superseding then fails,
+//! and the request just waits its turn. A waiting stamp can fail to be
+//! set (two in one microsecond); that request then cannot supersede.
 //!
 //! ```no_run
 //! use withlock::{LockSet, Mode, NoHooks, Supersede, Wait};
@@ -74,6 +97,7 @@ use crate::flock_wait::{install_noop_handler, timer_signal};
 use crate::holder::Holder;
 use crate::lock::WaitHooks;
 use crate::lock_set::{LockKey, LockSet, SetHooks};
+use crate::proc_locks::{self, FileId, Kind};
 use crate::request::Mode;
 
 /// The start of every supersede socket's abstract name.
@@ -83,8 +107,8 @@ pub const NAME_PREFIX: &str = "withlock-supersede/";
 const RESIGNAL: Duration = Duration::from_millis(1);
 /// How long a notice's one byte may take to arrive after its connection.
 const GREETING_WAIT: Duration = Duration::from_secs(1);
-/// The byte a request sends to a newer one only to learn who it is.
-const PROBE: u8 = b'?';
+/// How many newer requests a request checks for one that really waits.
+const MAX_PROBES: usize = 8;
 /// How far in the future another request's stamp may be and still count
 /// as newer: clocks agree on one machine, so a stamp further ahead is a
 /// name someone made up to make every request give up, and is ignored.
@@ -134,8 +158,21 @@ struct Shared {
 /// until [`Supersede::finish`] (see the module docs).
 pub struct Supersede {
     shared: Arc<Shared>,
+    /// The write end of the watcher's pipe: a byte asks it to interrupt
+    /// the wait, closing it ends the watch.
     stop: Option<OwnedFd>,
     thread: Option<JoinHandle<()>>,
+    stamp: Stamp,
+    /// For each lock of the set: its name prefix, our own name there, and
+    /// the lock.
+    locks: Vec<Announced>,
+}
+
+/// One lock of the set, as announced.
+struct Announced {
+    prefix: String,
+    own: String,
+    lock: AnyLock,
 }
 
 impl std::fmt::Debug for Supersede {
@@ -147,13 +184,12 @@ impl std::fmt::Debug for Supersede {
 }
 
 impl Supersede {
-    /// Announces a superseding request for every lock of `set`: notifies
-    /// the older requests for any of them and listens for newer ones.
+    /// Announces a superseding request for every lock of `set`: listens
+    /// for newer requests. The older ones hear of it once it waits
+    /// ([`WaitHooks::waiting`] through [`Supersede::hooks`]).
     ///
     /// Call it from the thread that will wait for the locks, which must
-    /// live until [`Supersede::finish`] or the drop. Fails with
-    /// [`Error::Superseded`] if a newer request for one of the locks has
-    /// already announced itself.
+    /// live until [`Supersede::finish`] or the drop.
     pub fn announce(set: &LockSet) -> Result<Supersede> {
         install_noop_handler();
         let stamp = Stamp {
@@ -163,32 +199,16 @@ impl Supersede {
             pid: std::process::id(),
         };
         let mut listeners = Vec::new();
-        let mut newer: Option<(Stamp, String, &AnyLock)> = None;
+        let mut locks = Vec::new();
         for (key, lock) in set.keyed() {
             let prefix = prefix_for(key);
             let (listener, own) = listen(&prefix, stamp)?;
-            listeners.push((listener, lock.label().to_owned()));
-            for (name, other) in announced(&prefix) {
-                if name == own {
-                    continue;
-                }
-                let made_up = other.nanos > stamp.nanos + MAX_CLOCK_SKEW.as_nanos();
-                if other < stamp {
-                    notify(&name, lock.mode());
-                } else if made_up {
-                    continue;
-                } else if newer.as_ref().is_none_or(|(s, ..)| other > *s) {
-                    newer = Some((other, name, lock));
-                }
-            }
-        }
-        if let Some((_, name, lock)) = newer {
-            if let Some(by) = probe(&name) {
-                return Err(Error::Superseded {
-                    lock: lock.label().to_owned(),
-                    by: Box::new(by),
-                });
-            }
+            listeners.push((listener, lock.clone()));
+            locks.push(Announced {
+                prefix,
+                own,
+                lock: lock.clone(),
+            });
         }
         let (stop_read, stop) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| Error::io("create a pipe for the supersede watch", e))?;
@@ -207,12 +227,60 @@ impl Supersede {
             shared,
             stop: Some(stop),
             thread: Some(thread),
+            stamp,
+            locks,
         })
+    }
+
+    /// Called as the request begins to wait for lock `index` (stamped by
+    /// now): sends notice to the older requests for it, and gives up if a
+    /// newer one that really waits for it is already there.
+    fn meet(&self, index: usize) {
+        let Some(this) = self.locks.get(index) else {
+            return;
+        };
+        let mut newer: Vec<(Stamp, String)> = Vec::new();
+        for (name, other) in announced(&this.prefix) {
+            if name == this.own {
+                continue;
+            }
+            if other < self.stamp {
+                notify(&name, this.lock.mode());
+            } else if other.nanos <= self.stamp.nanos + MAX_CLOCK_SKEW.as_nanos() {
+                newer.push((other, name));
+            }
+        }
+        newer.sort_by(|a, b| b.0.cmp(&a.0));
+        let found = newer
+            .iter()
+            .take(MAX_PROBES)
+            .find_map(|(_, name)| probe(name, &this.lock));
+        if let Some(by) = found {
+            self.superseded(this.lock.label(), by);
+        }
+    }
+
+    /// Records that `by` superseded the request, and has the watcher
+    /// interrupt the wait.
+    fn superseded(&self, label: &str, by: Holder) {
+        if self.shared.done.load(Ordering::SeqCst) {
+            return;
+        }
+        *self.shared.by.lock().unwrap_or_else(|e| e.into_inner()) = Some((label.to_owned(), by));
+        self.shared.noticed.store(true, Ordering::SeqCst);
+        if let Some(stop) = &self.stop {
+            let _ = nix::unistd::write(stop, b"!");
+        }
     }
 
     /// `inner`, plus: the wait stops once a newer request has sent notice.
     pub fn hooks<'a>(&'a self, inner: &'a mut dyn SetHooks) -> SupersedeHooks<'a> {
-        SupersedeHooks { watch: self, inner }
+        SupersedeHooks {
+            watch: self,
+            inner,
+            current: None,
+            met: vec![false; self.locks.len()],
+        }
     }
 
     /// The newer request that sent notice, if one did: the lock it named
@@ -264,11 +332,24 @@ impl Drop for Supersede {
 pub struct SupersedeHooks<'a> {
     watch: &'a Supersede,
     inner: &'a mut dyn SetHooks,
+    /// The lock being taken, once the set says which.
+    current: Option<usize>,
+    /// The locks whose older requests have been told.
+    met: Vec<bool>,
 }
 
 impl WaitHooks for SupersedeHooks<'_> {
     fn waiting(&mut self) {
         self.inner.waiting();
+        let indices = match self.current {
+            Some(index) => vec![index],
+            None => (0..self.met.len()).collect(),
+        };
+        for index in indices {
+            if !std::mem::replace(&mut self.met[index], true) {
+                self.watch.meet(index);
+            }
+        }
     }
 
     fn interrupted(&mut self) -> bool {
@@ -291,6 +372,7 @@ impl WaitHooks for SupersedeHooks<'_> {
 
 impl SetHooks for SupersedeHooks<'_> {
     fn taking(&mut self, lock: &AnyLock) {
+        self.current = self.watch.locks.iter().position(|a| a.lock == *lock);
         self.inner.taking(lock);
     }
 }
@@ -384,14 +466,13 @@ fn parse_net_unix(table: &str, prefix: &str) -> Vec<(String, Stamp)> {
     found
 }
 
-/// Connects to the abstract socket `name` and sends `byte`.
-fn connect_and_send(name: &str, byte: u8) -> Option<OwnedFd> {
+/// Connects to the abstract socket `name`.
+fn connect(name: &str) -> Option<OwnedFd> {
     let fd = stream_socket().ok()?;
     let addr = UnixAddr::new_abstract(name.as_bytes()).ok()?;
     // A full queue (EAGAIN) or a socket closed meanwhile: that request is
     // not waiting any more, or will hear from the next newcomer.
     socket::connect(fd.as_raw_fd(), &addr).ok()?;
-    socket::send(fd.as_raw_fd(), &[byte], MsgFlags::MSG_NOSIGNAL).ok()?;
     Some(fd)
 }
 
@@ -401,18 +482,39 @@ fn notify(name: &str, mode: Mode) {
         Mode::Exclusive => b'x',
         Mode::Shared => b's',
     };
-    drop(connect_and_send(name, byte));
+    if let Some(fd) = connect(name) {
+        let _ = socket::send(fd.as_raw_fd(), &[byte], MsgFlags::MSG_NOSIGNAL);
+    }
 }
 
-/// Who listens on `name` (a newer request), without sending notice.
-fn probe(name: &str) -> Option<Holder> {
-    let fd = connect_and_send(name, PROBE)?;
+/// The newer request listening on `name`, if it really waits for `lock`.
+fn probe(name: &str, lock: &AnyLock) -> Option<Holder> {
+    let fd = connect(name)?;
     let cred = socket::getsockopt(&fd, sockopt::PeerCredentials).ok()?;
-    Some(Holder::of_pid(cred.pid(), Mode::Exclusive))
+    let mode = waiting_mode(cred.pid(), lock, Mode::Exclusive)?;
+    Some(Holder::of_pid(cred.pid(), mode))
+}
+
+/// The mode `pid` waits for `lock` in, if it may supersede a request for
+/// it: for a file lock, `pid` must hold a record lock on the lock file
+/// (its waiting stamp, or, granted since, its "held since" stamp), which
+/// only a process that has the file open can take; `claimed` is the mode
+/// it says. Any local user can take a `tcp:` or `abstract:` lock, and
+/// connect to a `unix:` one, so for socket locks anyone may.
+fn waiting_mode(pid: i32, lock: &AnyLock, claimed: Mode) -> Option<Mode> {
+    let AnyLock::File(file) = lock else {
+        return Some(claimed);
+    };
+    let st = nix::sys::stat::lstat(&file.path()).ok()?;
+    let entries = proc_locks::read().ok()?;
+    let stamp = proc_locks::on_file(&entries, FileId::of(&st))
+        .into_iter()
+        .find(|e| e.kind == Kind::Posix && e.pid == pid && !e.blocked)?;
+    Some(if stamp.write { Mode::Exclusive } else { claimed })
 }
 
 /// The watcher thread: waits for notices on `listeners` until `stop` closes.
-fn watch(listeners: Vec<(OwnedFd, String)>, stop: OwnedFd, waiter: usize, shared: &Shared) {
+fn watch(listeners: Vec<(OwnedFd, AnyLock)>, stop: OwnedFd, waiter: usize, shared: &Shared) {
     loop {
         let mut fds: Vec<libc::pollfd> = std::iter::once(&stop)
             .chain(listeners.iter().map(|(fd, _)| fd))
@@ -432,13 +534,19 @@ fn watch(listeners: Vec<(OwnedFd, String)>, stop: OwnedFd, waiter: usize, shared
             return;
         }
         if fds[0].revents != 0 {
+            // A byte: the waiting thread found a newer request itself.
+            // The end of the file: the watch is over.
+            let mut byte = [0u8];
+            if nix::unistd::read(&stop, &mut byte) == Ok(1) {
+                interrupt_until_done(waiter, &stop, shared);
+            }
             return;
         }
-        for (pollfd, (listener, label)) in fds[1..].iter().zip(&listeners) {
+        for (pollfd, (listener, lock)) in fds[1..].iter().zip(&listeners) {
             if pollfd.revents == 0 {
                 continue;
             }
-            let notice = match accept_notice(listener) {
+            let notice = match accept_notice(listener, lock) {
                 Ok(notice) => notice,
                 // Out of descriptors or memory: poll would report the
                 // queued connection again at once, so stop watching
@@ -449,7 +557,8 @@ fn watch(listeners: Vec<(OwnedFd, String)>, stop: OwnedFd, waiter: usize, shared
                 if shared.done.load(Ordering::SeqCst) {
                     return;
                 }
-                *shared.by.lock().unwrap_or_else(|e| e.into_inner()) = Some((label.clone(), by));
+                *shared.by.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some((lock.label().to_owned(), by));
                 shared.noticed.store(true, Ordering::SeqCst);
                 interrupt_until_done(waiter, &stop, shared);
                 return;
@@ -458,18 +567,20 @@ fn watch(listeners: Vec<(OwnedFd, String)>, stop: OwnedFd, waiter: usize, shared
     }
 }
 
-/// Accepts one connection; a notice names the newer request. Fails only
-/// when the connection cannot be accepted for want of resources.
-fn accept_notice(listener: &OwnedFd) -> std::result::Result<Option<Holder>, ()> {
+/// Accepts one connection; a notice from a request that really waits
+/// for `lock` names it. Fails only when the connection cannot be accepted
+/// for want of resources.
+fn accept_notice(listener: &OwnedFd, lock: &AnyLock) -> std::result::Result<Option<Holder>, ()> {
     match socket::accept4(listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC) {
-        Ok(raw) => Ok(read_notice(raw)),
+        Ok(raw) => Ok(read_notice(raw, lock)),
         Err(Errno::EAGAIN | Errno::EINTR | Errno::ECONNABORTED) => Ok(None),
         Err(_) => Err(()),
     }
 }
 
-/// Reads the greeting of the connection `raw` just accepted.
-fn read_notice(raw: std::os::fd::RawFd) -> Option<Holder> {
+/// Reads the greeting of the connection `raw` just accepted, and checks
+/// that whoever sent it waits for `lock`.
+fn read_notice(raw: std::os::fd::RawFd, lock: &AnyLock) -> Option<Holder> {
     // SAFETY: accept4 just returned this descriptor, owned by nobody else.
     let conn = unsafe { OwnedFd::from_raw_fd(raw) };
     let cred = socket::getsockopt(&conn, sockopt::PeerCredentials).ok()?;
@@ -477,11 +588,12 @@ fn read_notice(raw: std::os::fd::RawFd) -> Option<Holder> {
     stream.set_read_timeout(Some(GREETING_WAIT)).ok()?;
     let mut byte = [0u8];
     stream.read_exact(&mut byte).ok()?;
-    let mode = match byte[0] {
+    let claimed = match byte[0] {
         b'x' => Mode::Exclusive,
         b's' => Mode::Shared,
         _ => return None,
     };
+    let mode = waiting_mode(cred.pid(), lock, claimed)?;
     Some(Holder::of_pid(cred.pid(), mode))
 }
 
@@ -538,33 +650,38 @@ mod tests {
         assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
     }
 
+    /// A file lock in a fresh directory, as a set of one.
+    fn file_set(dir: &tempfile::TempDir, name: &str) -> (FileLock, LockSet) {
+        let lock = FileLock::named(name, Some(dir.path())).unwrap();
+        let set = LockSet::new([AnyLock::File(lock.clone())]).unwrap();
+        (lock, set)
+    }
+
+    /// Announces and waits for `set` at most `limit`, as the binary does.
+    fn wait_superseding(set: &LockSet, limit: Duration) -> Result<()> {
+        let own = Supersede::announce(set)?;
+        let result = set.acquire_with(Wait::For(limit), &mut own.hooks(&mut NoHooks));
+        own.finish(result).map(drop)
+    }
+
     #[test]
     fn a_newer_request_supersedes_a_waiting_one() {
         let dir = tempfile::tempdir().unwrap();
-        let lock = FileLock::named("s", Some(dir.path())).unwrap();
-        let set = LockSet::new([AnyLock::File(lock.clone())]).unwrap();
-        let _held = lock.try_acquire().unwrap();
+        let (lock, set) = file_set(&dir, "s");
+        let held = lock.try_acquire().unwrap();
         let prefix = prefix_for(&set.keyed()[0].0);
-        let waiting = std::thread::scope(|scope| {
+        let (older, newer) = std::thread::scope(|scope| {
             let set = &set;
-            let waiter = scope.spawn(move || {
-                // The watch must live on the waiting thread: announce there.
-                let own = Supersede::announce(set).unwrap();
-                let mut plain = NoHooks;
-                let result = set.acquire_with(Wait::Forever, &mut own.hooks(&mut plain));
-                own.finish(result).map(drop)
-            });
-            // Once the waiter listens, a newer request supersedes it
-            // (whether or not it has blocked yet).
+            let older = scope.spawn(move || wait_superseding(set, Duration::from_secs(60)));
             while announced(&prefix).is_empty() {
                 std::thread::sleep(Duration::from_millis(1));
             }
-            let newest = Supersede::announce(set).unwrap();
-            let result = waiter.join().unwrap();
-            assert!(newest.superseded_by().is_none());
-            result
+            let newer = scope.spawn(move || wait_superseding(set, Duration::from_secs(60)));
+            let older = older.join().unwrap();
+            drop(held);
+            (older, newer.join().unwrap())
         });
-        match waiting {
+        match older {
             Err(Error::Superseded { lock, by }) => {
                 assert_eq!(lock, "s");
                 assert_eq!(by.pid, std::process::id() as i32);
@@ -572,16 +689,14 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        newer.unwrap();
         assert!(announced(&prefix).is_empty(), "every watch has stopped");
     }
 
     #[test]
     fn a_holder_is_not_superseded() {
         let dir = tempfile::tempdir().unwrap();
-        let set = LockSet::new([AnyLock::File(
-            FileLock::named("h", Some(dir.path())).unwrap(),
-        )])
-        .unwrap();
+        let (_, set) = file_set(&dir, "h");
         let own = Supersede::announce(&set).unwrap();
         let mut plain = NoHooks;
         let result = set.acquire_with(Wait::NoWait, &mut own.hooks(&mut plain));
@@ -592,15 +707,15 @@ mod tests {
         drop(guard);
     }
 
+    /// A newer request already there when this one begins to wait, whose
+    /// process holds a record lock on the lock file (this process does:
+    /// it holds the lock), supersedes it at once.
     #[test]
-    fn a_request_finding_a_newer_one_gives_up_at_once() {
+    fn a_newer_request_found_waiting_supersedes_at_once() {
         let dir = tempfile::tempdir().unwrap();
-        let set = LockSet::new([AnyLock::File(
-            FileLock::named("t", Some(dir.path())).unwrap(),
-        )])
-        .unwrap();
+        let (lock, set) = file_set(&dir, "t");
+        let _held = lock.try_acquire().unwrap();
         let prefix = prefix_for(&set.keyed()[0].0);
-        // A newer request, announced a moment from now.
         let now = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap();
@@ -609,7 +724,7 @@ mod tests {
             pid: 1,
         };
         let (_listener, _) = listen(&prefix, soon).unwrap();
-        match Supersede::announce(&set) {
+        match wait_superseding(&set, Duration::from_secs(60)) {
             Err(Error::Superseded { by, .. }) => {
                 assert_eq!(by.pid, std::process::id() as i32)
             }
@@ -620,17 +735,18 @@ mod tests {
     #[test]
     fn a_made_up_stamp_far_in_the_future_is_ignored() {
         let dir = tempfile::tempdir().unwrap();
-        let set = LockSet::new([AnyLock::File(
-            FileLock::named("u", Some(dir.path())).unwrap(),
-        )])
-        .unwrap();
+        let (lock, set) = file_set(&dir, "u");
+        let _held = lock.try_acquire().unwrap();
         let prefix = prefix_for(&set.keyed()[0].0);
         let squatter = Stamp {
             nanos: u128::from(u64::MAX),
             pid: 1,
         };
         let (_listener, _) = listen(&prefix, squatter).unwrap();
-        Supersede::announce(&set).expect("not superseded by a made-up name");
+        match wait_superseding(&set, Duration::from_millis(50)) {
+            Err(Error::TimedOut { .. }) => {}
+            other => panic!("not superseded by a made-up name: {other:?}"),
+        }
     }
 
     #[test]
