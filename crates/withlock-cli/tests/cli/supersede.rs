@@ -4,10 +4,13 @@
 //! `--supersede` are not affected.
 
 use std::io::Read;
+use std::path::PathBuf;
 use std::process::Child;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::support::{
-    ALICE, BOB, Env, blocked_on, ensure_user, holding, wait_blocked, wait_child, wait_for,
+    ALICE, BOB, Env, blocked_on, command_as, ensure_user, holding, output, set_mode, wait_blocked,
+    wait_child, wait_for,
 };
 
 /// The documented status of a superseded request.
@@ -232,6 +235,110 @@ fn a_socket_lock_waiter_is_superseded_too() {
     assert!(stderr_of(&mut first).contains(&format!("superseded by pid {} (", second.id())));
     let second_pid = second.id();
     wait_for("the second request to listen", || announced(second_pid));
+    assert!(holder.release().success());
+    assert!(wait_child(&mut second).success());
+    assert!(m2.exists() && !m1.exists());
+}
+
+/// The abstract name `pid` listens on for newer superseding requests.
+fn announced_name(pid: u32) -> Option<String> {
+    let table = std::fs::read_to_string("/proc/net/unix").unwrap();
+    let suffix = format!("/{pid}");
+    table
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(7))
+        .find(|name| name.starts_with("@withlock-supersede/") && name.ends_with(&suffix))
+        .map(|name| name[1..].to_owned())
+}
+
+/// A lock directory only root may enter, in the test directory.
+fn private_dir(env: &Env) -> PathBuf {
+    let dir = env.file("private");
+    std::fs::create_dir(&dir).unwrap();
+    set_mode(&dir, 0o700);
+    dir
+}
+
+/// Needs root. Bob, who cannot enter root's lock directory, listens on an
+/// abstract name made like that of a newer request for root's lock: root's
+/// superseding requests neither give up at once (-n on a held lock is
+/// busy, not superseded) nor while they wait.
+#[test]
+fn a_stranger_listening_on_a_forged_name_supersedes_nothing() {
+    ensure_user(BOB);
+    let env = Env::new();
+    let private = private_dir(&env);
+    let lock = withlock::AnyLock::File(withlock::FileLock::named("d", Some(&private)).unwrap());
+    let prefix = withlock::supersede::prefix_for(&withlock::LockKey::of(&lock));
+    // Newer than any request below, yet within the clock skew allowed.
+    let soon = SystemTime::now().duration_since(UNIX_EPOCH).unwrap() + Duration::from_secs(9);
+    let forged = format!("abstract:{prefix}{}/1", soon.as_nanos());
+    let impostor = env.hold(env.withlock().as_user(BOB).arg(&forged), "impostor");
+
+    let in_private = |args: &[&str]| env.withlock().arg("--dir").arg(&private).args(args);
+    let holder = env.hold(in_private(&["d"]), "h");
+    in_private(&["--supersede", "-n", "d", "--", "true"])
+        .assert()
+        .code(75);
+    let marker = env.file("M");
+    let mut waiter = in_private(&["--supersede", "d", "--", "touch"])
+        .arg(&marker)
+        .spawn();
+    wait_blocked(&private.join("d.lock"), waiter.id() as i32);
+    assert!(holder.release().success());
+    let status = wait_child(&mut waiter);
+    assert!(status.success(), "{status}: {}", stderr_of(&mut waiter));
+    assert!(marker.exists());
+    assert!(impostor.release().success());
+}
+
+/// Needs root. Bob connects to root's waiting request and sends a notice
+/// (with the lock's mode, as a newer request would): the request keeps
+/// waiting, and a genuine newer request then supersedes it.
+#[test]
+fn a_stranger_connecting_supersedes_nothing() {
+    ensure_user(BOB);
+    let env = Env::new();
+    let private = private_dir(&env);
+    let file = private.join("d.lock");
+    let in_private = |args: &[&str]| env.withlock().arg("--dir").arg(&private).args(args);
+    let holder = env.hold(in_private(&["d"]), "h");
+    let (m1, m2) = (env.file("M1"), env.file("M2"));
+    let mut first = in_private(&["--supersede", "d", "--", "touch"])
+        .arg(&m1)
+        .spawn();
+    let first_pid = first.id();
+    wait_blocked(&file, first_pid as i32);
+    let mut name = None;
+    wait_for("the first request to listen", || {
+        name = announced_name(first_pid);
+        name.is_some()
+    });
+
+    let notice = "import socket, sys\n\
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\n\
+        s.connect('\\0' + sys.argv[1])\n\
+        s.sendall(b'x')\n\
+        s.recv(1)\n";
+    let out = output(
+        command_as(BOB, "python3")
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .args(["-c", notice])
+            .arg(name.unwrap()),
+    );
+    assert!(out.status.success(), "{}", crate::support::stderr(&out));
+    assert!(first.try_wait().unwrap().is_none(), "a stranger's notice counted");
+
+    let mut second = in_private(&["--supersede", "d", "--", "touch"])
+        .arg(&m2)
+        .spawn();
+    assert_eq!(wait_child(&mut first).code(), Some(SUPERSEDED));
+    let err = stderr_of(&mut first);
+    assert!(
+        err.contains(&format!("superseded by pid {} (", second.id())),
+        "{err}"
+    );
+    wait_blocked(&file, second.id() as i32);
     assert!(holder.release().success());
     assert!(wait_child(&mut second).success());
     assert!(m2.exists() && !m1.exists());
