@@ -17,8 +17,10 @@
 //!   every waiter wakes at once and tries again. No polling, with two
 //!   documented exceptions where the kernel offers nothing to block on: the
 //!   address is bound by a socket that does not listen (the instant between
-//!   another holder's bind and listen, or an abstract name kept by a daemon
-//!   left behind, see below), or a Unix listener's queue is full (`EAGAIN`).
+//!   another holder's bind and listen on a TCP port or abstract name, or an
+//!   abstract name kept by a daemon left behind, see below; a socket file
+//!   that does not listen is stale, see below), or a Unix listener's queue
+//!   is full (`EAGAIN`).
 //!   Then the caller retries after 1 ms, doubling up to 50 ms. A TCP
 //!   connect is given up to a second to be accepted or refused (loopback
 //!   answers at once); a TCP queue that is full makes the kernel drop the
