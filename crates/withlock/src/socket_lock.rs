@@ -369,9 +369,8 @@ impl SocketLock {
         for _ in 0..lock_file::MAX_ATTEMPTS {
             let serial = SERIAL.fetch_add(1, Ordering::Relaxed);
             let temp = format!("{TEMP_PREFIX}{}-{serial}", std::process::id());
-            let addr = Sockaddr::Unix(
-                UnixAddr::new(&base.join(&temp)).map_err(|e| self.io("name", e))?,
-            );
+            let addr =
+                Sockaddr::Unix(UnixAddr::new(&base.join(&temp)).map_err(|e| self.io("name", e))?);
             let fd = addr
                 .socket()
                 .map_err(|e| self.io("create a socket for", e))?;
@@ -799,9 +798,8 @@ impl SocketFile {
                 Outcome::Locked => {}
                 Outcome::Interrupted => return Ok(Err(Attempt::Stopped)),
                 Outcome::Busy | Outcome::TimedOut => {
-                    let holders = fstat(&fd).map_or_else(|_| Holders::default(), |st| {
-                        Holders::of_file(&st)
-                    });
+                    let holders =
+                        fstat(&fd).map_or_else(|_| Holders::default(), |st| Holders::of_file(&st));
                     return Ok(Err(Attempt::Stuck(holders)));
                 }
             }

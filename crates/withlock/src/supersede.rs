@@ -250,7 +250,7 @@ impl Supersede {
                 newer.push((other, name));
             }
         }
-        newer.sort_by(|a, b| b.0.cmp(&a.0));
+        newer.sort_by_key(|(stamp, _)| std::cmp::Reverse(*stamp));
         let found = newer
             .iter()
             .take(MAX_PROBES)
@@ -510,7 +510,11 @@ fn waiting_mode(pid: i32, lock: &AnyLock, claimed: Mode) -> Option<Mode> {
     let stamp = proc_locks::on_file(&entries, FileId::of(&st))
         .into_iter()
         .find(|e| e.kind == Kind::Posix && e.pid == pid && !e.blocked)?;
-    Some(if stamp.write { Mode::Exclusive } else { claimed })
+    Some(if stamp.write {
+        Mode::Exclusive
+    } else {
+        claimed
+    })
 }
 
 /// The watcher thread: waits for notices on `listeners` until `stop` closes.

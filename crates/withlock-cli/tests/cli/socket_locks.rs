@@ -594,9 +594,15 @@ fn another_users_takeover_lock_delays_nothing_past_the_deadline() {
     let bob = holding(&sidecar)[0];
 
     // A free path, then a held one: -n answers at once.
-    env.withlock().args(["-n", &spec, "--", "true"]).assert().code(0);
+    env.withlock()
+        .args(["-n", &spec, "--", "true"])
+        .assert()
+        .code(0);
     let holder = env.hold(env.withlock().arg(&spec), "h");
-    env.withlock().args(["-n", &spec, "--", "true"]).assert().code(75);
+    env.withlock()
+        .args(["-n", &spec, "--", "true"])
+        .assert()
+        .code(75);
     // The holder's release ends at once, and takes its socket file away.
     assert!(holder.release().success());
     assert!(!path.exists(), "released: the socket file is gone");
@@ -615,12 +621,18 @@ fn another_users_takeover_lock_delays_nothing_past_the_deadline() {
         let err = stderr(&out);
         assert!(err.contains(&format!("by pid {bob} ({BOB}")), "{err}");
     }
-    assert!(path.exists(), "the stale file stays while bob holds the lock");
+    assert!(
+        path.exists(),
+        "the stale file stays while bob holds the lock"
+    );
 
     // Bob lets go: the stale file is replaced, and nothing is left behind.
     squatter.let_go(false);
     assert!(wait_child(&mut squatter.child).success());
-    env.withlock().args(["-n", &spec, "--", "true"]).assert().code(0);
+    env.withlock()
+        .args(["-n", &spec, "--", "true"])
+        .assert()
+        .code(0);
     assert_eq!(entries(&socks), Vec::<String>::new());
 }
 
@@ -638,7 +650,10 @@ fn a_unix_lock_leaves_nothing_behind() {
     assert_eq!(entries(&socks), Vec::<String>::new(), "granted");
 
     let holder = env.hold(env.withlock().arg(&spec), "h");
-    env.withlock().args(["-n", &spec, "--", "true"]).assert().code(75);
+    env.withlock()
+        .args(["-n", &spec, "--", "true"])
+        .assert()
+        .code(75);
     env.withlock()
         .args(["-w", "0.1", &spec, "--", "true"])
         .assert()

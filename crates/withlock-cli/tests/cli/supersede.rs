@@ -327,7 +327,10 @@ fn a_stranger_connecting_supersedes_nothing() {
             .arg(name.unwrap()),
     );
     assert!(out.status.success(), "{}", crate::support::stderr(&out));
-    assert!(first.try_wait().unwrap().is_none(), "a stranger's notice counted");
+    assert!(
+        first.try_wait().unwrap().is_none(),
+        "a stranger's notice counted"
+    );
 
     let mut second = in_private(&["--supersede", "d", "--", "touch"])
         .arg(&m2)
