@@ -60,10 +60,12 @@
 //!     takeover files do not pile up. The wait for the sidecar obeys the
 //!     request: `-n` does not wait at all, `-w` until its deadline; then
 //!     the request fails as busy, naming whoever holds the sidecar (from
-//!     `/proc/locks`). Anyone who can open the sidecar can hold it, so
-//!     another user can keep a *stale* file from being replaced, for as
-//!     long as the request allows, named; they cannot delay a request on
-//!     a free or held path, nor a holder's release, which never take it.
+//!     `/proc/locks`; [`Lock::holders`], and so the waiting line and
+//!     `--list`, name them as the holders of a stale path). Anyone who can
+//!     open the sidecar can hold it, so another user can keep a *stale*
+//!     file from being replaced, for as long as the request allows, named;
+//!     they cannot delay a request on a free or held path, nor a holder's
+//!     release, which never take it.
 //!   - The path is checked with lstat: a symbolic link or anything but a
 //!     socket is refused and never followed. A crash in the instant
 //!     between bind and the unlink of the temporary name leaves that name
@@ -442,7 +444,10 @@ impl Lock for SocketLock {
             false => Takeover::NoWait,
             true => Takeover::Until(deadline),
         };
-        let mut told = false;
+        let hooks = &mut TellOnce {
+            inner: hooks,
+            told: false,
+        };
         let mut pause = FIRST_PAUSE;
         loop {
             let (conn, reason) = match self.attempt(takeover, hooks)? {
@@ -466,10 +471,7 @@ impl Lock for SocketLock {
                 };
                 return Err(self.conflict(wait, start, holders));
             }
-            if !told {
-                hooks.waiting();
-                told = true;
-            }
+            hooks.waiting();
             let woke = match &conn {
                 Some(conn) => {
                     pause = FIRST_PAUSE;
@@ -510,7 +512,13 @@ impl Lock for SocketLock {
         Ok(match self.connect(&addr)? {
             Connect::Holder(conn) => self.holders_of(&conn),
             Connect::QueueFull => Holders::unidentified(QUEUE_FULL),
-            Connect::NotListening | Connect::Gone => Holders::default(),
+            // A stale socket file: whoever holds its takeover lock keeps it
+            // from being replaced, and so holds the lock in effect.
+            Connect::NotListening | Connect::Gone => match &self.address {
+                SocketAddress::Unix(path) => SocketFile::of(path)
+                    .map_or_else(|_| Holders::default(), |file| file.takeover_holders()),
+                _ => Holders::default(),
+            },
         })
     }
 
@@ -708,6 +716,15 @@ impl SocketFile {
         })
     }
 
+    /// Who holds (and waits for) the takeover lock, from `/proc/locks`.
+    fn takeover_holders(&self) -> Holders {
+        let name = format!("{}{TAKEOVER_SUFFIX}", self.name);
+        match fstatat(self.dir.fd(), name.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => Holders::of_file(&st),
+            Err(_) => Holders::default(),
+        }
+    }
+
     /// Refuses anything at the path but a socket, never following it.
     fn refuse_non_socket(&self, st: &FileStat) -> Result<()> {
         match file_kind(st) {
@@ -786,14 +803,16 @@ impl SocketFile {
         let io = |e| Error::io(format!("lock {}{TAKEOVER_SUFFIX}", self.path.display()), e);
         for _ in 0..lock_file::MAX_ATTEMPTS {
             let fd = lock_file::open_or_create(&self.dir, &name)?;
-            let mut interrupted = || hooks.interrupted();
-            let outcome = match takeover {
-                Takeover::NoWait => flock_wait::try_lock(fd.as_fd(), Mode::Exclusive),
-                Takeover::Until(deadline) => {
+            let outcome = flock_wait::try_lock(fd.as_fd(), Mode::Exclusive).map_err(io)?;
+            let outcome = match (outcome, takeover) {
+                (Outcome::Busy, Takeover::Until(deadline)) => {
+                    hooks.waiting();
+                    let mut interrupted = || hooks.interrupted();
                     flock_wait::lock(fd.as_fd(), Mode::Exclusive, deadline, &mut interrupted)
+                        .map_err(io)?
                 }
-            }
-            .map_err(io)?;
+                (outcome, _) => outcome,
+            };
             match outcome {
                 Outcome::Locked => {}
                 Outcome::Interrupted => return Ok(Err(Attempt::Stopped)),
@@ -827,6 +846,32 @@ impl SocketFile {
             Err(Errno::ENOENT) => Ok(None),
             Err(e) => Err(Error::io(format!("stat {}", self.path.display()), e)),
         }
+    }
+}
+
+/// Hooks told that the wait began only the first time.
+struct TellOnce<'h> {
+    inner: &'h mut dyn WaitHooks,
+    told: bool,
+}
+
+impl WaitHooks for TellOnce<'_> {
+    fn waiting(&mut self) {
+        if !std::mem::replace(&mut self.told, true) {
+            self.inner.waiting();
+        }
+    }
+
+    fn interrupted(&mut self) -> bool {
+        self.inner.interrupted()
+    }
+
+    fn notice(&mut self, message: &str) {
+        self.inner.notice(message);
+    }
+
+    fn name_holders(&self) -> bool {
+        self.inner.name_holders()
     }
 }
 

@@ -625,6 +625,17 @@ fn another_users_takeover_lock_delays_nothing_past_the_deadline() {
         path.exists(),
         "the stale file stays while bob holds the lock"
     );
+    // Listed as held by bob, as the waiting line names him.
+    let out = env
+        .withlock()
+        .args(["--list", "--json", &spec])
+        .assert()
+        .code(0)
+        .get_output()
+        .clone();
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc[0]["state"], "held", "{doc}");
+    assert_eq!(doc[0]["holders"][0]["pid"], bob, "{doc}");
 
     // Bob lets go: the stale file is replaced, and nothing is left behind.
     squatter.let_go(false);
