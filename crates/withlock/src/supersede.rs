@@ -62,7 +62,9 @@
 //! Anyone can keep a request from hearing a notice (by filling its queue
 //! of 64 connections, each held up to a second): superseding then fails,
 //! and the request just waits its turn. A waiting stamp can fail to be
-//! set (two in one microsecond); that request then cannot supersede.
+//! set (two in one microsecond); that request then cannot supersede. A
+//! request in a PID namespace this one cannot see (`SO_PEERCRED` gives pid
+//! 0) cannot supersede a request for a file lock either.
 //!
 //! ```no_run
 //! use withlock::{LockSet, Mode, NoHooks, Supersede, Wait};
