@@ -684,3 +684,39 @@ fn a_unix_lock_leaves_nothing_behind() {
         .code(64);
     assert_eq!(entries(&socks), ["d.sock"], "refused");
 }
+
+/// Needs root. Bob may not remove the stale socket alice left in a sticky
+/// directory: refused with 77, and no takeover file is left behind.
+#[test]
+fn a_refused_takeover_leaves_no_takeover_file() {
+    ensure_user(ALICE);
+    ensure_user(BOB);
+    let env = Env::new();
+    let socks = env.file("socks");
+    fs::create_dir(&socks).unwrap();
+    set_mode(&socks, 0o1777);
+    let path = socks.join("d.sock");
+    let bind = "import socket, sys\nsocket.socket(socket.AF_UNIX).bind(sys.argv[1])\n";
+    let out = crate::support::output(
+        command_as(ALICE, "python3")
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .args(["-c", bind])
+            .arg(&path),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = env
+        .withlock()
+        .as_user(BOB)
+        .arg(format!("unix:{}", path.display()))
+        .args(["--", "true"])
+        .assert()
+        .code(77)
+        .get_output()
+        .clone();
+    assert!(
+        stderr(&out).contains("ask its owner or root"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(entries(&socks), ["d.sock"]);
+}
