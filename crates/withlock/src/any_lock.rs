@@ -12,14 +12,14 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::file_lock::{FileGuard, FileLock};
+use crate::file::file_lock::{FileGuard, FileLock};
 use crate::holder::Holders;
 use crate::lock::{Lock, WaitHooks};
 #[cfg(feature = "postgres")]
 use crate::pg::{PgGuard, PgLock};
 use crate::request::{Mode, Wait};
-use crate::socket_lock::{SocketGuard, SocketLock};
-use crate::socket_spec::SocketAddress;
+use crate::socket::socket_lock::{SocketGuard, SocketLock};
+use crate::socket::socket_spec::SocketAddress;
 
 /// A file lock, a socket lock or a PostgreSQL advisory lock.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 //! `/proc/locks`; each pid is then looked up in `/proc/<pid>/status` (user)
 //! and `/proc/<pid>/cmdline` (command), which every user may read unless
 //! /proc is mounted with `hidepid`. "Since" comes from the holder's stamp
-//! (see [`crate::since_stamp`]); holders that set no stamp, such as
+//! (see [`crate::file::since_stamp`]); holders that set no stamp, such as
 //! flock(1), show how long their process has been running instead.
 
 use std::fmt;
@@ -16,12 +16,12 @@ use nix::sys::stat::FileStat;
 use nix::unistd::Pid;
 
 use crate::escape;
+use crate::file::place_stamp;
+use crate::file::since_stamp;
 use crate::ownership;
-use crate::place_stamp;
 use crate::proc_locks::{self, Entry, FileId, Kind};
 use crate::request::Mode;
 use crate::server_session::ServerSession;
-use crate::since_stamp;
 
 /// One process holding, or waiting for, a lock.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,19 +9,19 @@
 //! a named lock whose path holds such a thing. A named lock with nothing at
 //! its path is free and [`Found::Nothing`]: never used, or its file removed.
 //! A foreign record lock on a lock file's queue is reported beside the
-//! holders ([`crate::obstruction`]).
+//! holders ([`crate::file::obstruction`]).
 
 use std::fs::FileType;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::file_lock::FileLock;
+use crate::file::file_lock::FileLock;
+use crate::file::name::LOCK_FILE_SUFFIX;
 use crate::holder::Holders;
 use crate::lock::Lock;
-use crate::name::LOCK_FILE_SUFFIX;
-use crate::socket_lock::SocketLock;
-use crate::socket_spec::SocketAddress;
+use crate::socket::socket_lock::SocketLock;
+use crate::socket::socket_spec::SocketAddress;
 
 /// One lock and who holds and waits for it.
 #[derive(Debug, Clone)]
@@ -167,7 +167,7 @@ fn lock_entries(dir: &Path) -> Result<Vec<Entry>> {
             let path = entry.path();
             let what = match entry.file_type() {
                 Ok(kind) if !kind.is_file() => not_a_lock_file(kind),
-                Ok(_) if crate::name::LockName::new(&name).is_err() => {
+                Ok(_) if crate::file::name::LockName::new(&name).is_err() => {
                     "a file whose name is not a lock name".to_owned()
                 }
                 Ok(_) => return Some((name.clone(), Entry::Lock(name))),

@@ -58,7 +58,7 @@ use crate::any_lock::{AnyGuard, AnyLock};
 use crate::error::{Error, Result};
 use crate::lock::{Lock, NoHooks, WaitHooks};
 use crate::request::{Mode, Wait};
-use crate::socket_spec::SocketAddress;
+use crate::socket::socket_spec::SocketAddress;
 
 /// What a caller wants to hear while a set of locks is being taken: the
 /// [`WaitHooks`] of each wait, and which lock is tried next.
@@ -386,7 +386,7 @@ impl SetGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::file_lock::FileLock;
+    use crate::file::file_lock::FileLock;
 
     fn set(dir: &tempfile::TempDir, specs: &[&str]) -> LockSet {
         LockSet::parse(specs, Some(dir.path()), Mode::Exclusive).unwrap()

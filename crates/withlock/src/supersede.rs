@@ -627,7 +627,7 @@ fn interrupt_until_done(waiter: usize, stop: &OwnedFd, shared: &Shared) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::file_lock::FileLock;
+    use crate::file::file_lock::FileLock;
     use crate::lock::{Lock, NoHooks};
     use crate::request::Wait;
 

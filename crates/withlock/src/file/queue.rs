@@ -5,7 +5,7 @@
 //! newcomer may barge ahead of a long waiter and a stream of shared holders
 //! can starve an exclusive one. withlock clients therefore queue first, in
 //! byte ranges of the lock file far below the since stamps (which sit at
-//! offset ≈ 2^50, see [`crate::since_stamp`]); nothing is ever written to
+//! offset ≈ 2^50, see [`crate::file::since_stamp`]); nothing is ever written to
 //! the file, the ranges are only locked:
 //!
 //! - the **gate**, byte 0: a write lock held for the few microseconds it
@@ -51,7 +51,7 @@
 //! lock of more than one byte. So a request that finds the gate held by a
 //! read lock (or by a write lock for longer than [`GATE_BOUND`]), or whose
 //! ticket or marker byte is taken, has met a foreign lock
-//! ([`crate::obstruction`]): it does not wait for it or fail, it leaves the
+//! ([`crate::file::obstruction`]): it does not wait for it or fail, it leaves the
 //! queue and takes the flock unordered, as flock(1) does.
 //!
 //! A request whose turn comes but that never takes the lock (a stopped or
@@ -78,11 +78,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use crate::file::obstruction::Foreign;
 use crate::flock_wait::{install_noop_handler, timer_signal};
-use crate::obstruction::Foreign;
 
-use crate::queue_bytes::SPAN;
-pub(crate) use crate::queue_bytes::{GATE, MARK_BASE, PLACE_MARK_BASE, TICKET_BASE};
+use crate::file::queue_bytes::SPAN;
+pub(crate) use crate::file::queue_bytes::{GATE, MARK_BASE, PLACE_MARK_BASE, TICKET_BASE};
 
 /// How long a request waits for the gate when another request holds it
 /// with a write lock: drawing a ticket takes microseconds, so a gate held

@@ -1,7 +1,7 @@
 //! Record locks on the arrival queue's bytes that are not the queue's own:
 //! who holds them, as far as the kernel tells.
 //!
-//! Linux only. The queue ([`crate::queue`]) keeps its gate, tickets and
+//! Linux only. The queue ([`crate::file::queue`]) keeps its gate, tickets and
 //! markers as one-byte record locks on the lock file, and any process that
 //! can open the file can lock those bytes too: a read lock needs only read
 //! access. Such a lock makes withlock take the flock unordered; this module
@@ -19,10 +19,10 @@ use std::fs;
 use nix::sys::stat::FileStat;
 use nix::unistd::{Gid, Group};
 
+use crate::file::queue_bytes;
 use crate::holder::Holder;
 use crate::ownership;
 use crate::proc_locks::{self, Entry, FileId, Kind};
-use crate::queue_bytes;
 use crate::request::Mode;
 
 /// A record lock on the queue's bytes held outside the protocol.

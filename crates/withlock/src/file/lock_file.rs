@@ -6,7 +6,7 @@
 //!   `fs.protected_regular` an `O_CREAT` open of another user's file in a
 //!   sticky directory fails even for root, and a plain open does not. It is
 //!   opened read-write, which the arrival queue's write locks need (see
-//!   [`crate::queue`]; nothing is written), or read-only where this user may
+//!   [`crate::file::queue`]; nothing is written), or read-only where this user may
 //!   not write it (a 0644 file made by flock(1)) or the file system is
 //!   read-only: such a lock is then taken unordered;
 //! - every open uses `O_NOFOLLOW`, so a symlink planted at the lock path is
@@ -27,8 +27,8 @@ use nix::fcntl::{AtFlags, OFlag, openat};
 use nix::sys::stat::{FileStat, Mode, SFlag, fchmod, fstat, fstatat};
 
 use crate::error::{Error, Result};
+use crate::file::lock_dir::LockDir;
 use crate::fork_child;
-use crate::lock_dir::LockDir;
 use crate::ownership;
 
 /// The mode of every lock file withlock creates: anyone may open it to lock.

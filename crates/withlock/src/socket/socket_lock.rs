@@ -96,15 +96,15 @@ use nix::sys::stat::{FchmodatFlags, FileStat, SFlag, fchmodat, fstat, fstatat};
 use nix::unistd::{UnlinkatFlags, linkat, unlinkat};
 
 use crate::error::{Error, Result};
-use crate::file_lock::still_at_path;
+use crate::file::file_lock::still_at_path;
+use crate::file::lock_dir::LockDir;
+use crate::file::lock_file;
 use crate::flock_wait::{self, Outcome};
 use crate::holder::{Holder, Holders};
 use crate::lock::{Lock, NoHooks, WaitHooks};
-use crate::lock_dir::LockDir;
-use crate::lock_file;
 use crate::ownership;
 use crate::request::{Mode, Wait};
-use crate::socket_spec::SocketAddress;
+use crate::socket::socket_spec::SocketAddress;
 
 /// The first pause of the bounded retry (see the module docs).
 const FIRST_PAUSE: Duration = Duration::from_millis(1);

@@ -1,16 +1,16 @@
 //! The local lock: flock(2) on a lock file, found by name or by path.
 //!
 //! Linux only. Taking the lock:
-//! 1. open and check the lock directory ([`crate::lock_dir`]);
-//! 2. open or create the lock file inside it ([`crate::lock_file`]);
-//! 3. queue in arrival order ([`crate::queue`]): draw a ticket, wait in
+//! 1. open and check the lock directory ([`crate::file::lock_dir`]);
+//! 2. open or create the lock file inside it ([`crate::file::lock_file`]);
+//! 3. queue in arrival order ([`crate::file::queue`]): draw a ticket, wait in
 //!    the kernel until the requests ahead that matter are gone;
 //! 4. flock(2) it, shared or exclusive, waiting in the kernel
 //!    ([`crate::flock_wait`]) for peers that do not queue (flock(1));
 //! 5. check the path still names the file we locked: if it was deleted or
 //!    replaced meanwhile, our lock guards nothing, so unlock and start over
 //!    on the file that is there now;
-//! 6. set the "held since" stamp ([`crate::since_stamp`]).
+//! 6. set the "held since" stamp ([`crate::file::since_stamp`]).
 //!
 //! flock(2) locks belong to the open file description, so they exclude
 //! flock(1) and every other flock-based tool on the same file, survive
@@ -27,18 +27,18 @@ use nix::fcntl::AtFlags;
 use nix::sys::stat::{FileStat, fstat, fstatat};
 
 use crate::error::{Error, Result};
+use crate::file::lock_dir::{self, LockDir};
+use crate::file::lock_file::{self, MAX_ATTEMPTS};
+use crate::file::name::LockName;
+use crate::file::obstruction::{self, Foreign};
+use crate::file::place_stamp;
+use crate::file::queue::{self, Drawn, GateHolder, Kind, Ticket};
+use crate::file::since_stamp;
 use crate::flock_wait::{self, Outcome};
 use crate::holder::Holders;
 use crate::lock::{Lock, WaitHooks};
-use crate::lock_dir::{self, LockDir};
-use crate::lock_file::{self, MAX_ATTEMPTS};
-use crate::name::LockName;
-use crate::obstruction::{self, Foreign};
-use crate::place_stamp;
 use crate::proc_locks::{self, FileId};
-use crate::queue::{self, Drawn, GateHolder, Kind, Ticket};
 use crate::request::{Mode, Wait};
-use crate::since_stamp;
 
 /// How often a busy lock whose holder cannot be seen is tried again.
 const UNSEEN_HOLDER_RETRIES: u32 = 3;
@@ -434,7 +434,7 @@ impl FileLock {
     }
 
     /// Who holds and waits for the lock, and what obstructs its queue
-    /// (see [`crate::obstruction`]), from one read of `/proc/locks`.
+    /// (see [`crate::file::obstruction`]), from one read of `/proc/locks`.
     pub(crate) fn status(&self) -> Result<(Holders, Option<String>)> {
         let dir = LockDir::open(&self.dir)?;
         match fstatat(
