@@ -33,7 +33,7 @@ use crate::pg::error::PgError;
 use crate::pg::holders::{self, PgHolder};
 use crate::pg::identity::Identity;
 use crate::pg::key::advisory_key;
-use crate::pg::semaphore::MAX_SLOTS;
+use crate::pg::semaphore_keys::MAX_SLOTS;
 use crate::pg::semaphore_line::{self, Shared};
 use crate::{Found, LockName, LockStatus, Mode, Result};
 

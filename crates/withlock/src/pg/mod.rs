@@ -51,6 +51,7 @@ mod pg_lock;
 mod pgpass;
 mod pooler;
 pub mod semaphore;
+mod semaphore_keys;
 mod semaphore_line;
 pub mod state;
 mod tls;

@@ -16,7 +16,7 @@ use crate::pg::holders::{self, PgHolder};
 use crate::pg::identity::Identity;
 use crate::pg::key::advisory_key;
 use crate::pg::pg_guard::PgGuard;
-use crate::pg::semaphore::{MAX_SLOTS, Semaphore};
+use crate::pg::semaphore::{MAX_SLOTS, Semaphore, Subject};
 
 /// A lock name on a PostgreSQL server (one database: advisory keys are
 /// per database).
@@ -90,14 +90,15 @@ impl PgLock {
         self.max
     }
 
-    /// The server the lock is on.
-    pub(crate) fn target(&self) -> &Target {
-        &self.target
-    }
-
-    /// Who the lock's sessions announce.
-    pub(crate) fn identity(&self) -> &Identity {
-        &self.identity
+    /// What a `--max` request needs of this lock.
+    fn semaphore_subject(&self) -> Subject {
+        Subject {
+            target: self.target.clone(),
+            identity: self.identity.clone(),
+            name: self.name.clone(),
+            key: self.key,
+            description: self.describe(),
+        }
     }
 
     /// The same lock held by a caller that stops its work at most `grace`
@@ -214,7 +215,8 @@ impl Lock for PgLock {
     fn acquire_with(&self, wait: Wait, hooks: &mut dyn WaitHooks) -> Result<PgGuard> {
         if let Some(max) = self.max {
             let started = Instant::now();
-            let (client, backend_pid) = Semaphore::new(self, max).acquire(wait, hooks)?;
+            let subject = self.semaphore_subject();
+            let (client, backend_pid) = Semaphore::new(&subject, max).acquire(wait, hooks)?;
             return self.granted(client, backend_pid, (wait, started), hooks);
         }
         let started = Instant::now();
@@ -263,7 +265,7 @@ impl Lock for PgLock {
         if let Some(max) = self.max {
             let listing = self.identity.clone().with_command(&["(listing)"]);
             let mut client = self.target.connect(&listing)?;
-            return Semaphore::new(self, max).holders(&mut client, None);
+            return Semaphore::new(&self.semaphore_subject(), max).holders(&mut client, None);
         }
         Ok(holders::to_holders(&self.pg_holders()?))
     }

@@ -16,7 +16,10 @@
 //! or `NAME#i` (`i` in decimal; `#` cannot occur in a lock name, so these
 //! strings never hash a real name), split into its high and low 32 bits as
 //! the two int4 keys. In SQL, with `k` that bigint:
-//! `pg_advisory_lock((k >> 32)::int4, (k << 32 >> 32)::int4)`.
+//! `pg_advisory_lock((k >> 32)::int4, (k << 32 >> 32)::int4)`. The keys
+//! are computed in `semaphore_keys.rs`.
+//!
+//! [`advisory_key`]: crate::pg::advisory_key
 //!
 //! # Protocol
 //!
@@ -76,16 +79,13 @@ use postgres::Client;
 use postgres::error::SqlState;
 use postgres::types::ToSql;
 
+use crate::pg::connection::Target;
 use crate::pg::error::PgError;
 use crate::pg::holders;
-use crate::pg::key::advisory_key;
-use crate::pg::pg_lock::PgLock;
+use crate::pg::identity::Identity;
+pub use crate::pg::semaphore_keys::{IntPair, MAX_SLOTS, gate_key, slot_key};
 use crate::pg::semaphore_line::{self, Shared};
-use crate::{Error, Holders, Lock, Result, Wait, WaitHooks};
-
-/// The largest N: the head of the queue opens N + 1 sessions while it
-/// waits, and servers allow 100 by default.
-pub const MAX_SLOTS: u32 = 32;
+use crate::{Error, Holders, Result, Wait, WaitHooks};
 
 /// How long `Wait::NoWait` waits for the gate held by a request that is
 /// about to take one of the free slots (as the local queue's gate).
@@ -105,29 +105,48 @@ const TRY_SLOTS: &str = "\
 SELECT s.i FROM unnest($1::int4[], $2::int4[]) WITH ORDINALITY AS s(k1, k2, i)
  WHERE pg_try_advisory_lock(s.k1, s.k2) LIMIT 1";
 
-/// A two-int4 advisory key, as `pg_advisory_lock(int4, int4)` takes it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IntPair(pub i32, pub i32);
+/// What a semaphore request needs of its lock (a [`crate::PgLock`] gives
+/// it): where it is, who asks, and its name.
+#[derive(Debug, Clone)]
+pub(crate) struct Subject {
+    pub(crate) target: Target,
+    pub(crate) identity: Identity,
+    pub(crate) name: String,
+    /// The name's own advisory key.
+    pub(crate) key: i64,
+    /// The lock as messages name it.
+    pub(crate) description: String,
+}
 
-impl IntPair {
-    fn of(key: i64) -> IntPair {
-        IntPair((key >> 32) as i32, key as i32)
+impl Subject {
+    fn name(&self) -> &str {
+        &self.name
     }
-}
 
-/// The semaphore gate of lock `name` (module docs).
-pub fn gate_key(name: &str) -> IntPair {
-    IntPair::of(advisory_key(&format!("{name}#gate")))
-}
+    fn key(&self) -> i64 {
+        self.key
+    }
 
-/// Slot `i` (from 1) of lock `name` (module docs).
-pub fn slot_key(name: &str, i: u32) -> IntPair {
-    IntPair::of(advisory_key(&format!("{name}#{i}")))
+    fn target(&self) -> &Target {
+        &self.target
+    }
+
+    fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    fn server(&self) -> &str {
+        self.target.server()
+    }
+
+    fn describe(&self) -> String {
+        self.description.clone()
+    }
 }
 
 /// One semaphore request: the lock, its N slots and its gate.
 pub(crate) struct Semaphore<'a> {
-    lock: &'a PgLock,
+    lock: &'a Subject,
     gate: IntPair,
     slots: Vec<IntPair>,
 }
@@ -139,7 +158,7 @@ enum Waited {
 }
 
 impl<'a> Semaphore<'a> {
-    pub(crate) fn new(lock: &'a PgLock, max: u32) -> Semaphore<'a> {
+    pub(crate) fn new(lock: &'a Subject, max: u32) -> Semaphore<'a> {
         Semaphore {
             lock,
             gate: gate_key(lock.name()),
@@ -436,7 +455,7 @@ fn wait_for_any(
 /// One helper: a session that waits for slot `i` until granted or ended.
 /// Returns the session if it was granted.
 fn helper(
-    lock: &PgLock,
+    lock: &Subject,
     i: usize,
     slot: IntPair,
     registry: &Mutex<Registry>,
@@ -483,7 +502,7 @@ fn helper(
     }
 }
 
-fn helper_error(lock: &PgLock, cause: postgres::Error) -> PgError {
+fn helper_error(lock: &Subject, cause: postgres::Error) -> PgError {
     PgError::Query {
         context: "waiting for a free semaphore slot",
         server: lock.server().to_owned(),

@@ -34,7 +34,7 @@ use postgres::types::Type;
 
 use crate::Mode;
 use crate::pg::holders::PgHolder;
-use crate::pg::semaphore::{IntPair, MAX_SLOTS, gate_key, slot_key};
+use crate::pg::semaphore_keys::{IntPair, MAX_SLOTS, gate_key, slot_key};
 
 /// Sessions on the two-int4 advisory keys `$1`/`$2` (the halves as
 /// `pg_locks` shows them: oids, here as bigints) in the current database.
