@@ -24,7 +24,9 @@ use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyTuple};
-use withlock::{Error, FileGuard, FileLock, Holder, Holders, Lock, Mode, Wait, WaitHooks};
+use withlock::{
+    Error, ErrorKind, FileGuard, FileLock, Holder, Holders, Lock, Mode, Wait, WaitHooks,
+};
 
 create_exception!(
     _withlock,
@@ -162,7 +164,7 @@ fn acquire(
     let result = py.detach(|| lock.acquire_with(wait, &mut hooks));
     match result {
         Ok(guard) => Ok(Guard::new(guard)),
-        Err(e @ Error::Interrupted { .. }) => {
+        Err(e) if e.kind() == ErrorKind::Interrupted => {
             Err(hooks.pending.take().unwrap_or_else(|| native_error(py, &e)))
         }
         Err(e) => Err(native_error(py, &e)),
@@ -212,15 +214,18 @@ fn native_error(py: Python<'_>, error: &Error) -> PyErr {
 }
 
 fn error_args<'py>(py: Python<'py>, error: &Error) -> PyResult<Bound<'py, PyTuple>> {
-    let (kind, lock, waited) = match error {
-        Error::Busy { lock, .. } => ("busy", Some(lock.as_str()), None),
-        Error::TimedOut { lock, waited, .. } => {
-            ("timeout", Some(lock.as_str()), Some(waited.as_secs_f64()))
-        }
-        Error::Interrupted { lock } => ("interrupted", Some(lock.as_str()), None),
-        Error::InvalidName { .. } => ("invalid_name", None, None),
-        Error::PermissionDenied { .. } => ("permission", None, None),
-        _ => ("other", None, None),
+    let kind = match error.kind() {
+        ErrorKind::Busy => "busy",
+        ErrorKind::TimedOut => "timeout",
+        ErrorKind::Interrupted => "interrupted",
+        ErrorKind::Usage => "usage",
+        ErrorKind::Permission => "permission",
+        _ => "other",
+    };
+    let (lock, waited) = match error {
+        Error::Busy { lock, .. } | Error::Interrupted { lock } => (Some(lock.as_str()), None),
+        Error::TimedOut { lock, waited, .. } => (Some(lock.as_str()), Some(waited.as_secs_f64())),
+        _ => (None, None),
     };
     let empty = Holders::default();
     let holders = holders_tuple(py, error.holders().unwrap_or(&empty))?;

@@ -135,7 +135,7 @@ def _translate(native: BaseException) -> BaseException:
         return Busy(message, lock, _holders(holders), _holders(waiters))
     if kind == "timeout":
         return Timeout(message, lock, _holders(holders), _holders(waiters), waited)
-    if kind == "invalid_name":
+    if kind == "usage":
         return ValueError(message)
     if kind == "permission":
         return PermissionDenied(message, lock)

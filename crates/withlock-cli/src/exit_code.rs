@@ -1,8 +1,7 @@
 //! withlock's own exit statuses, from sysexits(3) where one fits, so a
 //! script can tell a busy lock from its command's failure.
 
-use withlock::Error;
-use withlock::pg::PgError;
+use withlock::{Error, ErrorKind};
 
 /// The lock is held (`-n`) or the wait timed out: EX_TEMPFAIL.
 pub const CONFLICT: u8 = 75;
@@ -31,48 +30,68 @@ pub const CANNOT_EXECUTE: u8 = 126;
 /// The command was not found, as env(1) says it.
 pub const NOT_FOUND: u8 = 127;
 
-/// The exit status for a library error.
+/// The exit status for a library error, by its kind
+/// ([`withlock::Error::kind`]).
 pub fn of(error: &Error) -> u8 {
-    match error {
-        Error::InvalidName { .. } | Error::Unsupported { .. } => USAGE,
-        Error::UnusableDir { .. }
-        | Error::UnsafeDir { .. }
-        | Error::ForeignSymlink { .. }
-        | Error::NotRegularFile { .. }
-        | Error::NotSocket { .. } => CONFIG,
-        Error::PermissionDenied { .. } => PERMISSION,
-        Error::Busy { .. } | Error::TimedOut { .. } => CONFLICT,
-        Error::Superseded { .. } => SUPERSEDED,
-        Error::Postgres(err) => of_server(err),
-        Error::Interrupted { .. } | Error::KeepsChanging { .. } | Error::Io { .. } => OS_ERROR,
-        _ => OS_ERROR,
-    }
+    for_kind(error.kind())
 }
 
-/// The exit status for a failure talking to the PostgreSQL server: a bad
-/// URL is bad usage, refused credentials (or a role that does not exist)
-/// are a permission problem, TLS or a pooler that rule the lock out, a
-/// database that does not exist and damaged state are configuration, the
-/// rest means the
-/// server is not available.
-fn of_server(error: &PgError) -> u8 {
-    match error {
-        PgError::InvalidUrl(_) => USAGE,
-        err if err.is_refused_credentials() => PERMISSION,
-        // TLS that cannot be had as the URL asks, or a pooler that would
-        // hand the session (and the lock) to others: fix the URL.
-        PgError::Tls { .. } | PgError::Pooler { .. } => CONFIG,
-        // The URL names a database the server does not have.
-        PgError::NoDatabase { .. } => CONFIG,
-        // The role may not create or use withlock's state.
-        PgError::FenceTable { .. } => PERMISSION,
-        // The state is damaged: an administrator must create it again.
-        PgError::StateDamaged { .. } => CONFIG,
-        _ => UNAVAILABLE,
+fn for_kind(kind: ErrorKind) -> u8 {
+    match kind {
+        ErrorKind::Usage => USAGE,
+        ErrorKind::Config => CONFIG,
+        ErrorKind::Permission => PERMISSION,
+        ErrorKind::Busy | ErrorKind::TimedOut => CONFLICT,
+        ErrorKind::Superseded => SUPERSEDED,
+        ErrorKind::Unavailable => UNAVAILABLE,
+        ErrorKind::Interrupted | ErrorKind::System => OS_ERROR,
+        _ => OS_ERROR,
     }
 }
 
 /// 128+N for a signal N, the way shells report it.
 pub fn for_signal(signal: i32) -> u8 {
     (128 + signal).clamp(0, 255) as u8
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_input_is_usage() {
+        assert_eq!(for_kind(ErrorKind::Usage), 64);
+    }
+
+    #[test]
+    fn a_set_up_that_rules_the_lock_out_is_config() {
+        assert_eq!(for_kind(ErrorKind::Config), 78);
+    }
+
+    #[test]
+    fn a_refusal_is_permission() {
+        assert_eq!(for_kind(ErrorKind::Permission), 77);
+    }
+
+    #[test]
+    fn busy_and_timed_out_are_a_conflict() {
+        assert_eq!(for_kind(ErrorKind::Busy), 75);
+        assert_eq!(for_kind(ErrorKind::TimedOut), 75);
+    }
+
+    #[test]
+    fn superseded_has_its_own_status() {
+        assert_eq!(for_kind(ErrorKind::Superseded), 79);
+    }
+
+    #[test]
+    fn an_unavailable_server_is_unavailable() {
+        assert_eq!(for_kind(ErrorKind::Unavailable), 69);
+    }
+
+    #[test]
+    fn interrupted_and_system_failures_are_os_errors() {
+        assert_eq!(for_kind(ErrorKind::Interrupted), 71);
+        assert_eq!(for_kind(ErrorKind::System), 71);
+    }
 }

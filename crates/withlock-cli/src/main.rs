@@ -76,8 +76,10 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
             let code = error_code(&err, &cli);
+            // Quiet hides only the expected outcomes of contention.
             let conflict = err.downcast_ref::<withlock::Error>().is_some_and(|e| {
-                e.is_conflict() || matches!(e, withlock::Error::Superseded { .. })
+                let kind = e.kind();
+                kind.is_conflict() || kind == withlock::ErrorKind::Superseded
             });
             if !(conflict && cli.quiet) {
                 match open_file_limit::advice(&err) {

@@ -7,6 +7,7 @@ use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::error_kind::ErrorKind;
 use crate::holder::Holders;
 
 /// Everything that can go wrong while taking or inspecting a lock.
@@ -131,10 +132,7 @@ pub enum Error {
 
     /// A newer superseding request for the lock came while this one was
     /// still waiting, so it gave up (see [`crate::supersede`]).
-    #[error(
-        "superseded by {} while waiting for {lock}",
-        crate::supersede::describe(by)
-    )]
+    #[error("superseded by {} while waiting for {lock}", by.brief())]
     Superseded {
         /// The lock, as a person would name it.
         lock: String,
@@ -185,7 +183,28 @@ impl Error {
 
     /// True for the two errors that mean "someone else holds the lock".
     pub fn is_conflict(&self) -> bool {
-        matches!(self, Error::Busy { .. } | Error::TimedOut { .. })
+        self.kind().is_conflict()
+    }
+
+    /// What sort of failure this is: the one place errors are sorted, for
+    /// exit statuses, quiet output and a binding's exception classes.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::InvalidName { .. } | Error::Unsupported { .. } => ErrorKind::Usage,
+            Error::UnusableDir { .. }
+            | Error::UnsafeDir { .. }
+            | Error::ForeignSymlink { .. }
+            | Error::NotRegularFile { .. }
+            | Error::NotSocket { .. } => ErrorKind::Config,
+            Error::PermissionDenied { .. } => ErrorKind::Permission,
+            Error::Busy { .. } => ErrorKind::Busy,
+            Error::TimedOut { .. } => ErrorKind::TimedOut,
+            Error::Superseded { .. } => ErrorKind::Superseded,
+            Error::Interrupted { .. } => ErrorKind::Interrupted,
+            #[cfg(feature = "postgres")]
+            Error::Postgres(err) => err.kind(),
+            Error::KeepsChanging { .. } | Error::Io { .. } => ErrorKind::System,
+        }
     }
 
     /// The holders named by a conflict error, if any.
@@ -199,3 +218,115 @@ impl Error {
 
 /// The result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lock() -> String {
+        "deploy".into()
+    }
+
+    #[test]
+    fn bad_input_is_usage() {
+        let name = Error::InvalidName {
+            name: "a/b".into(),
+            reason: "no slash",
+        };
+        let unsupported = Error::Unsupported {
+            lock: lock(),
+            reason: "exclusive only".into(),
+        };
+        assert_eq!(name.kind(), ErrorKind::Usage);
+        assert_eq!(unsupported.kind(), ErrorKind::Usage);
+    }
+
+    #[test]
+    fn what_rules_the_lock_out_is_config() {
+        let dir = PathBuf::from("/run/lock");
+        for error in [
+            Error::UnusableDir {
+                dir: dir.clone(),
+                reason: "missing".into(),
+            },
+            Error::UnsafeDir {
+                dir: dir.clone(),
+                reason: "world-writable".into(),
+            },
+            Error::ForeignSymlink {
+                link: dir.clone(),
+                owner: "mallory".into(),
+                fix: "remove it".into(),
+            },
+            Error::NotRegularFile {
+                path: dir.clone(),
+                kind: "FIFO",
+            },
+            Error::NotSocket {
+                path: dir,
+                kind: "regular file",
+            },
+        ] {
+            assert_eq!(error.kind(), ErrorKind::Config, "{error}");
+        }
+    }
+
+    #[test]
+    fn a_refused_open_is_permission() {
+        let error = Error::PermissionDenied {
+            path: "/run/lock/x.lock".into(),
+            detail: "owned by root".into(),
+        };
+        assert_eq!(error.kind(), ErrorKind::Permission);
+    }
+
+    #[test]
+    fn busy_and_timed_out_are_conflicts() {
+        let busy = Error::Busy {
+            lock: lock(),
+            holders: Holders::default(),
+        };
+        let timed_out = Error::TimedOut {
+            lock: lock(),
+            waited: Duration::from_secs(1),
+            holders: Holders::default(),
+        };
+        assert_eq!(busy.kind(), ErrorKind::Busy);
+        assert_eq!(timed_out.kind(), ErrorKind::TimedOut);
+        assert!(busy.is_conflict() && timed_out.is_conflict());
+    }
+
+    #[test]
+    fn superseded_is_its_own_kind_and_not_a_conflict() {
+        let by = crate::holder::Holder::of_pid(0, crate::request::Mode::Exclusive);
+        let error = Error::Superseded {
+            lock: lock(),
+            by: Box::new(by),
+        };
+        assert_eq!(error.kind(), ErrorKind::Superseded);
+        assert!(!error.is_conflict());
+        assert_eq!(
+            error.to_string(),
+            "superseded by a request in another PID namespace while waiting for deploy"
+        );
+    }
+
+    #[test]
+    fn interrupted_is_its_own_kind() {
+        assert_eq!(
+            Error::Interrupted { lock: lock() }.kind(),
+            ErrorKind::Interrupted
+        );
+    }
+
+    #[test]
+    fn other_failures_are_system_errors() {
+        let changing = Error::KeepsChanging {
+            path: "/run/lock/x.lock".into(),
+            attempts: 10,
+        };
+        let io = Error::io("reading /proc/locks", io::ErrorKind::NotFound);
+        assert_eq!(changing.kind(), ErrorKind::System);
+        assert_eq!(io.kind(), ErrorKind::System);
+    }
+}

@@ -148,6 +148,22 @@ impl Holder {
         matches!(state, Some("T" | "t"))
     }
 
+    /// The process in a few words, for a message about a request it made
+    /// (such as one that superseded ours): `pid N (user, command)`.
+    pub fn brief(&self) -> String {
+        if self.pid <= 0 {
+            return "a request in another PID namespace".into();
+        }
+        let user = self
+            .user
+            .as_deref()
+            .map_or_else(|| "user unknown".to_owned(), escape::text);
+        let command = self
+            .command_line()
+            .unwrap_or_else(|| "command unknown".into());
+        format!("pid {} ({user}, {command})", self.pid)
+    }
+
     /// How long it has held the lock, when that is known.
     pub fn held_for(&self) -> Option<Duration> {
         self.since
@@ -561,6 +577,18 @@ pub fn human_duration(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn briefly_names_a_request() {
+        let me = Holder::of_pid(std::process::id() as i32, Mode::Exclusive);
+        let text = me.brief();
+        assert!(
+            text.starts_with(&format!("pid {} (", std::process::id())),
+            "{text}"
+        );
+        let unseen = Holder::of_pid(0, Mode::Exclusive);
+        assert_eq!(unseen.brief(), "a request in another PID namespace");
+    }
 
     #[test]
     fn reads_the_real_uid() {

@@ -29,6 +29,7 @@
 
 mod any_lock;
 mod error;
+mod error_kind;
 pub mod escape;
 mod file;
 mod flock_wait;
@@ -48,6 +49,7 @@ pub mod supersede;
 
 pub use any_lock::{AnyGuard, AnyLock};
 pub use error::{Error, Result};
+pub use error_kind::ErrorKind;
 pub use file::file_lock::{FileGuard, FileLock};
 pub use file::lock_dir;
 pub use file::lock_file::LOCK_FILE_MODE;

@@ -379,21 +379,6 @@ impl SetHooks for SupersedeHooks<'_> {
     }
 }
 
-/// The words for a newer request in messages: `pid N (user, command)`.
-pub fn describe(by: &Holder) -> String {
-    if by.pid <= 0 {
-        return "a request in another PID namespace".into();
-    }
-    let user = by
-        .user
-        .as_deref()
-        .map_or_else(|| "user unknown".to_owned(), crate::escape::text);
-    let command = by
-        .command_line()
-        .unwrap_or_else(|| "command unknown".into());
-    format!("pid {} ({user}, {command})", by.pid)
-}
-
 fn socket_error(what: &str, e: Errno) -> Error {
     Error::io(format!("{what} a supersede socket"), e)
 }
@@ -753,17 +738,5 @@ mod tests {
             Err(Error::TimedOut { .. }) => {}
             other => panic!("not superseded by a made-up name: {other:?}"),
         }
-    }
-
-    #[test]
-    fn describes_the_newer_request() {
-        let me = Holder::of_pid(std::process::id() as i32, Mode::Exclusive);
-        let text = describe(&me);
-        assert!(
-            text.starts_with(&format!("pid {} (", std::process::id())),
-            "{text}"
-        );
-        let unseen = Holder::of_pid(0, Mode::Exclusive);
-        assert_eq!(describe(&unseen), "a request in another PID namespace");
     }
 }

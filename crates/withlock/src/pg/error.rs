@@ -2,6 +2,8 @@
 //! has no variant for; they reach callers of the [`crate::Lock`] trait
 //! as [`crate::Error::Postgres`].
 
+use crate::error_kind::ErrorKind;
+
 /// What can go wrong talking to the server.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -132,6 +134,26 @@ pub enum PgError {
 }
 
 impl PgError {
+    /// What sort of failure it is: a bad URL is bad usage; refused
+    /// credentials, a role that does not exist or one that may not use
+    /// withlock's state are a permission problem; TLS or a pooler that
+    /// rule the lock out, a database that does not exist and damaged state
+    /// are configuration; the rest means the server is not available.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            PgError::InvalidUrl(_) => ErrorKind::Usage,
+            err if err.is_refused_credentials() => ErrorKind::Permission,
+            PgError::NoRole { .. } | PgError::FenceTable { .. } => ErrorKind::Permission,
+            PgError::Tls { .. }
+            | PgError::Pooler { .. }
+            | PgError::NoDatabase { .. }
+            | PgError::StateDamaged { .. } => ErrorKind::Config,
+            PgError::Connect { .. } | PgError::NotHeld { .. } | PgError::Query { .. } => {
+                ErrorKind::Unavailable
+            }
+        }
+    }
+
     /// True when the server refused the role or its password (SQLSTATE
     /// class 28), so that retrying as is cannot help.
     pub fn is_refused_credentials(&self) -> bool {
@@ -159,4 +181,64 @@ pub(crate) fn with_causes(error: &postgres::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server() -> String {
+        "db:5432/app".into()
+    }
+
+    #[test]
+    fn a_bad_url_is_usage() {
+        assert_eq!(PgError::InvalidUrl("x".into()).kind(), ErrorKind::Usage);
+    }
+
+    #[test]
+    fn what_rules_the_server_out_is_config() {
+        for error in [
+            PgError::Tls {
+                server: server(),
+                reason: "no root certificate".into(),
+            },
+            PgError::Pooler {
+                server: server(),
+                evidence: "backend pid changed".into(),
+            },
+            PgError::NoDatabase {
+                server: server(),
+                database: "app".into(),
+            },
+            PgError::StateDamaged {
+                server: server(),
+                what: "no table".into(),
+            },
+        ] {
+            assert_eq!(error.kind(), ErrorKind::Config, "{error}");
+        }
+    }
+
+    #[test]
+    fn a_refused_role_is_permission() {
+        let role = PgError::NoRole {
+            server: server(),
+            role: "app".into(),
+        };
+        let state = PgError::FenceTable {
+            server: server(),
+            privilege: "CREATE",
+            fix: "grant it with",
+            sql: "GRANT ...".into(),
+        };
+        assert_eq!(role.kind(), ErrorKind::Permission);
+        assert_eq!(state.kind(), ErrorKind::Permission);
+    }
+
+    #[test]
+    fn a_lost_session_is_unavailable() {
+        let lost = PgError::NotHeld { server: server() };
+        assert_eq!(lost.kind(), ErrorKind::Unavailable);
+    }
 }
