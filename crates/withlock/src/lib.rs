@@ -63,6 +63,7 @@ pub use lock_set::{DirId, LockKey, LockSet, SetGuard, SetHooks, parse_spec, spli
 pub use pg::{PgGuard, PgLock};
 pub use request::{Mode, Wait};
 pub use server_session::{ClientAddress, ServerSession};
-pub use socket::socket_lock::{SocketGuard, SocketLock, TAKEOVER_SUFFIX};
+pub use socket::socket_file::TAKEOVER_SUFFIX;
+pub use socket::socket_lock::{SocketGuard, SocketLock};
 pub use socket::socket_spec::{MAX_SOCKET_PATH, SocketAddress};
 pub use supersede::{Supersede, SupersedeHooks};

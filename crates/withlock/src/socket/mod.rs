@@ -1,6 +1,8 @@
 //! The socket lock: a lock held by listening on a TCP, Unix or abstract
-//! socket (Linux), exclusive only; its spec grammar and, for `unix:`, the
-//! socket file beside it.
+//! socket (Linux), exclusive only; its spec grammar, its kernel address
+//! and, for `unix:`, the socket file at its path.
 
+pub(crate) mod sockaddr;
+pub(crate) mod socket_file;
 pub(crate) mod socket_lock;
 pub(crate) mod socket_spec;

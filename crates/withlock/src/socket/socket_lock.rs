@@ -31,45 +31,9 @@
 //!   user and command from `/proc/<pid>` ([`Holder::of_pid`]). TCP gives no
 //!   peer credentials; the holder is then "a process withlock cannot
 //!   identify".
-//! - **Socket files.** `unix:PATH` leaves a socket file, and the protocol
-//!   keeps one rule: *the path only ever names a socket that listens*, from
-//!   its first instant until its holder lets go; after that, only a crashed
-//!   holder's socket is left there.
-//!   - *Taking a free path.* The new holder binds a socket under a
-//!     temporary name in the same directory (`.withlock-new-<pid>-<n>`,
-//!     bound through `/proc/self/fd/<dir>` so a long directory still fits
-//!     a socket address), listens, makes it mode 0666 (other users wait by
-//!     connecting, which needs write permission), then link(2)s it to the
-//!     path and unlinks the temporary name. link(2) is atomic and fails
-//!     with `EEXIST` if the path is taken: of two racers one links, the
-//!     other connects to it. No lock file is involved.
-//!   - *Release* (see below) unlinks the holder's own socket file, checked
-//!     by device and inode, while it still listens, and only then stops
-//!     listening. Nobody removes a socket that listens, so until that
-//!     unlink the path still names the holder's socket.
-//!   - *Stale files.* A socket file whose connect() gives `ECONNREFUSED`
-//!     was left by a holder that died (or by a program that binds the path
-//!     itself without listening). Removing it needs mutual exclusion among
-//!     removers (two that saw the same stale file must not remove the
-//!     socket the first one links in its place), so it happens under
-//!     flock(2) on a sidecar `PATH.takeover` (created like a lock file, in
-//!     a directory that passes the same checks): lock it, check the path
-//!     still names the locked sidecar (as for lock files), check the path
-//!     still names the same socket and that it still refuses connections,
-//!     unlink it, then unlink the sidecar while still holding it, so
-//!     takeover files do not pile up. The wait for the sidecar obeys the
-//!     request: `-n` does not wait at all, `-w` until its deadline; then
-//!     the request fails as busy, naming whoever holds the sidecar (from
-//!     `/proc/locks`; [`Lock::holders`], and so the waiting line and
-//!     `--list`, name them as the holders of a stale path). Anyone who can
-//!     open the sidecar can hold it, so another user can keep a *stale*
-//!     file from being replaced, for as long as the request allows, named;
-//!     they cannot delay a request on a free or held path, nor a holder's
-//!     release, which never take it.
-//!   - The path is checked with lstat: a symbolic link or anything but a
-//!     socket is refused and never followed. A crash in the instant
-//!     between bind and the unlink of the temporary name leaves that name
-//!     behind (a socket nobody listens on).
+//! - **Socket files.** `unix:PATH` leaves a socket file; the path only
+//!   ever names a socket that listens, and a stale one is replaced under a
+//!   takeover lock (`PATH.takeover`): see `socket_file.rs`.
 //! - **Release.** [`SocketGuard::release`] (and the drop) unlinks its own
 //!   socket file while still listening, then shuts the listening socket
 //!   down (`shutdown(SHUT_RDWR)`: no new connections), accepts and closes
@@ -83,27 +47,19 @@
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::fcntl::AtFlags;
-use nix::sys::socket::{
-    self, AddressFamily, Backlog, Shutdown, SockFlag, SockType, SockaddrIn, SockaddrIn6,
-    SockaddrLike, UnixAddr, sockopt,
-};
-use nix::sys::stat::{FchmodatFlags, FileStat, SFlag, fchmodat, fstat, fstatat};
-use nix::unistd::{UnlinkatFlags, linkat, unlinkat};
+use nix::sys::socket::{self, Backlog, Shutdown, SockFlag, sockopt};
 
 use crate::error::{Error, Result};
-use crate::file::file_lock::still_at_path;
-use crate::file::lock_dir::LockDir;
 use crate::file::lock_file;
-use crate::flock_wait::{self, Outcome};
 use crate::holder::{Holder, Holders};
 use crate::lock::{Lock, NoHooks, WaitHooks};
 use crate::ownership;
 use crate::request::{Mode, Wait};
+use crate::socket::sockaddr::Sockaddr;
+use crate::socket::socket_file::{self, SocketFile, Stop, Takeover, file_kind};
 use crate::socket::socket_spec::SocketAddress;
 
 /// The first pause of the bounded retry (see the module docs).
@@ -112,13 +68,6 @@ const FIRST_PAUSE: Duration = Duration::from_millis(1);
 const MAX_PAUSE: Duration = Duration::from_millis(50);
 /// How long a TCP connect may take before the SYN counts as queued.
 const CONNECT_WAIT: Duration = Duration::from_secs(1);
-/// The suffix of the sidecar lock file that serialises changes to a socket path.
-pub const TAKEOVER_SUFFIX: &str = ".takeover";
-/// The start of the temporary name a new socket listens under before it
-/// is linked to its path.
-const TEMP_PREFIX: &str = ".withlock-new-";
-/// Mode of a new socket file: every user may connect, that is wait.
-const SOCKET_FILE_MODE: u32 = 0o666;
 
 const TCP_UNIDENTIFIED: &str = "TCP gives no peer credentials";
 const NOT_LISTENING: &str = "the address is bound by a socket that does not listen on it";
@@ -172,15 +121,8 @@ impl SocketLock {
     }
 
     fn sockaddr(&self) -> Result<Sockaddr> {
-        let invalid = |e: Errno| Error::io(format!("socket address {}", self.label), e);
-        Ok(match &self.address {
-            SocketAddress::Tcp(std::net::SocketAddr::V4(a)) => Sockaddr::V4(SockaddrIn::from(*a)),
-            SocketAddress::Tcp(std::net::SocketAddr::V6(a)) => Sockaddr::V6(SockaddrIn6::from(*a)),
-            SocketAddress::Unix(path) => Sockaddr::Unix(UnixAddr::new(path).map_err(invalid)?),
-            SocketAddress::Abstract(name) => {
-                Sockaddr::Unix(UnixAddr::new_abstract(name).map_err(invalid)?)
-            }
-        })
+        Sockaddr::of(&self.address)
+            .map_err(|e| Error::io(format!("socket address {}", self.label), e))
     }
 
     fn io(&self, what: &str, e: Errno) -> Error {
@@ -192,12 +134,7 @@ impl SocketLock {
             SocketAddress::Tcp(addr) if addr.port() < 1024 => format!(
                 "{what}: ports below 1024 need root or CAP_NET_BIND_SERVICE; use a higher port"
             ),
-            SocketAddress::Unix(path) => {
-                let owner = nix::sys::stat::lstat(path)
-                    .map(|st| format!("the socket is {}; ", ownership::describe(&st)))
-                    .unwrap_or_default();
-                format!("{what}: {owner}ask its owner or root, or use another socket path")
-            }
+            SocketAddress::Unix(path) => return socket_file::denied(&self.label, path, what),
             _ => format!("{what}: use another address"),
         };
         Error::PermissionDenied {
@@ -298,12 +235,12 @@ impl SocketLock {
         takeover: Takeover,
         hooks: &mut dyn WaitHooks,
     ) -> Result<Attempt> {
-        let file = SocketFile::of(path)?;
+        let file = SocketFile::of(path, &self.label)?;
         // Each pass sees the path change (a holder left, another arrived,
         // a stale file went): look again, a bounded number of times.
         for _ in 0..lock_file::MAX_ATTEMPTS {
             let Some(st) = file.stat()? else {
-                match self.create(&file)? {
+                match file.create()? {
                     Some((fd, st)) => {
                         return Ok(Attempt::Held(fd, Some((file, st.st_dev, st.st_ino))));
                     }
@@ -316,83 +253,20 @@ impl SocketLock {
                 Connect::QueueFull => return Ok(Attempt::Retry(QUEUE_FULL)),
                 Connect::Gone => {}
                 Connect::NotListening => {
-                    if let Some(stuck) = file.remove_stale(&st, self, addr, takeover, hooks)? {
-                        return Ok(stuck);
+                    let mut still_refused =
+                        || Ok(matches!(self.connect(addr)?, Connect::NotListening));
+                    if let Some(stop) =
+                        file.remove_stale(&st, &mut still_refused, takeover, hooks)?
+                    {
+                        return Ok(match stop {
+                            Stop::Interrupted => Attempt::Stopped,
+                            Stop::Stuck(holders) => Attempt::Stuck(holders),
+                        });
                     }
                 }
             }
         }
         Ok(Attempt::Retry(NOT_LISTENING))
-    }
-
-    /// Binds and listens on a new socket under a temporary name beside
-    /// the path, then links it to the path: the path never names a socket
-    /// that does not listen yet. `None` when another socket got the path
-    /// first.
-    fn create(&self, file: &SocketFile) -> Result<Option<(OwnedFd, FileStat)>> {
-        let (fd, temp) = self.listen_beside(file)?;
-        let _ = fchmodat(
-            file.dir.fd(),
-            temp.as_str(),
-            nix::sys::stat::Mode::from_bits_truncate(SOCKET_FILE_MODE),
-            FchmodatFlags::NoFollowSymlink,
-        );
-        let st = fstatat(file.dir.fd(), temp.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW);
-        let linked = st.and_then(|_| {
-            linkat(
-                file.dir.fd(),
-                temp.as_str(),
-                file.dir.fd(),
-                file.name.as_str(),
-                AtFlags::empty(),
-            )
-        });
-        let _ = unlinkat(file.dir.fd(), temp.as_str(), UnlinkatFlags::NoRemoveDir);
-        match linked {
-            Ok(()) => {}
-            Err(Errno::EEXIST) => return Ok(None),
-            Err(Errno::EACCES | Errno::EPERM) => return Err(self.denied("create")),
-            Err(e) => return Err(self.io("create", e)),
-        }
-        Ok(Some((fd, st.map_err(|e| self.io("stat", e))?)))
-    }
-
-    /// A socket listening under a fresh temporary name in the socket's
-    /// directory (bound through `/proc/self/fd`, so a long directory path
-    /// still fits a socket address), and that name.
-    fn listen_beside(&self, file: &SocketFile) -> Result<(OwnedFd, String)> {
-        static SERIAL: AtomicU32 = AtomicU32::new(0);
-        let via_fd = PathBuf::from(format!("/proc/self/fd/{}", file.dir.fd().as_raw_fd()));
-        let base = if via_fd.is_dir() {
-            via_fd
-        } else {
-            file.dir.path().to_owned()
-        };
-        for _ in 0..lock_file::MAX_ATTEMPTS {
-            let serial = SERIAL.fetch_add(1, Ordering::Relaxed);
-            let temp = format!("{TEMP_PREFIX}{}-{serial}", std::process::id());
-            let addr =
-                Sockaddr::Unix(UnixAddr::new(&base.join(&temp)).map_err(|e| self.io("name", e))?);
-            let fd = addr
-                .socket()
-                .map_err(|e| self.io("create a socket for", e))?;
-            match socket::bind(fd.as_raw_fd(), addr.as_dyn()) {
-                Ok(()) => {}
-                // Left by a dead process that had our pid: take another name.
-                Err(Errno::EADDRINUSE) => continue,
-                Err(Errno::EACCES | Errno::EPERM) => return Err(self.denied("create")),
-                Err(e) => return Err(self.io("bind", e)),
-            }
-            if let Err(e) = socket::listen(&fd, Backlog::MAXCONN) {
-                let _ = unlinkat(file.dir.fd(), temp.as_str(), UnlinkatFlags::NoRemoveDir);
-                return Err(self.io("listen on", e));
-            }
-            return Ok((fd, temp));
-        }
-        Err(Error::KeepsChanging {
-            path: file.path.clone(),
-            attempts: lock_file::MAX_ATTEMPTS,
-        })
     }
 
     /// The holder named by a connection to it.
@@ -515,7 +389,7 @@ impl Lock for SocketLock {
             // A stale socket file: whoever holds its takeover lock keeps it
             // from being replaced, and so holds the lock in effect.
             Connect::NotListening | Connect::Gone => match &self.address {
-                SocketAddress::Unix(path) => SocketFile::of(path)
+                SocketAddress::Unix(path) => SocketFile::of(path, &self.label)
                     .map_or_else(|_| Holders::default(), |file| file.takeover_holders()),
                 _ => Holders::default(),
             },
@@ -560,7 +434,7 @@ impl SocketGuard {
 
     /// The socket file, for a `unix:` lock.
     pub fn path(&self) -> Option<PathBuf> {
-        self.file.as_ref().map(|(file, ..)| file.path.clone())
+        self.file.as_ref().map(|(file, ..)| file.path().to_owned())
     }
 
     /// How long the lock has been held.
@@ -585,15 +459,7 @@ impl SocketGuard {
         // Unlink our socket file while it still listens: nobody removes a
         // socket that listens, so the path still names ours until then.
         if let Some((file, dev, ino)) = &self.file {
-            if let Ok(Some(st)) = file.stat() {
-                if st.st_dev == *dev && st.st_ino == *ino {
-                    let _ = unlinkat(
-                        file.dir.fd(),
-                        file.name.as_str(),
-                        UnlinkatFlags::NoRemoveDir,
-                    );
-                }
-            }
+            file.remove_own(*dev, *ino);
         }
         let raw = self.fd.as_raw_fd();
         // No new connections, then wake every queued waiter by closing its
@@ -633,220 +499,11 @@ enum Attempt {
     Stuck(Holders),
 }
 
-/// How long a request may wait for the takeover lock: its own deadline.
-#[derive(Debug, Clone, Copy)]
-enum Takeover {
-    /// Not at all (`-n`).
-    NoWait,
-    /// Until the deadline, or without end.
-    Until(Option<Instant>),
-}
-
 enum Connect {
     Holder(OwnedFd),
     NotListening,
     QueueFull,
     Gone,
-}
-
-enum Sockaddr {
-    V4(SockaddrIn),
-    V6(SockaddrIn6),
-    Unix(UnixAddr),
-}
-
-impl Sockaddr {
-    fn as_dyn(&self) -> &dyn SockaddrLike {
-        match self {
-            Sockaddr::V4(a) => a,
-            Sockaddr::V6(a) => a,
-            Sockaddr::Unix(a) => a,
-        }
-    }
-
-    fn is_tcp(&self) -> bool {
-        !matches!(self, Sockaddr::Unix(_))
-    }
-
-    fn socket(&self) -> nix::Result<OwnedFd> {
-        let family = match self {
-            Sockaddr::V4(_) => AddressFamily::Inet,
-            Sockaddr::V6(_) => AddressFamily::Inet6,
-            Sockaddr::Unix(_) => AddressFamily::Unix,
-        };
-        // Recorded for crate::fork_child, as a lock file is: a listening
-        // socket is a held lock.
-        crate::fork_child::opening(|| {
-            socket::socket(
-                family,
-                SockType::Stream,
-                SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
-                None,
-            )
-        })
-    }
-}
-
-/// A `unix:` lock's socket file and the directory it lives in.
-#[derive(Debug)]
-struct SocketFile {
-    path: PathBuf,
-    dir: LockDir,
-    name: String,
-}
-
-impl SocketFile {
-    fn of(path: &Path) -> Result<SocketFile> {
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .filter(|n| *n != "." && *n != "..")
-            .ok_or_else(|| Error::InvalidName {
-                name: format!("unix:{}", path.display()),
-                reason: "a socket path must end in a UTF-8 file name",
-            })?;
-        let dir = match path.parent() {
-            Some(parent) if !parent.as_os_str().is_empty() => parent,
-            _ => Path::new("."),
-        };
-        Ok(SocketFile {
-            path: path.to_owned(),
-            dir: LockDir::open(dir)?,
-            name: name.to_owned(),
-        })
-    }
-
-    /// Who holds (and waits for) the takeover lock, from `/proc/locks`.
-    fn takeover_holders(&self) -> Holders {
-        let name = format!("{}{TAKEOVER_SUFFIX}", self.name);
-        match fstatat(self.dir.fd(), name.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
-            Ok(st) => Holders::of_file(&st),
-            Err(_) => Holders::default(),
-        }
-    }
-
-    /// Refuses anything at the path but a socket, never following it.
-    fn refuse_non_socket(&self, st: &FileStat) -> Result<()> {
-        match file_kind(st) {
-            "socket" => Ok(()),
-            kind => Err(Error::NotSocket {
-                path: self.path.clone(),
-                kind,
-            }),
-        }
-    }
-
-    /// Removes the socket file `st`, found not listening, under the
-    /// takeover lock (see the module docs); `Some` when the request must
-    /// stop instead: the takeover lock stayed held past its deadline, or
-    /// `hooks` stopped the wait.
-    fn remove_stale(
-        &self,
-        st: &FileStat,
-        lock: &SocketLock,
-        addr: &Sockaddr,
-        takeover: Takeover,
-        hooks: &mut dyn WaitHooks,
-    ) -> Result<Option<Attempt>> {
-        let sidecar = match self.lock_takeover(takeover, hooks)? {
-            Ok(sidecar) => sidecar,
-            Err(stop) => return Ok(Some(stop)),
-        };
-        let result = self.remove_if_stale(st, lock, addr);
-        sidecar.remove();
-        result.map(|()| None)
-    }
-
-    /// Under the takeover lock: removes `st` if the path still names it
-    /// and it still does not listen.
-    fn remove_if_stale(&self, st: &FileStat, lock: &SocketLock, addr: &Sockaddr) -> Result<()> {
-        match self.stat()? {
-            Some(now) if now.st_dev == st.st_dev && now.st_ino == st.st_ino => {}
-            _ => return Ok(()),
-        }
-        // Whatever listens at the path is never removed: a program that
-        // binds the path itself may have listened since.
-        if !matches!(lock.connect(addr)?, Connect::NotListening) {
-            return Ok(());
-        }
-        match unlinkat(
-            self.dir.fd(),
-            self.name.as_str(),
-            UnlinkatFlags::NoRemoveDir,
-        ) {
-            Ok(()) | Err(Errno::ENOENT) => Ok(()),
-            Err(Errno::EACCES | Errno::EPERM) => Err(Error::PermissionDenied {
-                path: self.path.clone(),
-                detail: format!(
-                    "{} was left by a holder that is gone, and this user may not remove it \
-                     ({}); ask its owner or root to remove it",
-                    lock.label,
-                    ownership::describe(st)
-                ),
-            }),
-            Err(e) => Err(Error::io(
-                format!("remove the stale socket {}", self.path.display()),
-                e,
-            )),
-        }
-    }
-
-    /// Takes the takeover lock `PATH.takeover` within the request's
-    /// deadline, as a lock file is taken: after locking, the path must
-    /// still name the locked file. `Err` carries why the request stops.
-    fn lock_takeover(
-        &self,
-        takeover: Takeover,
-        hooks: &mut dyn WaitHooks,
-    ) -> Result<std::result::Result<Sidecar<'_>, Attempt>> {
-        let name = format!("{}{TAKEOVER_SUFFIX}", self.name);
-        let io = |e| Error::io(format!("lock {}{TAKEOVER_SUFFIX}", self.path.display()), e);
-        for _ in 0..lock_file::MAX_ATTEMPTS {
-            let fd = lock_file::open_or_create(&self.dir, &name)?;
-            let outcome = flock_wait::try_lock(fd.as_fd(), Mode::Exclusive).map_err(io)?;
-            let outcome = match (outcome, takeover) {
-                (Outcome::Busy, Takeover::Until(deadline)) => {
-                    hooks.waiting();
-                    let mut interrupted = || hooks.interrupted();
-                    flock_wait::lock(fd.as_fd(), Mode::Exclusive, deadline, &mut interrupted)
-                        .map_err(io)?
-                }
-                (outcome, _) => outcome,
-            };
-            match outcome {
-                Outcome::Locked => {}
-                Outcome::Interrupted => return Ok(Err(Attempt::Stopped)),
-                Outcome::Busy | Outcome::TimedOut => {
-                    let holders =
-                        fstat(&fd).map_or_else(|_| Holders::default(), |st| Holders::of_file(&st));
-                    return Ok(Err(Attempt::Stuck(holders)));
-                }
-            }
-            if still_at_path(&self.dir, &name, &fd)? {
-                return Ok(Ok(Sidecar {
-                    file: self,
-                    name,
-                    fd,
-                }));
-            }
-        }
-        Err(Error::KeepsChanging {
-            path: self.path.with_file_name(&name),
-            attempts: lock_file::MAX_ATTEMPTS,
-        })
-    }
-
-    fn stat(&self) -> Result<Option<FileStat>> {
-        match fstatat(
-            self.dir.fd(),
-            self.name.as_str(),
-            AtFlags::AT_SYMLINK_NOFOLLOW,
-        ) {
-            Ok(st) => Ok(Some(st)),
-            Err(Errno::ENOENT) => Ok(None),
-            Err(e) => Err(Error::io(format!("stat {}", self.path.display()), e)),
-        }
-    }
 }
 
 /// Hooks told that the wait began only the first time.
@@ -872,40 +529,6 @@ impl WaitHooks for TellOnce<'_> {
 
     fn name_holders(&self) -> bool {
         self.inner.name_holders()
-    }
-}
-
-/// The takeover lock, held. It is removed while held, so takeover files
-/// do not pile up: whoever locked the old file finds the path no longer
-/// names it, and opens a new one.
-struct Sidecar<'a> {
-    file: &'a SocketFile,
-    name: String,
-    fd: OwnedFd,
-}
-
-impl Sidecar<'_> {
-    fn remove(self) {
-        if still_at_path(&self.file.dir, &self.name, &self.fd).unwrap_or(false) {
-            let _ = unlinkat(
-                self.file.dir.fd(),
-                self.name.as_str(),
-                UnlinkatFlags::NoRemoveDir,
-            );
-        }
-    }
-}
-
-fn file_kind(st: &FileStat) -> &'static str {
-    match SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT {
-        SFlag::S_IFSOCK => "socket",
-        SFlag::S_IFLNK => "symbolic link",
-        SFlag::S_IFREG => "regular file",
-        SFlag::S_IFDIR => "directory",
-        SFlag::S_IFIFO => "FIFO",
-        SFlag::S_IFCHR => "character device",
-        SFlag::S_IFBLK => "block device",
-        _ => "special file",
     }
 }
 
@@ -965,6 +588,7 @@ fn poll_until(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::flock_wait;
 
     fn abstract_lock(tag: &str) -> SocketLock {
         SocketLock::parse(&format!(
