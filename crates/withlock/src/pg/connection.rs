@@ -37,23 +37,25 @@
 //! dead peer or a cut network show up as a broken connection within about
 //! 10 s; a Unix socket breaks at once when the server goes.
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use postgres::config::Host;
 use postgres::error::SqlState;
-use postgres::{Client, Config, NoTls, SimpleQueryMessage};
+use postgres::{Client, Config, NoTls};
 
 use crate::pg::conninfo::{self, Split};
+use crate::pg::endpoint::{Endpoint, default_socket_dir};
 use crate::pg::error::{PgError, with_causes};
 use crate::pg::identity::Identity;
-use crate::pg::pgpass::{self, Lookup, Outcome};
+use crate::pg::password::{complete_password, is_password_problem};
 use crate::pg::pooler::{self, Observation};
+use crate::pg::session_setup::{read_session, set_up};
 use crate::pg::tls::{self, SslMode, Tls, TlsOptions};
+
+pub use crate::pg::endpoint::{DEFAULT_SOCKET_DIR, FALLBACK_SOCKET_DIR};
+pub use crate::pg::environment::Environment;
 
 /// Keepalive idle time before the first probe.
 pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(5);
@@ -66,96 +68,8 @@ pub const KEEPALIVE_RETRIES: u32 = 3;
 pub const TCP_USER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long connecting may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// The socket directory used when nothing names a host, if it exists.
-pub const DEFAULT_SOCKET_DIR: &str = "/var/run/postgresql";
-/// The socket directory used when nothing names a host otherwise.
-pub const FALLBACK_SOCKET_DIR: &str = "/tmp";
-
 /// The settings withlock reads itself; the driver gets the rest.
 const OWN_SETTINGS: &[&str] = &["sslmode", "sslrootcert", "sslcert", "sslkey", "passfile"];
-
-/// The environment a connection string is completed from: the `PG*`
-/// variables, the home directory (`~/.pgpass`, `~/.postgresql`) and the
-/// user name. [`Environment::current`] is this process's; tests build
-/// their own.
-#[derive(Clone, Default)]
-pub struct Environment {
-    vars: BTreeMap<String, String>,
-    home: Option<PathBuf>,
-    os_user: Option<String>,
-}
-
-impl std::fmt::Debug for Environment {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let vars: BTreeMap<&str, &str> = self
-            .vars
-            .iter()
-            .map(|(name, value)| match name.as_str() {
-                "PGPASSWORD" => (name.as_str(), "<redacted>"),
-                _ => (name.as_str(), value.as_str()),
-            })
-            .collect();
-        f.debug_struct("Environment")
-            .field("vars", &vars)
-            .field("home", &self.home)
-            .field("os_user", &self.os_user)
-            .finish()
-    }
-}
-
-impl Environment {
-    /// This process's: its `PG*` variables, `$HOME` (else the home
-    /// directory of the effective user, as libpq) and that user's name.
-    pub fn current() -> Environment {
-        let vars = std::env::vars_os()
-            .filter_map(|(name, value)| Some((name.into_string().ok()?, value.into_string().ok()?)))
-            .filter(|(name, _)| name.starts_with("PG"))
-            .collect();
-        let user = nix::unistd::User::from_uid(nix::unistd::geteuid())
-            .ok()
-            .flatten();
-        let home = std::env::var_os("HOME")
-            .filter(|home| !home.is_empty())
-            .map(PathBuf::from)
-            .or_else(|| user.as_ref().map(|user| user.dir.clone()));
-        Environment {
-            vars,
-            home,
-            os_user: user.map(|user| user.name),
-        }
-    }
-
-    /// An environment with nothing in it.
-    pub fn empty() -> Environment {
-        Environment::default()
-    }
-
-    /// The same with the variable `name` set to `value`.
-    pub fn with_var(mut self, name: &str, value: &str) -> Environment {
-        self.vars.insert(name.to_owned(), value.to_owned());
-        self
-    }
-
-    /// The same with `dir` as the home directory.
-    pub fn with_home(mut self, dir: impl Into<PathBuf>) -> Environment {
-        self.home = Some(dir.into());
-        self
-    }
-
-    /// The same with `name` as the user's name.
-    pub fn with_os_user(mut self, name: &str) -> Environment {
-        self.os_user = Some(name.to_owned());
-        self
-    }
-
-    /// A variable, unless unset or empty (libpq treats both alike).
-    fn var(&self, name: &str) -> Option<&str> {
-        self.vars
-            .get(name)
-            .map(String::as_str)
-            .filter(|v| !v.is_empty())
-    }
-}
 
 /// A parsed connection URL (or key=value string), ready to open lock
 /// sessions.
@@ -213,9 +127,9 @@ impl Target {
         let mut config = driver_config(&split, env)?;
         let endpoint = Endpoint::of(&config)?;
         let server = endpoint.describe(config.get_dbname().unwrap_or_default());
-        let password_hint = complete_password(&mut config, &endpoint, &own, env);
+        let password_hint = complete_password(&mut config, &endpoint, own.passfile.as_deref(), env);
         let tls = match endpoint.tcp {
-            true => tls::prepare(&own.tls, env.home.as_deref()).map_err(|reason| PgError::Tls {
+            true => tls::prepare(&own.tls, env.home()).map_err(|reason| PgError::Tls {
                 server: server.clone(),
                 reason,
             })?,
@@ -449,12 +363,9 @@ fn driver_config(split: &Split, env: &Environment) -> Result<Config, PgError> {
         config.host_path(default_socket_dir());
     }
     if config.get_user().is_none_or(str::is_empty) {
-        let user = env
-            .var("PGUSER")
-            .or(env.os_user.as_deref())
-            .ok_or_else(|| {
-                PgError::InvalidUrl("no user name: give one in the URL or in PGUSER".into())
-            })?;
+        let user = env.var("PGUSER").or(env.os_user()).ok_or_else(|| {
+            PgError::InvalidUrl("no user name: give one in the URL or in PGUSER".into())
+        })?;
         config.user(user);
     }
     if config.get_dbname().is_none_or(str::is_empty) {
@@ -484,213 +395,6 @@ fn describe(error: &postgres::Error) -> String {
         source = cause.source();
     }
     text
-}
-
-fn default_socket_dir() -> &'static str {
-    match Path::new(DEFAULT_SOCKET_DIR).is_dir() {
-        true => DEFAULT_SOCKET_DIR,
-        false => FALLBACK_SOCKET_DIR,
-    }
-}
-
-/// The one place the session is opened at.
-struct Endpoint {
-    /// Host name, IP address, or socket directory.
-    host: String,
-    /// What the password file is searched for.
-    pgpass_host: String,
-    port: u16,
-    tcp: bool,
-}
-
-impl Endpoint {
-    fn of(config: &Config) -> Result<Endpoint, PgError> {
-        let (hosts, addrs) = (config.get_hosts(), config.get_hostaddrs());
-        let count = hosts.len().max(addrs.len()).max(config.get_ports().len());
-        if count > 1 {
-            return Err(PgError::InvalidUrl(format!(
-                "it names {count} hosts or ports: a lock must live on one server (clients that \
-                 reached different servers would all be granted it), so name exactly one"
-            )));
-        }
-        let port = config.get_ports().first().copied().unwrap_or(5432);
-        let endpoint = match (hosts.first(), addrs.first()) {
-            (Some(Host::Tcp(host)), _) => Endpoint {
-                host: host.clone(),
-                pgpass_host: host.clone(),
-                port,
-                tcp: true,
-            },
-            (None, Some(addr)) => Endpoint {
-                host: addr.to_string(),
-                pgpass_host: addr.to_string(),
-                port,
-                tcp: true,
-            },
-            (Some(Host::Unix(dir)), addr) => {
-                let dir = dir.to_string_lossy().into_owned();
-                Endpoint {
-                    // A hostaddr wins over a socket directory, as in libpq.
-                    host: addr.map_or(dir.clone(), IpAddr::to_string),
-                    pgpass_host: match dir == DEFAULT_SOCKET_DIR {
-                        true => "localhost".to_owned(),
-                        false => dir,
-                    },
-                    port,
-                    tcp: addr.is_some(),
-                }
-            }
-            (None, None) => unreachable!("driver_config always gives a host"),
-        };
-        Ok(endpoint)
-    }
-
-    fn describe(&self, dbname: &str) -> String {
-        match self.host.contains(':') && !self.host.starts_with('/') {
-            true => format!("[{}]:{}/{dbname}", self.host, self.port),
-            false => format!("{}:{}/{dbname}", self.host, self.port),
-        }
-    }
-}
-
-/// Sets the password from `PGPASSWORD` or the password file when the
-/// string gives none; returns what to say if the server then refuses.
-fn complete_password(
-    config: &mut Config,
-    endpoint: &Endpoint,
-    own: &OwnSettings,
-    env: &Environment,
-) -> Option<String> {
-    if config.get_password().is_some_and(|p| !p.is_empty()) {
-        return None;
-    }
-    if let Some(password) = env.var("PGPASSWORD") {
-        config.password(password);
-        return None;
-    }
-    let path = own
-        .passfile
-        .clone()
-        .or_else(|| env.home.as_ref().map(|home| home.join(".pgpass")))?;
-    let port = endpoint.port.to_string();
-    let lookup = Lookup {
-        host: &endpoint.pgpass_host,
-        port: &port,
-        database: config.get_dbname().unwrap_or_default(),
-        user: config.get_user().unwrap_or_default(),
-    };
-    match pgpass::password(&path, lookup) {
-        Outcome::Found(password) => {
-            config.password(password);
-            None
-        }
-        Outcome::NotFound => Some(format!(
-            "no password was given: none in the URL or PGPASSWORD, and no entry in {} for \
-             {}:{}:{}:{}",
-            path.display(),
-            lookup.host,
-            lookup.port,
-            lookup.database,
-            lookup.user
-        )),
-        Outcome::Ignored(why) => Some(why),
-    }
-}
-
-/// Whether the server refused the login or wanted a password it did not
-/// get: then the password hint is worth showing.
-fn is_password_problem(error: &postgres::Error) -> bool {
-    if error
-        .code()
-        .is_some_and(|code| code.code().starts_with("28"))
-    {
-        return true;
-    }
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        if cause.to_string() == "password missing" {
-            return true;
-        }
-        source = cause.source();
-    }
-    false
-}
-
-/// Per-process counter making session tokens unique.
-static SESSIONS: AtomicU64 = AtomicU64::new(0);
-
-/// A token no other session carries: this process, a count, the time.
-fn session_token() -> String {
-    let nanos = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let count = SESSIONS.fetch_add(1, Ordering::Relaxed);
-    format!("{}.{count}.{nanos}", std::process::id())
-}
-
-/// The session settings and the pooler check's first look, in one round
-/// trip (a simple query: no separate prepare). Target list entries are
-/// evaluated in order, so the marker is read before it is set.
-/// `idle_session_timeout` exists from PostgreSQL 14 on: on older servers
-/// the subquery finds no row and sets nothing.
-fn settings_sql(token: &str) -> String {
-    format!(
-        "SELECT pg_backend_pid(), \
-                current_setting('{marker}', true), \
-                set_config('{marker}', '{token}', false), \
-                (SELECT source FROM pg_settings WHERE name = 'application_name'), \
-                set_config('statement_timeout', '0', false), \
-                set_config('lock_timeout', '0', false), \
-                set_config('idle_in_transaction_session_timeout', '0', false), \
-                (SELECT set_config(name, '0', false) FROM pg_settings \
-                 WHERE name = 'idle_session_timeout')",
-        marker = pooler::MARKER
-    )
-}
-
-/// Sets the session up and looks at it twice, in two round trips.
-fn set_up(client: &mut Client) -> Result<Observation, postgres::Error> {
-    let token = session_token();
-    let row = first_row(client.simple_query(&settings_sql(&token))?);
-    let later = read_session(client)?;
-    Ok(Observation {
-        pid: column(&row, 0).unwrap_or_default().parse().unwrap_or(0),
-        inherited: column(&row, 1).map(str::to_owned),
-        application_name_source: column(&row, 3).map(str::to_owned),
-        token,
-        later,
-    })
-}
-
-/// This session's backend pid and marker.
-fn read_session(client: &mut Client) -> Result<pooler::Seen, postgres::Error> {
-    let sql = format!(
-        "SELECT pg_backend_pid(), current_setting('{}', true)",
-        pooler::MARKER
-    );
-    let row = first_row(client.simple_query(&sql)?);
-    Ok(pooler::Seen {
-        pid: column(&row, 0).unwrap_or_default().parse().unwrap_or(0),
-        marker: column(&row, 1).map(str::to_owned),
-    })
-}
-
-fn first_row(messages: Vec<SimpleQueryMessage>) -> Vec<Option<String>> {
-    messages
-        .into_iter()
-        .find_map(|message| match message {
-            SimpleQueryMessage::Row(row) => Some(
-                (0..row.len())
-                    .map(|i| row.get(i).map(str::to_owned))
-                    .collect(),
-            ),
-            _ => None,
-        })
-        .unwrap_or_default()
-}
-
-fn column(row: &[Option<String>], i: usize) -> Option<&str> {
-    row.get(i).and_then(|value| value.as_deref())
 }
 
 #[cfg(test)]

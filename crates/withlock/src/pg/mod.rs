@@ -38,6 +38,8 @@
 
 pub mod connection;
 mod conninfo;
+mod endpoint;
+mod environment;
 mod error;
 pub mod fence;
 pub mod handover;
@@ -46,6 +48,7 @@ mod holders;
 mod identity;
 mod key;
 mod listing;
+mod password;
 mod pg_guard;
 mod pg_lock;
 mod pgpass;
@@ -53,6 +56,7 @@ mod pooler;
 pub mod semaphore;
 mod semaphore_keys;
 mod semaphore_line;
+mod session_setup;
 pub mod state;
 mod tls;
 
