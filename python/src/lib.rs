@@ -69,7 +69,7 @@ impl Guard {
             return Ok(false);
         };
         if !self.in_owner() {
-            guard.close_without_unlock();
+            guard.close_without_release();
             return Ok(false);
         }
         guard
@@ -80,9 +80,9 @@ impl Guard {
 
     /// Closes this process's descriptor, leaving the lock to the other
     /// processes that share it (for a fork child).
-    fn close_without_unlock(&mut self) {
+    fn close_without_release(&mut self) {
         if let Some(guard) = self.guard.take() {
-            guard.close_without_unlock();
+            guard.close_without_release();
         }
     }
 
@@ -103,7 +103,7 @@ impl Drop for Guard {
     fn drop(&mut self) {
         // In the owner, dropping the FileGuard unlocks, as it should.
         if !self.in_owner() {
-            self.close_without_unlock();
+            self.close_without_release();
         }
     }
 }

@@ -312,7 +312,7 @@ def _after_fork_in_child() -> None:
     for held in list(_held):
         guard = held._guard
         if guard is not None:
-            guard.close_without_unlock()
+            guard.close_without_release()
     _held.clear()
 
 

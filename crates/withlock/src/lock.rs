@@ -1,5 +1,5 @@
-//! The interface every kind of lock offers, whatever holds it: a file here,
-//! and later a database session or a socket.
+//! The interface every kind of lock offers, whatever holds it: a lock file,
+//! a listening socket or a session on a database server.
 
 use std::time::Duration;
 

@@ -612,7 +612,7 @@ pub(crate) fn still_at_path(dir: &LockDir, file_name: &str, fd: &OwnedFd) -> Res
 /// either process keeps the descriptor, until [`FileGuard::release`] or the
 /// drop unlocks it for all of them at once. A process that got its copy of
 /// the guard through fork(2) and must leave the lock to its parent lets go
-/// with [`FileGuard::close_without_unlock`] instead.
+/// with [`FileGuard::close_without_release`] instead.
 #[derive(Debug)]
 pub struct FileGuard {
     fd: OwnedFd,
@@ -669,7 +669,7 @@ impl FileGuard {
         self.unlock()
     }
 
-    /// Closes this process's descriptor without unlocking.
+    /// Closes this process's descriptor without releasing the lock.
     ///
     /// For a process that inherited the guard through fork(2): unlocking
     /// would release the lock for the parent too, since both descriptors
@@ -678,7 +678,7 @@ impl FileGuard {
     /// release it or close it. The since stamp needs nothing either: a
     /// record lock belongs to the process that set it, so a fork child never
     /// had the parent's.
-    pub fn close_without_unlock(mut self) {
+    pub fn close_without_release(mut self) {
         self.unlock_on_drop = false;
     }
 
@@ -831,7 +831,7 @@ mod tests {
         // A duplicate shares the open file description, as a fork parent's
         // descriptor does with its child's.
         let parent = guard.as_fd().try_clone_to_owned().unwrap();
-        guard.close_without_unlock();
+        guard.close_without_release();
         assert!(lock.try_acquire().unwrap_err().is_conflict(), "still held");
         drop(parent);
         lock.try_acquire()

@@ -46,7 +46,7 @@
 //! Keepalive settings are whole seconds and `tcp_user_timeout`
 //! milliseconds; each is set only if the server knows it
 //! (`pg_settings`), and a server or pooler that refuses them leaves the
-//! lock held, only without the bound: see [`limit_silent_clients`].
+//! lock held, only without the bound (`limit_silent_clients`).
 //! `client_connection_check_interval` is not set: it only checks while a
 //! query runs, and a holder runs nothing but heartbeats.
 //!

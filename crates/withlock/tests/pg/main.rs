@@ -1,6 +1,6 @@
 //! Tests of the PostgreSQL backend against a real server: each test starts
-//! its own (see `server.rs`) and synchronises on what `pg_locks` shows,
-//! never on sleeps.
+//! its own (see the `withlock-pg-testing` crate) and synchronises on what
+//! `pg_locks` shows, never on sleeps.
 
 mod acquire;
 mod connection;
