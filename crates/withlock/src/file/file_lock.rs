@@ -480,7 +480,7 @@ impl Lock for FileLock {
             let marked = self.max.is_some() && place_stamp::set(fd.as_fd());
             match self.attempt(fd.as_fd(), wait, start, hooks)? {
                 (Outcome::Locked, ticket, mode) => {
-                    if still_at_path(&dir, &self.file_name, &fd)? {
+                    if lock_file::still_at_path(&dir, &self.file_name, &fd)? {
                         let mut guard = FileGuard::new(fd, self.path(), mode);
                         guard.ticket = ticket;
                         guard.place_stamp = marked;
@@ -590,19 +590,6 @@ fn file_status(st: &FileStat) -> (Holders, Option<String>) {
     let entries = proc_locks::on_file(&all, file);
     let obstruction = obstruction::find(&entries, file).map(|foreign| foreign.describe(st));
     (Holders::of_entries(&entries), obstruction)
-}
-
-/// True when `<dir>/<file_name>` is still the file open as `fd`.
-pub(crate) fn still_at_path(dir: &LockDir, file_name: &str, fd: &OwnedFd) -> Result<bool> {
-    let ours = fstat(fd).map_err(|e| Error::io(format!("stat lock file {file_name}"), e))?;
-    if ours.st_nlink == 0 {
-        return Ok(false);
-    }
-    match fstatat(dir.fd(), file_name, AtFlags::AT_SYMLINK_NOFOLLOW) {
-        Ok(now) => Ok(now.st_dev == ours.st_dev && now.st_ino == ours.st_ino),
-        Err(Errno::ENOENT) => Ok(false),
-        Err(e) => Err(Error::io(format!("stat lock file {file_name}"), e)),
-    }
 }
 
 /// A held file lock; dropping it releases the lock.

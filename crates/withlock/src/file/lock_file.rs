@@ -184,6 +184,19 @@ fn dir_denied(dir: &LockDir, path: &Path) -> Error {
     }
 }
 
+/// True when `<dir>/<file_name>` is still the file open as `fd`.
+pub(crate) fn still_at_path(dir: &LockDir, file_name: &str, fd: &OwnedFd) -> Result<bool> {
+    let ours = fstat(fd).map_err(|e| Error::io(format!("stat lock file {file_name}"), e))?;
+    if ours.st_nlink == 0 {
+        return Ok(false);
+    }
+    match fstatat(dir.fd(), file_name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(now) => Ok(now.st_dev == ours.st_dev && now.st_ino == ours.st_ino),
+        Err(Errno::ENOENT) => Ok(false),
+        Err(e) => Err(Error::io(format!("stat lock file {file_name}"), e)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

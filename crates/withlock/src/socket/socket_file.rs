@@ -53,9 +53,8 @@ use nix::sys::stat::{FchmodatFlags, FileStat, SFlag, fchmodat, fstat, fstatat};
 use nix::unistd::{UnlinkatFlags, linkat, unlinkat};
 
 use crate::error::{Error, Result};
-use crate::file::file_lock::still_at_path;
 use crate::file::lock_dir::LockDir;
-use crate::file::lock_file;
+use crate::file::lock_file::{self, still_at_path};
 use crate::flock_wait::{self, Outcome};
 use crate::holder::Holders;
 use crate::lock::WaitHooks;
