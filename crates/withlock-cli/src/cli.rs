@@ -100,7 +100,8 @@ pub const EXIT_STATUSES: [(&str, &str); 13] = [
     ("127", "the command was not found"),
     (
         "141",
-        "--list could not finish writing: its reader went away (withlock --list | head -1)",
+        "--list, --help or --generate-extras could not finish writing: its reader went away \
+         (withlock --list | head -1)",
     ),
     (
         "128+N",

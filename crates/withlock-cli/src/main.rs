@@ -25,12 +25,12 @@ mod lock_request;
 mod lock_table;
 mod open_file_limit;
 mod option_support;
+mod output;
 mod server_options;
 mod signals;
 mod terminal;
 mod waiting_report;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -54,13 +54,23 @@ fn main() -> ExitCode {
             say!("withlock: {}", line.strip_prefix("error: ").unwrap_or(line));
             return ExitCode::from(exit_code::USAGE);
         }
-        Err(ParseError::Clap(err)) => {
+        Err(ParseError::Clap(err)) if err.use_stderr() => {
             let _ = err.print();
-            return ExitCode::from(if err.use_stderr() {
-                exit_code::USAGE
-            } else {
-                0
-            });
+            return ExitCode::from(exit_code::USAGE);
+        }
+        // --help, -h or --version.
+        Err(ParseError::Clap(err)) => {
+            let what = match err.kind() {
+                clap::error::ErrorKind::DisplayVersion => "the version",
+                _ => "the help",
+            };
+            return match output::stdout_status(what, err.print()) {
+                Ok(code) => ExitCode::from(code),
+                Err(err) => {
+                    say!("withlock: {err:#}");
+                    ExitCode::from(exit_code::OS_ERROR)
+                }
+            };
         }
     };
     let outcome = if let Err(refused) = server_options::refuse_unsafe(&cli) {
@@ -150,35 +160,23 @@ fn list(cli: &Cli, names: &[String]) -> anyhow::Result<u8> {
             withlock::list(&dir, names)?
         }
     };
-    match write_listing(cli, &locks) {
-        // The reader went away (`| head`): stop quietly, as ls(1) does
-        // when SIGPIPE ends it, with the status a shell reports for that.
-        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => {
-            Ok(exit_code::for_signal(libc::SIGPIPE))
+    output::to_stdout("the listing", |mut out| {
+        if cli.json {
+            serde_json::to_writer_pretty(&mut out, &lock_table::json(&locks))?;
+            writeln!(out)
+        } else {
+            lock_table::table(&locks, &mut out)
         }
-        Err(err) => Err(anyhow::Error::new(err).context("write the listing to stdout")),
-        Ok(()) => Ok(0),
-    }
-}
-
-fn write_listing(cli: &Cli, locks: &[withlock::LockStatus]) -> std::io::Result<()> {
-    let mut out = anstream::stdout().lock();
-    if cli.json {
-        serde_json::to_writer_pretty(&mut out, &lock_table::json(locks))?;
-        writeln!(out)?;
-    } else {
-        lock_table::table(locks, &mut out)?;
-    }
-    out.flush()
+    })
 }
 
 fn generate_extras(prefix: &Path) -> anyhow::Result<u8> {
     let written: Vec<PathBuf> = extras::generate(prefix)?;
-    let mut out = std::io::stdout().lock();
-    for path in written {
-        writeln!(out, "{}", path.display())?;
-    }
-    Ok(0)
+    output::to_stdout("the names of the files written", |out| {
+        written
+            .iter()
+            .try_for_each(|path| writeln!(out, "{}", path.display()))
+    })
 }
 
 fn error_code(err: &anyhow::Error, cli: &Cli) -> u8 {

@@ -1,9 +1,6 @@
 //! Every exit status in the README's table, and that nothing runs on error.
 
-use std::io::Read;
-use std::process::Stdio;
-
-use crate::support::{Env, set_mode};
+use crate::support::{Env, Sink, set_mode};
 
 #[test]
 fn passes_on_the_command_status() {
@@ -304,32 +301,68 @@ fn a_listing_into_a_closed_pipe_ends_quietly_with_141() {
     let env = Env::new();
     env.withlock().args(["t", "--", "true"]).assert().code(0);
     for json in [false, true] {
-        let (reader, writer) = nix::unistd::pipe().unwrap();
-        // The reader is gone before withlock writes a byte.
-        drop(reader);
         let mut run = env.withlock().arg("--list");
         if json {
             run = run.arg("--json");
         }
-        let mut command = run.command();
-        command
-            .stdin(Stdio::null())
-            .stdout(writer)
-            .stderr(Stdio::piped());
-        let mut child = crate::support::spawn(&mut command);
-        drop(command);
-        let status = crate::support::wait_child(&mut child);
-        let mut err = String::new();
-        child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut err)
-            .unwrap();
         assert_eq!(
-            (status.code(), err.as_str()),
-            (Some(141), ""),
+            run.stdout_into(Sink::ClosedPipe),
+            (Some(141), String::new()),
             "json: {json}"
+        );
+    }
+}
+
+/// Everything else withlock writes on stdout ends the same way when its
+/// reader has gone (`withlock --help | head -1`), rather than panicking
+/// (101) or pretending it was written (0).
+#[test]
+fn help_version_and_generated_files_into_a_closed_pipe_end_quietly_with_141() {
+    let env = Env::new();
+    let prefix = env.file("prefix");
+    let prefix = prefix.to_str().unwrap();
+    for args in [
+        &["-h"][..],
+        &["--help"],
+        &["--version"],
+        &["--generate-extras", prefix],
+    ] {
+        assert_eq!(
+            env.withlock().args(args).stdout_into(Sink::ClosedPipe),
+            (Some(141), String::new()),
+            "{args:?}"
+        );
+    }
+}
+
+/// Output that cannot be written for another reason (a full disk) is one
+/// line naming what could not be written, and 71.
+#[test]
+fn output_onto_a_full_disk_is_one_line_and_71() {
+    let env = Env::new();
+    env.withlock().args(["t", "--", "true"]).assert().code(0);
+    let prefix = env.file("prefix");
+    let prefix = prefix.to_str().unwrap();
+    for (args, what) in [
+        (&["--list"][..], "the listing"),
+        (&["--list", "--json"], "the listing"),
+        (&["-h"], "the help"),
+        (&["--help"], "the help"),
+        (&["--version"], "the version"),
+        (
+            &["--generate-extras", prefix],
+            "the names of the files written",
+        ),
+    ] {
+        assert_eq!(
+            env.withlock().args(args).stdout_into(Sink::Full),
+            (
+                Some(71),
+                format!(
+                    "withlock: write {what} to stdout: No space left on device (os error 28)\n"
+                )
+            ),
+            "{args:?}"
         );
     }
 }

@@ -200,6 +200,64 @@ impl Run {
     pub fn spawn(&self) -> Child {
         spawn(self.command().stdin(Stdio::null()).stderr(Stdio::piped()))
     }
+
+    /// Runs to the end with its stdout going to `sink`; returns its exit
+    /// code and what it wrote on stderr.
+    pub fn stdout_into(&self, sink: Sink) -> (Option<i32>, String) {
+        let mut command = self.command();
+        command.stdout(sink.stdio()).stderr(Stdio::piped());
+        finish_writing(command)
+    }
+
+    /// Runs to the end with its stderr going to `sink`; returns its exit
+    /// code and what it wrote on stdout.
+    pub fn stderr_into(&self, sink: Sink) -> (Option<i32>, String) {
+        let mut command = self.command();
+        command.stderr(sink.stdio()).stdout(Stdio::piped());
+        finish_writing(command)
+    }
+}
+
+/// Where output that cannot be written goes.
+#[derive(Debug, Clone, Copy)]
+pub enum Sink {
+    /// A pipe whose reader is gone before a byte is written (`| head`).
+    ClosedPipe,
+    /// /dev/full: every write fails with ENOSPC, like a full disk.
+    Full,
+}
+
+impl Sink {
+    fn stdio(self) -> Stdio {
+        match self {
+            Sink::ClosedPipe => {
+                let (reader, writer) = nix::unistd::pipe().unwrap();
+                drop(reader);
+                writer.into()
+            }
+            Sink::Full => fs::OpenOptions::new()
+                .write(true)
+                .open("/dev/full")
+                .unwrap()
+                .into(),
+        }
+    }
+}
+
+/// Runs `command`, whose one captured stream is piped, to the end; returns
+/// its exit code and what it wrote on that stream.
+fn finish_writing(mut command: Command) -> (Option<i32>, String) {
+    let mut child = spawn(command.stdin(Stdio::null()));
+    // Our copies of the sink must be closed: a pipe's reader is the test.
+    drop(command);
+    let mut captured = String::new();
+    let pipe: &mut dyn std::io::Read = match (child.stdout.as_mut(), child.stderr.as_mut()) {
+        (Some(out), _) => out,
+        (None, Some(err)) => err,
+        (None, None) => unreachable!("one stream is captured"),
+    };
+    pipe.read_to_string(&mut captured).unwrap();
+    (wait_child(&mut child).code(), captured)
 }
 
 /// The setpriv words that run what follows as `user`, with their groups.

@@ -1,0 +1,37 @@
+//! withlock's own output: messages on stderr; the listing, the help and
+//! the list of generated files on stdout.
+//!
+//! Writing never panics, as `println!` and `eprintln!` do when the write
+//! fails. A message that cannot be written to stderr (a closed pipe, a full
+//! disk) is dropped: there is nowhere left to say so, and the exit status
+//! still tells what happened. Output on stdout that cannot be written ends
+//! the run: without a word and with 141 when its reader went away
+//! (`withlock --list | head -1`), as for ls(1) ended by SIGPIPE there, and
+//! otherwise (a full disk) with one line on stderr and 71.
+
+use std::io::{self, Write};
+
+use crate::exit_code;
+
+/// Runs `write` on stdout (colour removed where it does not belong) and
+/// flushes it; the exit status, as [`stdout_status`] gives it.
+pub fn to_stdout(
+    what: &str,
+    write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> anyhow::Result<u8> {
+    let mut out = anstream::stdout().lock();
+    let written = write(&mut out).and_then(|()| out.flush());
+    stdout_status(what, written)
+}
+
+/// 0 when `what` was written to stdout; 141 when its reader went away; the
+/// error, naming `what`, when it could not be written for another reason.
+pub fn stdout_status(what: &str, written: io::Result<()>) -> anyhow::Result<u8> {
+    match written {
+        Ok(()) => Ok(0),
+        Err(err) if err.kind() == io::ErrorKind::BrokenPipe => {
+            Ok(exit_code::for_signal(libc::SIGPIPE))
+        }
+        Err(err) => Err(anyhow::Error::new(err).context(format!("write {what} to stdout"))),
+    }
+}
