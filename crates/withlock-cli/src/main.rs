@@ -3,6 +3,10 @@
 //! Parses the command line, takes the lock through the `withlock` library,
 //! runs the command, and maps every outcome to a documented exit status.
 
+// A failed write must never panic: stderr goes through `say!`, stdout
+// through `output`.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 /// `eprintln!` that cannot panic: a line that cannot be written (stderr
 /// closed, or a pipe whose reader has gone) is dropped, and the exit status
 /// still tells what happened. A panic would turn it into 101, and in the

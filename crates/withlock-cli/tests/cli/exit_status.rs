@@ -366,3 +366,24 @@ fn output_onto_a_full_disk_is_one_line_and_71() {
         );
     }
 }
+
+/// A message that cannot be written to stderr (`2>&-` of a pipe, a full
+/// disk) is dropped; the exit status is still the documented one, and the
+/// command's output is untouched.
+#[test]
+fn messages_onto_a_closed_or_full_stderr_keep_the_exit_status() {
+    let env = Env::new();
+    let holder = env.hold(env.withlock().arg("busy"), "h");
+    for sink in [Sink::ClosedPipe, Sink::Full] {
+        for (args, expected) in [
+            (&["t", "echo", "hi"][..], (Some(64), "")),
+            (&["-n", "busy", "--", "echo", "hi"], (Some(75), "")),
+            (&["t", "--", "no-such-command-withlock"], (Some(127), "")),
+            (&["-v", "t", "--", "echo", "hi"], (Some(0), "hi\n")),
+        ] {
+            let (code, stdout) = env.withlock().args(args).stderr_into(sink);
+            assert_eq!((code, stdout.as_str()), expected, "{args:?} {sink:?}");
+        }
+    }
+    assert!(holder.release().success());
+}
