@@ -255,7 +255,8 @@ fn holders_tuple<'py>(py: Python<'py>, holders: &Holders) -> PyResult<Bound<'py,
 fn holder_dict<'py>(py: Python<'py>, holder: &Holder) -> PyResult<Bound<'py, PyDict>> {
     let dict = PyDict::new(py);
     dict.set_item("pid", holder.pid)?;
-    dict.set_item("mode", holder.mode.as_str())?;
+    // As the command labels it: a place of `max=N` is "max", not "shared".
+    dict.set_item("mode", holder.mode_label())?;
     dict.set_item("uid", holder.uid)?;
     dict.set_item("user", holder.user.as_deref())?;
     let argv = holder.command.as_ref().map(|args| {

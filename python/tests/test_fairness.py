@@ -129,8 +129,10 @@ def test_max_two_across_processes(tmp_path: Path) -> None:
 
 def test_max_one_is_one_holder_at_a_time(tmp_path: Path) -> None:
     with withlock.lock("one", dir=tmp_path, max=1):
-        with pytest.raises(withlock.Busy):
+        with pytest.raises(withlock.Busy) as caught:
             withlock.lock("one", dir=tmp_path, max=1, timeout=0).acquire()
+        # Named as the command names it: a place of max=N, not "shared".
+        assert caught.value.holder is not None and caught.value.holder.mode == "max"
         with pytest.raises(withlock.Busy):
             withlock.lock("one", dir=tmp_path, timeout=0).acquire()
     withlock.lock("one", dir=tmp_path, max=1, timeout=0).acquire().release()

@@ -19,7 +19,8 @@ class Holder:
 
     #: The process that took the lock (or asked for it).
     pid: int
-    #: ``"exclusive"`` or ``"shared"``.
+    #: ``"exclusive"``, ``"shared"``, or ``"max"`` for one of the places of a
+    #: ``max=N`` lock (``withlock --max N``), as ``withlock --list`` says it.
     mode: str
     #: The name of its user, or ``"uid N"``; None when it cannot be seen.
     user: Optional[str]
