@@ -102,6 +102,11 @@ fn render_man_page() -> Result<Vec<u8>> {
     Ok(page)
 }
 
+/// Stands for roff's unbreakable space of fixed width (`\ `) in the
+/// synopsis' text, where the roff crate would escape the backslash: an
+/// option and its value, and `--` and the command, stay on one line.
+const KEEP: &str = "\u{a0}";
+
 /// The three forms of the command line, each option with its value.
 fn synopsis(command: &clap::Command) -> String {
     let mut options = Vec::new();
@@ -118,20 +123,24 @@ fn synopsis(command: &clap::Command) -> String {
         options.push(bold(format!("--{long}")));
         if arg.get_action().takes_values() {
             for value in arg.get_value_names().into_iter().flatten() {
-                options.extend([roman(" "), italic(value.as_str())]);
+                options.extend([roman(KEEP), italic(value.as_str())]);
             }
         }
         options.push(roman("] "));
     }
     let mut doc = Roff::new();
     doc.control("SH", ["SYNOPSIS"]);
+    // Lines broken between options only: no hyphen inside an option's
+    // name, no stretched spaces inside brackets.
+    doc.control("nh", []);
+    doc.control("ad", ["l"]);
     doc.text([bold("withlock"), roman(" ")]);
     doc.text(options);
     doc.text([
         italic("NAME"),
         roman("... "),
         bold("--"),
-        roman(" "),
+        roman(KEEP),
         italic("COMMAND"),
         roman(" ["),
         italic("ARGS"),
@@ -144,11 +153,11 @@ fn synopsis(command: &clap::Command) -> String {
         bold("--json"),
         roman("] ["),
         bold("--dir"),
-        roman(" "),
+        roman(KEEP),
         italic("DIR"),
         roman(" | "),
         bold("--url"),
-        roman(" "),
+        roman(KEEP),
         italic("URL"),
         roman("] ["),
         italic("NAME"),
@@ -157,10 +166,12 @@ fn synopsis(command: &clap::Command) -> String {
     doc.control("br", []);
     doc.text([
         bold("withlock --generate-extras"),
-        roman(" "),
+        roman(KEEP),
         italic("PREFIX"),
     ]);
-    doc.to_roff()
+    doc.control("hy", []);
+    doc.control("ad", ["b"]);
+    doc.to_roff().replace(KEEP, r"\ ")
 }
 
 fn see_also() -> String {

@@ -3,7 +3,9 @@
 //! it when stdout is not a terminal); the man page has the sections a
 //! reader looks for.
 
-use crate::support::Env;
+use std::process::Command;
+
+use crate::support::{Env, output};
 
 /// `withlock ARG` with `COLUMNS` set: its stdout.
 fn help(env: &Env, arg: &str, columns: usize) -> String {
@@ -84,10 +86,10 @@ fn the_man_page_has_a_synopsis_with_values_and_dashes_an_environment_and_see_als
     let page = man_page(&env);
     let synopsis = section(&page, "SYNOPSIS");
     for shown in [
-        r"\fB\-\-wait\fR \fISECONDS\fR",
-        r"\fB\-\-dir\fR \fIDIR\fR",
-        r"\fB\-\-max\fR \fIN\fR",
-        r"\fINAME\fR... \fB\-\-\fR \fICOMMAND\fR",
+        r"\fB\-\-wait\fR\ \fISECONDS\fR",
+        r"\fB\-\-dir\fR\ \fIDIR\fR",
+        r"\fB\-\-max\fR\ \fIN\fR",
+        r"\fINAME\fR... \fB\-\-\fR\ \fICOMMAND\fR",
         r"\fBwithlock \-\-list\fR",
     ] {
         assert!(synopsis.contains(shown), "{shown}:\n{synopsis}");
@@ -137,5 +139,53 @@ fn help_and_man_page_list_every_exit_status_of_the_readme() {
             page.contains(&format!("\\fB{status}\\fR")),
             "{status}: {page}"
         );
+    }
+}
+
+/// The man page as man(1) shows it, `columns` wide, without bold or
+/// underlining.
+fn rendered(env: &Env, columns: usize) -> String {
+    let page = env.file("prefix/share/man/man1/withlock.1");
+    if !page.exists() {
+        man_page(env);
+    }
+    let out = output(
+        Command::new("groff")
+            .args(["-man", "-Tascii", "-P-cbou"])
+            .arg(format!("-rLL={columns}n"))
+            .arg(&page),
+    );
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// However narrow the page, the synopsis breaks lines between options,
+/// never between an option and its value (`[--max` / `N]`) nor inside an
+/// option's name.
+#[test]
+fn the_synopsis_keeps_each_option_with_its_value_at_any_width() {
+    let env = Env::new();
+    for columns in [40, 45, 50, 55, 60, 70, 80] {
+        let page = rendered(&env, columns);
+        let synopsis = page
+            .split("SYNOPSIS\n")
+            .nth(1)
+            .and_then(|rest| rest.split("\nDESCRIPTION").next())
+            .unwrap();
+        for kept in [
+            "[--dir DIR]",
+            "[--url URL]",
+            "[--max N]",
+            "[-w|--wait SECONDS]",
+            "[-E|--conflict-exit-code N]",
+            "[--grace SECONDS]",
+            "-- COMMAND",
+            "--generate-extras PREFIX",
+        ] {
+            assert!(
+                synopsis.lines().any(|line| line.contains(kept)),
+                "{kept} at {columns} columns:\n{synopsis}"
+            );
+        }
     }
 }

@@ -320,6 +320,7 @@ fn install_hint(program: &str) -> String {
         "flock" | "setpriv" | "unshare" | "mount" => "util-linux",
         "useradd" => "passwd",
         "make" => "make",
+        "groff" => "groff-base",
         "python3" => "python3",
         "mknod" | "sh" => "coreutils dash",
         _ => return format!("install {program} and run the tests again"),
