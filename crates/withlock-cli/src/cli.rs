@@ -149,11 +149,10 @@ pub struct Cli {
     /// abstract:NAME. NAME=shared or NAME=exclusive gives one lock its own
     /// mode. Locks are taken in one global order whatever order they are
     /// given in, so calls naming the same locks never deadlock.
-    #[arg(
-        value_name = "NAME",
-        num_args = 1..,
-        required_unless_present_any = ["list", "generate_extras"]
-    )]
+    // Not required here, since --list and --generate-extras need none: a
+    // run without one is answered in one line by `Cli::check_command`, and
+    // the help shows it required (`Cli::shown`).
+    #[arg(value_name = "NAME", num_args = 1..)]
     pub locks: Vec<String>,
 
     /// The command to run, after `--` (without a shell).
@@ -341,12 +340,6 @@ impl Cli {
                     None => ParseError::Clap(err),
                 });
             }
-            // `withlock -- make`: only the lock names can be missing.
-            Err(err) if err.kind() == clap::error::ErrorKind::MissingRequiredArgument => {
-                return Err(ParseError::Command(
-                    "no lock name before --: give one, such as withlock NAME -- make".to_owned(),
-                ));
-            }
             Err(err) => return Err(err.into()),
         };
         cli.check_command(args, has_dash_dash)
@@ -358,7 +351,16 @@ impl Cli {
         use clap::parser::ValueSource::{CommandLine, EnvVariable};
         use clap::{CommandFactory, FromArgMatches};
         let mut command = Cli::command();
-        let matches = command.try_get_matches_from_mut(args)?;
+        let matches = match command.try_get_matches_from_mut(args) {
+            Ok(matches) => matches,
+            Err(err) if err.kind() == clap::error::ErrorKind::DisplayHelp => {
+                return Err(match Cli::shown().try_get_matches_from(args) {
+                    Err(help) => help,
+                    Ok(_) => err,
+                });
+            }
+            Err(err) => return Err(err),
+        };
         if matches.value_source("dir") == Some(CommandLine)
             && matches.value_source("url") == Some(CommandLine)
         {
@@ -379,12 +381,17 @@ impl Cli {
         Ok(cli)
     }
 
-    /// Refuses a run without a command. Without `--` every word was taken
+    /// Refuses a run without a lock or a command. Without `--` every word was taken
     /// as a lock name, since the locks cannot be told from the command; the
     /// answer shows the line with `--` after the first name.
     fn check_command(&self, args: &[OsString], has_dash_dash: bool) -> Result<(), String> {
         if self.list || self.generate_extras.is_some() {
             return Ok(());
+        }
+        if self.locks.is_empty() {
+            return Err(
+                "no lock name before --: give one, such as withlock NAME -- make".to_owned(),
+            );
         }
         match self.command.first() {
             Some(program) if program.is_empty() => Err(
@@ -408,6 +415,18 @@ impl Cli {
         }
     }
 
+    /// The command line as `-h`, `--help` and the man page show it. NAME
+    /// and COMMAND are optional to the parser only because `--list` and
+    /// `--generate-extras` need neither (a missing one is told apart by
+    /// [`Cli::parse_args`]); a run needs both, so they are shown as
+    /// required, `<NAME>...`, not `[NAME]...`.
+    pub fn shown() -> clap::Command {
+        use clap::CommandFactory;
+        Cli::command()
+            .mut_arg("locks", |arg| arg.required(true))
+            .mut_arg("command", |arg| arg.required(true))
+    }
+
     /// With --list, the lock names given (all positional arguments).
     pub fn list_names(&self) -> Vec<String> {
         let rest = self
@@ -426,7 +445,8 @@ fn with_dash_dash(args: &[OsString]) -> Option<Vec<OsString>> {
         let mut trial = args.to_vec();
         trial.insert(at, "--".into());
         let cli = Cli::parse_from_args(&trial).ok()?;
-        (!cli.list && cli.generate_extras.is_none() && !cli.command.is_empty()).then_some(trial)
+        let runs = !cli.list && cli.generate_extras.is_none();
+        (runs && !cli.locks.is_empty() && !cli.command.is_empty()).then_some(trial)
     })
 }
 
@@ -485,6 +505,7 @@ mod tests {
     #[test]
     fn the_definition_is_consistent() {
         Cli::command().debug_assert();
+        Cli::shown().debug_assert();
     }
 
     #[test]
@@ -536,7 +557,7 @@ mod tests {
         assert_eq!(cli.command, ["cmd", "x"]);
         // Without `--` the command cannot be told from the locks.
         assert!(parse(&["withlock", "a", "b", "cmd"]).is_err());
-        assert!(Cli::try_parse_from(["withlock", "--", "cmd"]).is_err());
+        assert!(parse(&["withlock", "--", "cmd"]).is_err());
         assert!(Cli::try_parse_from(["withlock", "--list", "--supersede"]).is_err());
     }
 

@@ -86,7 +86,7 @@ const ENVIRONMENT: [(&str, &str); 7] = [
 /// option's value, and the examples, exit statuses and environment as
 /// proper man page sections rather than `--help`'s plain-text columns.
 fn render_man_page() -> Result<Vec<u8>> {
-    let command = Cli::command();
+    let command = Cli::shown();
     let man = clap_mangen::Man::new(command.clone());
     let mut page = Vec::new();
     man.render_title(&mut page)?;

@@ -181,6 +181,15 @@ fn a_missing_dash_dash_is_64_with_the_corrected_line_and_nothing_runs() {
             vec!["--", "touch", marker],
             "no lock name before --: give one, such as withlock NAME -- make".to_owned(),
         ),
+        // Nothing at all, or options alone.
+        (
+            vec![],
+            "no lock name before --: give one, such as withlock NAME -- make".to_owned(),
+        ),
+        (
+            vec!["-q", "-w", "5"],
+            "no lock name before --: give one, such as withlock NAME -- make".to_owned(),
+        ),
     ] {
         let out = env
             .withlock()

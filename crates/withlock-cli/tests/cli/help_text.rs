@@ -189,3 +189,32 @@ fn the_synopsis_keeps_each_option_with_its_value_at_any_width() {
         }
     }
 }
+
+/// A run needs a lock name and a command, so `-h`, `--help` and the man
+/// page show them as required, `<NAME>...`; `--list` has a usage line of
+/// its own, where the names are optional.
+#[test]
+fn the_help_shows_the_names_and_the_command_as_required() {
+    let env = Env::new();
+    for arg in ["-h", "--help"] {
+        let text = help(&env, arg, 100);
+        for shown in [
+            "<NAME>...",
+            "<COMMAND>...",
+            "withlock --list [--json] [NAME...]",
+        ] {
+            assert!(text.contains(shown), "{arg}: {shown}:\n{text}");
+        }
+        assert!(
+            !text.contains("[NAME]") && !text.contains("[COMMAND]"),
+            "{arg}:\n{text}"
+        );
+    }
+    let page = man_page(&env);
+    let options = section(&page, "OPTIONS");
+    for shown in [r"<\fINAME\fR>", r"<\fICOMMAND\fR>"] {
+        assert!(options.contains(shown), "{shown}:\n{options}");
+    }
+    // Still optional to the parser: --list takes names or none.
+    env.withlock().arg("--list").assert().code(0);
+}
