@@ -50,6 +50,14 @@ impl std::fmt::Display for StartError {
                 "command not found: {}: check the spelling, or give its full path",
                 shown(name)
             ),
+            // chmod +x would not make a directory run.
+            StartError::CannotExecute(name, err) if err.raw_os_error() == Some(libc::EISDIR) => {
+                write!(
+                    f,
+                    "cannot execute {}: it is a directory, not a program: name the program to run",
+                    shown(name)
+                )
+            }
             StartError::CannotExecute(name, err) => write!(
                 f,
                 "cannot execute {}: {err}: check it is an executable file (chmod +x)",

@@ -71,11 +71,16 @@ fn a_command_that_cannot_execute_is_126() {
         .assert()
         .code(126)
         .stderr(predicates::str::contains("chmod +x"));
+    // A directory: making it executable would not help.
     env.withlock()
         .args(["t", "--"])
         .arg(env.path())
         .assert()
-        .code(126);
+        .code(126)
+        .stderr(format!(
+            "withlock: cannot execute {}: it is a directory, not a program: name the program to run\n",
+            env.path().display()
+        ));
 }
 
 #[test]
