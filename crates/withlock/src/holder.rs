@@ -312,12 +312,42 @@ impl Holders {
         let Ok(entries) = proc_locks::read() else {
             return Holders::default();
         };
-        Holders::of_entries(&proc_locks::on_file(&entries, FileId::of(file)))
+        let file = FileId::of(file);
+        Holders::seen_in(&proc_locks::on_file(&entries, file), file)
     }
 
     /// The holders and waiters among `entries`, the `/proc/locks` entries
-    /// of one file.
-    pub(crate) fn of_entries(entries: &[Entry]) -> Holders {
+    /// of `file`, minus the holders that released it since.
+    pub(crate) fn seen_in(entries: &[Entry], file: FileId) -> Holders {
+        let mut holders = Holders::of_entries(entries);
+        holders.drop_released(file);
+        holders
+    }
+
+    /// A holder whose pid has exited either left the lock to a process it
+    /// started, or released it between the read of /proc/locks and the
+    /// look at its pid (its withlock ended). Only a second read tells the
+    /// two apart, so that a lock being handed on is never said to be held
+    /// by "a process it started".
+    fn drop_released(&mut self, file: FileId) {
+        if self.holders.iter().all(|holder| holder.running) {
+            return;
+        }
+        let Ok(now) = proc_locks::read() else {
+            return;
+        };
+        let still_held = |pid: i32| {
+            proc_locks::on_file(&now, file)
+                .iter()
+                .any(|e| e.kind == Kind::Flock && !e.blocked && e.pid == pid)
+        };
+        self.holders
+            .retain(|holder| holder.running || still_held(holder.pid));
+    }
+
+    /// The holders and waiters among `entries`, the `/proc/locks` entries
+    /// of one file, as that one read lists them.
+    fn of_entries(entries: &[Entry]) -> Holders {
         // /proc/locks comes a page per read(2), and the list may change
         // between pages, so an entry can be seen twice: count each pid once.
         let flocks = |blocked: bool| {
@@ -577,6 +607,82 @@ pub fn human_duration(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A holder found exited is kept only while the lock it took is still
+    /// held, by a process it started.
+    #[test]
+    fn an_exited_holder_is_named_only_while_its_lock_is_still_held() {
+        use std::process::{Command, Stdio};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.lock");
+        std::fs::write(&path, "").unwrap();
+        let file = FileId::of(&nix::sys::stat::stat(&path).unwrap());
+        // flock(1) holding the lock while its command, cat, reads stdin.
+        let flock_cat = || {
+            Command::new("flock")
+                .arg(&path)
+                .arg("cat")
+                .stdin(Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let holds = |pid: u32| {
+            let entries = proc_locks::read().unwrap();
+            let held = proc_locks::on_file(&entries, file)
+                .iter()
+                .any(|e| e.kind == Kind::Flock && !e.blocked && e.pid == pid as i32);
+            held.then_some(entries)
+        };
+        let wait_until_held = |pid: u32| {
+            let start = std::time::Instant::now();
+            loop {
+                if let Some(entries) = holds(pid) {
+                    return entries;
+                }
+                assert!(
+                    start.elapsed() < Duration::from_secs(30),
+                    "flock(1) never locked"
+                );
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        };
+        // flock(1) holds the lock, then releases it as it exits: a read of
+        // /proc/locks taken before must not name it as a holder now.
+        let mut flock = flock_cat();
+        let before = wait_until_held(flock.id());
+        drop(flock.stdin.take());
+        flock.wait().unwrap();
+        assert_eq!(
+            Holders::seen_in(&proc_locks::on_file(&before, file), file).holders,
+            []
+        );
+        // flock(1) killed, its command still holds the lock.
+        let mut flock = flock_cat();
+        let before = wait_until_held(flock.id());
+        // Killed once its command runs, with the lock's descriptor; the
+        // command ends when its stdin does (wait() would close it).
+        let children = format!("/proc/{0}/task/{0}/children", flock.id());
+        let start = std::time::Instant::now();
+        while std::fs::read_to_string(&children).unwrap().is_empty() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "flock(1) never forked"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let stdin = flock.stdin.take();
+        flock.kill().unwrap();
+        flock.wait().unwrap();
+        let holders = Holders::seen_in(&proc_locks::on_file(&before, file), file).holders;
+        drop(stdin);
+        assert_eq!(holders.len(), 1, "{holders:?}");
+        assert!(!holders[0].running);
+        assert!(
+            holders[0]
+                .to_string()
+                .contains("a process it started still holds")
+        );
+    }
 
     #[test]
     fn briefly_names_a_request() {

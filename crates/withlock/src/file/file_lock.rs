@@ -589,7 +589,7 @@ fn file_status(st: &FileStat) -> (Holders, Option<String>) {
     let file = FileId::of(st);
     let entries = proc_locks::on_file(&all, file);
     let obstruction = obstruction::find(&entries, file).map(|foreign| foreign.describe(st));
-    (Holders::of_entries(&entries), obstruction)
+    (Holders::seen_in(&entries, file), obstruction)
 }
 
 /// A held file lock; dropping it releases the lock.
