@@ -280,7 +280,7 @@ pub struct Cli {
     #[arg(long, requires = "list")]
     pub json: bool,
 
-    /// Say how long the lock was waited for and held.
+    /// Say how long the lock was waited for and held, and how the command ended.
     #[arg(short, long)]
     pub verbose: bool,
 

@@ -218,3 +218,22 @@ fn the_help_shows_the_names_and_the_command_as_required() {
     // Still optional to the parser: --list takes names or none.
     env.withlock().arg("--list").assert().code(0);
 }
+
+/// `-v` says how the command ended as well (the README's `-v` row), and
+/// both helps say so.
+#[test]
+fn the_help_says_that_verbose_tells_how_the_command_ended() {
+    let env = Env::new();
+    for arg in ["-h", "--help"] {
+        let text = help(&env, arg, 120);
+        // The option's line, or (--help) the line after it.
+        let at = text.find("-v, --verbose").unwrap();
+        let said: String = text[at..].lines().take(2).collect();
+        assert!(said.contains("and how the command ended"), "{arg}: {said}");
+    }
+    let out = env.withlock().args(["-v", "t", "--", "true"]).output();
+    assert!(
+        crate::support::stderr(&out).contains("; the command exited with status 0 after "),
+        "{out:?}"
+    );
+}
