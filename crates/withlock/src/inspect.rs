@@ -157,7 +157,14 @@ fn lock_entries(dir: &Path) -> Result<Vec<Entry>> {
             path: dir.to_owned(),
             detail: "this user may not list the lock directory; name the locks to look up".into(),
         },
-        _ => Error::io(format!("list {}", dir.display()), e),
+        // The same answer as for a run: a missing directory or a file is
+        // an unusable lock directory (78), with the fix.
+        _ => match e.raw_os_error() {
+            Some(errno) => {
+                crate::file::lock_dir::open_error(dir, nix::errno::Errno::from_raw(errno))
+            }
+            None => Error::io(format!("list {}", dir.display()), e),
+        },
     })?;
     let mut found: Vec<(String, Entry)> = entries
         .filter_map(|entry| entry.ok())

@@ -324,3 +324,28 @@ fn entries_that_are_not_lock_files_are_listed_as_skipped() {
         "{table}"
     );
 }
+
+/// Listing a lock directory that is missing, or is a file, is refused as
+/// a run with it is: 78, with the fix, not a bare system error.
+#[test]
+fn listing_a_missing_or_unusable_directory_is_78_with_the_fix() {
+    let env = Env::new();
+    let file = env.file("a-file");
+    std::fs::write(&file, "").unwrap();
+    for (dir, reason) in [
+        (env.file("missing"), "does not exist: create it (mkdir -p"),
+        (file, "is not a directory: choose a directory with --dir"),
+    ] {
+        let run = env.withlock().arg("--dir").arg(&dir);
+        let listed = run.arg("--list").assert().code(78).get_output().clone();
+        let listed = crate::support::stderr(&listed);
+        assert!(listed.contains(reason), "{listed}");
+        let ran = env
+            .withlock()
+            .arg("--dir")
+            .arg(&dir)
+            .args(["x", "--", "true"]);
+        let ran = ran.assert().code(78).get_output().clone();
+        assert_eq!(listed, crate::support::stderr(&ran));
+    }
+}

@@ -216,7 +216,9 @@ fn shown_path(dir: BorrowedFd<'_>, name: &OsStr, given: &Path) -> PathBuf {
         .unwrap_or_else(|_| given.to_owned())
 }
 
-fn open_error(path: &Path, errno: Errno) -> Error {
+/// Why the lock directory `path` could not be opened (or listed), and
+/// what to do about it.
+pub(crate) fn open_error(path: &Path, errno: Errno) -> Error {
     let unusable = |reason: String| Error::UnusableDir {
         dir: path.to_owned(),
         reason,
