@@ -391,6 +391,7 @@ fn messages_onto_a_closed_or_full_stderr_keep_the_exit_status() {
     for sink in [Sink::ClosedPipe, Sink::Full] {
         for (args, expected) in [
             (&["t", "echo", "hi"][..], (Some(64), "")),
+            (&["--bogus"], (Some(64), "")),
             (&["-n", "busy", "--", "echo", "hi"], (Some(75), "")),
             (&["t", "--", "no-such-command-withlock"], (Some(127), "")),
             (&["-v", "t", "--", "echo", "hi"], (Some(0), "hi\n")),
