@@ -307,10 +307,14 @@ pub struct Holders {
 }
 
 impl Holders {
-    /// Looks up who holds, and who waits for, the file with status `file`.
+    /// Looks up who holds, and who waits for, the file with status `file`,
+    /// known to be held. When /proc/locks cannot be read (out of file
+    /// descriptors, say), that is the reason the holder is not named, not
+    /// another PID namespace.
     pub fn of_file(file: &FileStat) -> Holders {
-        let Ok(entries) = proc_locks::read() else {
-            return Holders::default();
+        let entries = match proc_locks::read() {
+            Ok(entries) => entries,
+            Err(err) => return Holders::unidentified(unreadable(&err)),
         };
         let file = FileId::of(file);
         Holders::seen_in(&proc_locks::on_file(&entries, file), file)
@@ -542,6 +546,11 @@ fn held_as(holder: &Holder) -> String {
         true => "(--max)".to_owned(),
         false => holder.mode.to_string(),
     }
+}
+
+/// Why no holder can be named when /proc/locks cannot be read.
+fn unreadable(err: &std::io::Error) -> String {
+    format!("/proc/locks cannot be read: {err}")
 }
 
 /// True unless the pid is gone; a process we may not signal is still there.

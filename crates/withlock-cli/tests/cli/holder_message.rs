@@ -163,3 +163,41 @@ fn quiet_waits_in_silence() {
         .unwrap();
     assert_eq!(err, "");
 }
+
+/// Out of file descriptors, withlock may take no look at /proc/locks: the
+/// busy message then says so, and never blames another PID namespace.
+#[test]
+fn a_holder_that_cannot_be_looked_up_for_want_of_descriptors_is_said_so() {
+    let env = Env::new();
+    let holder = env.hold(env.withlock().arg("t"), "h");
+    let mut unreadable = 0;
+    // Too few descriptors to open the lock (71), then enough for the lock
+    // but not for /proc/locks, then enough for both.
+    for limit in 4..=16 {
+        let out = crate::support::output(
+            std::process::Command::new("sh")
+                .args(["-c", &format!("ulimit -n {limit} && exec \"$0\" \"$@\"")])
+                .arg(env.bin())
+                .args(["-n", "t", "--", "true"])
+                .env("WITHLOCK_DIR", env.lock_dir()),
+        );
+        let err = stderr(&out);
+        match out.status.code() {
+            Some(71) => assert!(err.contains("ulimit -n"), "{limit}: {err}"),
+            Some(75) => {
+                assert!(!err.contains("another PID namespace"), "{limit}: {err}");
+                if err.contains("/proc/locks cannot be read: Too many open files") {
+                    unreadable += 1;
+                } else {
+                    assert!(err.contains(&format!("pid {}", holder.pid())), "{err}");
+                }
+            }
+            other => panic!("ulimit -n {limit}: {other:?}: {err}"),
+        }
+    }
+    assert!(
+        unreadable > 0,
+        "no limit left the lookup without a descriptor"
+    );
+    assert!(holder.release().success());
+}

@@ -442,7 +442,7 @@ impl FileLock {
             self.file_name.as_str(),
             AtFlags::AT_SYMLINK_NOFOLLOW,
         ) {
-            Ok(st) => Ok(file_status(&st)),
+            Ok(st) => file_status(&st).map_err(|e| Error::io("read /proc/locks", e)),
             Err(Errno::ENOENT) => Ok((Holders::default(), None)),
             Err(e) => Err(Error::io(format!("stat {}", self.path().display()), e)),
         }
@@ -581,15 +581,14 @@ impl Drop for Waiting<'_, '_> {
 }
 
 /// Who holds and waits for the file with status `st`, and what obstructs
-/// its queue, from one read of `/proc/locks`.
-fn file_status(st: &FileStat) -> (Holders, Option<String>) {
-    let Ok(all) = proc_locks::read() else {
-        return (Holders::default(), None);
-    };
+/// its queue, from one read of `/proc/locks`; an error when it cannot be
+/// read, rather than a lock that looks free.
+fn file_status(st: &FileStat) -> std::io::Result<(Holders, Option<String>)> {
+    let all = proc_locks::read()?;
     let file = FileId::of(st);
     let entries = proc_locks::on_file(&all, file);
     let obstruction = obstruction::find(&entries, file).map(|foreign| foreign.describe(st));
-    (Holders::seen_in(&entries, file), obstruction)
+    Ok((Holders::seen_in(&entries, file), obstruction))
 }
 
 /// A held file lock; dropping it releases the lock.
