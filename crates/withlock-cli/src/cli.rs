@@ -446,7 +446,11 @@ fn with_dash_dash(args: &[OsString]) -> Option<Vec<OsString>> {
         trial.insert(at, "--".into());
         let cli = Cli::parse_from_args(&trial).ok()?;
         let runs = !cli.list && cli.generate_extras.is_none();
-        (runs && !cli.locks.is_empty() && !cli.command.is_empty()).then_some(trial)
+        // No program is named like an option: `withlock foo -v make` means
+        // -v for withlock, as it was parsed, and make as the command.
+        let program = cli.command.first()?;
+        let program_ok = !program.as_encoded_bytes().starts_with(b"-");
+        (runs && program_ok && !cli.locks.is_empty()).then_some(trial)
     })
 }
 
@@ -602,6 +606,11 @@ mod tests {
         assert_eq!(
             command_error(&["withlock", "foo", "make", "-j4"]),
             "the command goes after --: withlock foo -- make -j4"
+        );
+        // An option of ours before the command stays ours.
+        assert_eq!(
+            command_error(&["withlock", "foo", "-v", "make"]),
+            "the command goes after --: withlock foo -v -- make"
         );
         assert_eq!(
             command_error(&["withlock", "foo", "sh", "-c", "a b"]),

@@ -182,6 +182,12 @@ fn a_missing_dash_dash_is_64_with_the_corrected_line_and_nothing_runs() {
             vec!["foo"],
             "no command: it goes after --: withlock foo -- COMMAND".to_owned(),
         ),
+        // Our own option between the name and the command stays ours: no
+        // program is named -v.
+        (
+            vec!["foo", "-v", "touch", marker],
+            format!("the command goes after --: withlock foo -v -- touch {marker}"),
+        ),
         (
             vec!["--", "touch", marker],
             "no lock name before --: give one, such as withlock NAME -- make".to_owned(),
