@@ -235,8 +235,8 @@ pub struct Cli {
     /// Print no messages except errors.
     ///
     /// Not the holder on conflict, not the waiting line, not who superseded
-    /// the request.
-    #[arg(short, long)]
+    /// the request. Refused with -v, which asks for more.
+    #[arg(short, long, conflicts_with = "verbose")]
     pub quiet: bool,
 
     /// Give up (79) if a newer --supersede request comes while waiting.

@@ -251,6 +251,14 @@ fn bad_options_are_64_and_help_is_0() {
         .assert()
         .code(64);
     env.withlock().args(["t"]).assert().code(64);
+    // -q prints nothing but errors, so -v cannot be honoured beside it.
+    env.withlock()
+        .args(["-q", "-v", "t", "--", "true"])
+        .assert()
+        .code(64)
+        .stderr(predicates::str::contains(
+            "the argument '--quiet' cannot be used with '--verbose'",
+        ));
     env.withlock()
         .arg("--help")
         .assert()
