@@ -17,6 +17,31 @@ use crate::cli::{self, Cli};
 
 /// Writes every extra under `prefix`; returns the files written.
 pub fn generate(prefix: &Path) -> Result<Vec<PathBuf>> {
+    write_all(prefix).map_err(with_fix)
+}
+
+/// A PREFIX that cannot be written under is named with the fix, after
+/// the system's reason.
+fn with_fix(err: anyhow::Error) -> anyhow::Error {
+    use std::io::ErrorKind::{NotADirectory, NotFound, PermissionDenied, ReadOnlyFilesystem};
+    let prefix_problem = err
+        .root_cause()
+        .downcast_ref::<std::io::Error>()
+        .is_some_and(|e| {
+            matches!(
+                e.kind(),
+                NotFound | NotADirectory | PermissionDenied | ReadOnlyFilesystem
+            )
+        });
+    match prefix_problem {
+        true => anyhow::anyhow!(
+            "{err:#}: give a PREFIX this user can write to, such as ~/.local, or /usr/local as root"
+        ),
+        false => err,
+    }
+}
+
+fn write_all(prefix: &Path) -> Result<Vec<PathBuf>> {
     let mut written = vec![man_page(&prefix.join("share/man/man1"))?];
     for (shell, dir) in [
         (Shell::Bash, "share/bash-completion/completions"),

@@ -416,3 +416,28 @@ fn messages_onto_a_closed_or_full_stderr_keep_the_exit_status() {
     }
     assert!(holder.release().success());
 }
+
+/// A PREFIX that cannot hold the man page and completions (here a file) is
+/// one line with the system's reason and the fix, and 71.
+#[test]
+fn generate_extras_under_an_unusable_prefix_names_the_fix() {
+    let env = Env::new();
+    let file = env.file("a-file");
+    std::fs::write(&file, "").unwrap();
+    let out = env
+        .withlock()
+        .arg("--generate-extras")
+        .arg(&file)
+        .assert()
+        .code(71)
+        .get_output()
+        .clone();
+    assert_eq!(
+        crate::support::stderr(&out),
+        format!(
+            "withlock: create {}/share/man/man1: Not a directory (os error 20): give a PREFIX \
+             this user can write to, such as ~/.local, or /usr/local as root\n",
+            file.display()
+        )
+    );
+}
