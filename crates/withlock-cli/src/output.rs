@@ -1,13 +1,12 @@
-//! withlock's own output: messages on stderr; the listing, the help and
-//! the list of generated files on stdout.
+//! withlock's own output on stdout: the listing, the help and version, and
+//! the list of generated files.
 //!
-//! Writing never panics, as `println!` and `eprintln!` do when the write
-//! fails. A message that cannot be written to stderr (a closed pipe, a full
-//! disk) is dropped: there is nowhere left to say so, and the exit status
-//! still tells what happened. Output on stdout that cannot be written ends
-//! the run: without a word and with 141 when its reader went away
-//! (`withlock --list | head -1`), as for ls(1) ended by SIGPIPE there, and
-//! otherwise (a full disk) with one line on stderr and 71.
+//! Writing never panics, as `println!` does when the write fails. Output
+//! that cannot be written ends the run: without a word and with 141 when
+//! its reader went away (`withlock --list | head -1`), as for ls(1) ended
+//! by SIGPIPE there, and otherwise (a full disk) with one line on stderr
+//! and 71. (Messages on stderr go through `say!`, which drops a line that
+//! cannot be written.)
 
 use std::io::{self, Write};
 
