@@ -58,6 +58,13 @@ fn main() -> ExitCode {
             say!("withlock: {}", line.strip_prefix("error: ").unwrap_or(line));
             return ExitCode::from(exit_code::USAGE);
         }
+        Err(ParseError::Clap(err)) if err.kind() == clap::error::ErrorKind::InvalidUtf8 => {
+            say!(
+                "withlock: an argument before -- is not valid UTF-8: lock names, paths and \
+                 option values must be (the command after -- may be any bytes)"
+            );
+            return ExitCode::from(exit_code::USAGE);
+        }
         Err(ParseError::Clap(err)) if err.use_stderr() => {
             let _ = err.print();
             return ExitCode::from(exit_code::USAGE);

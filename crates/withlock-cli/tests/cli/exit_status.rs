@@ -441,3 +441,30 @@ fn generate_extras_under_an_unusable_prefix_names_the_fix() {
         )
     );
 }
+
+/// A lock path that is not UTF-8 cannot be taken; the answer is one line
+/// that says so, while the command after -- may be any bytes.
+#[test]
+fn an_argument_that_is_not_utf8_is_64_in_one_line() {
+    use std::os::unix::ffi::OsStrExt;
+    let env = Env::new();
+    let bytes = std::ffi::OsStr::from_bytes(b"./a\xff.lock");
+    let out = env
+        .withlock()
+        .arg(bytes)
+        .args(["--", "true"])
+        .assert()
+        .code(64)
+        .get_output()
+        .clone();
+    assert_eq!(
+        crate::support::stderr(&out),
+        "withlock: an argument before -- is not valid UTF-8: lock names, paths and option \
+         values must be (the command after -- may be any bytes)\n"
+    );
+    env.withlock()
+        .args(["t", "--", "sh", "-c", "exit 0"])
+        .arg(bytes)
+        .assert()
+        .code(0);
+}
