@@ -212,7 +212,7 @@ pub(crate) fn install_noop_handler() {
 }
 
 /// Blocks or unblocks `signal` in this thread; returns whether it was blocked.
-fn set_signal_blocked(signal: i32, blocked: bool) -> io::Result<bool> {
+pub(crate) fn set_signal_blocked(signal: i32, blocked: bool) -> io::Result<bool> {
     // SAFETY: the sets are initialised by sigemptyset before use, and
     // pthread_sigmask only changes this thread's mask.
     unsafe {

@@ -79,7 +79,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::file::obstruction::Foreign;
-use crate::flock_wait::{install_noop_handler, timer_signal};
+use crate::flock_wait::{install_noop_handler, set_signal_blocked, timer_signal};
 
 use crate::file::queue_bytes::SPAN;
 pub(crate) use crate::file::queue_bytes::{GATE, MARK_BASE, PLACE_MARK_BASE, TICKET_BASE};
@@ -405,11 +405,16 @@ pub(crate) fn wait_for(fd: BorrowedFd<'_>, at: u64) -> io::Result<()> {
 /// [`timer_signal`]. Returns `EINTR` like [`wait_for`] when the caller is
 /// interrupted for another reason (the deadline, a signal of its own).
 ///
-/// Helpers unblock only the timer signal, so a Ctrl-C is delivered to the
-/// calling thread as before. Before returning, the helpers are stopped by
-/// the same signal, sent again until each has ended (one might be about to
-/// enter its wait when the first arrives): a bounded wait at tear-down, not
-/// a poll for the lock.
+/// A helper whose predecessor left signals the caller again every
+/// [`RESIGNAL`] until the caller's wait has ended: the caller may not be in
+/// its `fcntl()` yet when the first signal lands, and a signal handled
+/// before the call would leave it asleep until the first byte's owner
+/// leaves. The timer signal is unblocked in the calling thread meanwhile,
+/// as a deadline unblocks it. Helpers unblock only the timer signal, so a
+/// Ctrl-C is delivered to the calling thread as before. Before returning,
+/// the helpers are stopped by the same signal, sent again until each has
+/// ended (one might be about to enter its wait when the first arrives).
+/// Both are bounded waits after the event, not a poll for the lock.
 pub(crate) fn wait_for_any(fd: BorrowedFd<'_>, at: &[u64]) -> io::Result<()> {
     let Some((&first, others)) = at.split_first() else {
         return Ok(());
@@ -418,6 +423,7 @@ pub(crate) fn wait_for_any(fd: BorrowedFd<'_>, at: &[u64]) -> io::Result<()> {
         return wait_for(fd, first);
     }
     install_noop_handler();
+    let was_blocked = set_signal_blocked(timer_signal(), false)?;
     let raw = fd.as_raw_fd();
     // SAFETY: pthread_self has no preconditions.
     let caller = unsafe { libc::pthread_self() } as usize;
@@ -444,14 +450,21 @@ pub(crate) fn wait_for_any(fd: BorrowedFd<'_>, at: &[u64]) -> io::Result<()> {
         }
         let _ = helper.join();
     }
+    if was_blocked {
+        let _ = set_signal_blocked(timer_signal(), true);
+    }
     match result {
         Err(e) if e.raw_os_error() == Some(libc::EINTR) && woken.load(Ordering::SeqCst) => Ok(()),
         other => other,
     }
 }
 
+/// How often a helper of [`wait_for_any`] signals the caller again until
+/// the caller's wait has ended.
+const RESIGNAL: Duration = Duration::from_millis(1);
+
 /// One helper of [`wait_for_any`]: waits for `byte`'s owner to leave, then
-/// wakes the caller; gives up when told to stop.
+/// wakes the caller until it stops the helpers; gives up when told to stop.
 fn helper_wait(
     fd: BorrowedFd<'_>,
     byte: u64,
@@ -472,9 +485,12 @@ fn helper_wait(
                 }
                 if !stop.load(Ordering::SeqCst) {
                     woken.store(true, Ordering::SeqCst);
+                }
+                while !stop.load(Ordering::SeqCst) {
                     // SAFETY: the caller's thread waits in wait_for_any and
                     // joins this thread before it returns, so it is alive.
                     unsafe { libc::pthread_kill(caller as libc::pthread_t, timer_signal()) };
+                    std::thread::sleep(RESIGNAL);
                 }
                 return;
             }
@@ -557,6 +573,32 @@ mod tests {
     use super::*;
     use std::fs::File;
     use std::os::fd::AsFd;
+    use std::sync::mpsc::{self, Receiver};
+
+    /// How long any one blocking step of these tests may take: generous,
+    /// so a loaded machine never fails them, and a lost wake-up fails
+    /// rather than hangs.
+    const BOUND: Duration = Duration::from_secs(60);
+
+    /// How many times a wake-up is raced against the caller's own wait.
+    const WAKE_UPS: usize = 500;
+
+    /// Runs `wait` in a thread of its own; its result comes through the
+    /// receiver (see [`woken`]).
+    fn waiter<T: Send + 'static>(wait: impl FnOnce() -> T + Send + 'static) -> Receiver<T> {
+        let (done, result) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = done.send(wait());
+        });
+        result
+    }
+
+    /// The result of a [`waiter`], which must come within [`BOUND`].
+    fn woken<T>(result: &Receiver<T>) -> T {
+        result
+            .recv_timeout(BOUND)
+            .unwrap_or_else(|e| panic!("the waiter did not wake within {BOUND:?}: {e}"))
+    }
 
     fn files(n: usize) -> (tempfile::TempDir, Vec<File>) {
         let dir = tempfile::tempdir().unwrap();
@@ -713,13 +755,48 @@ mod tests {
         let at = blockers(f[2].as_fd(), next, &[]).unwrap();
         assert_eq!(at, [TICKET_BASE + 1, TICKET_BASE + 2]);
         let waiter_file = f.pop().unwrap();
-        let waiter = std::thread::spawn(move || {
+        let waiter = waiter(move || {
             wait_for_any(waiter_file.as_fd(), &at).unwrap();
             blockers(waiter_file.as_fd(), next, &[]).unwrap()
         });
         leave(f[1].as_fd(), younger);
-        assert!(waiter.join().unwrap().is_empty(), "one place is free");
+        assert!(woken(&waiter).is_empty(), "one place is free");
         let _ = older;
+    }
+
+    #[test]
+    fn a_wake_up_that_comes_before_the_caller_blocks_is_not_lost() {
+        let (_dir, mut f) = files(2);
+        // Ticket 1 stays held; byte 2 is free, so the helper waiting on it
+        // wakes the caller at once, often before the caller is in its own
+        // wait on byte 1.
+        let _held = enqueue(&f[0], Kind::Exclusive);
+        let waiter_file = f.pop().unwrap();
+        let waiter = waiter(move || {
+            for _ in 0..WAKE_UPS {
+                wait_for_any(waiter_file.as_fd(), &[TICKET_BASE + 1, TICKET_BASE + 2]).unwrap();
+            }
+        });
+        let outcome = waiter.recv_timeout(BOUND);
+        // Let a stuck waiter go before failing.
+        drop(f);
+        assert!(outcome.is_ok(), "a wake-up was lost: {outcome:?}");
+    }
+
+    #[test]
+    fn a_caller_that_blocks_the_timer_signal_is_woken_all_the_same() {
+        let (_dir, mut f) = files(2);
+        let _held = enqueue(&f[0], Kind::Exclusive);
+        let waiter_file = f.pop().unwrap();
+        let waiter = waiter(move || {
+            set_signal_blocked(timer_signal(), true).unwrap();
+            wait_for_any(waiter_file.as_fd(), &[TICKET_BASE + 1, TICKET_BASE + 2]).unwrap();
+            // And it is blocked again afterwards, as the caller had it.
+            set_signal_blocked(timer_signal(), true).unwrap()
+        });
+        let outcome = waiter.recv_timeout(BOUND);
+        drop(f);
+        assert_eq!(outcome, Ok(true), "the caller was not woken");
     }
 
     #[test]
@@ -788,13 +865,13 @@ mod tests {
         let second = enqueue(&f[1], Kind::Exclusive);
         let at = blocker(f[1].as_fd(), second).unwrap().unwrap();
         let waiter_file = f.pop().unwrap();
-        let waiter = std::thread::spawn(move || {
+        let waiter = waiter(move || {
             wait_for(waiter_file.as_fd(), at).unwrap();
             blocker(waiter_file.as_fd(), second).unwrap()
         });
         let _ = first;
         // Closing the only descriptor releases the ticket, as a death would.
         drop(f);
-        assert_eq!(waiter.join().unwrap(), None);
+        assert_eq!(woken(&waiter), None);
     }
 }
