@@ -28,6 +28,7 @@ use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, FdFlag, fcntl};
@@ -532,16 +533,29 @@ fn the_waiting_line_updates_in_place_on_a_terminal() {
     let holder = env.hold(env.withlock().arg("t"), "h");
     let run = env.withlock().args(["t", "--", "echo", "RAN"]);
     let mut terminal = OnTerminal::start(&run);
-    wait_for("the waiting line's second rendering", || {
-        terminal
-            .output()
-            .contains("waiting 2.0s for t: held exclusive by pid")
-    });
-    assert!(
-        terminal.output().contains("waiting 1.0s for t"),
-        "{:?}",
-        terminal.output()
+    // The line is redrawn about every second, each time with how long the
+    // wait has lasted, which on a loaded machine need not be a round 2.0s.
+    wait_for(
+        "a second rendering of the waiting line, 2s or more in",
+        || {
+            let output = terminal.output();
+            let shown = renderings(&output);
+            shown.len() >= 2 && shown[shown.len() - 1].waited >= Duration::from_secs(2)
+        },
     );
+    let output = terminal.output();
+    let shown = renderings(&output);
+    assert!(
+        shown[0].waited >= Duration::from_secs(1),
+        "shown after the quiet second: {output:?}"
+    );
+    for pair in shown.windows(2) {
+        assert!(pair[0].waited < pair[1].waited, "{output:?}");
+        assert!(
+            !pair[1].before.contains('\n') && pair[1].before.contains("\r\x1b[2K"),
+            "each rendering replaces the one before on the same line: {output:?}"
+        );
+    }
     assert!(holder.release().success());
     assert!(wait_child(&mut terminal.withlock.child).success());
     terminal.wait_drained();
@@ -553,6 +567,42 @@ fn the_waiting_line_updates_in_place_on_a_terminal() {
         output[last_line..ran].contains("\x1b[2K"),
         "the line is erased before the command's output: {output:?}"
     );
+}
+
+/// One rendering of the waiting line on a terminal.
+struct Rendering<'a> {
+    /// How long the wait had lasted, as the line says.
+    waited: Duration,
+    /// What was written between the previous rendering's start and this one.
+    before: &'a str,
+}
+
+/// Every rendering of `withlock: waiting D for t: held exclusive by pid`
+/// in `output`, in order.
+fn renderings(output: &str) -> Vec<Rendering<'_>> {
+    const START: &str = "withlock: waiting ";
+    let starts: Vec<usize> = output.match_indices(START).map(|(at, _)| at).collect();
+    let mut shown = Vec::new();
+    for (i, &at) in starts.iter().enumerate() {
+        let rest = &output[at + START.len()..];
+        let Some((waited, _)) = rest.split_once(" for t: held exclusive by pid") else {
+            continue;
+        };
+        let waited = match waited.strip_suffix("ms") {
+            Some(ms) => ms.parse().ok().map(Duration::from_millis),
+            None => waited
+                .strip_suffix('s')
+                .and_then(|s| s.parse().ok())
+                .map(Duration::from_secs_f64),
+        };
+        let Some(waited) = waited else { continue };
+        let from = if i == 0 { 0 } else { starts[i - 1] };
+        shown.push(Rendering {
+            waited,
+            before: &output[from..at],
+        });
+    }
+    shown
 }
 
 /// The state letter of `pid` in /proc/<pid>/stat ('T' when stopped).
