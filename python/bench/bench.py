@@ -13,10 +13,10 @@ handoff      the time from a holder's release to a blocked waiter's
 A handoff trial: the holder process takes the lock and says "ready"; the
 waiter process checks the lock is busy (one non-blocking try), says
 "waiting" and calls the blocking acquire(). For withlock the benchmark then
-also waits until /proc/locks shows the waiter blocked in the kernel (a "->"
-FLOCK entry on the lock file). filelock and fasteners never block in the
-kernel: they poll with non-blocking tries and sleeps, so there is no entry
-to wait for. For every library the holder is then told to release after a
+also waits until the lock lists the waiter among its waiters (by its stamp,
+taken once it has its place in the arrival queue, where it blocks in the
+kernel). filelock and fasteners never block in the kernel: they poll with
+non-blocking tries and sleeps, so there is nothing to wait for. For every library the holder is then told to release after a
 random pause of 100-300 ms, so a polling waiter is caught at a random point
 of its sleep, as it would be in real use.
 
@@ -80,10 +80,6 @@ def make_lock(library: str, directory: str, name: str):
     raise SystemExit(f"unknown library {library}")
 
 
-def lock_path(library: str, directory: str, name: str) -> str:
-    return os.path.join(directory, f"{name}.lock")
-
-
 # -- the two roles of a handoff trial, run as child processes ---------------
 
 
@@ -123,16 +119,13 @@ def uncontended(library: str, directory: str, pairs: int) -> float:
     return (time.perf_counter_ns() - start) / pairs / 1000
 
 
-def blocked_in_kernel(path: str) -> bool:
-    """True when /proc/locks shows a blocked FLOCK request on `path`."""
-    st = os.stat(path)
-    inode = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
-    with open("/proc/locks") as locks:
-        for line in locks:
-            fields = line.split()
-            if "->" in fields and "FLOCK" in fields and inode in fields:
-                return True
-    return False
+def listed_waiting(directory: str, name: str, pid: int) -> bool:
+    """True when withlock lists process `pid` among the waiters for `name`:
+    it has its place in the arrival queue and its stamp, and blocks in the
+    kernel (fcntl(F_OFD_SETLKW) on the queue, or flock(2) past it)."""
+    import withlock
+
+    return any(w.pid == pid for w in withlock.lock(name, dir=directory).waiters())
 
 
 def wait_until(what: str, condition: Callable[[], bool]) -> None:
@@ -166,7 +159,7 @@ def handoff(library: str, directory: str, trial: int) -> float:
     waiter = spawn("wait", library, directory, name)
     expect(waiter, "waiting")
     if library == "withlock":
-        wait_until("the waiter to block in the kernel", lambda: blocked_in_kernel(lock_path(library, directory, name)))
+        wait_until("the waiter to block in the kernel", lambda: listed_waiting(directory, name, waiter.pid))
     time.sleep(random.uniform(0.1, 0.3))
     holder.stdin.write("go\n")
     holder.stdin.flush()
