@@ -160,8 +160,8 @@ pub(crate) fn usable(fd: BorrowedFd<'_>) -> bool {
     if unsafe { libc::fstatfs(fd.as_raw_fd(), fs.as_mut_ptr()) } != 0 {
         return false;
     }
-    // SAFETY: fstatfs succeeded, so the struct is initialised.
     #[allow(clippy::unnecessary_cast)] // f_type's width depends on the architecture
+    // SAFETY: fstatfs succeeded, so the struct is initialised.
     let kind = unsafe { fs.assume_init() }.f_type as i64;
     !FLOCK_MAY_BE_RECORD_LOCK.contains(&kind)
 }
