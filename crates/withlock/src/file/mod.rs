@@ -6,6 +6,7 @@
 //! layout, the stamps that say since when and in which mode, and the check
 //! for foreign locks on the queue's bytes.
 
+pub(crate) mod file_holders;
 pub(crate) mod file_lock;
 pub mod lock_dir;
 pub(crate) mod lock_file;
