@@ -14,7 +14,7 @@
 
 use std::ffi::OsString;
 
-use withlock::{AnyGuard, LockSet, SetGuard};
+use withlock::{LockSet, SetGuard};
 
 /// Changes to the command's environment: each variable with its value, or
 /// `None` to remove it.
@@ -25,10 +25,7 @@ pub fn of(set: &LockSet, guard: &SetGuard) -> EnvChanges {
     let tokens: Vec<(&str, i64)> = set
         .locks()
         .zip(guard.guards())
-        .filter_map(|(lock, guard)| match guard {
-            AnyGuard::Pg(pg) => Some((lock.label(), pg.fence())),
-            _ => None,
-        })
+        .filter_map(|(lock, guard)| Some((lock.label(), guard.fence()?)))
         .collect();
     let (fence, fences) = match tokens.as_slice() {
         [] => return Vec::new(),

@@ -133,9 +133,15 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
     }
     let fences = fence_env::of(&set, &guard);
     lock_loss::watch(&mut guard, cli.grace)?;
-    let server_held = set.locks().any(|lock| lock.kind() == "PostgreSQL");
+    let ends_with_withlock = !set.locks().all(withlock::AnyLock::can_be_inherited);
     let started = Instant::now();
-    let ended = command::run(&program, &cli.command, &guard.fds(), &fences, server_held)?;
+    let ended = command::run(
+        &program,
+        &cli.command,
+        &guard.fds(),
+        &fences,
+        ends_with_withlock,
+    )?;
     let ran = started.elapsed();
     let status = lock_loss::status(ended.exit_code());
     let held = guard.held_for();

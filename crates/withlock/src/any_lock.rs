@@ -4,9 +4,13 @@
 //! server, made with [`AnyLock::Pg`] since a name alone does not say which
 //! server.
 //!
-//! The command-line tool takes every lock through this type, so adding a
-//! kind of lock touches only this enum.
+//! This file is where the kinds of lock are registered: the command-line
+//! tool and [`crate::LockSet`] take every lock through [`AnyLock`] and
+//! [`AnyGuard`], and ask what a kind can do through their methods, never
+//! by naming a kind. Adding a kind of lock means its own module and one
+//! variant in each enum here.
 
+use std::fmt;
 use std::os::fd::BorrowedFd;
 use std::path::Path;
 use std::time::Duration;
@@ -20,6 +24,37 @@ use crate::pg::{PgGuard, PgLock};
 use crate::request::{Mode, Wait};
 use crate::socket::socket_lock::{SocketGuard, SocketLock};
 use crate::socket::socket_spec::SocketAddress;
+
+/// Which kind of lock an [`AnyLock`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Kind {
+    /// flock(2) on a lock file.
+    File,
+    /// Listening on a socket address.
+    Socket,
+    /// An advisory lock on a PostgreSQL server.
+    #[cfg(feature = "postgres")]
+    Pg,
+}
+
+impl Kind {
+    /// The kind as a word for messages: "file", "socket" or "PostgreSQL".
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::File => "file",
+            Kind::Socket => "socket",
+            #[cfg(feature = "postgres")]
+            Kind::Pg => "PostgreSQL",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// A file lock, a socket lock or a PostgreSQL advisory lock.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,14 +79,25 @@ impl AnyLock {
         }
     }
 
-    /// The kind of lock, as a word for messages: "file", "socket" or
-    /// "PostgreSQL".
-    pub fn kind(&self) -> &'static str {
+    /// The kind of lock; it prints as a word for messages.
+    pub fn kind(&self) -> Kind {
         match self {
-            AnyLock::File(_) => "file",
-            AnyLock::Socket(_) => "socket",
+            AnyLock::File(_) => Kind::File,
+            AnyLock::Socket(_) => Kind::Socket,
             #[cfg(feature = "postgres")]
-            AnyLock::Pg(_) => "PostgreSQL",
+            AnyLock::Pg(_) => Kind::Pg,
+        }
+    }
+
+    /// True when a child process given the lock's descriptor
+    /// ([`AnyGuard::as_fd`]) goes on holding it if this process dies: a
+    /// file or socket lock. False for a lock held by this process's own
+    /// server session, which ends with it, so a child must not outlive it.
+    pub fn can_be_inherited(&self) -> bool {
+        match self {
+            AnyLock::File(_) | AnyLock::Socket(_) => true,
+            #[cfg(feature = "postgres")]
+            AnyLock::Pg(_) => false,
         }
     }
 
@@ -181,6 +227,40 @@ impl AnyGuard {
         }
     }
 
+    /// The grant's fencing token, for a kind of lock that draws one (a
+    /// PostgreSQL lock: `pg::fence`); None for a file or socket lock.
+    pub fn fence(&self) -> Option<i64> {
+        match self {
+            AnyGuard::File(_) | AnyGuard::Socket(_) => None,
+            #[cfg(feature = "postgres")]
+            AnyGuard::Pg(guard) => Some(guard.fence()),
+        }
+    }
+
+    /// Watches the lock for loss while held, for a kind of lock that can
+    /// lose it while this process lives (a PostgreSQL lock:
+    /// [`PgGuard::watch`]); file and socket locks cannot, and need no
+    /// watch. Fails only if the watch cannot start.
+    #[cfg(feature = "postgres")]
+    pub fn watch_for_loss(
+        &mut self,
+        on_lost: Box<dyn FnOnce(crate::pg::LockLost) + Send>,
+    ) -> std::io::Result<()> {
+        match self {
+            AnyGuard::File(_) | AnyGuard::Socket(_) => Ok(()),
+            AnyGuard::Pg(guard) => guard.watch(on_lost),
+        }
+    }
+
+    /// A loss the watch noticed ([`AnyGuard::watch_for_loss`]), if any.
+    #[cfg(feature = "postgres")]
+    pub fn lost(&self) -> Option<crate::pg::LockLost> {
+        match self {
+            AnyGuard::File(_) | AnyGuard::Socket(_) => None,
+            AnyGuard::Pg(guard) => guard.lost(),
+        }
+    }
+
     /// Releases the lock now, for every process sharing its descriptor.
     pub fn release(self) -> Result<()> {
         match self {
@@ -200,15 +280,17 @@ mod tests {
     fn specs_choose_the_kind_of_lock() {
         let dir = Path::new("/run/lock");
         for (spec, kind) in [
-            ("deploy", "file"),
-            ("./x.lock", "file"),
-            ("tcp:4711", "socket"),
-            ("unix:/run/lock/x.sock", "socket"),
-            ("abstract:x", "socket"),
+            ("deploy", Kind::File),
+            ("./x.lock", Kind::File),
+            ("tcp:4711", Kind::Socket),
+            ("unix:/run/lock/x.sock", Kind::Socket),
+            ("abstract:x", Kind::Socket),
         ] {
             let lock = AnyLock::parse(spec, Some(dir)).unwrap();
             assert_eq!((lock.kind(), lock.label()), (kind, spec));
+            assert!(lock.can_be_inherited());
         }
+        assert_eq!(Kind::Socket.to_string(), "socket");
         assert!(AnyLock::parse("tcp:0", None).is_err());
     }
 

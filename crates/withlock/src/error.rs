@@ -7,6 +7,7 @@ use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::backend_error::BackendError;
 use crate::error_kind::ErrorKind;
 use crate::holder::Holders;
 
@@ -154,11 +155,11 @@ pub enum Error {
         attempts: u32,
     },
 
-    /// Talking to the PostgreSQL server failed: an invalid URL, no
-    /// connection, refused credentials, or a query that failed.
-    #[cfg(feature = "postgres")]
+    /// A kind of lock's own failure, such as a PostgreSQL server that
+    /// cannot be reached: the kind of lock sorts it ([`Error::kind`]), and
+    /// its typed error is reached with [`Error::downcast_ref`].
     #[error(transparent)]
-    Postgres(#[from] crate::pg::PgError),
+    Backend(BackendError),
 
     /// Any other system call failure, with what we were doing.
     #[error("{context}: {cause}")]
@@ -201,9 +202,17 @@ impl Error {
             Error::TimedOut { .. } => ErrorKind::TimedOut,
             Error::Superseded { .. } => ErrorKind::Superseded,
             Error::Interrupted { .. } => ErrorKind::Interrupted,
-            #[cfg(feature = "postgres")]
-            Error::Postgres(err) => err.kind(),
+            Error::Backend(err) => err.kind(),
             Error::KeepsChanging { .. } | Error::Io { .. } => ErrorKind::System,
+        }
+    }
+
+    /// A kind of lock's own error carried by [`Error::Backend`], if it is
+    /// an `E`: `err.downcast_ref::<withlock::pg::PgError>()`.
+    pub fn downcast_ref<E: std::error::Error + 'static>(&self) -> Option<&E> {
+        match self {
+            Error::Backend(err) => err.downcast_ref(),
+            _ => None,
         }
     }
 

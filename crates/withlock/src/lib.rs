@@ -28,6 +28,7 @@
 #![deny(missing_docs)]
 
 mod any_lock;
+mod backend_error;
 mod error;
 mod error_kind;
 pub mod escape;
@@ -47,7 +48,8 @@ mod server_session;
 mod socket;
 pub mod supersede;
 
-pub use any_lock::{AnyGuard, AnyLock};
+pub use any_lock::{AnyGuard, AnyLock, Kind};
+pub use backend_error::BackendError;
 pub use error::{Error, Result};
 pub use error_kind::ErrorKind;
 pub use file::file_lock::{FileGuard, FileLock};

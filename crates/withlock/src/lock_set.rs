@@ -350,11 +350,10 @@ impl SetGuard {
         self.guards
     }
 
-    /// Watches every PostgreSQL lock of the set for loss
-    /// ([`crate::PgGuard::watch`]): `on_lost` is called, from a heartbeat
-    /// thread, for each one lost while held, within
-    /// [`crate::pg::heartbeat::DETECTION_BOUND`]. File and socket locks
-    /// cannot be lost while this process lives, so they need no watch.
+    /// Watches every lock of the set that can be lost while this process
+    /// lives ([`AnyGuard::watch_for_loss`]): `on_lost` is called, from a
+    /// heartbeat thread, for each one lost while held, within
+    /// [`crate::pg::heartbeat::DETECTION_BOUND`].
     #[cfg(feature = "postgres")]
     pub fn watch_for_loss(
         &mut self,
@@ -362,12 +361,10 @@ impl SetGuard {
     ) -> Result<()> {
         let on_lost = std::sync::Arc::new(on_lost);
         for guard in &mut self.guards {
-            if let AnyGuard::Pg(guard) = guard {
-                let on_lost = on_lost.clone();
-                guard
-                    .watch(Box::new(move |lost| on_lost(lost)))
-                    .map_err(|e| Error::io("starting the lock's heartbeat thread", e))?;
-            }
+            let on_lost = on_lost.clone();
+            guard
+                .watch_for_loss(Box::new(move |lost| on_lost(lost)))
+                .map_err(|e| Error::io("starting the lock's heartbeat thread", e))?;
         }
         Ok(())
     }
@@ -376,10 +373,7 @@ impl SetGuard {
     /// the first lock's in the set's order.
     #[cfg(feature = "postgres")]
     pub fn lost(&self) -> Option<crate::pg::LockLost> {
-        self.guards.iter().find_map(|guard| match guard {
-            AnyGuard::Pg(guard) => guard.lost(),
-            _ => None,
-        })
+        self.guards.iter().find_map(AnyGuard::lost)
     }
 }
 

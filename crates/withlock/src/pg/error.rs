@@ -1,7 +1,9 @@
 //! Errors of the PostgreSQL backend that the generic [`crate::Error`]
 //! has no variant for; they reach callers of the [`crate::Lock`] trait
-//! as [`crate::Error::Postgres`].
+//! as [`crate::Error::Backend`], sorted by [`PgError::kind`], and come
+//! back out with `error.downcast_ref::<PgError>()`.
 
+use crate::backend_error::BackendError;
 use crate::error_kind::ErrorKind;
 
 /// What can go wrong talking to the server.
@@ -164,6 +166,12 @@ impl PgError {
             PgError::NoRole { .. } => true,
             _ => false,
         }
+    }
+}
+
+impl From<PgError> for crate::Error {
+    fn from(error: PgError) -> Self {
+        crate::Error::Backend(BackendError::new(error.kind(), error))
     }
 }
 

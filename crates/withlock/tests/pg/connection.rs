@@ -373,7 +373,7 @@ fn transaction_and_statement_mode_poolers_are_refused() {
         assert!(
             matches!(
                 lock.try_acquire(),
-                Err(Error::Postgres(PgError::Pooler { .. }))
+                Err(ref err) if matches!(err.downcast_ref::<PgError>(), Some(PgError::Pooler { .. }))
             ),
             "{mode:?}"
         );

@@ -9,7 +9,7 @@ use std::sync::{Arc, Barrier};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use withlock::pg::{PgError, PgLock, fence};
-use withlock::{Error, Lock, Mode};
+use withlock::{Lock, Mode};
 
 use withlock_pg_testing::TestServer;
 
@@ -137,7 +137,14 @@ fn a_role_that_may_not_create_or_use_the_state_is_told_the_sql_to_fix_it() {
     admin.batch_execute("CREATE ROLE bob LOGIN").unwrap();
     let as_bob = PgLock::new(&as_role(&server, "bob"), "deploy").unwrap();
     let refusal = |lock: &PgLock| match lock.try_acquire() {
-        Err(Error::Postgres(err @ PgError::FenceTable { .. })) => err.to_string(),
+        Err(err)
+            if matches!(
+                err.downcast_ref::<PgError>(),
+                Some(PgError::FenceTable { .. })
+            ) =>
+        {
+            err.to_string()
+        }
         other => panic!("expected FenceTable, got {other:?}"),
     };
     let no_state = refusal(&as_bob);

@@ -118,7 +118,12 @@ fn a_state_with_a_table_dropped_is_refused_not_started_over() {
     let mut admin = server.client();
     admin.batch_execute("DROP TABLE withlock.holds").unwrap();
     match y.try_acquire() {
-        Err(Error::Postgres(err @ PgError::StateDamaged { .. })) => {
+        Err(err)
+            if matches!(
+                err.downcast_ref::<PgError>(),
+                Some(PgError::StateDamaged { .. })
+            ) =>
+        {
             let text = err.to_string();
             assert!(text.contains("withlock.holds missing"), "{text}");
             assert!(text.contains("DROP SCHEMA withlock CASCADE"), "{text}");
@@ -151,7 +156,12 @@ fn a_token_sequence_set_back_is_refused() {
         .batch_execute("SELECT setval('withlock.tokens', 1)")
         .unwrap();
     match x.try_acquire() {
-        Err(Error::Postgres(err @ PgError::StateDamaged { .. })) => {
+        Err(err)
+            if matches!(
+                err.downcast_ref::<PgError>(),
+                Some(PgError::StateDamaged { .. })
+            ) =>
+        {
             assert!(err.to_string().contains("set back"), "{err}");
         }
         other => panic!("expected StateDamaged, got {other:?}"),
@@ -279,7 +289,12 @@ fn a_schema_withlock_made_by_another_role_is_refused_and_never_run() {
         .unwrap();
     let x = PgLock::new(&server.url(), "x").unwrap();
     match x.try_acquire() {
-        Err(Error::Postgres(err @ PgError::StateDamaged { .. })) => {
+        Err(err)
+            if matches!(
+                err.downcast_ref::<PgError>(),
+                Some(PgError::StateDamaged { .. })
+            ) =>
+        {
             assert!(err.to_string().contains("role mallory"), "{err}");
         }
         other => panic!("expected a refusal, got {other:?}"),
