@@ -39,7 +39,7 @@ pub struct Holder {
     pub command: Option<Vec<Vec<u8>>>,
     /// True when only the start of the command is known: a server lock's
     /// holder declares its command in the little room the server gives
-    /// (see [`crate::pg::Identity`]), so the last argument may be cut short
+    /// (see `pg::Identity`), so the last argument may be cut short
     /// and more may have followed.
     pub command_truncated: bool,
     /// For a lock on a server, what the server itself vouches for (role,

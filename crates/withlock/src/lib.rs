@@ -4,9 +4,11 @@
 //! Linux only. A [`FileLock`] is flock(2) on a lock file, its holder read
 //! from `/proc/locks` and `/proc/<pid>`; a [`SocketLock`] is a listening
 //! TCP, Unix or abstract socket (exclusive only), its holder named through
-//! `SO_PEERCRED` where the kernel gives it. [`AnyLock`] is either, chosen
-//! by the spec (`deploy`, `./x.lock`, `tcp:4711`, `unix:/run/x.sock`,
-//! `abstract:x`).
+//! `SO_PEERCRED` where the kernel gives it; with the `postgres` cargo
+//! feature, a `PgLock` is an advisory lock on a PostgreSQL server (the
+//! `pg` module). [`AnyLock`] is any of them, chosen by the spec (`deploy`,
+//! `./x.lock`, `tcp:4711`, `unix:/run/x.sock`, `abstract:x`, or a name on
+//! a server).
 //!
 //! Several locks are a [`LockSet`], taken all or none in one global order
 //! so that callers naming them in any order never deadlock; `NAME=shared`
