@@ -16,12 +16,14 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::file::file_key::FileKey;
 use crate::file::file_lock::{FileGuard, FileLock};
 use crate::holder::Holders;
 use crate::lock::{Lock, WaitHooks};
 #[cfg(feature = "postgres")]
 use crate::pg::{PgGuard, PgLock};
 use crate::request::{Mode, Wait};
+use crate::socket::socket_key::SocketKey;
 use crate::socket::socket_lock::{SocketGuard, SocketLock};
 use crate::socket::socket_spec::SocketAddress;
 
@@ -165,6 +167,45 @@ impl AnyLock {
     }
 }
 
+/// The key that puts locks in a [`crate::LockSet`]'s global order; two
+/// locks with equal keys are the same lock. Each kind of lock makes its
+/// own key, and the kinds come in the order they are registered here:
+/// file locks, then socket locks, then PostgreSQL locks.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LockKey(KindKey);
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum KindKey {
+    File(FileKey),
+    Socket(SocketKey),
+    #[cfg(feature = "postgres")]
+    Pg(crate::pg::OrderKey),
+}
+
+impl LockKey {
+    /// The key of `lock`. For a lock on the file system it reads the
+    /// lock's directory with stat(2); the lock file itself need not exist.
+    pub fn of(lock: &AnyLock) -> LockKey {
+        LockKey(match lock {
+            AnyLock::File(lock) => KindKey::File(FileKey::of(&lock.path())),
+            AnyLock::Socket(lock) => KindKey::Socket(SocketKey::of(lock.address())),
+            #[cfg(feature = "postgres")]
+            AnyLock::Pg(lock) => KindKey::Pg(crate::pg::OrderKey::new(lock.server(), lock.key())),
+        })
+    }
+
+    /// The key as bytes, the same in every process for the same lock (for
+    /// naming things after the lock, such as supersede notices).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        match &self.0 {
+            KindKey::File(key) => key.to_bytes(),
+            KindKey::Socket(key) => key.to_bytes(),
+            #[cfg(feature = "postgres")]
+            KindKey::Pg(key) => key.to_bytes(),
+        }
+    }
+}
+
 impl Lock for AnyLock {
     type Guard = AnyGuard;
 
@@ -292,6 +333,31 @@ mod tests {
         }
         assert_eq!(Kind::Socket.to_string(), "socket");
         assert!(AnyLock::parse("tcp:0", None).is_err());
+    }
+
+    #[test]
+    fn keys_order_kinds_and_name_each_lock_in_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = |spec: &str| LockKey::of(&AnyLock::parse(spec, Some(dir.path())).unwrap());
+        let unix = format!("unix:{}", dir.path().join("s").display());
+        let in_order = [key("x"), key("tcp:4711"), key(&unix), key("abstract:x")];
+        assert!(in_order.is_sorted(), "{in_order:?}");
+        let st = nix::sys::stat::stat(dir.path()).unwrap();
+        let place = format!("{}:{}", st.st_dev, st.st_ino);
+        let bytes: Vec<String> = in_order
+            .iter()
+            .map(|k| String::from_utf8(k.to_bytes()).unwrap())
+            .collect();
+        assert_eq!(
+            bytes,
+            [
+                format!("file/{place}/x.lock"),
+                "tcp/[::ffff:127.0.0.1]:4711".into(),
+                format!("unix/{place}/s"),
+                "abstract/x".into(),
+            ]
+        );
+        assert_eq!(key("tcp:4711"), key("tcp:127.0.0.1:4711"));
     }
 
     #[test]

@@ -42,6 +42,7 @@ mod inspect;
 mod lock;
 mod lock_set;
 mod ownership;
+mod path_key;
 #[cfg(feature = "postgres")]
 pub mod pg;
 mod proc_locks;
@@ -50,7 +51,7 @@ mod server_session;
 mod socket;
 pub mod supersede;
 
-pub use any_lock::{AnyGuard, AnyLock, Kind};
+pub use any_lock::{AnyGuard, AnyLock, Kind, LockKey};
 pub use backend_error::BackendError;
 pub use error::{Error, Result};
 pub use error_kind::ErrorKind;
@@ -62,7 +63,7 @@ pub use flock_wait::timer_signal;
 pub use holder::{Holder, Holders, HoldersText, human_duration};
 pub use inspect::{Found, LockStatus, list};
 pub use lock::{Lock, NoHooks, WaitHooks, with_lock};
-pub use lock_set::{DirId, LockKey, LockSet, SetGuard, SetHooks, parse_spec, split_spec};
+pub use lock_set::{LockSet, SetGuard, SetHooks, parse_spec, split_spec};
 #[cfg(feature = "postgres")]
 pub use pg::{PgGuard, PgLock};
 pub use request::{Mode, Wait};

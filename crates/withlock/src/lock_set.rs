@@ -50,11 +50,10 @@
 //! ```
 
 use std::os::fd::BorrowedFd;
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::any_lock::{AnyGuard, AnyLock};
+use crate::any_lock::{AnyGuard, AnyLock, LockKey};
 use crate::error::{Error, Result};
 use crate::lock::{Lock, NoHooks, WaitHooks};
 use crate::request::{Mode, Wait};
@@ -103,98 +102,6 @@ pub fn split_spec(spec: &str) -> Result<(&str, Option<Mode>)> {
         }
     }
     Ok((spec, None))
-}
-
-/// The key that puts locks in the global order (see the module docs); two
-/// locks with equal keys are the same lock.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum LockKey {
-    /// A file lock: its directory's device and inode (or, if the
-    /// directory cannot be examined, its path as given), then its file name.
-    File(DirId, Vec<u8>),
-    /// A TCP socket lock: the address's bytes (IPv4 mapped into IPv6) and port.
-    Tcp([u8; 16], u16),
-    /// A Unix socket lock: its directory, then its file name.
-    Unix(DirId, Vec<u8>),
-    /// An abstract socket lock: its name.
-    Abstract(Vec<u8>),
-    /// A PostgreSQL advisory lock: the server (`host:port/dbname`), then
-    /// the advisory key.
-    Pg(String, i64),
-}
-
-/// A directory's identity for [`LockKey`].
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum DirId {
-    /// Device and inode number.
-    Inode(u64, u64),
-    /// The path as given, for a directory that cannot be examined (taking
-    /// the lock will then fail and say why).
-    Unresolved(Vec<u8>),
-}
-
-impl LockKey {
-    /// The key of `lock`. It reads the lock's directory with stat(2); the
-    /// lock file itself need not exist.
-    pub fn of(lock: &AnyLock) -> LockKey {
-        match lock {
-            AnyLock::File(lock) => {
-                let (dir, name) = dir_and_name(&lock.path());
-                LockKey::File(dir, name)
-            }
-            AnyLock::Socket(lock) => match lock.address() {
-                SocketAddress::Tcp(addr) => {
-                    let ip = match addr.ip() {
-                        std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped(),
-                        std::net::IpAddr::V6(v6) => v6,
-                    };
-                    LockKey::Tcp(ip.octets(), addr.port())
-                }
-                SocketAddress::Unix(path) => {
-                    let (dir, name) = dir_and_name(path);
-                    LockKey::Unix(dir, name)
-                }
-                SocketAddress::Abstract(name) => LockKey::Abstract(name.clone()),
-            },
-            #[cfg(feature = "postgres")]
-            AnyLock::Pg(lock) => LockKey::Pg(lock.server().to_owned(), lock.key()),
-        }
-    }
-
-    /// The key as bytes, the same in every process for the same lock (for
-    /// naming things after the lock, such as supersede notices).
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let dir = |d: &DirId| match d {
-            DirId::Inode(dev, ino) => format!("{dev}:{ino}").into_bytes(),
-            DirId::Unresolved(path) => [b"?".as_slice(), path].concat(),
-        };
-        match self {
-            LockKey::File(d, name) => [b"file/".as_slice(), &dir(d), b"/", name].concat(),
-            LockKey::Tcp(ip, port) => {
-                let ip = std::net::Ipv6Addr::from(*ip);
-                format!("tcp/[{ip}]:{port}").into_bytes()
-            }
-            LockKey::Unix(d, name) => [b"unix/".as_slice(), &dir(d), b"/", name].concat(),
-            LockKey::Abstract(name) => [b"abstract/".as_slice(), name].concat(),
-            LockKey::Pg(server, key) => format!("pg/{server}/{key}").into_bytes(),
-        }
-    }
-}
-
-fn dir_and_name(path: &Path) -> (DirId, Vec<u8>) {
-    let name = path
-        .file_name()
-        .map(|n| n.as_bytes().to_vec())
-        .unwrap_or_default();
-    let dir = match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent,
-        _ => Path::new("."),
-    };
-    let id = match nix::sys::stat::stat(dir) {
-        Ok(st) => DirId::Inode(st.st_dev, st.st_ino),
-        Err(_) => DirId::Unresolved(dir.as_os_str().as_bytes().to_vec()),
-    };
-    (id, name)
 }
 
 /// Several locks, each with its own mode, taken all or none in the global

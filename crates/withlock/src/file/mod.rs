@@ -3,10 +3,11 @@
 //!
 //! `file_lock` is the `Lock` implementation; the rest is what it stands
 //! on: the directory check, opening the lock file, the queue and its byte
-//! layout, the stamps that say since when and in which mode, and the check
+//! layout, its key in a set's order, the stamps that say since when and in which mode, and the check
 //! for foreign locks on the queue's bytes.
 
 pub(crate) mod file_holders;
+pub(crate) mod file_key;
 pub(crate) mod file_lock;
 pub mod lock_dir;
 pub(crate) mod lock_file;

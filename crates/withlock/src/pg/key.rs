@@ -41,6 +41,29 @@ pub fn advisory_key(name: &str) -> i64 {
     (u64::from_be_bytes(first) | 1 << 63) as i64
 }
 
+/// A PostgreSQL lock's place in a [`crate::LockSet`]'s global order: its
+/// server (`host:port/dbname`), then its advisory key.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct OrderKey {
+    server: String,
+    key: i64,
+}
+
+impl OrderKey {
+    /// The key of the lock `key` on `server`.
+    pub(crate) fn new(server: &str, key: i64) -> OrderKey {
+        OrderKey {
+            server: server.to_owned(),
+            key,
+        }
+    }
+
+    /// `pg/SERVER/KEY`.
+    pub(crate) fn to_bytes(&self) -> Vec<u8> {
+        format!("pg/{}/{}", self.server, self.key).into_bytes()
+    }
+}
+
 /// A bigint advisory key as `pg_locks` shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LockKeyParts {

@@ -64,6 +64,7 @@ pub use error::PgError;
 pub use heartbeat::{LockLost, LossCause};
 pub use holders::PgHolder;
 pub use identity::{APPLICATION_NAME_PREFIX, Identity};
+pub(crate) use key::OrderKey;
 pub use key::{KEY_PREFIX, LockKeyParts, advisory_key};
 pub use listing::list;
 pub use pg_guard::PgGuard;
