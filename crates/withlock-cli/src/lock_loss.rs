@@ -13,8 +13,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use withlock::SetGuard;
-use withlock::pg::LockLost;
+use withlock::{LockLoss, SetGuard};
 
 use crate::exit_code;
 use crate::signals;
@@ -43,7 +42,7 @@ pub fn was_lost() -> bool {
     HANDLED.load(Ordering::SeqCst)
 }
 
-fn stop(lost: &LockLost, grace: Duration) {
+fn stop(lost: &LockLoss, grace: Duration) {
     if HANDLED.swap(true, Ordering::SeqCst) {
         return;
     }
@@ -64,6 +63,6 @@ fn stop(lost: &LockLost, grace: Duration) {
 }
 
 /// The loss as one line, with the server's words made safe to print.
-fn escaped(lost: &LockLost) -> String {
+fn escaped(lost: &LockLoss) -> String {
     withlock::escape::text(&lost.to_string())
 }

@@ -20,6 +20,7 @@ use crate::file::file_key::FileKey;
 use crate::file::file_lock::{FileGuard, FileLock};
 use crate::holder::Holders;
 use crate::lock::{Lock, WaitHooks};
+use crate::lock_loss::LockLoss;
 #[cfg(feature = "postgres")]
 use crate::pg::{PgGuard, PgLock};
 use crate::request::{Mode, Wait};
@@ -280,25 +281,28 @@ impl AnyGuard {
 
     /// Watches the lock for loss while held, for a kind of lock that can
     /// lose it while this process lives (a PostgreSQL lock:
-    /// [`PgGuard::watch`]); file and socket locks cannot, and need no
+    /// `PgGuard::watch`); file and socket locks cannot, and need no
     /// watch. Fails only if the watch cannot start.
-    #[cfg(feature = "postgres")]
     pub fn watch_for_loss(
         &mut self,
-        on_lost: Box<dyn FnOnce(crate::pg::LockLost) + Send>,
+        on_lost: Box<dyn FnOnce(LockLoss) + Send>,
     ) -> std::io::Result<()> {
         match self {
-            AnyGuard::File(_) | AnyGuard::Socket(_) => Ok(()),
-            AnyGuard::Pg(guard) => guard.watch(on_lost),
+            AnyGuard::File(_) | AnyGuard::Socket(_) => {
+                drop(on_lost);
+                Ok(())
+            }
+            #[cfg(feature = "postgres")]
+            AnyGuard::Pg(guard) => guard.watch(Box::new(move |lost| on_lost(LockLoss::new(lost)))),
         }
     }
 
     /// A loss the watch noticed ([`AnyGuard::watch_for_loss`]), if any.
-    #[cfg(feature = "postgres")]
-    pub fn lost(&self) -> Option<crate::pg::LockLost> {
+    pub fn lost(&self) -> Option<LockLoss> {
         match self {
             AnyGuard::File(_) | AnyGuard::Socket(_) => None,
-            AnyGuard::Pg(guard) => guard.lost(),
+            #[cfg(feature = "postgres")]
+            AnyGuard::Pg(guard) => guard.lost().map(LockLoss::new),
         }
     }
 

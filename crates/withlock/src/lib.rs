@@ -40,6 +40,7 @@ pub mod fork_child;
 mod holder;
 mod inspect;
 mod lock;
+mod lock_loss;
 mod lock_set;
 mod ownership;
 mod path_key;
@@ -63,6 +64,7 @@ pub use flock_wait::timer_signal;
 pub use holder::{Holder, Holders, HoldersText, human_duration};
 pub use inspect::{Found, LockStatus, list};
 pub use lock::{Lock, NoHooks, WaitHooks, with_lock};
+pub use lock_loss::LockLoss;
 pub use lock_set::{LockSet, SetGuard, SetHooks, parse_spec, split_spec};
 #[cfg(feature = "postgres")]
 pub use pg::{PgGuard, PgLock};

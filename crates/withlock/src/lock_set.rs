@@ -56,6 +56,7 @@ use std::time::{Duration, Instant};
 use crate::any_lock::{AnyGuard, AnyLock, LockKey};
 use crate::error::{Error, Result};
 use crate::lock::{Lock, NoHooks, WaitHooks};
+use crate::lock_loss::LockLoss;
 use crate::request::{Mode, Wait};
 use crate::socket::socket_spec::SocketAddress;
 
@@ -259,12 +260,11 @@ impl SetGuard {
 
     /// Watches every lock of the set that can be lost while this process
     /// lives ([`AnyGuard::watch_for_loss`]): `on_lost` is called, from a
-    /// heartbeat thread, for each one lost while held, within
-    /// [`crate::pg::heartbeat::DETECTION_BOUND`].
-    #[cfg(feature = "postgres")]
+    /// heartbeat thread, for each one lost while held (a PostgreSQL lock's
+    /// within `pg::heartbeat::DETECTION_BOUND`).
     pub fn watch_for_loss(
         &mut self,
-        on_lost: impl Fn(crate::pg::LockLost) + Send + Sync + 'static,
+        on_lost: impl Fn(LockLoss) + Send + Sync + 'static,
     ) -> Result<()> {
         let on_lost = std::sync::Arc::new(on_lost);
         for guard in &mut self.guards {
@@ -278,8 +278,7 @@ impl SetGuard {
 
     /// A loss a watch noticed ([`SetGuard::watch_for_loss`]); with several,
     /// the first lock's in the set's order.
-    #[cfg(feature = "postgres")]
-    pub fn lost(&self) -> Option<crate::pg::LockLost> {
+    pub fn lost(&self) -> Option<LockLoss> {
         self.guards.iter().find_map(AnyGuard::lost)
     }
 }
@@ -375,6 +374,17 @@ mod tests {
         assert!(a.try_acquire().unwrap_err().is_conflict());
         guard.release().unwrap();
         assert!(a.holders().unwrap().is_empty() && b.holders().unwrap().is_empty());
+    }
+
+    #[test]
+    fn local_locks_need_no_loss_watch_and_are_never_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let abstract_name = format!("abstract:withlock-test-{}", std::process::id());
+        let both = set(&dir, &["a", &abstract_name]);
+        let mut guard = both.try_acquire().unwrap();
+        guard.watch_for_loss(|lost| panic!("{lost}")).unwrap();
+        assert!(guard.lost().is_none());
+        guard.release().unwrap();
     }
 
     #[test]
