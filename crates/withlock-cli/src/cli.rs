@@ -62,7 +62,7 @@ pub const EXIT_STATUSES: [(&str, &str); 13] = [
     ),
     (
         "75",
-        "the lock is held (-n) or the wait timed out (-w); change with -E",
+        "the lock is held (-n, -w 0) or the wait timed out (-w); change with -E",
     ),
     (
         "64",
@@ -223,7 +223,7 @@ pub struct Cli {
     )]
     pub wait: Option<Duration>,
 
-    /// Exit status when the lock is held (-n) or the wait timed out (-w).
+    /// Exit status when the lock is held (-n, -w 0) or the wait timed out (-w).
     #[arg(
         short = 'E',
         long,

@@ -3,7 +3,7 @@
 
 use withlock::{Error, ErrorKind};
 
-/// The lock is held (`-n`) or the wait timed out: EX_TEMPFAIL.
+/// The lock is held (`-n`, `-w 0`) or the wait timed out: EX_TEMPFAIL.
 pub const CONFLICT: u8 = 75;
 /// Bad usage: an unknown option, an invalid name or number: EX_USAGE.
 pub const USAGE: u8 = 64;

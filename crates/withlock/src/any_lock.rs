@@ -15,6 +15,7 @@ use std::os::fd::BorrowedFd;
 use std::path::Path;
 use std::time::Duration;
 
+use crate::deadline::Deadline;
 use crate::error::{Error, Result};
 use crate::file::file_key::FileKey;
 use crate::file::file_lock::{FileGuard, FileLock};
@@ -23,7 +24,7 @@ use crate::lock::{Lock, WaitHooks};
 use crate::lock_loss::LockLoss;
 #[cfg(feature = "postgres")]
 use crate::pg::{PgGuard, PgLock};
-use crate::request::{Mode, Wait};
+use crate::request::Mode;
 use crate::socket::socket_key::SocketKey;
 use crate::socket::socket_lock::{SocketGuard, SocketLock};
 use crate::socket::socket_spec::SocketAddress;
@@ -210,12 +211,12 @@ impl LockKey {
 impl Lock for AnyLock {
     type Guard = AnyGuard;
 
-    fn acquire_with(&self, wait: Wait, hooks: &mut dyn WaitHooks) -> Result<AnyGuard> {
+    fn acquire_until(&self, deadline: Deadline, hooks: &mut dyn WaitHooks) -> Result<AnyGuard> {
         match self {
-            AnyLock::File(lock) => lock.acquire_with(wait, hooks).map(AnyGuard::File),
-            AnyLock::Socket(lock) => lock.acquire_with(wait, hooks).map(AnyGuard::Socket),
+            AnyLock::File(lock) => lock.acquire_until(deadline, hooks).map(AnyGuard::File),
+            AnyLock::Socket(lock) => lock.acquire_until(deadline, hooks).map(AnyGuard::Socket),
             #[cfg(feature = "postgres")]
-            AnyLock::Pg(lock) => lock.acquire_with(wait, hooks).map(AnyGuard::Pg),
+            AnyLock::Pg(lock) => lock.acquire_until(deadline, hooks).map(AnyGuard::Pg),
         }
     }
 

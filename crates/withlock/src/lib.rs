@@ -31,6 +31,7 @@
 
 mod any_lock;
 mod backend_error;
+mod deadline;
 mod error;
 mod error_kind;
 pub mod escape;
@@ -54,6 +55,7 @@ pub mod supersede;
 
 pub use any_lock::{AnyGuard, AnyLock, Kind, LockKey};
 pub use backend_error::BackendError;
+pub use deadline::Deadline;
 pub use error::{Error, Result};
 pub use error_kind::ErrorKind;
 pub use file::file_lock::{FileGuard, FileLock};

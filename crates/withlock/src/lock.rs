@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::deadline::Deadline;
 use crate::error::Result;
 use crate::holder::Holders;
 use crate::request::Wait;
@@ -45,14 +46,21 @@ pub trait Lock {
     /// What holding the lock looks like; dropping it releases the lock.
     type Guard;
 
-    /// Acquires the lock, waiting as `wait` says and telling `hooks`.
-    fn acquire_with(&self, wait: Wait, hooks: &mut dyn WaitHooks) -> Result<Self::Guard>;
+    /// Acquires the lock, waiting until `deadline` and telling `hooks`;
+    /// a held lock is refused as [`Deadline::refuse`] says.
+    fn acquire_until(&self, deadline: Deadline, hooks: &mut dyn WaitHooks) -> Result<Self::Guard>;
 
     /// Who holds, and who waits for, the lock now.
     fn holders(&self) -> Result<Holders>;
 
     /// The lock as a person would name it in a message.
     fn describe(&self) -> String;
+
+    /// Acquires the lock, waiting as `wait` says (from now) and telling
+    /// `hooks`.
+    fn acquire_with(&self, wait: Wait, hooks: &mut dyn WaitHooks) -> Result<Self::Guard> {
+        self.acquire_until(Deadline::new(wait), hooks)
+    }
 
     /// Waits as long as it takes.
     fn acquire(&self) -> Result<Self::Guard> {

@@ -32,7 +32,9 @@
 //! grants everything shared does.
 //!
 //! **A deadline** ([`Wait::For`]) is shared: it is the time for the whole
-//! set, not for each lock.
+//! set, not for each lock. The set makes one [`Deadline`] and every lock
+//! waits by it, so one that times out counts the whole wait, and a set
+//! whose time ran out before its last lock is timed out, not busy.
 //!
 //! **Per-lock modes** in a spec ([`parse_spec`]): `NAME=shared` or
 //! `NAME=exclusive` (`=` cannot occur in a lock name). A spec that ends in
@@ -54,6 +56,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::any_lock::{AnyGuard, AnyLock, LockKey};
+use crate::deadline::Deadline;
 use crate::error::{Error, Result};
 use crate::lock::{Lock, NoHooks, WaitHooks};
 use crate::lock_loss::LockLoss;
@@ -166,27 +169,20 @@ impl LockSet {
     /// set; on any failure releases those already taken and returns the
     /// error (a [`Error::TimedOut`] then counts the whole wait).
     pub fn acquire_with(&self, wait: Wait, hooks: &mut dyn SetHooks) -> Result<SetGuard> {
-        let start = Instant::now();
-        let deadline = wait.deadline(start);
+        self.acquire_until(Deadline::new(wait), hooks)
+    }
+
+    /// Takes every lock, in order, each waiting until the one `deadline`;
+    /// on any failure releases those already taken and returns the error.
+    pub fn acquire_until(&self, deadline: Deadline, hooks: &mut dyn SetHooks) -> Result<SetGuard> {
         let mut guards = Vec::with_capacity(self.locks.len());
         for (_, lock) in &self.locks {
-            let this_wait = match deadline {
-                Some(deadline) => Wait::For(deadline.saturating_duration_since(Instant::now())),
-                None => wait,
-            };
             hooks.taking(lock);
-            match lock.acquire_with(this_wait, hooks) {
+            match lock.acquire_until(deadline, hooks) {
                 Ok(guard) => guards.push(guard),
                 Err(err) => {
                     let _ = release_all(guards);
-                    return Err(match err {
-                        Error::TimedOut { lock, holders, .. } => Error::TimedOut {
-                            lock,
-                            waited: start.elapsed(),
-                            holders,
-                        },
-                        err => err,
-                    });
+                    return Err(err);
                 }
             }
         }

@@ -4,7 +4,7 @@
 //! represent its end (beyond about 9.2e18 seconds on Linux) has no deadline
 //! and waits as long as it takes, rather than overflow.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Whether other holders may share the lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -38,44 +38,11 @@ pub enum Wait {
     /// Try once; fail with [`crate::Error::Busy`] if the lock is held.
     NoWait,
     /// Wait at most this long; then fail with [`crate::Error::TimedOut`].
-    /// A zero duration is the same as [`Wait::NoWait`]; one whose end the
-    /// clock cannot represent is the same as [`Wait::Forever`].
+    /// A zero duration is the same as [`Wait::NoWait`], [`crate::Error::Busy`]
+    /// included; one whose end the clock cannot represent is the same as
+    /// [`Wait::Forever`]. [`crate::Deadline`] decodes it.
     For(Duration),
     /// Wait as long as it takes.
     #[default]
     Forever,
-}
-
-impl Wait {
-    /// When a wait that started at `start` gives up: `None` when it never
-    /// does (also for a [`Wait::For`] whose end cannot be represented) and
-    /// for [`Wait::NoWait`].
-    pub(crate) fn deadline(self, start: Instant) -> Option<Instant> {
-        match self {
-            Wait::For(limit) => start.checked_add(limit),
-            Wait::NoWait | Wait::Forever => None,
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn any_duration_gives_a_deadline_or_none() {
-        let now = Instant::now();
-        assert_eq!(
-            Wait::For(Duration::from_secs(1)).deadline(now),
-            Some(now + Duration::from_secs(1))
-        );
-        for huge in [
-            Duration::from_secs(10_000_000_000_000_000_000),
-            Duration::MAX,
-        ] {
-            assert_eq!(Wait::For(huge).deadline(now), None, "{huge:?}");
-        }
-        assert_eq!(Wait::Forever.deadline(now), None);
-        assert_eq!(Wait::NoWait.deadline(now), None);
-    }
 }

@@ -26,6 +26,7 @@ use nix::errno::Errno;
 use nix::fcntl::AtFlags;
 use nix::sys::stat::{FileStat, fstat, fstatat};
 
+use crate::deadline::Deadline;
 use crate::error::{Error, Result};
 use crate::file::lock_dir::{self, LockDir};
 use crate::file::lock_file::{self, MAX_ATTEMPTS};
@@ -38,7 +39,7 @@ use crate::flock_wait::{self, Outcome};
 use crate::holder::Holders;
 use crate::lock::{Lock, WaitHooks};
 use crate::proc_locks::{self, FileId};
-use crate::request::{Mode, Wait};
+use crate::request::Mode;
 
 /// How often a busy lock whose holder cannot be seen is tried again.
 const UNSEEN_HOLDER_RETRIES: u32 = 3;
@@ -173,25 +174,14 @@ impl FileLock {
     fn attempt(
         &self,
         fd: BorrowedFd<'_>,
-        wait: Wait,
-        start: Instant,
+        deadline: Deadline,
         hooks: &mut dyn WaitHooks,
     ) -> Result<(Outcome, Option<Ticket>, Mode)> {
         let io = |e: std::io::Error| Error::io(format!("lock {}", self.path().display()), e);
-        let (may_wait, deadline) = match wait {
-            Wait::For(limit) if !limit.is_zero() => (true, wait.deadline(start)),
-            Wait::Forever => (true, None),
-            _ => (false, None),
-        };
-        // What a request that may not wait reports when it would have to.
-        let refused = if matches!(wait, Wait::NoWait) {
-            Outcome::Busy
-        } else {
-            Outcome::TimedOut
-        };
+        let may_wait = deadline.may_wait();
         let mut waiting = Waiting {
             fd,
-            deadline,
+            deadline: deadline.end().filter(|_| may_wait),
             exclusive: self.mode == Mode::Exclusive && self.max.is_none(),
             hooks,
             stamp: None,
@@ -207,7 +197,6 @@ impl FileLock {
                     waiting.exclusive = mode == Mode::Exclusive;
                     None
                 }
-                Entered::Stopped(Outcome::Busy) => return Ok((refused, None, mode)),
                 Entered::Stopped(outcome) => return Ok((outcome, None, mode)),
             }
         } else {
@@ -223,7 +212,6 @@ impl FileLock {
             match self.wait_turn(&mut waiting, ticket, may_wait).map_err(io)? {
                 Turn::Go { passed_over: false } => {}
                 Turn::Go { passed_over: true } => mode = self.unordered_mode(),
-                Turn::Stop(Outcome::Busy) => return leave(refused),
                 Turn::Stop(outcome) => return leave(outcome),
             }
         }
@@ -231,7 +219,6 @@ impl FileLock {
             Outcome::Busy if may_wait => waiting
                 .block(None, &mut || flock_wait::flock_once(fd, mode))
                 .map_err(io)?,
-            Outcome::Busy => refused,
             outcome => outcome,
         };
         if outcome == Outcome::Locked {
@@ -448,37 +435,32 @@ impl FileLock {
         }
     }
 
-    fn conflict(&self, outcome: Outcome, fd: &OwnedFd, start: Instant, name: bool) -> Error {
+    fn conflict(&self, outcome: Outcome, fd: &OwnedFd, deadline: Deadline, name: bool) -> Error {
+        if outcome == Outcome::Interrupted {
+            return Error::Interrupted {
+                lock: self.label.clone(),
+            };
+        }
         let holders = match fstat(fd) {
             Ok(st) if name => Holders::of_file(&st),
             _ => Holders::default(),
         };
-        let lock = self.label.clone();
-        match outcome {
-            Outcome::Busy => Error::Busy { lock, holders },
-            Outcome::Interrupted => Error::Interrupted { lock },
-            _ => Error::TimedOut {
-                lock,
-                waited: start.elapsed(),
-                holders,
-            },
-        }
+        deadline.refuse(self.label.clone(), holders)
     }
 }
 
 impl Lock for FileLock {
     type Guard = FileGuard;
 
-    fn acquire_with(&self, wait: Wait, hooks: &mut dyn WaitHooks) -> Result<FileGuard> {
+    fn acquire_until(&self, deadline: Deadline, hooks: &mut dyn WaitHooks) -> Result<FileGuard> {
         let dir = LockDir::open(&self.dir)?;
-        let start = Instant::now();
         let mut unseen_retries = 0;
         for _ in 0..MAX_ATTEMPTS {
             let fd = lock_file::open_or_create(&dir, &self.file_name)?;
             // Waiting or holding, a semaphore request says what it is; the
             // mark goes when `fd` is closed, whatever the outcome.
             let marked = self.max.is_some() && place_stamp::set(fd.as_fd());
-            match self.attempt(fd.as_fd(), wait, start, hooks)? {
+            match self.attempt(fd.as_fd(), deadline, hooks)? {
                 (Outcome::Locked, ticket, mode) => {
                     if lock_file::still_at_path(&dir, &self.file_name, &fd)? {
                         let mut guard = FileGuard::new(fd, self.path(), mode);
@@ -494,7 +476,7 @@ impl Lock for FileLock {
                 }
                 (outcome, _, _) => {
                     let name = hooks.name_holders();
-                    let error = self.conflict(outcome, &fd, start, name);
+                    let error = self.conflict(outcome, &fd, deadline, name);
                     // The holder may have let go between our attempt and the
                     // look-up; try again rather than blame nobody. A holder we
                     // cannot see at all (another PID namespace) stays unseen,
@@ -698,6 +680,7 @@ impl Drop for FileGuard {
 mod tests {
     use super::*;
     use crate::lock::with_lock;
+    use crate::request::Wait;
 
     fn lock_in(dir: &tempfile::TempDir, name: &str) -> FileLock {
         FileLock::named(name, Some(dir.path())).unwrap()

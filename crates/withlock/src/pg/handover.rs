@@ -30,10 +30,10 @@
 //! - **Bounded.** A grace is recorded, and counted, as at most
 //!   [`MAX_GRACE`], whatever the holder asked or a record says: the pause
 //!   is never longer than [`MAX_PAUSE`].
-//! - **`-n` and `-w`.** The pause counts as waiting: with `Wait::NoWait`
-//!   a grant that would pause is given back at once as busy, saying when
-//!   the lock will be usable; with `Wait::For` one that would pause past
-//!   the deadline is given back as timed out. The time keeps running on the
+//! - **`-n` and `-w`.** The pause counts as waiting: a request that may
+//!   not wait (`-n`, `-w 0`) gives a grant that would pause back at once as
+//!   busy, saying when the lock will be usable; one that would pause past
+//!   its deadline is given back as timed out (see [`crate::Deadline`]). The time keeps running on the
 //!   server, so a later request pauses only for what is left.
 //! - **Who may erase a record.** Only a session holding the key, and only
 //!   its own record, or another's once its pause is over

@@ -12,9 +12,10 @@
 //!   work as in libpq; a pooler that shares server sessions between clients
 //!   (pgbouncer in transaction mode) is detected and refused.
 //! - Exclusive and shared locks are `pg_advisory_lock` and
-//!   `pg_advisory_lock_shared`; `Wait::NoWait` uses the `pg_try_` forms, and
-//!   `Wait::For` sets `lock_timeout`, so the server ends the wait: nothing
-//!   polls.
+//!   `pg_advisory_lock_shared`; a request that may not wait (see
+//!   [`crate::Deadline`]) uses the `pg_try_` forms, and one with a deadline
+//!   sets `lock_timeout` to what is left of it, so the server ends the
+//!   wait: nothing polls.
 //! - Holders and waiters come from `pg_locks` joined to `pg_stat_activity`
 //!   ([`PgLock::pg_holders`]); [`list`] shows every withlock lock on the
 //!   server, in one session.

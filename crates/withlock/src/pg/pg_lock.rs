@@ -1,8 +1,8 @@
 //! `PgLock`: a named lock held as a session-level advisory lock.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::{Error, Holders, Lock, LockName, Mode, Result, Wait, WaitHooks};
+use crate::{Deadline, Error, Holders, Lock, LockName, Mode, Result, WaitHooks};
 use postgres::Client;
 use postgres::error::SqlState;
 use postgres::types::Type;
@@ -212,53 +212,31 @@ impl PgLock {
 impl Lock for PgLock {
     type Guard = PgGuard;
 
-    fn acquire_with(&self, wait: Wait, hooks: &mut dyn WaitHooks) -> Result<PgGuard> {
+    fn acquire_until(&self, deadline: Deadline, hooks: &mut dyn WaitHooks) -> Result<PgGuard> {
         if let Some(max) = self.max {
-            let started = Instant::now();
             let subject = self.semaphore_subject();
-            let (client, backend_pid) = Semaphore::new(&subject, max).acquire(wait, hooks)?;
-            return self.granted(client, backend_pid, (wait, started), hooks);
+            let (client, backend_pid) = Semaphore::new(&subject, max).acquire(deadline, hooks)?;
+            return self.granted(client, backend_pid, deadline, hooks);
         }
-        let started = Instant::now();
         let (mut client, backend_pid) = self.target.connect_session(&self.identity)?;
         let lock_error = |cause| self.query_error("taking the advisory lock", cause);
         // A try first: the server's try does not barge past queued waiters
         // (it conflicts with their requested modes), so this keeps order
         // and tells whether the wait hooks are needed at all.
         let mut taken = self.lock_call(&mut client, true).map_err(lock_error)?;
-        if !taken {
-            let wait = match wait {
-                Wait::For(d) if d.is_zero() => Wait::NoWait,
-                other => other,
-            };
-            match wait {
-                Wait::NoWait => {
-                    return Err(Error::Busy {
-                        lock: self.describe(),
-                        holders: self.conflict_holders(&mut client, hooks),
-                    });
-                }
-                Wait::For(timeout) => {
-                    hooks.waiting();
-                    let left = timeout.saturating_sub(started.elapsed());
-                    taken = !left.is_zero()
-                        && self.wait_at_most(&mut client, left).map_err(lock_error)?;
-                    if !taken {
-                        return Err(Error::TimedOut {
-                            lock: self.describe(),
-                            waited: started.elapsed(),
-                            holders: self.conflict_holders(&mut client, hooks),
-                        });
-                    }
-                }
-                Wait::Forever => {
-                    hooks.waiting();
-                    taken = self.lock_call(&mut client, false).map_err(lock_error)?;
-                }
+        if !taken && deadline.may_wait() {
+            hooks.waiting();
+            taken = match deadline.remaining() {
+                Some(left) => self.wait_at_most(&mut client, left),
+                None => self.lock_call(&mut client, false),
             }
+            .map_err(lock_error)?;
         }
-        debug_assert!(taken);
-        self.granted(client, backend_pid, (wait, started), hooks)
+        if !taken {
+            let holders = self.conflict_holders(&mut client, hooks);
+            return Err(deadline.refuse(self.describe(), holders));
+        }
+        self.granted(client, backend_pid, deadline, hooks)
     }
 
     fn holders(&self) -> Result<Holders> {
@@ -275,9 +253,6 @@ impl Lock for PgLock {
     }
 }
 
-/// How a grant may wait: the request's [`Wait`], and when it started.
-type Patience = (Wait, Instant);
-
 impl PgLock {
     /// Waits, if an earlier holder's session ended without releasing, until
     /// its command has surely been stopped (see [`crate::pg::handover`]),
@@ -289,7 +264,7 @@ impl PgLock {
         &self,
         client: &mut Client,
         unreleased: &Unreleased,
-        (wait, started): Patience,
+        deadline: Deadline,
         hooks: &mut dyn WaitHooks,
     ) -> Result<()> {
         let Some(pause) = unreleased.pause() else {
@@ -308,21 +283,8 @@ impl PgLock {
             )),
             ..Holders::default()
         };
-        match wait {
-            Wait::NoWait => {
-                return Err(Error::Busy {
-                    lock: self.describe(),
-                    holders: handing_over(),
-                });
-            }
-            Wait::For(limit) if started.elapsed().saturating_add(pause) > limit => {
-                return Err(Error::TimedOut {
-                    lock: self.describe(),
-                    waited: started.elapsed(),
-                    holders: handing_over(),
-                });
-            }
-            _ => {}
+        if !deadline.may_wait_for(pause) {
+            return Err(deadline.refuse(self.describe(), handing_over()));
         }
         hooks.notice(&format!(
             "{} was granted, but an earlier holder's session ended without releasing it; \
@@ -345,10 +307,10 @@ impl PgLock {
         &self,
         mut client: Client,
         backend_pid: i32,
-        patience: Patience,
+        deadline: Deadline,
         hooks: &mut dyn WaitHooks,
     ) -> Result<PgGuard> {
-        match self.set_up_grant(&mut client, patience, hooks) {
+        match self.set_up_grant(&mut client, deadline, hooks) {
             Ok((token, bound)) => Ok(PgGuard::new(
                 client,
                 self.key,
@@ -375,7 +337,7 @@ impl PgLock {
     fn set_up_grant(
         &self,
         client: &mut Client,
-        patience: Patience,
+        deadline: Deadline,
         hooks: &mut dyn WaitHooks,
     ) -> Result<(i64, Duration)> {
         let holding = Holding {
@@ -391,7 +353,7 @@ impl PgLock {
             self.target.server(),
         )?;
         let settled = self
-            .settle(client, &grant.unreleased, patience, hooks)
+            .settle(client, &grant.unreleased, deadline, hooks)
             .and_then(|()| {
                 // The server's bound on a silent holder (see pg::heartbeat); one
                 // it refuses leaves the lock held, only without that bound.

@@ -85,9 +85,9 @@ use crate::pg::holders;
 use crate::pg::identity::Identity;
 pub use crate::pg::semaphore_keys::{IntPair, MAX_SLOTS, gate_key, slot_key};
 use crate::pg::semaphore_line::{self, Shared};
-use crate::{Error, Holders, Result, Wait, WaitHooks};
+use crate::{Deadline, Error, Holders, Result, WaitHooks};
 
-/// How long `Wait::NoWait` waits for the gate held by a request that is
+/// How long a request that may not wait waits for the gate held by a request that is
 /// about to take one of the free slots (as the local queue's gate).
 const GATE_GRACE: Duration = Duration::from_secs(1);
 
@@ -168,14 +168,12 @@ impl<'a> Semaphore<'a> {
 
     /// Takes `K` shared and a slot on a new session, as the module docs
     /// say; returns the session and its backend pid.
-    pub(crate) fn acquire(&self, wait: Wait, hooks: &mut dyn WaitHooks) -> Result<(Client, i32)> {
-        let started = Instant::now();
-        let deadline = match wait {
-            Wait::For(d) if d.is_zero() => None,
-            Wait::For(_) => wait.deadline(started),
-            _ => None,
-        };
-        let no_wait = matches!(wait, Wait::NoWait) || matches!(wait, Wait::For(d) if d.is_zero());
+    pub(crate) fn acquire(
+        &self,
+        deadline: Deadline,
+        hooks: &mut dyn WaitHooks,
+    ) -> Result<(Client, i32)> {
+        let no_wait = !deadline.may_wait();
         let mut client = self.lock.target().connect(self.lock.identity())?;
         let backend_pid: i32 = client
             .query_one(CHECK_CLIENT, &[])
@@ -185,7 +183,6 @@ impl<'a> Semaphore<'a> {
             sem: self,
             client: &mut client,
             backend_pid,
-            started,
             deadline,
             no_wait,
             hooks,
@@ -245,8 +242,9 @@ struct Request<'s, 'c, 'h> {
     sem: &'s Semaphore<'s>,
     client: &'c mut Client,
     backend_pid: i32,
-    started: Instant,
-    deadline: Option<Instant>,
+    deadline: Deadline,
+    /// Whether the request could not wait from the start (its gate still
+    /// gets [`GATE_GRACE`]).
     no_wait: bool,
     hooks: &'h mut dyn WaitHooks,
     told: bool,
@@ -261,12 +259,12 @@ impl Request<'_, '_, '_> {
                 break;
             }
             if self.no_wait {
-                return Err(self.busy());
+                return Err(self.refuse());
             }
             self.tell_waiting();
-            match wait_for_any(self.sem, self.client, self.deadline)? {
+            match wait_for_any(self.sem, self.client, self.deadline.end())? {
                 Waited::Granted => continue,
-                Waited::TimedOut => return Err(self.timed_out()),
+                Waited::TimedOut => return Err(self.refuse()),
             }
         }
         let gate = self.sem.gate;
@@ -305,20 +303,18 @@ impl Request<'_, '_, '_> {
             // Only the gate is worth a short wait, and only while a slot is
             // free: its holder is then about to take one and let go.
             if step == Step::Name || self.slots_full()? {
-                return Err(self.busy());
+                return Err(self.refuse());
             }
             Some(GATE_GRACE)
         } else {
             self.tell_waiting();
-            self.deadline
-                .map(|d| d.saturating_duration_since(Instant::now()))
+            self.deadline.remaining()
         };
         let granted = wait_at_most(self.client, wait_sql, &params, limit)
             .map_err(|cause| self.sem.error("waiting for the advisory lock", cause))?;
-        match (granted, self.no_wait) {
-            (true, _) => Ok(()),
-            (false, true) => Err(self.busy()),
-            (false, false) => Err(self.timed_out()),
+        match granted {
+            true => Ok(()),
+            false => Err(self.refuse()),
         }
     }
 
@@ -354,19 +350,9 @@ impl Request<'_, '_, '_> {
             .unwrap_or_default()
     }
 
-    fn busy(&mut self) -> Error {
-        Error::Busy {
-            lock: self.sem.lock.describe(),
-            holders: self.conflict_holders(),
-        }
-    }
-
-    fn timed_out(&mut self) -> Error {
-        Error::TimedOut {
-            lock: self.sem.lock.describe(),
-            waited: self.started.elapsed(),
-            holders: self.conflict_holders(),
-        }
+    fn refuse(&mut self) -> Error {
+        let holders = self.conflict_holders();
+        self.deadline.refuse(self.sem.lock.describe(), holders)
     }
 }
 

@@ -44,7 +44,6 @@
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Instant;
 
 use nix::errno::Errno;
 use nix::fcntl::AtFlags;
@@ -52,6 +51,7 @@ use nix::sys::socket::{self, Backlog, UnixAddr};
 use nix::sys::stat::{FchmodatFlags, FileStat, SFlag, fchmodat, fstat, fstatat};
 use nix::unistd::{UnlinkatFlags, linkat, unlinkat};
 
+use crate::deadline::Deadline;
 use crate::error::{Error, Result};
 use crate::file::lock_dir::LockDir;
 use crate::file::lock_file::{self, still_at_path};
@@ -69,15 +69,6 @@ pub const TAKEOVER_SUFFIX: &str = ".takeover";
 const TEMP_PREFIX: &str = ".withlock-new-";
 /// Mode of a new socket file: every user may connect, that is wait.
 const SOCKET_FILE_MODE: u32 = 0o666;
-
-/// How long a request may wait for the takeover lock: its own deadline.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Takeover {
-    /// Not at all (`-n`).
-    NoWait,
-    /// Until the deadline, or without end.
-    Until(Option<Instant>),
-}
 
 /// Why a request stops instead of replacing a stale socket file.
 pub(crate) enum Stop {
@@ -233,10 +224,10 @@ impl SocketFile {
         &self,
         st: &FileStat,
         still_refused: &mut dyn FnMut() -> Result<bool>,
-        takeover: Takeover,
+        deadline: Deadline,
         hooks: &mut dyn WaitHooks,
     ) -> Result<Option<Stop>> {
-        let sidecar = match self.lock_takeover(takeover, hooks)? {
+        let sidecar = match self.lock_takeover(deadline, hooks)? {
             Ok(sidecar) => sidecar,
             Err(stop) => return Ok(Some(stop)),
         };
@@ -288,7 +279,7 @@ impl SocketFile {
     /// still name the locked file. `Err` carries why the request stops.
     fn lock_takeover(
         &self,
-        takeover: Takeover,
+        deadline: Deadline,
         hooks: &mut dyn WaitHooks,
     ) -> Result<std::result::Result<Sidecar<'_>, Stop>> {
         let name = format!("{}{TAKEOVER_SUFFIX}", self.name);
@@ -296,14 +287,19 @@ impl SocketFile {
         for _ in 0..lock_file::MAX_ATTEMPTS {
             let fd = lock_file::open_or_create(&self.dir, &name)?;
             let outcome = flock_wait::try_lock(fd.as_fd(), Mode::Exclusive).map_err(io)?;
-            let outcome = match (outcome, takeover) {
-                (Outcome::Busy, Takeover::Until(deadline)) => {
+            let outcome = match outcome {
+                Outcome::Busy if deadline.may_wait() => {
                     hooks.waiting();
                     let mut interrupted = || hooks.interrupted();
-                    flock_wait::lock(fd.as_fd(), Mode::Exclusive, deadline, &mut interrupted)
-                        .map_err(io)?
+                    flock_wait::lock(
+                        fd.as_fd(),
+                        Mode::Exclusive,
+                        deadline.end(),
+                        &mut interrupted,
+                    )
+                    .map_err(io)?
                 }
-                (outcome, _) => outcome,
+                outcome => outcome,
             };
             match outcome {
                 Outcome::Locked => {}

@@ -52,14 +52,15 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::sys::socket::{self, Backlog, Shutdown, SockFlag, sockopt};
 
+use crate::deadline::Deadline;
 use crate::error::{Error, Result};
 use crate::file::lock_file;
 use crate::holder::{Holder, Holders};
 use crate::lock::{Lock, NoHooks, WaitHooks};
 use crate::ownership;
-use crate::request::{Mode, Wait};
+use crate::request::Mode;
 use crate::socket::sockaddr::Sockaddr;
-use crate::socket::socket_file::{self, SocketFile, Stop, Takeover, file_kind};
+use crate::socket::socket_file::{self, SocketFile, Stop, file_kind};
 use crate::socket::socket_spec::SocketAddress;
 
 /// The first pause of the bounded retry (see the module docs).
@@ -211,10 +212,10 @@ impl SocketLock {
         }
     }
 
-    fn attempt(&self, takeover: Takeover, hooks: &mut dyn WaitHooks) -> Result<Attempt> {
+    fn attempt(&self, deadline: Deadline, hooks: &mut dyn WaitHooks) -> Result<Attempt> {
         let addr = self.sockaddr()?;
         if let SocketAddress::Unix(path) = &self.address {
-            return self.attempt_path(path, &addr, takeover, hooks);
+            return self.attempt_path(path, &addr, deadline, hooks);
         }
         if let Some(fd) = self.listen(&addr)? {
             return Ok(Attempt::Held(fd, None));
@@ -232,7 +233,7 @@ impl SocketLock {
         &self,
         path: &Path,
         addr: &Sockaddr,
-        takeover: Takeover,
+        deadline: Deadline,
         hooks: &mut dyn WaitHooks,
     ) -> Result<Attempt> {
         let file = SocketFile::of(path, &self.label)?;
@@ -256,7 +257,7 @@ impl SocketLock {
                     let mut still_refused =
                         || Ok(matches!(self.connect(addr)?, Connect::NotListening));
                     if let Some(stop) =
-                        file.remove_stale(&st, &mut still_refused, takeover, hooks)?
+                        file.remove_stale(&st, &mut still_refused, deadline, hooks)?
                     {
                         return Ok(match stop {
                             Stop::Interrupted => Attempt::Stopped,
@@ -290,41 +291,19 @@ impl SocketLock {
             _ => Holders::default(),
         }
     }
-
-    fn conflict(&self, wait: Wait, start: Instant, holders: Holders) -> Error {
-        let lock = self.label.clone();
-        match wait {
-            Wait::NoWait => Error::Busy { lock, holders },
-            _ => Error::TimedOut {
-                lock,
-                waited: start.elapsed(),
-                holders,
-            },
-        }
-    }
 }
 
 impl Lock for SocketLock {
     type Guard = SocketGuard;
 
-    fn acquire_with(&self, wait: Wait, hooks: &mut dyn WaitHooks) -> Result<SocketGuard> {
-        let start = Instant::now();
-        let (may_wait, deadline) = match wait {
-            Wait::NoWait => (false, None),
-            Wait::For(limit) => (!limit.is_zero(), wait.deadline(start)),
-            Wait::Forever => (true, None),
-        };
-        let takeover = match may_wait {
-            false => Takeover::NoWait,
-            true => Takeover::Until(deadline),
-        };
+    fn acquire_until(&self, deadline: Deadline, hooks: &mut dyn WaitHooks) -> Result<SocketGuard> {
         let hooks = &mut TellOnce {
             inner: hooks,
             told: false,
         };
         let mut pause = FIRST_PAUSE;
         loop {
-            let (conn, reason) = match self.attempt(takeover, hooks)? {
+            let (conn, reason) = match self.attempt(deadline, hooks)? {
                 Attempt::Held(fd, file) => {
                     return Ok(SocketGuard::new(fd, self.label.clone(), file));
                 }
@@ -335,27 +314,28 @@ impl Lock for SocketLock {
                         lock: self.label.clone(),
                     });
                 }
-                Attempt::Stuck(holders) => return Err(self.conflict(wait, start, holders)),
+                Attempt::Stuck(holders) => {
+                    return Err(deadline.refuse(self.label.clone(), holders));
+                }
             };
-            let expired = deadline.is_some_and(|d| Instant::now() >= d);
-            if !may_wait || expired {
+            if !deadline.may_wait() {
                 let holders = match &conn {
                     Some(conn) => self.holders_of(conn),
                     None => Holders::unidentified(reason),
                 };
-                return Err(self.conflict(wait, start, holders));
+                return Err(deadline.refuse(self.label.clone(), holders));
             }
             hooks.waiting();
             let woke = match &conn {
                 Some(conn) => {
                     pause = FIRST_PAUSE;
                     let events = libc::POLLIN | libc::POLLRDHUP;
-                    poll_until(Some(conn.as_fd()), events, deadline, hooks)
+                    poll_until(Some(conn.as_fd()), events, deadline.end(), hooks)
                 }
                 None => {
                     let until = Instant::now() + pause;
                     pause = (pause * 2).min(MAX_PAUSE);
-                    let until = deadline.map_or(until, |d| d.min(until));
+                    let until = deadline.end().map_or(until, |d| d.min(until));
                     poll_until(None, 0, Some(until), hooks)
                 }
             }
