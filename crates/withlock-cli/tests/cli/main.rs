@@ -25,4 +25,5 @@ mod signals;
 mod socket_locks;
 mod supersede;
 mod support;
+mod wait_answers;
 mod waiting_line;

@@ -22,14 +22,14 @@ use crate::support::{
 };
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub(crate) enum Kind {
     Tcp,
     Unix,
     Abstract,
 }
 
 /// A fresh lock spec of `kind` for this test.
-fn spec(env: &Env, kind: Kind) -> String {
+pub(crate) fn spec(env: &Env, kind: Kind) -> String {
     match kind {
         Kind::Tcp => format!("tcp:{}", free_port()),
         Kind::Unix => format!("unix:{}", env.file("lock.sock").display()),
@@ -70,7 +70,7 @@ fn polls_one_fd(pid: i32) -> bool {
     is_poll && fields.get(2) == Some(&"0x1")
 }
 
-fn wait_polling(pid: i32) {
+pub(crate) fn wait_polling(pid: i32) {
     wait_for(&format!("pid {pid} to wait in poll()"), || {
         polls_one_fd(pid)
     });

@@ -10,3 +10,4 @@ mod loss;
 mod order;
 mod semaphore;
 mod state;
+mod wait;
