@@ -72,7 +72,8 @@ pub trait Lock {
         self.acquire_with(Wait::NoWait, &mut NoHooks)
     }
 
-    /// Waits at most `timeout`, else [`crate::Error::TimedOut`].
+    /// Waits at most `timeout`, else [`crate::Error::TimedOut`]; a zero
+    /// `timeout` does not wait, as [`Lock::try_acquire`].
     fn acquire_timeout(&self, timeout: Duration) -> Result<Self::Guard> {
         self.acquire_with(Wait::For(timeout), &mut NoHooks)
     }

@@ -202,7 +202,8 @@ impl LockSet {
         self.acquire_with(Wait::NoWait, &mut NoHooks)
     }
 
-    /// Waits at most `timeout` for all of them, else [`Error::TimedOut`].
+    /// Waits at most `timeout` for all of them, else [`Error::TimedOut`];
+    /// a zero `timeout` does not wait, as [`LockSet::try_acquire`].
     pub fn acquire_timeout(&self, timeout: Duration) -> Result<SetGuard> {
         self.acquire_with(Wait::For(timeout), &mut NoHooks)
     }
