@@ -25,7 +25,7 @@ use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyTuple};
 use withlock::{
-    Error, ErrorKind, FileGuard, FileLock, Holder, Holders, Lock, Mode, Wait, WaitHooks,
+    Error, ErrorKind, FileGuard, FileLock, FileTarget, Holder, Holders, Lock, Mode, Wait, WaitHooks,
 };
 
 create_exception!(
@@ -199,7 +199,8 @@ fn file_lock(py: Python<'_>, spec: &str, dir: Option<&Path>, shared: bool) -> Py
     } else {
         Mode::Exclusive
     };
-    FileLock::parse(spec, dir)
+    FileTarget::parse(spec)
+        .and_then(|target| FileLock::at(&target, dir))
         .map(|lock| lock.with_mode(mode))
         .map_err(|e| native_error(py, &e))
 }

@@ -2,10 +2,11 @@
 //! line (each with `-s`'s mode or its own, `NAME=shared` or
 //! `NAME=exclusive`) as one [`LockSet`], all or none in the library's
 //! global order; with `--supersede`, watching for newer requests while it
-//! waits.
+//! waits. Each NAME is read by the library's spec grammar
+//! ([`withlock::spec`]); with `--url`, as a name on the server.
 
 use withlock::pg::Identity;
-use withlock::{AnyLock, LockSet, Mode, PgLock, SetGuard, Supersede, Wait};
+use withlock::{AnyLock, LockSet, LockSpec, Mode, PgLock, SetGuard, Supersede, Wait};
 
 use crate::cli::Cli;
 use crate::option_support;
@@ -28,12 +29,28 @@ pub fn lock_set(cli: &Cli) -> anyhow::Result<LockSet> {
             .collect();
         Identity::running(&argv)
     });
+    if cli.url.is_some() && cli.supersede {
+        // Supersede notices travel over this machine's abstract sockets;
+        // a newer request on another machine would never be seen.
+        return Err(option_support::Unsupported::new(
+            "--supersede works on one machine only: drop --supersede or --url".into(),
+        )
+        .into());
+    }
     let mut locks = Vec::with_capacity(cli.locks.len());
     for spec in &cli.locks {
-        let (spec, own_mode) = withlock::split_spec(spec)?;
-        let lock = match (&cli.url, &identity) {
-            (Some(url), Some(identity)) => server_lock(cli, url, spec, identity)?,
-            _ => AnyLock::parse(spec, cli.dir.as_deref())?,
+        let (lock, own_mode) = match (&cli.url, &identity) {
+            (Some(url), Some(identity)) => {
+                let spec = LockSpec::parse_on_server(spec)?;
+                let lock = PgLock::announced(url, spec.target.as_str(), identity.clone())?
+                    .with_grace(cli.grace);
+                (AnyLock::Pg(Box::new(lock)), spec.mode)
+            }
+            _ => {
+                let spec = LockSpec::parse(spec)?;
+                let lock = AnyLock::at(&spec.target, &spec.label, cli.dir.as_deref())?;
+                (lock, spec.mode)
+            }
         };
         // A lock's own mode wins over -s and --max, so only a lock without
         // one must be able to honour them.
@@ -48,31 +65,6 @@ pub fn lock_set(cli: &Cli) -> anyhow::Result<LockSet> {
         locks.push(lock);
     }
     Ok(LockSet::new(locks)?)
-}
-
-/// The lock `spec` names on the PostgreSQL server at `url`, announced to
-/// other sessions as `identity`. Only lock names go to a server: a path or
-/// socket spec is a local lock, and taking it there instead would be a
-/// silent change of meaning.
-fn server_lock(cli: &Cli, url: &str, spec: &str, identity: &Identity) -> anyhow::Result<AnyLock> {
-    if cli.supersede {
-        // Supersede notices travel over this machine's abstract sockets;
-        // a newer request on another machine would never be seen.
-        return Err(option_support::Unsupported::new(
-            "--supersede works on one machine only: drop --supersede or --url".into(),
-        )
-        .into());
-    }
-    if spec.contains('/') || withlock::SocketAddress::parse(spec).is_some() {
-        return Err(option_support::Unsupported::new(format!(
-            "{}: with --url, locks are names on the server, not paths or sockets; \
-             drop --url to lock it on this machine",
-            withlock::escape::text(spec)
-        ))
-        .into());
-    }
-    let lock = PgLock::announced(url, spec, identity.clone())?.with_grace(cli.grace);
-    Ok(AnyLock::Pg(Box::new(lock)))
 }
 
 /// Takes every lock of `set`, reporting the wait unless quiet; with

@@ -27,7 +27,7 @@ use crate::pg::{PgGuard, PgLock};
 use crate::request::Mode;
 use crate::socket::socket_key::SocketKey;
 use crate::socket::socket_lock::{SocketGuard, SocketLock};
-use crate::socket::socket_spec::SocketAddress;
+use crate::spec::LockTarget;
 
 /// Which kind of lock an [`AnyLock`] is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -74,12 +74,20 @@ pub enum AnyLock {
 
 impl AnyLock {
     /// A socket spec (`tcp:PORT`, `tcp:HOST:PORT`, `unix:PATH`,
-    /// `abstract:NAME`), else a lock name or lock file path as
-    /// [`FileLock::parse`] reads it.
+    /// `abstract:NAME`), a lock file path or a lock name, as
+    /// [`LockTarget::parse`] reads it (without a mode of its own).
     pub fn parse(spec: &str, dir: Option<&Path>) -> Result<AnyLock> {
-        match SocketAddress::parse(spec) {
-            Some(address) => Ok(AnyLock::Socket(SocketLock::new(address?).labelled(spec))),
-            None => FileLock::parse(spec, dir).map(AnyLock::File),
+        AnyLock::at(&LockTarget::parse(spec)?, spec, dir)
+    }
+
+    /// The lock `target` names, exclusive, labelled `label` in messages; a
+    /// name is a lock file in `dir`, or in [`crate::lock_dir::default_dir`].
+    pub fn at(target: &LockTarget, label: &str, dir: Option<&Path>) -> Result<AnyLock> {
+        match target {
+            LockTarget::File(target) => FileLock::at(target, dir).map(AnyLock::File),
+            LockTarget::Socket(address) => Ok(AnyLock::Socket(
+                SocketLock::new(address.clone()).labelled(label),
+            )),
         }
     }
 

@@ -22,6 +22,7 @@ use crate::holder::Holders;
 use crate::lock::Lock;
 use crate::socket::socket_lock::SocketLock;
 use crate::socket::socket_spec::SocketAddress;
+use crate::spec::LockTarget;
 
 /// One lock and who holds and waits for it.
 #[derive(Debug, Clone)]
@@ -58,31 +59,30 @@ pub enum Found {
     NoFile,
 }
 
-/// The status of the named locks in `dir` (a name with '/' is a lock file
-/// path and `tcp:`, `unix:`, `abstract:` specs are socket locks, as
-/// everywhere), or of every `*.lock` entry there when `names` is empty.
+/// The status of the named locks in `dir` (each read by
+/// [`LockTarget::parse`], as everywhere: a name, a path or a socket spec,
+/// without a mode), or of every `*.lock` entry there when `names` is empty.
 pub fn list(dir: &Path, names: &[String]) -> Result<Vec<LockStatus>> {
     if names.is_empty() {
         return lock_entries(dir)?
             .into_iter()
             .map(|entry| match entry {
-                Entry::Lock(name) => file_status(&name, dir),
+                Entry::Lock(name) => file_status(FileLock::named(&name, Some(dir))?),
                 Entry::Skipped { name, path, what } => Ok(skipped(name, path, what)),
             })
             .collect();
     }
     names
         .iter()
-        .map(|name| match SocketAddress::parse(name) {
-            Some(address) => socket_status(name, address?),
-            None => file_status(name, dir),
+        .map(|name| match LockTarget::parse(name)? {
+            LockTarget::Socket(address) => socket_status(name, address),
+            LockTarget::File(target) => file_status(FileLock::at(&target, Some(dir))?),
         })
         .collect()
 }
 
-/// A file lock, named or found in `dir`.
-fn file_status(name: &str, dir: &Path) -> Result<LockStatus> {
-    let lock = FileLock::parse(name, Some(dir))?;
+/// A file lock, named or found in the lock directory.
+fn file_status(lock: FileLock) -> Result<LockStatus> {
     let path = lock.path();
     let found = match std::fs::symlink_metadata(&path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Found::Nothing,

@@ -8,7 +8,7 @@
 //! feature, a `PgLock` is an advisory lock on a PostgreSQL server (the
 //! `pg` module). [`AnyLock`] is any of them, chosen by the spec (`deploy`,
 //! `./x.lock`, `tcp:4711`, `unix:/run/x.sock`, `abstract:x`, or a name on
-//! a server).
+//! a server; the grammar is in [`spec`]).
 //!
 //! Several locks are a [`LockSet`], taken all or none in one global order
 //! so that callers naming them in any order never deadlock; `NAME=shared`
@@ -51,6 +51,7 @@ mod proc_locks;
 mod request;
 mod server_session;
 mod socket;
+pub mod spec;
 pub mod supersede;
 
 pub use any_lock::{AnyGuard, AnyLock, Kind, LockKey};
@@ -67,7 +68,7 @@ pub use holder::{Holder, Holders, HoldersText, human_duration};
 pub use inspect::{Found, LockStatus, list};
 pub use lock::{Lock, NoHooks, WaitHooks, with_lock};
 pub use lock_loss::LockLoss;
-pub use lock_set::{LockSet, SetGuard, SetHooks, parse_spec, split_spec};
+pub use lock_set::{LockSet, SetGuard, SetHooks, parse_spec};
 #[cfg(feature = "postgres")]
 pub use pg::{PgGuard, PgLock};
 pub use request::{Mode, Wait};
@@ -75,4 +76,5 @@ pub use server_session::{ClientAddress, ServerSession};
 pub use socket::socket_file::TAKEOVER_SUFFIX;
 pub use socket::socket_lock::{SocketGuard, SocketLock};
 pub use socket::socket_spec::{MAX_SOCKET_PATH, SocketAddress};
+pub use spec::{FileTarget, LockSpec, LockTarget};
 pub use supersede::{Supersede, SupersedeHooks};

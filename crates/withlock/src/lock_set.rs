@@ -37,10 +37,7 @@
 //! whose time ran out before its last lock is timed out, not busy.
 //!
 //! **Per-lock modes** in a spec ([`parse_spec`]): `NAME=shared` or
-//! `NAME=exclusive` (`=` cannot occur in a lock name). A spec that ends in
-//! one of those two words after a `=` always has it read as its mode; a
-//! path or socket name that itself ends so is written with a mode after it
-//! (`./x=shared=exclusive`).
+//! `NAME=exclusive`, read as [`crate::spec`] says.
 //!
 //! ```no_run
 //! use withlock::{LockSet, Mode};
@@ -61,7 +58,7 @@ use crate::error::{Error, Result};
 use crate::lock::{Lock, NoHooks, WaitHooks};
 use crate::lock_loss::LockLoss;
 use crate::request::{Mode, Wait};
-use crate::socket::socket_spec::SocketAddress;
+use crate::spec::LockSpec;
 
 /// What a caller wants to hear while a set of locks is being taken: the
 /// [`WaitHooks`] of each wait, and which lock is tried next.
@@ -73,39 +70,12 @@ pub trait SetHooks: WaitHooks {
 
 impl SetHooks for NoHooks {}
 
-/// Splits a lock spec with an optional mode of its own: `build`,
-/// `artifacts=shared`, `./x.lock=exclusive`, `tcp:4711`. The lock is read
-/// by [`AnyLock::parse`]; without a mode of its own it is taken in
-/// `default`.
+/// The lock `spec` names on this machine, in the mode it gives itself
+/// (`artifacts=shared`, `./x.lock=exclusive`) or else `default`; the spec
+/// is read by [`LockSpec::parse`].
 pub fn parse_spec(spec: &str, dir: Option<&Path>, default: Mode) -> Result<AnyLock> {
-    let (lock, mode) = split_spec(spec)?;
-    AnyLock::parse(lock, dir)?.with_mode(mode.unwrap_or(default))
-}
-
-/// The lock part of `spec` and the mode it gives itself, if any:
-/// `artifacts=shared` is `("artifacts", Some(Mode::Shared))`. A lock name
-/// with any other word after `=` is refused with [`Error::InvalidName`].
-pub fn split_spec(spec: &str) -> Result<(&str, Option<Mode>)> {
-    if let Some((lock, word)) = spec.rsplit_once('=') {
-        let mode = match word {
-            "shared" => Some(Mode::Shared),
-            "exclusive" => Some(Mode::Exclusive),
-            _ => None,
-        };
-        if let Some(mode) = mode {
-            return Ok((lock, Some(mode)));
-        }
-        // A lock name cannot contain '=': say what '=' means.
-        let is_name = !spec.contains('/') && SocketAddress::parse(spec).is_none();
-        if is_name {
-            return Err(Error::InvalidName {
-                name: spec.to_owned(),
-                reason: "a lock's own mode follows '=' and is shared or exclusive, \
-                         as in artifacts=shared",
-            });
-        }
-    }
-    Ok((spec, None))
+    let spec = LockSpec::parse(spec)?;
+    AnyLock::at(&spec.target, &spec.label, dir)?.with_mode(spec.mode.unwrap_or(default))
 }
 
 /// Several locks, each with its own mode, taken all or none in the global

@@ -40,6 +40,7 @@ use crate::holder::Holders;
 use crate::lock::{Lock, WaitHooks};
 use crate::proc_locks::{self, FileId};
 use crate::request::Mode;
+use crate::spec::FileTarget;
 
 /// How often a busy lock whose holder cannot be seen is tried again.
 const UNSEEN_HOLDER_RETRIES: u32 = 3;
@@ -77,14 +78,19 @@ pub struct FileLock {
 impl FileLock {
     /// The lock called `name` in `dir`, or in [`lock_dir::default_dir`].
     pub fn named(name: &str, dir: Option<&Path>) -> Result<FileLock> {
-        let name = LockName::new(name)?;
-        Ok(FileLock {
+        Ok(FileLock::in_dir(&LockName::new(name)?, dir))
+    }
+
+    /// The lock called `name`, already checked, in `dir` or in
+    /// [`lock_dir::default_dir`].
+    pub(crate) fn in_dir(name: &LockName, dir: Option<&Path>) -> FileLock {
+        FileLock {
             dir: dir.map_or_else(lock_dir::default_dir, Path::to_owned),
             file_name: name.file_name(),
             label: name.to_string(),
             mode: Mode::Exclusive,
             max: None,
-        })
+        }
     }
 
     /// The lock on the file at `path`, shared with flock(1) on that path.
@@ -111,12 +117,18 @@ impl FileLock {
         })
     }
 
-    /// A lock name, or a path when `spec` contains `/`.
+    /// A lock name, or a path when `spec` contains `/`, as
+    /// [`FileTarget::parse`] reads it.
     pub fn parse(spec: &str, dir: Option<&Path>) -> Result<FileLock> {
-        if spec.contains('/') {
-            FileLock::at_path(Path::new(spec))
-        } else {
-            FileLock::named(spec, dir)
+        FileLock::at(&FileTarget::parse(spec)?, dir)
+    }
+
+    /// The lock `target` names, exclusive; a name is a lock file in `dir`,
+    /// or in [`lock_dir::default_dir`].
+    pub fn at(target: &FileTarget, dir: Option<&Path>) -> Result<FileLock> {
+        match target {
+            FileTarget::Name(name) => Ok(FileLock::in_dir(name, dir)),
+            FileTarget::Path(path) => FileLock::at_path(path),
         }
     }
 

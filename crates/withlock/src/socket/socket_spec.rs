@@ -1,11 +1,8 @@
 //! Socket lock specs: `tcp:PORT`, `tcp:HOST:PORT`, `unix:PATH` and
 //! `abstract:NAME`.
 //!
-//! A spec is recognised by its prefix alone, before any lock-name or path
-//! rule applies, so `unix:/run/x.sock` is a socket even though it contains
-//! '/'. (A lock file whose path starts with such a prefix is still reachable
-//! as `./tcp:...`.) Lock names cannot contain ':', so no valid lock name is
-//! taken over by a prefix.
+//! A spec is recognised by its prefix alone ([`is_socket_spec`]); where
+//! that stands among the other kinds of lock spec is in [`crate::spec`].
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
@@ -16,6 +13,15 @@ use crate::error::{Error, Result};
 /// The longest `sun_path` a Linux Unix socket address holds, without the
 /// trailing NUL (path sockets) or the leading NUL (abstract names).
 pub const MAX_SOCKET_PATH: usize = 107;
+
+/// The prefixes that make a spec a socket spec.
+const PREFIXES: [&str; 3] = ["tcp:", "unix:", "abstract:"];
+
+/// True when `spec` has a socket prefix, so that it is a socket spec
+/// whether or not the rest of it is valid.
+pub(crate) fn is_socket_spec(spec: &str) -> bool {
+    PREFIXES.iter().any(|prefix| spec.starts_with(prefix))
+}
 
 /// Where a socket lock lives.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
