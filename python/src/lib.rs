@@ -160,6 +160,9 @@ fn acquire(
         Some(t) => Duration::try_from_secs_f64(t).map_or(Wait::Forever, Wait::For),
     };
     let mut hooks = SignalCheck::default();
+    // A signal Python's handler takes just before the wait blocks must
+    // still wake it, so SignalCheck runs and a KeyboardInterrupt is raised.
+    withlock::wake_waits_on_handled_signals();
     // Other Python threads run while this one sleeps in the kernel.
     let result = py.detach(|| lock.acquire_with(wait, &mut hooks));
     match result {

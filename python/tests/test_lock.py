@@ -251,6 +251,48 @@ def test_ctrl_c_ends_the_wait_with_keyboard_interrupt(tmp_path: Path, timeout: s
         assert [h.pid for h in lock.holders()] == [os.getpid()]
 
 
+INTERRUPT_AT_MANY_MOMENTS = """
+import random, signal, sys, threading, time, withlock
+lock = withlock.lock(sys.argv[1], dir=sys.argv[2])
+main = threading.get_ident()
+caught = 0
+for _ in range(int(sys.argv[3])):
+    delay = random.uniform(0, 0.002)
+    def interrupt():
+        time.sleep(delay)
+        signal.pthread_kill(main, signal.SIGINT)
+    sender = threading.Thread(target=interrupt)
+    try:
+        sender.start()
+        lock.acquire()
+    except KeyboardInterrupt:
+        caught += 1
+    sender.join()
+print(caught)
+"""
+
+
+def test_ctrl_c_at_any_moment_of_the_wait_ends_it(tmp_path: Path) -> None:
+    # Each Ctrl-C lands at another moment: before the wait, while it enters
+    # the queue, just before it blocks, or once it sleeps in the kernel. A
+    # lost one leaves the child waiting for a lock we never release.
+    rounds = 500
+    with withlock.lock("busy", dir=tmp_path):
+        waiter = subprocess.Popen(
+            [sys.executable, "-c", INTERRUPT_AT_MANY_MOMENTS, "busy", str(tmp_path), str(rounds)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            out, err = waiter.communicate(timeout=3 * EVENT_DEADLINE)
+        except subprocess.TimeoutExpired:
+            waiter.kill()
+            waiter.communicate()
+            pytest.fail("a Ctrl-C was lost: the waiter never raised KeyboardInterrupt")
+        assert (waiter.returncode, out) == (0, f"{rounds}\n"), err
+
+
 def test_a_signal_whose_handler_returns_does_not_end_the_wait(tmp_path: Path, python_holder) -> None:
     holder = python_holder("usr1")
     lock = withlock.lock("usr1", dir=tmp_path)

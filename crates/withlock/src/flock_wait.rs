@@ -23,6 +23,7 @@ use std::sync::Once;
 use std::time::{Duration, Instant};
 
 use crate::request::Mode;
+use crate::signal_wake::Wake;
 
 /// How a lock attempt ended, other than with an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +99,11 @@ pub(crate) fn lock(
 /// or `interrupted()` says to stop; a signal makes `call` fail with `EINTR`
 /// (the deadline timer's among them). flock(2) and `fcntl(F_OFD_SETLKW)`
 /// waits share this.
+///
+/// `interrupted()` is also asked before the first call: a signal handled
+/// since the caller's last check (while it set up this wait) did not
+/// interrupt any call, and would otherwise be lost until the lock is free.
+/// One handled between the check and the call is caught by [`Wake`].
 pub(crate) fn block(
     deadline: Option<Instant>,
     interrupted: &mut dyn FnMut() -> bool,
@@ -107,10 +113,15 @@ pub(crate) fn block(
         Some(deadline) => Some(DeadlineTimer::arm(deadline)?),
         None => None,
     };
+    let wake = Wake::register()?;
+    if interrupted() {
+        return Ok(Outcome::Interrupted);
+    }
     loop {
         match call() {
             Ok(()) => return Ok(Outcome::Locked),
             Err(e) if is_interrupt(&e) => {
+                wake.disarm();
                 if deadline.is_some_and(|d| Instant::now() >= d) {
                     return Ok(Outcome::TimedOut);
                 }
@@ -270,6 +281,68 @@ mod tests {
         assert_eq!(outcome, Outcome::TimedOut);
         assert!(Instant::now() >= deadline);
     }
+
+    /// Set by the handler of SIGUSR2, which only these tests use.
+    static HANDLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+    extern "C" fn note_handled(_: libc::c_int) {
+        HANDLED.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// A handler that only notes the signal, as Python's does, installed
+    /// without SA_RESTART and wrapped by the relay; then SIGUSR2 handled
+    /// on this thread, now.
+    fn handle_sigusr2_now() {
+        // SAFETY: an all-zero sigaction is valid; the handler only stores
+        // to an atomic, which is async-signal-safe.
+        unsafe {
+            let mut action: libc::sigaction = MaybeUninit::zeroed().assume_init();
+            action.sa_sigaction = note_handled as *const () as libc::sighandler_t;
+            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigaction(libc::SIGUSR2, &action, std::ptr::null_mut());
+        }
+        crate::wake_waits_on_handled_signals();
+        // SAFETY: signals this thread; the handler runs before it returns.
+        unsafe { libc::pthread_kill(libc::pthread_self(), libc::SIGUSR2) };
+    }
+
+    /// Waits on a lock someone holds, with `before_call` run just before
+    /// each flock(); the interrupt check asks whether SIGUSR2 was handled.
+    fn wait_noting_sigusr2(before_call: &mut dyn FnMut()) -> Outcome {
+        let (_dir, a, b) = lock_file();
+        try_lock(a.as_fd(), Mode::Exclusive).unwrap();
+        // Only a lost signal waits this long, and then times out.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut interrupted = || HANDLED.swap(false, std::sync::atomic::Ordering::SeqCst);
+        block(Some(deadline), &mut interrupted, &mut || {
+            before_call();
+            flock_once(b.as_fd(), Mode::Exclusive)
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_signal_handled_before_the_wait_blocks_ends_it() {
+        let _serial = SIGUSR2_TESTS.lock().unwrap_or_else(|e| e.into_inner());
+        handle_sigusr2_now();
+        assert_eq!(wait_noting_sigusr2(&mut || {}), Outcome::Interrupted);
+    }
+
+    #[test]
+    fn a_signal_handled_just_before_the_blocking_call_ends_the_wait() {
+        let _serial = SIGUSR2_TESTS.lock().unwrap_or_else(|e| e.into_inner());
+        HANDLED.store(false, std::sync::atomic::Ordering::SeqCst);
+        let mut first = true;
+        let outcome = wait_noting_sigusr2(&mut || {
+            // After the check before the call: only the relay can wake it.
+            if std::mem::take(&mut first) {
+                handle_sigusr2_now();
+            }
+        });
+        assert_eq!(outcome, Outcome::Interrupted);
+    }
+
+    static SIGUSR2_TESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
     #[test]
     fn a_free_lock_is_taken_even_with_a_past_deadline() {

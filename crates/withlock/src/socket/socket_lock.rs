@@ -59,6 +59,7 @@ use crate::holder::{Holder, Holders};
 use crate::lock::{Lock, NoHooks, WaitHooks};
 use crate::ownership;
 use crate::request::Mode;
+use crate::signal_wake::Wake;
 use crate::socket::sockaddr::Sockaddr;
 use crate::socket::socket_file::{self, SocketFile, Stop, file_kind};
 use crate::socket::socket_spec::SocketAddress;
@@ -528,6 +529,11 @@ fn poll_until(
     until: Option<Instant>,
     hooks: &mut dyn WaitHooks,
 ) -> std::result::Result<Woke, Errno> {
+    // As flock_wait::block: a signal handled before poll() is not lost.
+    let wake = Wake::register().map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(0)))?;
+    if hooks.interrupted() {
+        return Ok(Woke::Interrupted);
+    }
     loop {
         let timeout = match until {
             None => -1,
@@ -557,6 +563,7 @@ fn poll_until(
                 if errno != Errno::EINTR {
                     return Err(errno);
                 }
+                wake.disarm();
                 if hooks.interrupted() {
                     return Ok(Woke::Interrupted);
                 }
