@@ -14,7 +14,7 @@ use nix::time::{ClockId, clock_gettime};
 /// Now on CLOCK_MONOTONIC, in nanoseconds. Every process on the machine
 /// shares this clock, and it never jumps, so stamps from two processes can
 /// be subtracted.
-pub fn monotonic_ns() -> Result<u64> {
+pub(crate) fn monotonic_ns() -> Result<u64> {
     let now = clock_gettime(ClockId::CLOCK_MONOTONIC).context("clock_gettime")?;
     let seconds = u64::try_from(now.tv_sec()).context("negative monotonic time")?;
     let nanos = u64::try_from(now.tv_nsec()).context("negative monotonic time")?;
@@ -22,7 +22,7 @@ pub fn monotonic_ns() -> Result<u64> {
 }
 
 /// `stamp FILE`: records when the waiter's command started.
-pub fn stamp(file: &Path, started_ns: u64) -> Result<()> {
+pub(crate) fn stamp(file: &Path, started_ns: u64) -> Result<()> {
     write_stamp(file, started_ns)
 }
 
@@ -33,7 +33,7 @@ pub fn stamp(file: &Path, started_ns: u64) -> Result<()> {
 /// the benchmark does that only once the waiter is blocked in the kernel, so
 /// the handoff that follows is a real one. The end time is taken last, just
 /// before exiting.
-pub fn hold(ready: &Path, go: &Path, end: &Path) -> Result<()> {
+pub(crate) fn hold(ready: &Path, go: &Path, end: &Path) -> Result<()> {
     File::create(ready).with_context(|| format!("cannot create {}", ready.display()))?;
     let mut gate = File::open(go).with_context(|| format!("cannot open {}", go.display()))?;
     let mut byte = [0u8; 1];
@@ -48,7 +48,7 @@ pub fn hold(ready: &Path, go: &Path, end: &Path) -> Result<()> {
 /// unlocked runs would read the same value, so every lost update counted
 /// afterwards is a moment two holders ran at once. An empty file, which a
 /// reader can see in the middle of another's write, counts as zero.
-pub fn increment(file: &Path) -> Result<()> {
+pub(crate) fn increment(file: &Path) -> Result<()> {
     let text =
         fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     let count = parse_count(&text).with_context(|| format!("{} holds no count", file.display()))?;
@@ -57,7 +57,7 @@ pub fn increment(file: &Path) -> Result<()> {
 }
 
 /// The number in a counter or stamp file; empty means zero.
-pub fn parse_count(text: &str) -> Result<u64> {
+pub(crate) fn parse_count(text: &str) -> Result<u64> {
     let text = text.trim();
     if text.is_empty() {
         return Ok(0);
@@ -73,7 +73,7 @@ fn write_stamp(file: &Path, ns: u64) -> Result<()> {
 
 /// Reads back a stamp, or a final count; unlike [`parse_count`], an empty
 /// file is an error here, since something failed to write it.
-pub fn read_number(file: &Path) -> Result<u64> {
+pub(crate) fn read_number(file: &Path) -> Result<u64> {
     let text =
         fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     anyhow::ensure!(!text.trim().is_empty(), "{} is empty", file.display());

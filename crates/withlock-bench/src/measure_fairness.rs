@@ -28,7 +28,7 @@ use crate::measure_handoff::{STEP_LIMIT, start_holder};
 use crate::rig::{Rig, Wrapper};
 
 /// How long the reader stream runs at most once the exclusive waiter asked.
-pub const STREAM_LIMIT: Duration = Duration::from_secs(3);
+pub(crate) const STREAM_LIMIT: Duration = Duration::from_secs(3);
 /// How long the stream runs before the exclusive waiter asks.
 const STREAM_WARMUP: Duration = Duration::from_millis(300);
 /// The lock used for the reader stream.
@@ -36,7 +36,7 @@ const STREAM_LOCK: &str = "stream";
 
 /// The figures of each wrapper.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct Fairness {
+pub(crate) struct Fairness {
     /// Pairs of waiters served against their arrival order.
     pub inversions: [Option<u64>; 2],
     /// The exclusive waiter's wait behind the readers, in hold times.
@@ -46,7 +46,12 @@ pub struct Fairness {
 }
 
 /// Both measurements for both wrappers ([`Wrapper::BOTH`] order).
-pub fn measure(rig: &Rig, waiters: usize, readers: usize, hold: Duration) -> Result<Fairness> {
+pub(crate) fn measure(
+    rig: &Rig,
+    waiters: usize,
+    readers: usize,
+    hold: Duration,
+) -> Result<Fairness> {
     eprintln!(
         "fairness: {waiters} waiters in order; an exclusive waiter behind {readers} readers \
          holding {} ms each",
@@ -77,7 +82,7 @@ pub fn measure(rig: &Rig, waiters: usize, readers: usize, hold: Duration) -> Res
 }
 
 /// Pairs (i, j), i arrived before j, where j was served before i.
-pub fn inversions(served: &[usize]) -> u64 {
+pub(crate) fn inversions(served: &[usize]) -> u64 {
     let mut count = 0;
     for (a, first) in served.iter().enumerate() {
         count += served[a + 1..]

@@ -32,14 +32,14 @@ pub(crate) const LOCK: &str = "h";
 
 /// Latencies in microseconds, one per trial.
 #[derive(Debug, Default)]
-pub struct Handoff {
+pub(crate) struct Handoff {
     pub withlock: Vec<f64>,
     pub flock: Vec<f64>,
 }
 
 /// `trials` handoffs through each wrapper, alternating, with the wrapper
 /// that goes first swapped every trial.
-pub fn measure(rig: &Rig, trials: usize) -> Result<Handoff> {
+pub(crate) fn measure(rig: &Rig, trials: usize) -> Result<Handoff> {
     eprintln!("handoff: {trials} trials each of withlock and flock(1)");
     let [withlock, flock] = interleaved(rig, trials, Wrapper::BOTH)?;
     Ok(Handoff { withlock, flock })

@@ -46,7 +46,7 @@ const LIBRARY_LOCK: &str = "library";
 /// Everything `--pg` measures. Arrays of three are in [`Wrapper::WITH_PG`]
 /// order: withlock --url, local withlock, flock(1).
 #[derive(Debug, Default)]
-pub struct PgResults {
+pub(crate) struct PgResults {
     /// `SHOW server_version`.
     pub server_version: String,
     /// Startup wall times in milliseconds, and bare `true`'s.
@@ -62,7 +62,7 @@ pub struct PgResults {
 
 /// In-process times of one operation each, in microseconds.
 #[derive(Debug, Default)]
-pub struct Library {
+pub(crate) struct Library {
     /// `PgLock::acquire` then `PgGuard::release`: connect, set up the
     /// session, lock, unlock, close.
     pub pg_lock: Vec<f64>,
@@ -103,7 +103,7 @@ const OPERATIONS: [Operation; 6] = [
 
 /// Fails with the command that installs the server binaries if they are
 /// missing, rather than let [`TestServer::start`] panic.
-pub fn check_server_binaries() -> Result<PathBuf> {
+pub(crate) fn check_server_binaries() -> Result<PathBuf> {
     let bin = PathBuf::from(std::env::var_os("WITHLOCK_PG_BIN").unwrap_or(DEFAULT_BIN.into()));
     check_binaries_in(&bin)?;
     Ok(bin)
@@ -123,7 +123,7 @@ fn check_binaries_in(bin: &Path) -> Result<()> {
 
 /// Starts a private server. The caller keeps it for the whole run; it
 /// stops when dropped.
-pub fn start_server() -> Result<TestServer> {
+pub(crate) fn start_server() -> Result<TestServer> {
     let bin = check_server_binaries()?;
     eprintln!(
         "pg: starting a private PostgreSQL server from {}",
@@ -144,7 +144,12 @@ pub fn start_server() -> Result<TestServer> {
 
 /// Every `--pg` measurement; `rig` must have the server
 /// ([`Rig::with_server`]).
-pub fn measure(rig: &Rig, runs: usize, handoffs: usize, waiters: usize) -> Result<PgResults> {
+pub(crate) fn measure(
+    rig: &Rig,
+    runs: usize,
+    handoffs: usize,
+    waiters: usize,
+) -> Result<PgResults> {
     let url = rig.url()?.to_owned();
     let mut admin = Client::connect(&url, NoTls).context("cannot connect to the server")?;
     let server_version: String = admin.query_one("SHOW server_version", &[])?.get(0);

@@ -13,7 +13,7 @@ use crate::rig::{self, Rig, Wrapper};
 
 /// Wall times in milliseconds, one per run.
 #[derive(Debug, Default)]
-pub struct Startup {
+pub(crate) struct Startup {
     pub withlock: Vec<f64>,
     pub flock: Vec<f64>,
     pub bare: Vec<f64>,
@@ -35,7 +35,7 @@ const SUBJECTS: [Subject; 3] = [
 /// `runs` runs of each subject, interleaved: every round runs all three, in
 /// an order that rotates from round to round so none is always first after
 /// the benchmark's own bookkeeping.
-pub fn measure(rig: &Rig, runs: usize) -> Result<Startup> {
+pub(crate) fn measure(rig: &Rig, runs: usize) -> Result<Startup> {
     eprintln!("startup: {runs} runs each of withlock, flock(1) and bare true");
     let [withlock, flock, bare] = interleaved(rig, runs, SUBJECTS)?;
     Ok(Startup {

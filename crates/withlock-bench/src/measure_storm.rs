@@ -21,7 +21,7 @@ const LOCK: &str = "storm";
 
 /// One storm's outcome.
 #[derive(Debug, Clone, Copy)]
-pub struct Round {
+pub(crate) struct Round {
     pub runs_per_sec: f64,
     /// Runs made minus the final count; 0 when the lock held.
     pub lost_updates: i64,
@@ -29,13 +29,13 @@ pub struct Round {
 
 /// Every round of each wrapper, in the order they ran.
 #[derive(Debug, Default)]
-pub struct Storm {
+pub(crate) struct Storm {
     pub withlock: Vec<Round>,
     pub flock: Vec<Round>,
 }
 
 /// `rounds` storms of each wrapper, alternating flock(1) and withlock.
-pub fn measure(rig: &Rig, procs: usize, iterations: usize, rounds: usize) -> Result<Storm> {
+pub(crate) fn measure(rig: &Rig, procs: usize, iterations: usize, rounds: usize) -> Result<Storm> {
     eprintln!("storm: {procs} processes x {iterations} locked runs, {rounds} rounds each");
     let mut storm = Storm::default();
     for round in 1..=rounds {

@@ -24,7 +24,7 @@ use crate::rig::{GAVE_UP, Rig, Wrapper};
 
 /// Wall times in milliseconds from spawn to exit, one per trial.
 #[derive(Debug, Default)]
-pub struct Timeouts {
+pub(crate) struct Timeouts {
     pub withlock: Vec<f64>,
     pub flock: Vec<f64>,
 }
@@ -32,7 +32,7 @@ pub struct Timeouts {
 /// `trials` timed-out waits through each wrapper, each asked to give up
 /// after `limit`; alternating, with the wrapper that goes first swapped
 /// every trial.
-pub fn measure(rig: &Rig, trials: usize, limit: Duration) -> Result<Timeouts> {
+pub(crate) fn measure(rig: &Rig, trials: usize, limit: Duration) -> Result<Timeouts> {
     eprintln!(
         "timeout: {trials} trials each of withlock and flock(1), giving up after {} ms",
         limit.as_millis()

@@ -10,7 +10,7 @@
 use std::io;
 
 /// How many requests are blocked on the file with inode `inode`.
-pub fn blocked_count(inode: u64) -> io::Result<usize> {
+pub(crate) fn blocked_count(inode: u64) -> io::Result<usize> {
     let text = std::fs::read_to_string("/proc/locks")?;
     Ok(text
         .lines()
@@ -24,7 +24,7 @@ pub fn blocked_count(inode: u64) -> io::Result<usize> {
 /// Only the inode number is compared, not the device: on overlayfs and
 /// btrfs the device in `/proc/locks` differs from the one stat reports, and
 /// the benchmark's own lock files are the only ones with waiters here.
-pub fn is_blocked_flock_on(line: &str, inode: u64) -> bool {
+pub(crate) fn is_blocked_flock_on(line: &str, inode: u64) -> bool {
     let mut fields = line.split_whitespace();
     let _ordinal = fields.next();
     if fields.next() != Some("->") || !matches!(fields.next(), Some("FLOCK" | "OFDLCK")) {

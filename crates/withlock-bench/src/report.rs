@@ -18,7 +18,7 @@ use crate::stats::{self, Summary};
 
 /// What the run was asked to do.
 #[derive(Debug, Clone, Copy)]
-pub struct Settings {
+pub(crate) struct Settings {
     pub runs: usize,
     pub handoffs: usize,
     pub procs: usize,
@@ -37,7 +37,7 @@ pub struct Settings {
 
 /// Everything measured in one run.
 #[derive(Debug)]
-pub struct Results {
+pub(crate) struct Results {
     pub settings: Settings,
     pub startup: Startup,
     pub handoff: Handoff,
@@ -131,7 +131,7 @@ impl Row {
 }
 
 /// The plain-text table.
-pub fn table(results: &Results) -> String {
+pub(crate) fn table(results: &Results) -> String {
     let f = Figures::of(results);
     let median = |s: Option<Summary>| s.map(|s| s.median);
     let p90 = |s: Option<Summary>| s.map(|s| s.p90);
@@ -263,7 +263,7 @@ pub fn table(results: &Results) -> String {
 }
 
 /// The same figures as JSON, with per-round storm results as well.
-pub fn json(results: &Results) -> String {
+pub(crate) fn json(results: &Results) -> String {
     let f = Figures::of(results);
     let s = results.settings;
     let median = |s: Option<Summary>| s.map(|s| s.median);

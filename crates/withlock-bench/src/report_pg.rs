@@ -14,7 +14,7 @@ use crate::stats::{self, Summary};
 
 /// What the `--pg` run was asked to do.
 #[derive(Debug, Clone, Copy)]
-pub struct PgSettings {
+pub(crate) struct PgSettings {
     pub runs: usize,
     pub handoffs: usize,
     pub waiters: usize,
@@ -42,7 +42,7 @@ fn library_rows(results: &PgResults) -> [(&'static str, &'static str, &[f64]); 6
 }
 
 /// The plain-text table.
-pub fn table(results: &PgResults, settings: PgSettings) -> String {
+pub(crate) fn table(results: &PgResults, settings: PgSettings) -> String {
     let startup = results.startup.each_ref().map(|s| Summary::of(s));
     let bare = Summary::of(&results.startup_bare);
     let handoff = results.handoff.each_ref().map(|s| Summary::of(s));
@@ -117,7 +117,7 @@ pub fn table(results: &PgResults, settings: PgSettings) -> String {
 }
 
 /// The same figures as JSON.
-pub fn json(results: &PgResults, settings: PgSettings) -> String {
+pub(crate) fn json(results: &PgResults, settings: PgSettings) -> String {
     let keys = ["withlock_pg", "withlock", "flock"];
     let by_wrapper = |samples: &[Vec<f64>; 3]| -> Value {
         let mut map = serde_json::Map::new();

@@ -20,11 +20,11 @@ use crate::proc_locks;
 
 /// The exit status of a wrapper that gave up waiting: withlock's default
 /// (EX_TEMPFAIL), and what flock(1) is told to use with `-E`.
-pub const GAVE_UP: i32 = 75;
+pub(crate) const GAVE_UP: i32 = 75;
 
 /// A lock wrapper under test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Wrapper {
+pub(crate) enum Wrapper {
     /// withlock on this machine (`--dir`).
     Withlock,
     Flock,
@@ -34,13 +34,13 @@ pub enum Wrapper {
 
 impl Wrapper {
     /// The two local wrappers, in the order they are reported.
-    pub const BOTH: [Wrapper; 2] = [Wrapper::Withlock, Wrapper::Flock];
+    pub(crate) const BOTH: [Wrapper; 2] = [Wrapper::Withlock, Wrapper::Flock];
 
     /// What `--pg` compares, in the order it is reported.
-    pub const WITH_PG: [Wrapper; 3] = [Wrapper::Pg, Wrapper::Withlock, Wrapper::Flock];
+    pub(crate) const WITH_PG: [Wrapper; 3] = [Wrapper::Pg, Wrapper::Withlock, Wrapper::Flock];
 
     /// A short name for file names and JSON keys.
-    pub fn key(self) -> &'static str {
+    pub(crate) fn key(self) -> &'static str {
         match self {
             Wrapper::Withlock => "withlock",
             Wrapper::Flock => "flock",
@@ -51,7 +51,7 @@ impl Wrapper {
 
 /// Where the programs are.
 #[derive(Debug, Clone)]
-pub struct Programs {
+pub(crate) struct Programs {
     pub withlock: PathBuf,
     pub flock: PathBuf,
     /// This binary, which doubles as the locked command (see `helpers`).
@@ -61,7 +61,7 @@ pub struct Programs {
 /// The programs plus a private scratch directory, deleted when the rig is
 /// dropped. A fresh directory per run means no stale lock, FIFO or counter
 /// from an earlier run, and no clash with another run at the same time.
-pub struct Rig {
+pub(crate) struct Rig {
     programs: Programs,
     scratch: TempDir,
     server: Option<Server>,
@@ -78,7 +78,7 @@ struct Server {
 impl Rig {
     /// Checks the programs can be run and makes the scratch directory, with
     /// a lock directory for each wrapper.
-    pub fn new(programs: Programs) -> Result<Rig> {
+    pub(crate) fn new(programs: Programs) -> Result<Rig> {
         check_executable(&programs.withlock, "--withlock")?;
         check_executable(&programs.flock, "--flock")?;
         let scratch = tempfile::Builder::new()
@@ -96,12 +96,12 @@ impl Rig {
         Ok(rig)
     }
 
-    pub fn programs(&self) -> &Programs {
+    pub(crate) fn programs(&self) -> &Programs {
         &self.programs
     }
 
     /// The same rig with [`Wrapper::Pg`] locking on the server at `url`.
-    pub fn with_server(mut self, url: &str) -> Rig {
+    pub(crate) fn with_server(mut self, url: &str) -> Rig {
         self.server = Some(Server {
             url: url.to_owned(),
             watcher: Mutex::new(None),
@@ -110,7 +110,7 @@ impl Rig {
     }
 
     /// The server's URL, for the library-level measurements.
-    pub fn url(&self) -> Result<&str> {
+    pub(crate) fn url(&self) -> Result<&str> {
         Ok(&self.server()?.url)
     }
 
@@ -124,7 +124,7 @@ impl Rig {
     /// blocked requests on the lock file's inode in `/proc/locks` for the
     /// local wrappers, sessions not granted the lock's advisory key in
     /// `pg_locks` for [`Wrapper::Pg`].
-    pub fn waiting(&self, wrapper: Wrapper, name: &str) -> Result<usize> {
+    pub(crate) fn waiting(&self, wrapper: Wrapper, name: &str) -> Result<usize> {
         match wrapper {
             Wrapper::Withlock | Wrapper::Flock => {
                 let inode = fs::metadata(self.lock_file(wrapper, name))
@@ -162,18 +162,18 @@ impl Rig {
 
     /// Each wrapper has a lock directory of its own, so neither is handed a
     /// lock file the other created (withlock checks the files it opens).
-    pub fn lock_dir(&self, wrapper: Wrapper) -> PathBuf {
+    pub(crate) fn lock_dir(&self, wrapper: Wrapper) -> PathBuf {
         self.scratch.path().join(format!("{}-locks", wrapper.key()))
     }
 
     /// The file the lock `name` is taken on: `<DIR>/<NAME>.lock`, the path
     /// withlock derives and flock(1) is given.
-    pub fn lock_file(&self, wrapper: Wrapper, name: &str) -> PathBuf {
+    pub(crate) fn lock_file(&self, wrapper: Wrapper, name: &str) -> PathBuf {
         self.lock_dir(wrapper).join(format!("{name}.lock"))
     }
 
     /// A fresh directory for one trial's files, inside the scratch directory.
-    pub fn trial_dir(&self) -> Result<TempDir> {
+    pub(crate) fn trial_dir(&self) -> Result<TempDir> {
         TempDir::new_in(self.scratch.path()).context("cannot create a trial directory")
     }
 
@@ -182,13 +182,18 @@ impl Rig {
     /// NAME -- COMMAND...`. All output is
     /// discarded: the figures come from exit statuses and stamp files, and
     /// withlock's "waiting for" line would only clutter the report.
-    pub fn locked<S: AsRef<OsStr>>(&self, wrapper: Wrapper, name: &str, command: &[S]) -> Command {
+    pub(crate) fn locked<S: AsRef<OsStr>>(
+        &self,
+        wrapper: Wrapper,
+        name: &str,
+        command: &[S],
+    ) -> Command {
         self.wrapped(wrapper, name, false, None, command)
     }
 
     /// `command` under the lock `name`, shared: `withlock --dir D -s NAME --
     /// COMMAND...` or `flock -s D/NAME.lock COMMAND...`.
-    pub fn locked_shared<S: AsRef<OsStr>>(
+    pub(crate) fn locked_shared<S: AsRef<OsStr>>(
         &self,
         wrapper: Wrapper,
         name: &str,
@@ -200,7 +205,7 @@ impl Rig {
     /// `command` under the exclusive lock `name`, giving up after `limit`
     /// with exit status [`GAVE_UP`]: `withlock --dir D NAME -w SECONDS --
     /// COMMAND...` or `flock -w SECONDS -E 75 D/NAME.lock COMMAND...`.
-    pub fn locked_at_most<S: AsRef<OsStr>>(
+    pub(crate) fn locked_at_most<S: AsRef<OsStr>>(
         &self,
         wrapper: Wrapper,
         name: &str,
@@ -269,7 +274,7 @@ impl Rig {
 
     /// This binary's hidden subcommand `helper FILES...`, under the lock
     /// `name`.
-    pub fn locked_helper(
+    pub(crate) fn locked_helper(
         &self,
         wrapper: Wrapper,
         name: &str,
@@ -282,7 +287,7 @@ impl Rig {
     }
 
     /// `command` with no lock at all, as the baseline.
-    pub fn bare<S: AsRef<OsStr>>(&self, command: &[S]) -> Command {
+    pub(crate) fn bare<S: AsRef<OsStr>>(&self, command: &[S]) -> Command {
         let mut bare = Command::new(&command[0]);
         bare.args(&command[1..]);
         quiet(bare)
@@ -290,7 +295,7 @@ impl Rig {
 }
 
 /// Runs `command` to the end and fails unless it exits with status 0.
-pub fn run_checked(command: &mut Command) -> Result<()> {
+pub(crate) fn run_checked(command: &mut Command) -> Result<()> {
     let status = command
         .status()
         .with_context(|| format!("cannot run {command:?}"))?;

@@ -6,14 +6,14 @@
 
 /// The median and 90th percentile of a set of samples.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Summary {
+pub(crate) struct Summary {
     pub median: f64,
     pub p90: f64,
 }
 
 impl Summary {
     /// `None` for no samples, which have no median.
-    pub fn of(samples: &[f64]) -> Option<Summary> {
+    pub(crate) fn of(samples: &[f64]) -> Option<Summary> {
         Some(Summary {
             median: median(samples)?,
             p90: percentile(samples, 90.0)?,
@@ -22,7 +22,7 @@ impl Summary {
 }
 
 /// The middle sample, or the mean of the two middle ones.
-pub fn median(samples: &[f64]) -> Option<f64> {
+pub(crate) fn median(samples: &[f64]) -> Option<f64> {
     let sorted = sorted(samples);
     let n = sorted.len();
     match n {
@@ -35,7 +35,7 @@ pub fn median(samples: &[f64]) -> Option<f64> {
 /// The nearest-rank percentile: the smallest sample that at least `p`
 /// percent of the samples are less than or equal to. Always a real sample,
 /// never an interpolation.
-pub fn percentile(samples: &[f64], p: f64) -> Option<f64> {
+pub(crate) fn percentile(samples: &[f64], p: f64) -> Option<f64> {
     let sorted = sorted(samples);
     if sorted.is_empty() {
         return None;
@@ -45,12 +45,12 @@ pub fn percentile(samples: &[f64], p: f64) -> Option<f64> {
 }
 
 /// The largest sample.
-pub fn max(samples: &[f64]) -> Option<f64> {
+pub(crate) fn max(samples: &[f64]) -> Option<f64> {
     samples.iter().copied().max_by(f64::total_cmp)
 }
 
 /// `a / b`, or `None` where that is not a number worth printing.
-pub fn ratio(a: f64, b: f64) -> Option<f64> {
+pub(crate) fn ratio(a: f64, b: f64) -> Option<f64> {
     let ratio = a / b;
     ratio.is_finite().then_some(ratio)
 }

@@ -10,7 +10,7 @@ use crate::exit_code;
 use crate::help_layout;
 
 /// Example command lines and what they do, for `--help` and the man page.
-pub const EXAMPLES: [(&str, &str); 11] = [
+pub(crate) const EXAMPLES: [(&str, &str); 11] = [
     ("withlock --list", "who holds and waits for each lock"),
     (
         "withlock deploy -- ./script deploy",
@@ -55,7 +55,7 @@ pub const EXAMPLES: [(&str, &str); 11] = [
 ];
 
 /// Exit statuses and their meaning, for `--help` and the man page.
-pub const EXIT_STATUSES: [(&str, &str); 13] = [
+pub(crate) const EXIT_STATUSES: [(&str, &str); 13] = [
     (
         "the command's",
         "its own status, or 128+N if it died of signal N",
@@ -139,7 +139,7 @@ fn after_long_help() -> String {
     override_usage = "withlock [OPTIONS] NAME... -- COMMAND [ARGS...]\n       \
                       withlock --list [--json] [NAME...]"
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     /// The locks: names, lock files or sockets, all taken or none.
     ///
     /// All are taken (or none) before the command runs. Each is a
@@ -305,7 +305,7 @@ pub struct Cli {
 
 /// Why the command line was refused.
 #[derive(Debug)]
-pub enum ParseError {
+pub(crate) enum ParseError {
     /// clap's own report (or `--help` / `--version`), printed by clap.
     Clap(clap::Error),
     /// A mistake about the command itself, as one line naming the fix.
@@ -324,7 +324,7 @@ impl Cli {
     /// a WITHLOCK_DIR set for local locks does not stop `--url` working,
     /// and `--dir` on the command line beats a WITHLOCK_URL from the
     /// environment.
-    pub fn parse_args() -> Result<Cli, ParseError> {
+    pub(crate) fn parse_args() -> Result<Cli, ParseError> {
         Cli::parse_all(&std::env::args_os().collect::<Vec<_>>())
     }
 
@@ -420,7 +420,7 @@ impl Cli {
     /// `--generate-extras` need neither (a missing one is told apart by
     /// [`Cli::parse_args`]); a run needs both, so they are shown as
     /// required, `<NAME>...`, not `[NAME]...`.
-    pub fn shown() -> clap::Command {
+    pub(crate) fn shown() -> clap::Command {
         use clap::CommandFactory;
         Cli::command()
             .mut_arg("locks", |arg| arg.required(true))
@@ -428,7 +428,7 @@ impl Cli {
     }
 
     /// With --list, the lock names given (all positional arguments).
-    pub fn list_names(&self) -> Vec<String> {
+    pub(crate) fn list_names(&self) -> Vec<String> {
         let rest = self
             .command
             .iter()

@@ -32,7 +32,7 @@ use crate::terminal::{self, Terminal};
 
 /// Why the command could not be started; nothing ran.
 #[derive(Debug)]
-pub enum StartError {
+pub(crate) enum StartError {
     /// Not on PATH, or no file at the path given.
     NotFound(OsString),
     /// There, but not executable (a directory, no x bit, a bad format).
@@ -78,7 +78,7 @@ impl std::error::Error for StartError {}
 
 impl StartError {
     /// The status env(1) would exit with.
-    pub fn exit_code(&self) -> u8 {
+    pub(crate) fn exit_code(&self) -> u8 {
         match self {
             StartError::NotFound(_) => exit_code::NOT_FOUND,
             StartError::CannotExecute(..) | StartError::NoInterpreter(..) => {
@@ -88,7 +88,7 @@ impl StartError {
     }
 
     /// The system's error number, if the system refused.
-    pub fn os_error(&self) -> Option<i32> {
+    pub(crate) fn os_error(&self) -> Option<i32> {
         match self {
             StartError::CannotExecute(_, err) => err.raw_os_error(),
             _ => None,
@@ -102,7 +102,7 @@ fn shown(name: &OsStr) -> String {
 
 /// Finds `program` the way execvp(3) would, before the lock is taken, so a
 /// typo fails at once instead of after a long wait.
-pub fn resolve(program: &OsStr) -> Result<PathBuf, StartError> {
+pub(crate) fn resolve(program: &OsStr) -> Result<PathBuf, StartError> {
     if program.as_bytes().contains(&b'/') {
         let path = PathBuf::from(program);
         return check_executable(&path, program).map(|()| path);
@@ -191,7 +191,7 @@ fn missing_interpreter(path: &Path) -> Option<String> {
 
 /// How the command ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ended {
+pub(crate) enum Ended {
     /// It exited with this status.
     Exited(u8),
     /// A signal ended it.
@@ -203,7 +203,7 @@ pub enum Ended {
 impl Ended {
     /// The status withlock passes on: the command's own, 128+N for signal
     /// N as shells report it, EX_OSERR when unknown.
-    pub fn exit_code(self) -> u8 {
+    pub(crate) fn exit_code(self) -> u8 {
         match self {
             Ended::Exited(code) => code,
             Ended::Killed(signal) => exit_code::for_signal(signal as i32),
@@ -227,7 +227,7 @@ impl std::fmt::Display for Ended {
 /// returns how it ended. With `ends_with_withlock` (a lock
 /// held by withlock's own server session, which dies with it) the command
 /// gets SIGTERM if withlock dies.
-pub fn run(
+pub(crate) fn run(
     program: &Path,
     args: &[OsString],
     lock_fds: &[BorrowedFd<'_>],

@@ -4,35 +4,35 @@
 use withlock::{Error, ErrorKind};
 
 /// The lock is held (`-n`, `-w 0`) or the wait timed out: EX_TEMPFAIL.
-pub const CONFLICT: u8 = 75;
+pub(crate) const CONFLICT: u8 = 75;
 /// Bad usage: an unknown option, an invalid name or number: EX_USAGE.
-pub const USAGE: u8 = 64;
+pub(crate) const USAGE: u8 = 64;
 /// The PostgreSQL server could not be reached, or failed a query:
 /// EX_UNAVAILABLE.
-pub const UNAVAILABLE: u8 = 69;
+pub(crate) const UNAVAILABLE: u8 = 69;
 /// Any other system error: EX_OSERR.
-pub const OS_ERROR: u8 = 71;
+pub(crate) const OS_ERROR: u8 = 71;
 /// Permission denied on the lock file or directory: EX_NOPERM.
-pub const PERMISSION: u8 = 77;
+pub(crate) const PERMISSION: u8 = 77;
 /// An unusable or unsafe lock directory, a symbolic link another user owns
 /// on the way to it or at the lock path, no regular file at the lock path,
 /// or no socket at a socket lock's path: EX_CONFIG.
-pub const CONFIG: u8 = 78;
+pub(crate) const CONFIG: u8 = 78;
 /// A newer `--supersede` request for the lock came while this one waited;
 /// nothing ran. (Just past sysexits(3)'s range, so it means nothing else.)
-pub const SUPERSEDED: u8 = 79;
+pub(crate) const SUPERSEDED: u8 = 79;
 /// A PostgreSQL lock (`--url`) was lost while the command ran: the session
 /// ended, the server restarted or the network was cut. The command was
 /// stopped (SIGTERM, SIGKILL after `--grace`). Next after [`SUPERSEDED`].
-pub const LOCK_LOST: u8 = 80;
+pub(crate) const LOCK_LOST: u8 = 80;
 /// The command exists but cannot be executed, as env(1) says it.
-pub const CANNOT_EXECUTE: u8 = 126;
+pub(crate) const CANNOT_EXECUTE: u8 = 126;
 /// The command was not found, as env(1) says it.
-pub const NOT_FOUND: u8 = 127;
+pub(crate) const NOT_FOUND: u8 = 127;
 
 /// The exit status for a library error, by its kind
 /// ([`withlock::Error::kind`]).
-pub fn of(error: &Error) -> u8 {
+pub(crate) fn of(error: &Error) -> u8 {
     for_kind(error.kind())
 }
 
@@ -50,7 +50,7 @@ fn for_kind(kind: ErrorKind) -> u8 {
 }
 
 /// 128+N for a signal N, the way shells report it.
-pub fn for_signal(signal: i32) -> u8 {
+pub(crate) fn for_signal(signal: i32) -> u8 {
     (128 + signal).clamp(0, 255) as u8
 }
 

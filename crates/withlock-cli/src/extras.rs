@@ -16,7 +16,7 @@ use roff::{Roff, bold, italic, roman};
 use crate::cli::{self, Cli};
 
 /// Writes every extra under `prefix`; returns the files written.
-pub fn generate(prefix: &Path) -> Result<Vec<PathBuf>> {
+pub(crate) fn generate(prefix: &Path) -> Result<Vec<PathBuf>> {
     write_all(prefix).map_err(with_fix)
 }
 

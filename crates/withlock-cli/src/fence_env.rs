@@ -18,10 +18,10 @@ use withlock::{LockSet, SetGuard};
 
 /// Changes to the command's environment: each variable with its value, or
 /// `None` to remove it.
-pub type EnvChanges = Vec<(OsString, Option<OsString>)>;
+pub(crate) type EnvChanges = Vec<(OsString, Option<OsString>)>;
 
 /// The changes for the locks held.
-pub fn of(set: &LockSet, guard: &SetGuard) -> EnvChanges {
+pub(crate) fn of(set: &LockSet, guard: &SetGuard) -> EnvChanges {
     let tokens: Vec<(&str, i64)> = set
         .locks()
         .zip(guard.guards())

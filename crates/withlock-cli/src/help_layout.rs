@@ -5,14 +5,14 @@
 
 /// The widest help is laid out, even on a wider terminal: longer lines are
 /// hard to read.
-pub const MAX_WIDTH: usize = 120;
+pub(crate) const MAX_WIDTH: usize = 120;
 
 /// Without a terminal or `COLUMNS`, the width clap assumes.
 const DEFAULT_WIDTH: usize = 100;
 
 /// The width clap wraps help to: the terminal's (as clap finds it: stdout,
 /// else `COLUMNS`), at most [`MAX_WIDTH`].
-pub fn width() -> usize {
+pub(crate) fn width() -> usize {
     let terminal = terminal_size::terminal_size()
         .map(|(columns, _)| usize::from(columns.0))
         .or_else(|| std::env::var("COLUMNS").ok()?.parse().ok())
@@ -27,7 +27,7 @@ const MAX_TERM: usize = 40;
 /// A titled table of terms and their meanings, `width` columns wide. When
 /// the meanings' column would be too narrow, each meaning goes under its
 /// term instead.
-pub fn table(title: &str, rows: &[(&str, &str)], width: usize) -> String {
+pub(crate) fn table(title: &str, rows: &[(&str, &str)], width: usize) -> String {
     let term_width = rows
         .iter()
         .map(|(term, _)| term.len())

@@ -23,13 +23,13 @@ static HANDLED: AtomicBool = AtomicBool::new(false);
 
 /// Starts watching every PostgreSQL lock of `guard`; call it before the
 /// command starts (a loss before it starts stops it as soon as it has).
-pub fn watch(guard: &mut SetGuard, grace: Duration) -> withlock::Result<()> {
+pub(crate) fn watch(guard: &mut SetGuard, grace: Duration) -> withlock::Result<()> {
     guard.watch_for_loss(move |lost| stop(&lost, grace))
 }
 
 /// The status to exit with: [`exit_code::LOCK_LOST`] if the command was
 /// stopped for a lost lock, else its own.
-pub fn status(command_status: u8) -> u8 {
+pub(crate) fn status(command_status: u8) -> u8 {
     if signals::command_was_stopped() {
         exit_code::LOCK_LOST
     } else {
@@ -38,7 +38,7 @@ pub fn status(command_status: u8) -> u8 {
 }
 
 /// True once a lock was lost (before or after the command ended).
-pub fn was_lost() -> bool {
+pub(crate) fn was_lost() -> bool {
     HANDLED.load(Ordering::SeqCst)
 }
 

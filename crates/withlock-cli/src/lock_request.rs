@@ -13,7 +13,7 @@ use crate::option_support;
 use crate::waiting_report::ReportWhenWaiting;
 
 /// The set of locks the command line names, in the order they are taken.
-pub fn lock_set(cli: &Cli) -> anyhow::Result<LockSet> {
+pub(crate) fn lock_set(cli: &Cli) -> anyhow::Result<LockSet> {
     let default = if cli.shared {
         Mode::Shared
     } else {
@@ -71,7 +71,7 @@ pub fn lock_set(cli: &Cli) -> anyhow::Result<LockSet> {
 /// `--supersede`, gives up with [`withlock::Error::Superseded`] when a
 /// newer superseding request for one of the locks comes while it waits.
 /// Once this returns the locks are held and nothing supersedes them.
-pub fn take(cli: &Cli, set: &LockSet, wait: Wait) -> anyhow::Result<SetGuard> {
+pub(crate) fn take(cli: &Cli, set: &LockSet, wait: Wait) -> anyhow::Result<SetGuard> {
     let mut report = ReportWhenWaiting::new(cli.quiet);
     let acquired = if cli.supersede {
         let watch = Supersede::announce(set)?;
@@ -85,7 +85,7 @@ pub fn take(cli: &Cli, set: &LockSet, wait: Wait) -> anyhow::Result<SetGuard> {
 }
 
 /// The locks and their modes for messages: `a (exclusive), b (shared)`.
-pub fn describe(set: &LockSet) -> String {
+pub(crate) fn describe(set: &LockSet) -> String {
     let locks: Vec<String> = set
         .locks()
         .map(|lock| format!("{} ({})", withlock::escape::text(lock.label()), lock.mode()))
@@ -94,7 +94,7 @@ pub fn describe(set: &LockSet) -> String {
 }
 
 /// The locks' names for messages: `a, b`.
-pub fn names(set: &LockSet) -> String {
+pub(crate) fn names(set: &LockSet) -> String {
     let locks: Vec<String> = set
         .locks()
         .map(|lock| withlock::escape::text(lock.label()))

@@ -63,7 +63,7 @@ const FREE: Style = AnsiColor::Green.on_default();
 const HEADER: Style = Style::new().bold();
 
 /// The JSON document for `locks`.
-pub fn json(locks: &[LockStatus]) -> Value {
+pub(crate) fn json(locks: &[LockStatus]) -> Value {
     Value::Array(locks.iter().map(lock_json).collect())
 }
 
@@ -174,7 +174,7 @@ const HEADINGS: [&str; 6] = ["NAME", "STATE", "MODE", "PID", "USER", "SINCE"];
 const SERVER_HEADINGS: [&str; 2] = ["ROLE", "CLIENT"];
 
 /// Writes the table for `locks`; colour only where `out` allows it.
-pub fn table(locks: &[LockStatus], out: &mut impl Write) -> std::io::Result<()> {
+pub(crate) fn table(locks: &[LockStatus], out: &mut impl Write) -> std::io::Result<()> {
     let rows: Vec<Row> = locks.iter().flat_map(rows_of).collect();
     let on_server = locks.iter().any(|l| l.server.is_some());
     let headings: Vec<&str> = match on_server {

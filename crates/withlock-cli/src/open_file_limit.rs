@@ -10,7 +10,7 @@ use nix::sys::resource::{Resource, getrlimit};
 use crate::command::StartError;
 
 /// What to do, when `err` comes from a full descriptor table.
-pub fn advice(err: &anyhow::Error) -> Option<String> {
+pub(crate) fn advice(err: &anyhow::Error) -> Option<String> {
     let errno = err.chain().find_map(os_error)?;
     match errno {
         libc::EMFILE => {

@@ -11,11 +11,11 @@ use crate::cli::Cli;
 
 /// An option the lock cannot honour; nothing ran.
 #[derive(Debug)]
-pub struct Unsupported(String);
+pub(crate) struct Unsupported(String);
 
 impl Unsupported {
     /// A refusal saying `message`.
-    pub fn new(message: String) -> Unsupported {
+    pub(crate) fn new(message: String) -> Unsupported {
         Unsupported(message)
     }
 }
@@ -56,7 +56,7 @@ const REFUSALS: &[Refusal] = &[
 ];
 
 /// Fails on the first option given that `lock` cannot honour.
-pub fn refuse_unsupported(cli: &Cli, lock: &AnyLock) -> Result<(), Unsupported> {
+pub(crate) fn refuse_unsupported(cli: &Cli, lock: &AnyLock) -> Result<(), Unsupported> {
     match REFUSALS
         .iter()
         .find(|r| (r.given)(cli) && !(r.supported)(lock))

@@ -14,7 +14,7 @@ use crate::exit_code;
 
 /// Runs `write` on stdout (colour removed where it does not belong) and
 /// flushes it; the exit status, as [`stdout_status`] gives it.
-pub fn to_stdout(
+pub(crate) fn to_stdout(
     what: &str,
     write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
 ) -> anyhow::Result<u8> {
@@ -25,7 +25,7 @@ pub fn to_stdout(
 
 /// 0 when `what` was written to stdout; 141 when its reader went away; the
 /// error, naming `what`, when it could not be written for another reason.
-pub fn stdout_status(what: &str, written: io::Result<()>) -> anyhow::Result<u8> {
+pub(crate) fn stdout_status(what: &str, written: io::Result<()>) -> anyhow::Result<u8> {
     match written {
         Ok(()) => Ok(0),
         Err(err) if err.kind() == io::ErrorKind::BrokenPipe => {

@@ -18,7 +18,7 @@ use crate::option_support::Unsupported;
 
 /// Fails on the first value that must not be used. The message never
 /// repeats the URL: it holds the password.
-pub fn refuse_unsafe(cli: &Cli) -> Result<(), Unsupported> {
+pub(crate) fn refuse_unsafe(cli: &Cli) -> Result<(), Unsupported> {
     if cli.url_on_command_line && cli.url.as_deref().is_some_and(gives_password) {
         return Err(Unsupported::new(
             "--url gives a password, which every local user can read with ps while withlock \

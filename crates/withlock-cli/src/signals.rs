@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 /// The signals withlock handles, in the order they are documented.
-pub const HANDLED: [i32; 4] = [libc::SIGTERM, libc::SIGHUP, libc::SIGINT, libc::SIGQUIT];
+pub(crate) const HANDLED: [i32; 4] = [libc::SIGTERM, libc::SIGHUP, libc::SIGINT, libc::SIGQUIT];
 
 /// The command's process group; [`NO_COMMAND`] while waiting for the lock,
 /// [`STARTING`] while the command is being started.
@@ -66,7 +66,7 @@ fn pass_on_pending(group: i32) {
 }
 
 /// Installs the handler for every signal in [`HANDLED`].
-pub fn install() {
+pub(crate) fn install() {
     for signal in HANDLED {
         // SAFETY: an all-zero sigaction is valid; we set a handler that only
         // calls async-signal-safe functions, an empty mask and no
@@ -81,12 +81,12 @@ pub fn install() {
 }
 
 /// The command is about to be started: keep signals until its group is known.
-pub fn starting() {
+pub(crate) fn starting() {
     COMMAND_GROUP.store(STARTING, Ordering::SeqCst);
 }
 
 /// From now on, handled signals go to the process group `group`.
-pub fn forward_to(group: i32) {
+pub(crate) fn forward_to(group: i32) {
     COMMAND_GROUP.store(group, Ordering::SeqCst);
     pass_on_pending(group);
 }
@@ -94,7 +94,7 @@ pub fn forward_to(group: i32) {
 /// The command has ended (call it before reaping it): there is nobody to
 /// pass signals to any more, and withlock is only releasing the lock and
 /// exiting, so a late signal ends it as if it were still waiting.
-pub fn stop_forwarding() {
+pub(crate) fn stop_forwarding() {
     let _stopping = STOPPING.lock().unwrap_or_else(PoisonError::into_inner);
     COMMAND_GROUP.store(NO_COMMAND, Ordering::SeqCst);
     ENDED.store(true, Ordering::SeqCst);
@@ -113,14 +113,14 @@ static STOPPED: AtomicBool = AtomicBool::new(false);
 
 /// True if [`stop_command`] reached the command before it ended; final
 /// once [`stop_forwarding`] has returned.
-pub fn command_was_stopped() -> bool {
+pub(crate) fn command_was_stopped() -> bool {
     STOPPED.load(Ordering::SeqCst)
 }
 
 /// Sends `signal` to the command's process group for a lost lock, from any
 /// thread but a signal handler; if the command is not started yet, as soon
 /// as it is. False if the command has already ended.
-pub fn stop_command(signal: i32) -> bool {
+pub(crate) fn stop_command(signal: i32) -> bool {
     let _stopping = STOPPING.lock().unwrap_or_else(PoisonError::into_inner);
     if ENDED.load(Ordering::SeqCst) {
         return false;

@@ -15,14 +15,14 @@ use nix::unistd::{Pid, getpgrp, isatty, tcgetpgrp};
 
 /// A terminal on which withlock is the foreground process group.
 #[derive(Debug, Clone, Copy)]
-pub struct Terminal {
+pub(crate) struct Terminal {
     fd: RawFd,
 }
 
 impl Terminal {
     /// The first of stdin, stdout and stderr that is a terminal whose
     /// foreground group is withlock's own.
-    pub fn foreground() -> Option<Terminal> {
+    pub(crate) fn foreground() -> Option<Terminal> {
         (0..=2).find_map(|fd| {
             // SAFETY: 0..=2 stay open for the life of the process, or the
             // calls below fail harmlessly with EBADF.
@@ -34,22 +34,22 @@ impl Terminal {
     }
 
     /// The raw descriptor, for the child to use between fork and exec.
-    pub fn raw_fd(self) -> RawFd {
+    pub(crate) fn raw_fd(self) -> RawFd {
         self.fd
     }
 
     /// Makes `group` the foreground process group.
-    pub fn give_to(self, group: Pid) {
+    pub(crate) fn give_to(self, group: Pid) {
         set_foreground(self.fd, group.as_raw());
     }
 
     /// Makes withlock's own group the foreground again.
-    pub fn take_back(self) {
+    pub(crate) fn take_back(self) {
         set_foreground(self.fd, getpgrp().as_raw());
     }
 
     /// True when withlock's group is in the foreground (after `fg`, not `bg`).
-    pub fn is_ours(self) -> bool {
+    pub(crate) fn is_ours(self) -> bool {
         // SAFETY: see `foreground`.
         let borrowed = unsafe { BorrowedFd::borrow_raw(self.fd) };
         tcgetpgrp(borrowed).is_ok_and(|group| group == getpgrp())
@@ -59,7 +59,7 @@ impl Terminal {
 /// tcsetpgrp from a background group raises SIGTTOU, which would stop us,
 /// so it is blocked around the call. Only async-signal-safe calls are made:
 /// the child also runs this between fork and exec.
-pub fn set_foreground(fd: RawFd, group: libc::pid_t) {
+pub(crate) fn set_foreground(fd: RawFd, group: libc::pid_t) {
     // SAFETY: sigset initialised by sigemptyset; the calls only touch this
     // thread's mask and the terminal's foreground group.
     unsafe {

@@ -46,7 +46,7 @@ struct Shown {
 }
 
 /// A running reporter; [`WaitReport::finish`] stops it.
-pub struct WaitReport {
+pub(crate) struct WaitReport {
     stop: Sender<()>,
     shown: Arc<Mutex<Shown>>,
     thread: JoinHandle<()>,
@@ -54,7 +54,7 @@ pub struct WaitReport {
 
 impl WaitReport {
     /// Starts reporting on a wait for `lock` that starts now.
-    pub fn start(lock: AnyLock) -> WaitReport {
+    pub(crate) fn start(lock: AnyLock) -> WaitReport {
         let (stop, stopped) = mpsc::channel::<()>();
         let shown = Arc::new(Mutex::new(Shown::default()));
         let thread = {
@@ -72,7 +72,7 @@ impl WaitReport {
     /// lock. A live terminal line is gone (or, when granted, replaced by
     /// its final form) when this returns; otherwise the thread is left to
     /// end on its own, off the hand-over path.
-    pub fn finish(self, granted: bool) {
+    pub(crate) fn finish(self, granted: bool) {
         let live_line = {
             let mut shown = self.shown.lock().unwrap_or_else(|e| e.into_inner());
             shown.stopped = true;
@@ -270,7 +270,7 @@ impl Line {
 
 /// Starts a [`WaitReport`] when the wait for a lock begins, if reports
 /// are wanted; with several locks, on the lock being waited for.
-pub struct ReportWhenWaiting {
+pub(crate) struct ReportWhenWaiting {
     lock: Option<AnyLock>,
     report: Option<WaitReport>,
     quiet: bool,
@@ -278,7 +278,7 @@ pub struct ReportWhenWaiting {
 
 impl ReportWhenWaiting {
     /// Reports on waits for the locks it is told of, unless `quiet`.
-    pub fn new(quiet: bool) -> ReportWhenWaiting {
+    pub(crate) fn new(quiet: bool) -> ReportWhenWaiting {
         ReportWhenWaiting {
             lock: None,
             report: None,
@@ -288,7 +288,7 @@ impl ReportWhenWaiting {
 
     /// Stops the report, if one was started; `granted` says whether the
     /// wait ended with every lock taken.
-    pub fn finish(self, granted: bool) {
+    pub(crate) fn finish(self, granted: bool) {
         if let Some(report) = self.report {
             report.finish(granted);
         }

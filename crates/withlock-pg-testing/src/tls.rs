@@ -25,7 +25,7 @@ pub struct TlsFiles {
 pub const SERVER_NAME: &str = "localhost";
 
 /// Writes the files into `dir`; the key is given to `uid`/`gid`.
-pub fn write(dir: &Path, uid: u32, gid: u32) -> TlsFiles {
+pub(crate) fn write(dir: &Path, uid: u32, gid: u32) -> TlsFiles {
     let (ca_params, ca_key) = authority("withlock test authority");
     let issuer = Issuer::new(ca_params.clone(), ca_key);
     let (other_params, other_key) = authority("withlock unrelated authority");

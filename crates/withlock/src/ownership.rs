@@ -11,7 +11,7 @@ pub(crate) fn is_trusted(uid: u32) -> bool {
 }
 
 /// The user name for `uid`, or the number when the account is unknown.
-pub fn user_name(uid: u32) -> String {
+pub(crate) fn user_name(uid: u32) -> String {
     match User::from_uid(Uid::from_raw(uid)) {
         Ok(Some(user)) => user.name,
         _ => format!("uid {uid}"),
@@ -19,7 +19,7 @@ pub fn user_name(uid: u32) -> String {
 }
 
 /// "owned by alice, mode 0600" for a file's status.
-pub fn describe(stat: &FileStat) -> String {
+pub(crate) fn describe(stat: &FileStat) -> String {
     format!(
         "owned by {}, mode {:04o}",
         user_name(stat.st_uid),

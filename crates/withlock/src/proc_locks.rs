@@ -50,7 +50,7 @@ pub(crate) struct FileId {
 }
 
 impl FileId {
-    pub fn of(stat: &FileStat) -> FileId {
+    pub(crate) fn of(stat: &FileStat) -> FileId {
         FileId {
             major: libc::major(stat.st_dev),
             minor: libc::minor(stat.st_dev),

@@ -10,13 +10,13 @@ use withlock_pg_testing::TestServer;
 use crate::support::{Env, Run, storm, wait_for};
 
 /// A test's directory and binary, and its own server.
-pub struct PgEnv {
+pub(crate) struct PgEnv {
     pub env: Env,
     pub server: TestServer,
 }
 
 impl PgEnv {
-    pub fn new() -> PgEnv {
+    pub(crate) fn new() -> PgEnv {
         PgEnv {
             env: Env::new(),
             server: TestServer::start(),
@@ -24,21 +24,21 @@ impl PgEnv {
     }
 
     /// `withlock` with `WITHLOCK_URL` pointing at the test's server.
-    pub fn withlock(&self) -> Run {
+    pub(crate) fn withlock(&self) -> Run {
         let mut run = self.env.withlock();
         run.env("WITHLOCK_URL", self.server.url());
         run
     }
 
     /// Sessions waiting for the lock `name` on the server.
-    pub fn waiting(&self, name: &str) -> i64 {
+    pub(crate) fn waiting(&self, name: &str) -> i64 {
         let mut client = self.server.client();
         self.server
             .waiting_for(&mut client, withlock::pg::advisory_key(name))
     }
 
     /// Waits until `count` sessions wait for `name`.
-    pub fn wait_waiting(&self, name: &str, count: i64) {
+    pub(crate) fn wait_waiting(&self, name: &str, count: i64) {
         wait_for(&format!("{count} waiter(s) on {name} in pg_locks"), || {
             self.waiting(name) == count
         });

@@ -17,19 +17,19 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 /// How long any awaited event may take before the test fails.
-pub const BOUND: Duration = Duration::from_secs(30);
+pub(crate) const BOUND: Duration = Duration::from_secs(30);
 
 /// One test's private directory with its own lock directory and its own
 /// copy of the binary that other users can execute. It is sticky and
 /// writable by all (like /tmp), so a holder running as another user can
 /// write its ready file; owned by root, it is still a safe parent for the
 /// lock directory.
-pub struct Env {
+pub(crate) struct Env {
     dir: tempfile::TempDir,
 }
 
 impl Env {
-    pub fn new() -> Env {
+    pub(crate) fn new() -> Env {
         let dir = tempfile::Builder::new()
             .prefix("withlock-test-")
             .tempdir()
@@ -44,38 +44,38 @@ impl Env {
         env
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.dir.path()
     }
 
     /// A sticky, world-writable lock directory, like /run/lock.
-    pub fn lock_dir(&self) -> PathBuf {
+    pub(crate) fn lock_dir(&self) -> PathBuf {
         self.path().join("locks")
     }
 
     /// The lock file of the named lock `name`.
-    pub fn lock_file(&self, name: &str) -> PathBuf {
+    pub(crate) fn lock_file(&self, name: &str) -> PathBuf {
         self.lock_dir().join(format!("{name}.lock"))
     }
 
-    pub fn bin(&self) -> PathBuf {
+    pub(crate) fn bin(&self) -> PathBuf {
         self.path().join("bin/withlock")
     }
 
     /// A file path in the test directory.
-    pub fn file(&self, name: &str) -> PathBuf {
+    pub(crate) fn file(&self, name: &str) -> PathBuf {
         self.path().join(name)
     }
 
     /// `withlock --dir <lock dir>`, ready for more arguments.
-    pub fn withlock(&self) -> Run {
+    pub(crate) fn withlock(&self) -> Run {
         let mut run = Run::new(self.bin());
         run.env("WITHLOCK_DIR", self.lock_dir());
         run
     }
 
     /// A FIFO in the test directory, for a test to release a command.
-    pub fn fifo(&self, name: &str) -> PathBuf {
+    pub(crate) fn fifo(&self, name: &str) -> PathBuf {
         let path = self.file(name);
         nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o666)).unwrap();
         set_mode(&path, 0o666);
@@ -84,12 +84,12 @@ impl Env {
 
     /// Starts a withlock that holds `lock` until [`Holder::release`]:
     /// its command announces itself by creating a file, then blocks on a FIFO.
-    pub fn hold(&self, run: Run, tag: &str) -> Holder {
+    pub(crate) fn hold(&self, run: Run, tag: &str) -> Holder {
         self.hold_with(run.arg("--").command(), tag)
     }
 
     /// Starts flock(1) holding the lock file `path` until [`Holder::release`].
-    pub fn hold_flock(&self, path: &Path, tag: &str) -> Holder {
+    pub(crate) fn hold_flock(&self, path: &Path, tag: &str) -> Holder {
         let mut flock = Command::new("flock");
         flock.arg(path);
         self.hold_with(flock, tag)
@@ -122,7 +122,7 @@ impl Env {
 }
 
 /// A withlock invocation being built.
-pub struct Run {
+pub(crate) struct Run {
     program: PathBuf,
     args: Vec<std::ffi::OsString>,
     envs: Vec<(std::ffi::OsString, std::ffi::OsString)>,
@@ -141,36 +141,36 @@ impl Run {
         }
     }
 
-    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Run {
+    pub(crate) fn arg(mut self, arg: impl AsRef<OsStr>) -> Run {
         self.args.push(arg.as_ref().to_owned());
         self
     }
 
-    pub fn args<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(mut self, args: I) -> Run {
+    pub(crate) fn args<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(mut self, args: I) -> Run {
         self.args
             .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
         self
     }
 
-    pub fn env(&mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) {
+    pub(crate) fn env(&mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) {
         self.envs
             .push((key.as_ref().to_owned(), value.as_ref().to_owned()));
     }
 
     /// Runs as another user, through setpriv.
     #[allow(clippy::wrong_self_convention)] // a builder step: run.as_user("alice")
-    pub fn as_user(mut self, user: &str) -> Run {
+    pub(crate) fn as_user(mut self, user: &str) -> Run {
         self.user = Some(user.to_owned());
         self
     }
 
     /// Runs under this umask.
-    pub fn umask(mut self, umask: u32) -> Run {
+    pub(crate) fn umask(mut self, umask: u32) -> Run {
         self.umask = Some(umask);
         self
     }
 
-    pub fn command(&self) -> Command {
+    pub(crate) fn command(&self) -> Command {
         let mut argv: Vec<std::ffi::OsString> = Vec::new();
         if let Some(user) = &self.user {
             argv.extend(as_user_prefix(user).map(Into::into));
@@ -188,22 +188,22 @@ impl Run {
     }
 
     /// Runs to the end and checks its outcome with assert_cmd.
-    pub fn assert(&self) -> assert_cmd::assert::Assert {
+    pub(crate) fn assert(&self) -> assert_cmd::assert::Assert {
         output(&mut self.command()).assert()
     }
 
-    pub fn output(&self) -> Output {
+    pub(crate) fn output(&self) -> Output {
         self.assert().get_output().clone()
     }
 
     /// Starts it in the background, stderr captured.
-    pub fn spawn(&self) -> Child {
+    pub(crate) fn spawn(&self) -> Child {
         spawn(self.command().stdin(Stdio::null()).stderr(Stdio::piped()))
     }
 
     /// Runs to the end with its stdout going to `sink`; returns its exit
     /// code and what it wrote on stderr.
-    pub fn stdout_into(&self, sink: Sink) -> (Option<i32>, String) {
+    pub(crate) fn stdout_into(&self, sink: Sink) -> (Option<i32>, String) {
         let mut command = self.command();
         command.stdout(sink.stdio()).stderr(Stdio::piped());
         finish_writing(command)
@@ -211,7 +211,7 @@ impl Run {
 
     /// Runs to the end with its stderr going to `sink`; returns its exit
     /// code and what it wrote on stdout.
-    pub fn stderr_into(&self, sink: Sink) -> (Option<i32>, String) {
+    pub(crate) fn stderr_into(&self, sink: Sink) -> (Option<i32>, String) {
         let mut command = self.command();
         command.stderr(sink.stdio()).stdout(Stdio::piped());
         finish_writing(command)
@@ -220,7 +220,7 @@ impl Run {
 
 /// Where output that cannot be written goes.
 #[derive(Debug, Clone, Copy)]
-pub enum Sink {
+pub(crate) enum Sink {
     /// A pipe whose reader is gone before a byte is written (`| head`).
     ClosedPipe,
     /// /dev/full: every write fails with ENOSPC, like a full disk.
@@ -274,7 +274,7 @@ fn as_user_prefix(user: &str) -> [&str; 7] {
 }
 
 /// Any program run as another user, the way [`Run::as_user`] runs withlock.
-pub fn command_as(user: &str, program: &str) -> Command {
+pub(crate) fn command_as(user: &str, program: &str) -> Command {
     let [setpriv, rest @ ..] = as_user_prefix(user);
     let mut command = Command::new(setpriv);
     command.args(rest).arg(program);
@@ -293,13 +293,13 @@ fn copy_binary(to: &Path) {
 
 /// Runs `f` while no test starts a process, so no child can inherit a
 /// descriptor `f` opens and closes (a socket that must end up stale, say).
-pub fn without_forks<T>(f: impl FnOnce() -> T) -> T {
+pub(crate) fn without_forks<T>(f: impl FnOnce() -> T) -> T {
     let _no_forks = FORKING.write().unwrap_or_else(|e| e.into_inner());
     f()
 }
 
 /// Starts `command`; every test process is started through here.
-pub fn spawn(command: &mut Command) -> Child {
+pub(crate) fn spawn(command: &mut Command) -> Child {
     let _forking = FORKING.read().unwrap_or_else(|e| e.into_inner());
     match command.spawn() {
         Ok(child) => child,
@@ -330,7 +330,7 @@ fn install_hint(program: &str) -> String {
 
 /// Runs `command` to the end with stdout and stderr captured; kills it and
 /// fails the test if it runs longer than [`BOUND`].
-pub fn output(command: &mut Command) -> Output {
+pub(crate) fn output(command: &mut Command) -> Output {
     let child = spawn(
         command
             .stdin(Stdio::null())
@@ -350,7 +350,7 @@ pub fn output(command: &mut Command) -> Output {
 }
 
 /// A withlock (or flock(1)) holding a lock until released.
-pub struct Holder {
+pub(crate) struct Holder {
     pub child: Child,
     ready: PathBuf,
     go: PathBuf,
@@ -375,7 +375,7 @@ impl Holder {
     }
 
     /// The pid of the holder's command (the shell that blocks).
-    pub fn command_pid(&self) -> i32 {
+    pub(crate) fn command_pid(&self) -> i32 {
         fs::read_to_string(&self.ready)
             .unwrap()
             .trim()
@@ -384,12 +384,12 @@ impl Holder {
     }
 
     /// The pid of withlock (or flock(1)) itself.
-    pub fn pid(&self) -> i32 {
+    pub(crate) fn pid(&self) -> i32 {
         self.child.id() as i32
     }
 
     /// Lets the command finish, and returns withlock's status.
-    pub fn release(mut self) -> ExitStatus {
+    pub(crate) fn release(mut self) -> ExitStatus {
         fs::OpenOptions::new()
             .write(true)
             .open(&self.go)
@@ -420,7 +420,7 @@ impl Drop for Holder {
 }
 
 /// Waits for a child within [`BOUND`].
-pub fn wait_child(child: &mut Child) -> ExitStatus {
+pub(crate) fn wait_child(child: &mut Child) -> ExitStatus {
     let mut status = None;
     wait_for("a process to exit", || {
         status = child.try_wait().unwrap();
@@ -430,7 +430,7 @@ pub fn wait_child(child: &mut Child) -> ExitStatus {
 }
 
 /// Polls `condition` until it holds; fails the test after [`BOUND`].
-pub fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
+pub(crate) fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
     let start = Instant::now();
     while !condition() {
         assert!(start.elapsed() < BOUND, "timed out waiting for {what}");
@@ -444,7 +444,7 @@ pub fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
 /// /proc/locks lists without a pid, so a process counts when it has a
 /// stamp on the file (a POSIX lock, which names it), holds no flock on it,
 /// sleeps in fcntl(2) or flock(2), and some request on the file is blocked.
-pub fn blocked_on(path: &Path) -> Vec<i32> {
+pub(crate) fn blocked_on(path: &Path) -> Vec<i32> {
     let mut pids = flock_entries(path, true);
     let Ok(meta) = fs::metadata(path) else {
         return pids;
@@ -495,7 +495,7 @@ fn sleeps_in_a_lock_call(pid: i32) -> bool {
 }
 
 /// The pids holding a flock on `path`.
-pub fn holding(path: &Path) -> Vec<i32> {
+pub(crate) fn holding(path: &Path) -> Vec<i32> {
     flock_entries(path, false)
 }
 
@@ -527,22 +527,22 @@ fn flock_entries(path: &Path, blocked: bool) -> Vec<i32> {
 }
 
 /// Waits until `pid` is blocked in the kernel on the lock file `path`.
-pub fn wait_blocked(path: &Path, pid: i32) {
+pub(crate) fn wait_blocked(path: &Path, pid: i32) {
     wait_for(&format!("pid {pid} to block on {}", path.display()), || {
         blocked_on(path).contains(&pid)
     });
 }
 
-pub fn set_mode(path: &Path, mode: u32) {
+pub(crate) fn set_mode(path: &Path, mode: u32) {
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
 }
 
-pub fn signal(pid: i32, signal: Signal) {
+pub(crate) fn signal(pid: i32, signal: Signal) {
     kill(Pid::from_raw(pid), signal).unwrap();
 }
 
 /// Fails with the command that fixes it unless the tests run as root.
-pub fn require_root() {
+pub(crate) fn require_root() {
     assert!(
         nix::unistd::geteuid().is_root(),
         "this test needs root (it creates users and changes sysctls): \
@@ -551,13 +551,13 @@ pub fn require_root() {
 }
 
 /// The stderr of an output, as text.
-pub fn stderr(output: &Output) -> String {
+pub(crate) fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 /// Two unprivileged test users, created on first use.
-pub const ALICE: &str = "wl-alice";
-pub const BOB: &str = "wl-bob";
+pub(crate) const ALICE: &str = "wl-alice";
+pub(crate) const BOB: &str = "wl-bob";
 
 /// A lock shared by every test process (cargo test threads and nextest
 /// processes alike), taken with withlock's own library.
@@ -571,7 +571,7 @@ fn machine_lock(name: &str) -> withlock::FileGuard {
 }
 
 /// Makes sure the test user `name` exists (needs root).
-pub fn ensure_user(name: &str) {
+pub(crate) fn ensure_user(name: &str) {
     require_root();
     let _serial = machine_lock("useradd");
     if nix::unistd::User::from_name(name).unwrap().is_some() {
@@ -589,7 +589,7 @@ pub fn ensure_user(name: &str) {
 
 /// Sets a sysctl for as long as it lives, then restores it. Only one test
 /// at a time may hold one, across all test processes, whichever sysctl.
-pub struct Sysctl {
+pub(crate) struct Sysctl {
     file: &'static str,
     previous: String,
     _serial: withlock::FileGuard,
@@ -597,7 +597,7 @@ pub struct Sysctl {
 
 impl Sysctl {
     /// Sets the sysctl whose file is `file` (under /proc/sys) to `value`.
-    pub fn set(file: &'static str, value: u8) -> Sysctl {
+    pub(crate) fn set(file: &'static str, value: u8) -> Sysctl {
         require_root();
         let serial = machine_lock("sysctl");
         let previous = fs::read_to_string(file).unwrap();
@@ -617,33 +617,33 @@ impl Drop for Sysctl {
 }
 
 /// fs.protected_regular, set for as long as the returned [`Sysctl`] lives.
-pub struct ProtectedRegular;
+pub(crate) struct ProtectedRegular;
 
 impl ProtectedRegular {
-    pub fn set(value: u8) -> Sysctl {
+    pub(crate) fn set(value: u8) -> Sysctl {
         Sysctl::set("/proc/sys/fs/protected_regular", value)
     }
 }
 
 /// fs.protected_symlinks, set for as long as the returned [`Sysctl`] lives.
-pub struct ProtectedSymlinks;
+pub(crate) struct ProtectedSymlinks;
 
 impl ProtectedSymlinks {
-    pub fn set(value: u8) -> Sysctl {
+    pub(crate) fn set(value: u8) -> Sysctl {
         Sysctl::set("/proc/sys/fs/protected_symlinks", value)
     }
 }
 
 /// A non-atomic read-increment-write of the file named by "$0": loses
 /// updates unless something serialises it.
-pub const INCREMENT: &str = r#"n=$(cat "$0"); echo $((n + 1)) > "$0""#;
+pub(crate) const INCREMENT: &str = r#"n=$(cat "$0"); echo $((n + 1)) > "$0""#;
 
 /// A contention storm: one client per entry of `lockers`, all at once, each
 /// running `rounds` times `<locker> sh -c INCREMENT COUNTER`, where a locker
 /// is the start of a command line that runs what follows under a lock
 /// (`withlock NAME --`, `flock FILE`). Returns the counter's final value,
 /// which is `lockers.len() * rounds` unless an update was lost.
-pub fn storm(env: &Env, lockers: &[String], rounds: u32) -> u64 {
+pub(crate) fn storm(env: &Env, lockers: &[String], rounds: u32) -> u64 {
     let counter = env.file("storm-counter");
     fs::write(&counter, "0\n").unwrap();
     let runners: Vec<Child> = lockers
@@ -671,7 +671,7 @@ pub fn storm(env: &Env, lockers: &[String], rounds: u32) -> u64 {
 
 /// How often the main thread of `pid` has gone to sleep voluntarily; a
 /// process blocked in the kernel does not add to it, a poller does.
-pub fn voluntary_switches(pid: i32) -> u64 {
+pub(crate) fn voluntary_switches(pid: i32) -> u64 {
     let status = fs::read_to_string(format!("/proc/{pid}/task/{pid}/status")).unwrap();
     status
         .lines()
@@ -685,7 +685,7 @@ pub fn voluntary_switches(pid: i32) -> u64 {
 /// Fails unless `pid`'s main thread stays asleep for a while: a waiter that
 /// blocks in the kernel makes no voluntary context switch, a poller does.
 /// (Showing that nothing happens takes an interval; nothing is timed.)
-pub fn assert_sleeps_without_polling(pid: i32, what: &str) {
+pub(crate) fn assert_sleeps_without_polling(pid: i32, what: &str) {
     let before = voluntary_switches(pid);
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(
@@ -696,7 +696,7 @@ pub fn assert_sleeps_without_polling(pid: i32, what: &str) {
 }
 
 /// The lines of a log that commands append to (none if it does not exist).
-pub fn lines(log: &Path) -> Vec<String> {
+pub(crate) fn lines(log: &Path) -> Vec<String> {
     fs::read_to_string(log)
         .unwrap_or_default()
         .lines()
@@ -705,7 +705,7 @@ pub fn lines(log: &Path) -> Vec<String> {
 }
 
 /// Waits for each child and requires it to succeed.
-pub fn finish(children: Vec<Child>) {
+pub(crate) fn finish(children: Vec<Child>) {
     for mut child in children {
         assert!(wait_child(&mut child).success());
     }

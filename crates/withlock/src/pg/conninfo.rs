@@ -10,7 +10,7 @@ use percent_encoding::percent_decode_str;
 
 /// A connection string with some settings taken out.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Split {
+pub(crate) struct Split {
     /// The rest, for the driver.
     pub rest: String,
     /// The settings taken out, decoded, in order.
@@ -21,7 +21,7 @@ pub struct Split {
 
 /// Takes the settings named `keys` out of `conninfo`. The error names the
 /// setting that could not be decoded, never its value.
-pub fn split(conninfo: &str, keys: &[&str]) -> Result<Split, String> {
+pub(crate) fn split(conninfo: &str, keys: &[&str]) -> Result<Split, String> {
     check_form(conninfo)?;
     match url_body(conninfo) {
         Some(body) => split_url(conninfo, body, keys),
@@ -30,7 +30,7 @@ pub fn split(conninfo: &str, keys: &[&str]) -> Result<Split, String> {
 }
 
 /// What a connection string looks like, for messages about one that is not.
-pub const FORM: &str = "postgres://USER@HOST[:PORT]/DB or key=value settings such as \
+pub(crate) const FORM: &str = "postgres://USER@HOST[:PORT]/DB or key=value settings such as \
 host=HOST dbname=DB";
 
 /// Refuses what is neither a PostgreSQL URL nor `key=value` settings,
@@ -132,7 +132,7 @@ fn authority_has_port(authority: &str) -> bool {
 
 /// A URL with `port` added to its single host, which has none (the driver
 /// would otherwise take 5432 for it). Other strings are returned as they are.
-pub fn with_authority_port(conninfo: &str, port: u16) -> String {
+pub(crate) fn with_authority_port(conninfo: &str, port: u16) -> String {
     let Some(body) = url_body(conninfo) else {
         return conninfo.to_owned();
     };

@@ -113,7 +113,7 @@ impl PgHolder {
 
 /// Every session holding or waiting for advisory key `key` in the current
 /// database, holders first, waiters in waiting order.
-pub fn query(client: &mut Client, key: i64) -> Result<Vec<PgHolder>, postgres::Error> {
+pub(crate) fn query(client: &mut Client, key: i64) -> Result<Vec<PgHolder>, postgres::Error> {
     let sessions = query_keys(client, Some(&[key]))?;
     Ok(sessions.into_iter().map(|(_, session)| session).collect())
 }
@@ -121,7 +121,7 @@ pub fn query(client: &mut Client, key: i64) -> Result<Vec<PgHolder>, postgres::E
 /// Every session holding or waiting for one of `keys` (all advisory keys
 /// when `None`) in the current database, with its key; ordered by key,
 /// then as [`query`] orders them.
-pub fn query_keys(
+pub(crate) fn query_keys(
     client: &mut Client,
     keys: Option<&[i64]>,
 ) -> Result<Vec<(i64, PgHolder)>, postgres::Error> {
@@ -167,7 +167,7 @@ fn client(addr: Option<String>, port: Option<i32>) -> ClientAddress {
 }
 
 /// The generic view of `sessions`: holders and waiters.
-pub fn to_holders(sessions: &[PgHolder]) -> Holders {
+pub(crate) fn to_holders(sessions: &[PgHolder]) -> Holders {
     Holders {
         holders: sessions
             .iter()

@@ -17,7 +17,7 @@ use std::path::Path;
 
 /// What a connection is looked up by.
 #[derive(Debug, Clone, Copy)]
-pub struct Lookup<'a> {
+pub(crate) struct Lookup<'a> {
     /// The host name, the `hostaddr`, or the socket directory; `localhost`
     /// for the default socket directory, as libpq.
     pub host: &'a str,
@@ -31,7 +31,7 @@ pub struct Lookup<'a> {
 
 /// What reading the file gave.
 #[derive(PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// No file, or no entry for this connection.
     NotFound,
     /// The password of the first matching entry.
@@ -51,7 +51,7 @@ impl std::fmt::Debug for Outcome {
 }
 
 /// The password the file at `path` holds for `lookup`.
-pub fn password(path: &Path, lookup: Lookup<'_>) -> Outcome {
+pub(crate) fn password(path: &Path, lookup: Lookup<'_>) -> Outcome {
     let mut file = match File::open(path) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Outcome::NotFound,
@@ -91,7 +91,7 @@ fn ignored(path: &Path, why: &str) -> Outcome {
 }
 
 /// The password of the first line of `text` matching `lookup`.
-pub fn find(text: &str, lookup: Lookup<'_>) -> Option<String> {
+pub(crate) fn find(text: &str, lookup: Lookup<'_>) -> Option<String> {
     text.lines()
         .map(|line| line.strip_suffix('\r').unwrap_or(line))
         .filter(|line| !line.is_empty() && !line.starts_with('#'))

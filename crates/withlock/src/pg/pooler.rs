@@ -38,14 +38,14 @@
 use std::time::Duration;
 
 /// The custom setting that marks a server session as a withlock one.
-pub const MARKER: &str = "withlock.session";
+pub(crate) const MARKER: &str = "withlock.session";
 
 /// How long the probe session may take.
-pub const PROBE_BOUND: Duration = Duration::from_secs(2);
+pub(crate) const PROBE_BOUND: Duration = Duration::from_secs(2);
 
 /// What one statement saw of its server session.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Seen {
+pub(crate) struct Seen {
     /// `pg_backend_pid()`.
     pub pid: i32,
     /// The marker setting, if the server session has one.
@@ -54,7 +54,7 @@ pub struct Seen {
 
 /// What the two setup statements saw.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Observation {
+pub(crate) struct Observation {
     /// The first statement's backend pid.
     pub pid: i32,
     /// The marker before the first statement set it.
@@ -68,7 +68,7 @@ pub struct Observation {
 }
 
 /// Why the session looks shared, from the setup statements alone.
-pub fn evidence(seen: &Observation) -> Option<String> {
+pub(crate) fn evidence(seen: &Observation) -> Option<String> {
     if let Some(earlier) = seen.inherited.as_deref().filter(|m| !m.is_empty()) {
         return Some(format!(
             "its server session (backend pid {}) still carried the marker of an earlier \
@@ -93,12 +93,12 @@ pub fn evidence(seen: &Observation) -> Option<String> {
 
 /// Whether to open a probe session: something between the client and the
 /// server set `application_name`.
-pub fn worth_probing(seen: &Observation) -> bool {
+pub(crate) fn worth_probing(seen: &Observation) -> bool {
     seen.application_name_source.as_deref() != Some("client")
 }
 
 /// Why the session looks shared, from what a probe session saw.
-pub fn probe_evidence(seen: &Observation, probe: &Seen) -> Option<String> {
+pub(crate) fn probe_evidence(seen: &Observation, probe: &Seen) -> Option<String> {
     (probe.marker.as_deref() == Some(seen.token.as_str())).then(|| {
         format!(
             "a second connection was given the first one's server session (backend pid {})",

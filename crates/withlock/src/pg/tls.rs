@@ -43,7 +43,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// libpq's `sslmode` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SslMode {
+pub(crate) enum SslMode {
     /// No TLS.
     Disable,
     /// TLS if the server agrees (libpq tries plain first; withlock TLS
@@ -61,7 +61,7 @@ pub enum SslMode {
 
 impl SslMode {
     /// Reads a `sslmode` value.
-    pub fn parse(value: &str) -> Result<SslMode, String> {
+    pub(crate) fn parse(value: &str) -> Result<SslMode, String> {
         Ok(match value {
             "disable" => SslMode::Disable,
             "allow" => SslMode::Allow,
@@ -79,7 +79,7 @@ impl SslMode {
     }
 
     /// The value as written in a URL.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             SslMode::Disable => "disable",
             SslMode::Allow => "allow",
@@ -97,7 +97,7 @@ impl SslMode {
 
 /// The TLS settings of a connection string (or the `PGSSL*` variables).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TlsOptions {
+pub(crate) struct TlsOptions {
     /// `sslmode`, if given.
     pub mode: Option<SslMode>,
     /// `sslrootcert`: a file, or `system`.
@@ -111,7 +111,7 @@ pub struct TlsOptions {
 /// What connecting needs: the driver's mode and, unless TLS is off, the
 /// connector.
 #[derive(Clone)]
-pub struct Tls {
+pub(crate) struct Tls {
     /// `Disable`, `Prefer` or `Require`: the verify modes are `Require`
     /// with a checking connector.
     pub driver_mode: DriverSslMode,
@@ -121,7 +121,7 @@ pub struct Tls {
 
 impl Tls {
     /// No TLS (Unix sockets, `sslmode=disable`).
-    pub fn off() -> Tls {
+    pub(crate) fn off() -> Tls {
         Tls {
             driver_mode: DriverSslMode::Disable,
             connector: None,
@@ -136,7 +136,7 @@ fn default_file(home: Option<&Path>, name: &str) -> Option<PathBuf> {
 
 /// Builds the TLS setup `options` ask for; `home` is where
 /// `~/.postgresql` is. The error is one line naming the cause and the fix.
-pub fn prepare(options: &TlsOptions, home: Option<&Path>) -> Result<Tls, String> {
+pub(crate) fn prepare(options: &TlsOptions, home: Option<&Path>) -> Result<Tls, String> {
     let system = options.root_cert.as_deref() == Some("system");
     let mode = match options.mode {
         Some(mode) => mode,
