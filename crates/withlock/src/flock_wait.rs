@@ -19,11 +19,11 @@
 use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, BorrowedFd};
-use std::sync::Once;
 use std::time::{Duration, Instant};
 
 use crate::request::Mode;
 use crate::signal_wake::Wake;
+use crate::timer_signal::{install_noop_handler, set_signal_blocked, timer_signal};
 
 /// How a lock attempt ended, other than with an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,11 +36,6 @@ pub(crate) enum Outcome {
     TimedOut,
     /// The interrupt check asked us to stop.
     Interrupted,
-}
-
-/// The signal that interrupts a wait at its deadline: `SIGRTMIN + 5`.
-pub fn timer_signal() -> i32 {
-    libc::SIGRTMIN() + 5
 }
 
 fn operation(mode: Mode) -> i32 {
@@ -200,47 +195,6 @@ fn timespec(d: Duration) -> libc::timespec {
     libc::timespec {
         tv_sec: d.as_secs() as libc::time_t,
         tv_nsec: d.subsec_nanos() as libc::c_long,
-    }
-}
-
-extern "C" fn noop_handler(_: libc::c_int) {}
-
-/// Makes [`timer_signal`] interrupt a blocking call rather than kill the
-/// process: installs a no-op handler without `SA_RESTART`, once.
-pub(crate) fn install_noop_handler() {
-    static INSTALL: Once = Once::new();
-    INSTALL.call_once(|| {
-        // SAFETY: an all-zero sigaction is valid; we set the handler and an
-        // empty mask, and no SA_RESTART so that flock() returns EINTR. The
-        // handler touches nothing, so it is async-signal-safe.
-        unsafe {
-            let mut action: libc::sigaction = MaybeUninit::zeroed().assume_init();
-            action.sa_sigaction = noop_handler as *const () as libc::sighandler_t;
-            libc::sigemptyset(&mut action.sa_mask);
-            libc::sigaction(timer_signal(), &action, std::ptr::null_mut());
-        }
-    });
-}
-
-/// Blocks or unblocks `signal` in this thread; returns whether it was blocked.
-pub(crate) fn set_signal_blocked(signal: i32, blocked: bool) -> io::Result<bool> {
-    // SAFETY: the sets are initialised by sigemptyset before use, and
-    // pthread_sigmask only changes this thread's mask.
-    unsafe {
-        let mut set: libc::sigset_t = MaybeUninit::zeroed().assume_init();
-        let mut old: libc::sigset_t = MaybeUninit::zeroed().assume_init();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, signal);
-        let how = if blocked {
-            libc::SIG_BLOCK
-        } else {
-            libc::SIG_UNBLOCK
-        };
-        let rc = libc::pthread_sigmask(how, &set, &mut old);
-        if rc != 0 {
-            return Err(io::Error::from_raw_os_error(rc));
-        }
-        Ok(libc::sigismember(&old, signal) == 1)
     }
 }
 

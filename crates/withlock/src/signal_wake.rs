@@ -28,7 +28,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use crate::flock_wait::{install_noop_handler, set_signal_blocked, timer_signal};
+use crate::timer_signal::{install_noop_handler, set_signal_blocked, timer_signal};
 
 /// Signal numbers that can be caught are below this (Linux's `_NSIG`).
 const SIGNALS: usize = 65;

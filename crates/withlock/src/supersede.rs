@@ -96,12 +96,12 @@ use nix::sys::socket::{
 use crate::any_lock::AnyLock;
 use crate::any_lock::LockKey;
 use crate::error::{Error, Result};
-use crate::flock_wait::{install_noop_handler, timer_signal};
 use crate::holder::Holder;
 use crate::lock::WaitHooks;
 use crate::lock_set::{LockSet, SetHooks};
 use crate::proc_locks::{self, FileId, Kind};
 use crate::request::Mode;
+use crate::timer_signal::{install_noop_handler, timer_signal};
 
 /// The start of every supersede socket's abstract name.
 pub const NAME_PREFIX: &str = "withlock-supersede/";

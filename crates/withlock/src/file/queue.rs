@@ -79,7 +79,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::file::obstruction::Foreign;
-use crate::flock_wait::{install_noop_handler, set_signal_blocked, timer_signal};
+use crate::timer_signal::{install_noop_handler, set_signal_blocked, timer_signal};
 
 use crate::file::queue_bytes::SPAN;
 pub(crate) use crate::file::queue_bytes::{GATE, MARK_BASE, PLACE_MARK_BASE, TICKET_BASE};
