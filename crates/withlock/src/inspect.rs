@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::file::file_lock::FileLock;
-use crate::file::name::LOCK_FILE_SUFFIX;
+use crate::name::LOCK_FILE_SUFFIX;
 use crate::holder::Holders;
 use crate::lock::Lock;
 use crate::socket::socket_lock::SocketLock;
@@ -174,7 +174,7 @@ fn lock_entries(dir: &Path) -> Result<Vec<Entry>> {
             let path = entry.path();
             let what = match entry.file_type() {
                 Ok(kind) if !kind.is_file() => not_a_lock_file(kind),
-                Ok(_) if crate::file::name::LockName::new(&name).is_err() => {
+                Ok(_) if crate::name::LockName::new(&name).is_err() => {
                     "a file whose name is not a lock name".to_owned()
                 }
                 Ok(_) => return Some((name.clone(), Entry::Lock(name))),

@@ -43,6 +43,7 @@ mod inspect;
 mod lock;
 mod lock_loss;
 mod lock_set;
+mod name;
 mod ownership;
 mod path_key;
 #[cfg(feature = "postgres")]
@@ -64,7 +65,7 @@ pub use error_kind::ErrorKind;
 pub use file::file_lock::{FileGuard, FileLock};
 pub use file::lock_dir;
 pub use file::lock_file::LOCK_FILE_MODE;
-pub use file::name::{LOCK_FILE_SUFFIX, LockName, MAX_NAME_LEN};
+pub use name::{LOCK_FILE_SUFFIX, LockName, MAX_NAME_LEN};
 pub use holder::{Holder, Holders, HoldersText, human_duration};
 pub use inspect::{Found, LockStatus, list};
 pub use lock::{Lock, NoHooks, WaitHooks, with_lock};

@@ -35,7 +35,7 @@
 use std::path::PathBuf;
 
 use crate::error::{Error, Result};
-use crate::file::name::LockName;
+use crate::name::LockName;
 use crate::request::Mode;
 use crate::socket::socket_spec::{self, SocketAddress};
 

@@ -11,7 +11,6 @@ pub(crate) mod file_key;
 pub(crate) mod file_lock;
 pub mod lock_dir;
 pub(crate) mod lock_file;
-pub(crate) mod name;
 pub(crate) mod obstruction;
 pub(crate) mod place_stamp;
 pub(crate) mod queue;
