@@ -19,12 +19,15 @@ use crate::deadline::Deadline;
 use crate::error::{Error, Result};
 use crate::file::file_key::FileKey;
 use crate::file::file_lock::{FileGuard, FileLock};
+use crate::file::listing;
 use crate::holder::Holders;
 use crate::lock::{Lock, WaitHooks};
 use crate::lock_loss::LockLoss;
+use crate::lock_status::LockStatus;
 #[cfg(feature = "postgres")]
 use crate::pg::{PgGuard, PgLock};
 use crate::request::Mode;
+use crate::socket::listing as socket_listing;
 use crate::socket::socket_key::SocketKey;
 use crate::socket::socket_lock::{SocketGuard, SocketLock};
 use crate::spec::LockTarget;
@@ -175,6 +178,33 @@ impl AnyLock {
             AnyLock::Pg(lock) => lock.name(),
         }
     }
+
+    /// What a listing shows for this lock ([`crate::list`]): what is at
+    /// its path, and its holders and waiters, taking nothing. Each kind
+    /// answers for its own: a lock file and its queue's obstruction, a
+    /// socket file or spec, a server's advisory lock by its holders.
+    pub(crate) fn status(&self) -> Result<LockStatus> {
+        match self {
+            AnyLock::File(lock) => listing::status(lock),
+            AnyLock::Socket(lock) => socket_listing::status(lock),
+            #[cfg(feature = "postgres")]
+            AnyLock::Pg(lock) => Ok(LockStatus {
+                name: lock.name().to_owned(),
+                path: Default::default(),
+                server: Some(lock.server().to_owned()),
+                found: crate::lock_status::Found::NoFile,
+                holders: lock.holders()?,
+                obstruction: None,
+            }),
+        }
+    }
+}
+
+/// Every lock found in the lock directory `dir`, for a listing
+/// ([`crate::list`] with no names): the file locks there, the only kind
+/// that lives in it.
+pub(crate) fn locks_in(dir: &Path) -> Result<Vec<LockStatus>> {
+    listing::locks_in(dir)
 }
 
 /// The key that puts locks in a [`crate::LockSet`]'s global order; two

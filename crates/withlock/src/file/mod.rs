@@ -9,6 +9,7 @@
 pub(crate) mod file_holders;
 pub(crate) mod file_key;
 pub(crate) mod file_lock;
+pub(crate) mod listing;
 pub mod lock_dir;
 pub(crate) mod lock_file;
 pub(crate) mod obstruction;

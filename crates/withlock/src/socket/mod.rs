@@ -2,6 +2,7 @@
 //! socket (Linux), exclusive only; its spec grammar, its kernel address,
 //! its key in a set's order and, for `unix:`, the socket file at its path.
 
+pub(crate) mod listing;
 pub(crate) mod sockaddr;
 pub(crate) mod socket_file;
 pub(crate) mod socket_key;
