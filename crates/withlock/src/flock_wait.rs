@@ -1,6 +1,6 @@
 //! Taking a flock(2) lock, waiting in the kernel, with an optional deadline;
 //! [`block`] gives the same deadline to any blocking call (the arrival
-//! queue's `fcntl(F_OFD_SETLKW)` waits, see [`crate::file::queue`]).
+//! queue's `fcntl(F_OFD_SETLKW)` waits, in the file lock's `queue.rs`).
 //!
 //! Linux only. A blocked `flock()` cannot be given a timeout, so a deadline
 //! is a POSIX timer (`timer_create`, `CLOCK_MONOTONIC`, `SIGEV_THREAD_ID`)

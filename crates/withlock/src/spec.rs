@@ -31,6 +31,12 @@
 //!
 //! This module only reads specs; each kind of lock makes its lock from what
 //! it names ([`crate::AnyLock::at`], [`crate::FileLock::at`]).
+//!
+//! Being the one grammar, this is the one core module besides the
+//! registration in `any_lock.rs` that names a kind of lock: a spec's form
+//! decides its kind, so the socket prefixes and [`SocketAddress`] are read
+//! here (a kind with a spec form of its own adds it here; a kind taken on
+//! a server by URL needs nothing here).
 
 use std::path::PathBuf;
 
