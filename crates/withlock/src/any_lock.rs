@@ -188,14 +188,7 @@ impl AnyLock {
             AnyLock::File(lock) => listing::status(lock),
             AnyLock::Socket(lock) => socket_listing::status(lock),
             #[cfg(feature = "postgres")]
-            AnyLock::Pg(lock) => Ok(LockStatus {
-                name: lock.name().to_owned(),
-                path: Default::default(),
-                server: Some(lock.server().to_owned()),
-                found: crate::lock_status::Found::NoFile,
-                holders: lock.holders()?,
-                obstruction: None,
-            }),
+            AnyLock::Pg(lock) => crate::pg::listing::status(lock),
         }
     }
 }

@@ -61,7 +61,16 @@ pub fn list(url: &str, names: &[String]) -> Result<Vec<LockStatus>> {
         .iter()
         .map(|name| LockName::new(name).map(|n| n.as_str().to_owned()))
         .collect::<Result<Vec<String>>>()?;
-    let target = Target::parse(url)?;
+    list_on(&Target::parse(url)?, names)
+}
+
+/// The status of `lock`, as [`list`] gives it for its name on its server.
+pub(crate) fn status(lock: &crate::pg::PgLock) -> Result<LockStatus> {
+    let mut found = list_on(lock.target(), vec![lock.name().to_owned()])?;
+    Ok(found.remove(0))
+}
+
+fn list_on(target: &Target, names: Vec<String>) -> Result<Vec<LockStatus>> {
     let identity = Identity::running(&["(listing)"]);
     let mut client = target.connect(&identity)?;
     let server = target.server().to_owned();

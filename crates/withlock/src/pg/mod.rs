@@ -48,7 +48,7 @@ pub mod heartbeat;
 mod holders;
 mod identity;
 mod key;
-mod listing;
+pub(crate) mod listing;
 mod password;
 mod pg_guard;
 mod pg_lock;

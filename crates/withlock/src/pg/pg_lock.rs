@@ -124,6 +124,11 @@ impl PgLock {
         &self.name
     }
 
+    /// Where the lock lives, for a listing of it.
+    pub(crate) fn target(&self) -> &Target {
+        &self.target
+    }
+
     /// The server, as messages name it: `host:port/dbname`, never the
     /// password.
     pub fn server(&self) -> &str {
