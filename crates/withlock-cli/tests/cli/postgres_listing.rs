@@ -35,6 +35,19 @@ fn list_json(pg: &PgEnv, names: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// `withlock --list NAMES` as text; it must succeed.
+fn list_table(pg: &PgEnv, names: &[&str]) -> String {
+    let out = pg
+        .withlock()
+        .arg("--list")
+        .args(names)
+        .assert()
+        .code(0)
+        .get_output()
+        .clone();
+    stdout(&out)
+}
+
 #[test]
 fn the_command_gets_a_fencing_token_that_grows_with_every_run() {
     let pg = PgEnv::new();
@@ -258,14 +271,7 @@ fn a_role_forging_a_holder_is_shown_with_its_real_role_and_address() {
     assert_eq!(held["role"], "mallory", "{held}");
     assert_eq!(held["client_addr"], "127.0.0.1", "{held}");
     assert_eq!((&held["pid"], &held["user"]), (&1.into(), &"root".into()));
-    let table = stdout(
-        &pg.withlock()
-            .args(["--list", "deploy"])
-            .assert()
-            .code(0)
-            .get_output()
-            .clone(),
-    );
+    let table = list_table(&pg, &["deploy"]);
     let lines: Vec<&str> = table.lines().collect();
     assert!(
         lines[0].contains("ROLE") && lines[0].contains("CLIENT"),
@@ -299,14 +305,7 @@ fn a_long_command_is_listed_as_its_arguments_with_the_cut_marked() {
         command.len() == 2 || (command.len() == 3 && script.starts_with(command[2])),
         "whole arguments, then the start of one: {held}"
     );
-    let table = stdout(
-        &pg.withlock()
-            .args(["--list", "deploy"])
-            .assert()
-            .code(0)
-            .get_output()
-            .clone(),
-    );
+    let table = list_table(&pg, &["deploy"]);
     let row = table.lines().nth(1).unwrap();
     assert!(row.contains("sh -c "), "{table}");
     assert!(row.ends_with('…'), "{table}");
