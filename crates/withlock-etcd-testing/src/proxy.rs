@@ -9,12 +9,16 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 
 /// A running proxy; its threads end with the process (or, once severed,
 /// with their connections).
 pub struct Proxy {
     addr: SocketAddr,
     shared: Arc<Shared>,
+    /// The accepting thread, which owns the listener: joined on `sever`,
+    /// so that reconnects are refused once it returns.
+    accepting: Mutex<Option<JoinHandle<()>>>,
 }
 
 /// What the accepting thread and the copying threads share.
@@ -38,9 +42,13 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
         let addr = listener.local_addr().expect("the proxy's address");
         let shared = Arc::new(Shared::default());
-        let accepting = shared.clone();
-        std::thread::spawn(move || accept(listener, target, &accepting));
-        Proxy { addr, shared }
+        let for_thread = shared.clone();
+        let accepting = std::thread::spawn(move || accept(listener, target, &for_thread));
+        Proxy {
+            addr,
+            shared,
+            accepting: Mutex::new(Some(accepting)),
+        }
     }
 
     /// Where clients connect.
@@ -74,6 +82,9 @@ impl Proxy {
         // Wakes the accepting thread, which sees `severed` and drops the
         // listener. Refused if it already has.
         let _ = TcpStream::connect(self.addr);
+        if let Some(accepting) = self.accepting.lock().unwrap().take() {
+            accepting.join().expect("the proxy's accepting thread");
+        }
     }
 }
 
