@@ -10,7 +10,7 @@ use crate::exit_code;
 use crate::help_layout;
 
 /// Example command lines and what they do, for `--help` and the man page.
-pub(crate) const EXAMPLES: [(&str, &str); 11] = [
+pub(crate) const EXAMPLES: [(&str, &str); 12] = [
     ("withlock --list", "who holds and waits for each lock"),
     (
         "withlock deploy -- ./script deploy",
@@ -37,6 +37,10 @@ pub(crate) const EXAMPLES: [(&str, &str); 11] = [
         "a newer --supersede deploy makes this one give up (79)",
     ),
     (
+        "withlock --cancel-running deploy -- ./deploy",
+        "stop a running --cancel-running deploy (82), then deploy",
+    ),
+    (
         "withlock ./build.lock -- make",
         "lock a file by path, like flock(1)",
     ),
@@ -55,7 +59,7 @@ pub(crate) const EXAMPLES: [(&str, &str); 11] = [
 ];
 
 /// Exit statuses and their meaning, for `--help` and the man page.
-pub(crate) const EXIT_STATUSES: [(&str, &str); 13] = [
+pub(crate) const EXIT_STATUSES: [(&str, &str); 14] = [
     (
         "the command's",
         "its own status, or 128+N if it died of signal N",
@@ -87,6 +91,11 @@ pub(crate) const EXIT_STATUSES: [(&str, &str); 13] = [
     (
         "80",
         "a --url lock was lost while the command ran; the command was stopped (see --grace)",
+    ),
+    (
+        "82",
+        "cancelled: a newer --cancel-running request came while the command ran with \
+         --cancel-running; the command was stopped (see --grace)",
     ),
     (
         "69",
@@ -247,6 +256,19 @@ pub(crate) struct Cli {
     #[arg(long, conflicts_with = "list")]
     pub supersede: bool,
 
+    /// Stop a running --cancel-running holder, then take the lock.
+    ///
+    /// The newest request wins, as CI's cancel-in-progress: a holder
+    /// started with --cancel-running is stopped (its command gets
+    /// SIGTERM, SIGKILL after --grace; it exits 82 naming this request)
+    /// and older --cancel-running requests still waiting give up (79).
+    /// A holder started without it is never touched. Exclusive locks
+    /// only, on this machine or with --url; the holder checks that the
+    /// request really waits for the lock, so only who could take the
+    /// lock can cancel.
+    #[arg(long, conflicts_with_all = ["list", "shared", "max"])]
+    pub cancel_running: bool,
+
     /// With --url: how long a command gets after SIGTERM if a lock is lost.
     ///
     /// If a --url lock is lost while the command runs (its session
@@ -297,7 +319,7 @@ pub(crate) struct Cli {
         hide_short_help = true,
         conflicts_with_all = [
             "locks", "command", "list", "json", "shared", "exclusive", "max", "no_wait",
-            "wait", "supersede", "quiet", "verbose"
+            "wait", "supersede", "cancel_running", "quiet", "verbose"
         ]
     )]
     pub generate_extras: Option<PathBuf>,

@@ -25,6 +25,10 @@ pub(crate) const SUPERSEDED: u8 = 79;
 /// ended, the server restarted or the network was cut. The command was
 /// stopped (SIGTERM, SIGKILL after `--grace`). Next after [`SUPERSEDED`].
 pub(crate) const LOCK_LOST: u8 = 80;
+/// A newer `--cancel-running` request for the lock came while the command
+/// ran with `--cancel-running`; the command was stopped (SIGTERM, SIGKILL
+/// after `--grace`).
+pub(crate) const CANCELLED: u8 = 82;
 /// The command exists but cannot be executed, as env(1) says it.
 pub(crate) const CANNOT_EXECUTE: u8 = 126;
 /// The command was not found, as env(1) says it.

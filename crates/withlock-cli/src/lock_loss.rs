@@ -46,7 +46,7 @@ fn stop(lost: &LockLoss, grace: Duration) {
     if HANDLED.swap(true, Ordering::SeqCst) {
         return;
     }
-    if !signals::stop_command(libc::SIGTERM) {
+    if !stop_within(grace) {
         // The command had already ended: its status stands.
         return;
     }
@@ -55,11 +55,21 @@ fn stop(lost: &LockLoss, grace: Duration) {
         escaped(lost),
         grace.as_secs_f64()
     );
-    // Not in the heartbeat thread: releasing the other locks waits for it.
+}
+
+/// SIGTERM to the command's group now, SIGKILL `grace` later unless it
+/// has ended by then; false if it had already ended.
+pub(crate) fn stop_within(grace: Duration) -> bool {
+    if !signals::stop_command(libc::SIGTERM) {
+        return false;
+    }
+    // Not in the calling thread (the heartbeat's or a watch's): releasing
+    // the locks waits for it.
     std::thread::spawn(move || {
         std::thread::sleep(grace);
         signals::stop_command(libc::SIGKILL);
     });
+    true
 }
 
 /// The loss as one line, with the server's words made safe to print.

@@ -6,8 +6,11 @@
 //! ([`withlock::spec`]); with `--url`, as a name on the server.
 
 use withlock::pg::Identity;
-use withlock::{AnyLock, LockSet, LockSpec, Mode, PgLock, SetGuard, Supersede, Wait};
+use withlock::{
+    AnyLock, CancelWatch, LockSet, LockSpec, Mode, PgLock, SetGuard, Supersede, Wait,
+};
 
+use crate::cancel_running;
 use crate::cli::Cli;
 use crate::option_support;
 use crate::waiting_report::ReportWhenWaiting;
@@ -62,23 +65,60 @@ pub(crate) fn lock_set(cli: &Cli) -> anyhow::Result<LockSet> {
             (None, Some(max)) => lock.with_max(max)?,
             (None, None) => lock.with_mode(default)?,
         };
+        if cli.cancel_running {
+            refuse_uncancellable(&lock)?;
+        }
         locks.push(lock);
     }
     Ok(LockSet::new(locks)?)
 }
 
+/// `--cancel-running` takes exclusive locks that can tell who asks
+/// (not socket locks), each refused with one line and 64.
+fn refuse_uncancellable(lock: &AnyLock) -> Result<(), option_support::Unsupported> {
+    let label = withlock::escape::text(lock.label());
+    if !lock.supports_cancel() {
+        return Err(option_support::Unsupported::new(format!(
+            "{label}: --cancel-running needs a lock whose holder can check who asks \
+             (a name, a lock file, or --url): drop --cancel-running or use a named lock"
+        )));
+    }
+    if lock.mode() != Mode::Exclusive {
+        return Err(option_support::Unsupported::new(format!(
+            "{label}: --cancel-running takes exclusive locks only: drop =shared or \
+             --cancel-running"
+        )));
+    }
+    Ok(())
+}
+
 /// Takes every lock of `set`, reporting the wait unless quiet; with
-/// `--supersede`, gives up with [`withlock::Error::Superseded`] when a
-/// newer superseding request for one of the locks comes while it waits.
-/// Once this returns the locks are held and nothing supersedes them.
-pub(crate) fn take(cli: &Cli, set: &LockSet, wait: Wait) -> anyhow::Result<SetGuard> {
+/// `--supersede` or `--cancel-running`, gives up with
+/// [`withlock::Error::Superseded`] when a newer such request for one of
+/// the locks comes while it waits. Once this returns the locks are held
+/// and nothing supersedes them; with `--cancel-running` a newer request
+/// may still cancel the command, through the watch returned.
+pub(crate) fn take(
+    cli: &Cli,
+    set: &LockSet,
+    wait: Wait,
+) -> anyhow::Result<(SetGuard, Option<CancelWatch>)> {
     let mut report = ReportWhenWaiting::new(cli.quiet);
-    let acquired = if cli.supersede {
+    let acquired = if cli.cancel_running {
+        let watch = Supersede::announce_cancelling(set)?;
+        let acquired = set
+            .acquire_with(wait, &mut watch.hooks(&mut report))
+            .and_then(|guard| {
+                let cancel = CancelWatch::start(set, &watch, cancel_running::on_cancel(cli.grace))?;
+                Ok((guard, Some(cancel)))
+            });
+        watch.finish(acquired)
+    } else if cli.supersede {
         let watch = Supersede::announce(set)?;
         let acquired = set.acquire_with(wait, &mut watch.hooks(&mut report));
-        watch.finish(acquired)
+        watch.finish(acquired).map(|guard| (guard, None))
     } else {
-        set.acquire_with(wait, &mut report)
+        set.acquire_with(wait, &mut report).map(|guard| (guard, None))
     };
     report.finish(acquired.is_ok());
     Ok(acquired?)

@@ -18,6 +18,7 @@ macro_rules! say {
     }};
 }
 
+mod cancel_running;
 mod cli;
 mod command;
 mod exit_code;
@@ -123,7 +124,7 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
     };
     signals::install();
     let asked = Instant::now();
-    let mut guard = lock_request::take(cli, &set, wait)?;
+    let (mut guard, cancel_watch) = lock_request::take(cli, &set, wait)?;
     if cli.verbose {
         say!(
             "withlock: acquired {} after waiting {}",
@@ -143,7 +144,9 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
         ends_with_withlock,
     )?;
     let ran = started.elapsed();
-    let status = lock_loss::status(ended.exit_code());
+    // Nothing cancels a command that has ended.
+    drop(cancel_watch);
+    let status = cancel_running::status(ended.exit_code());
     let held = guard.held_for();
     // The command's status matters more than a failed unlock, which the
     // kernel repairs anyway when withlock exits a moment later. A lost lock

@@ -143,6 +143,14 @@ impl AnyLock {
         !matches!(self, AnyLock::Socket(_))
     }
 
+    /// True when a holder of the lock can be cancelled by a newer request
+    /// ([`crate::cancel`]): its holders can check who asks (a file lock
+    /// through `/proc/locks`, a PostgreSQL lock through `pg_locks`); a
+    /// socket lock cannot.
+    pub fn supports_cancel(&self) -> bool {
+        !matches!(self, AnyLock::Socket(_))
+    }
+
     /// The same lock as a counting semaphore of up to `max` holders
     /// ([`FileLock::with_max`], `PgLock::with_max`); a socket lock refuses
     /// with [`Error::Unsupported`], and so does a PostgreSQL lock above its

@@ -240,7 +240,7 @@ impl Holder {
 }
 
 /// This machine's host name, as a server lock's holders name their host.
-fn this_host() -> Option<String> {
+pub(crate) fn this_host() -> Option<String> {
     let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
     Some(name.trim().to_owned())
 }

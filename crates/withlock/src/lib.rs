@@ -14,7 +14,8 @@
 //! so that callers naming them in any order never deadlock; `NAME=shared`
 //! gives one its own mode ([`parse_spec`]). A [`Supersede`] watch makes a
 //! waiting request give up when a newer superseding request comes
-//! ([`Error::Superseded`]).
+//! ([`Error::Superseded`]); a [`CancelWatch`] lets a newer cancelling
+//! request stop a holder that opted in ([`cancel`]).
 //!
 //! ```no_run
 //! use withlock::{FileLock, Lock, Mode};
@@ -29,8 +30,10 @@
 //! ```
 #![deny(missing_docs)]
 
+mod announce;
 mod any_lock;
 mod backend_error;
+pub mod cancel;
 mod deadline;
 mod error;
 mod error_kind;
@@ -60,6 +63,7 @@ mod timer_signal;
 
 pub use any_lock::{AnyGuard, AnyLock, Kind, LockKey};
 pub use backend_error::BackendError;
+pub use cancel::{CancelWatch, Cancelled};
 pub use deadline::Deadline;
 pub use error::{Error, Result};
 pub use error_kind::ErrorKind;

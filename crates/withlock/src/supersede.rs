@@ -86,15 +86,15 @@ use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use nix::errno::Errno;
-use nix::sys::socket::{
-    self, AddressFamily, Backlog, MsgFlags, SockFlag, SockType, UnixAddr, sockopt,
-};
+use nix::sys::socket::{self, MsgFlags, SockFlag, sockopt};
 
+use crate::announce::{self, Stamp};
 use crate::any_lock::AnyLock;
 use crate::any_lock::LockKey;
+use crate::cancel;
 use crate::error::{Error, Result};
 use crate::holder::Holder;
 use crate::lock::WaitHooks;
@@ -112,38 +112,10 @@ const RESIGNAL: Duration = Duration::from_millis(1);
 const GREETING_WAIT: Duration = Duration::from_secs(1);
 /// How many newer requests a request checks for one that really waits.
 const MAX_PROBES: usize = 8;
-/// How far in the future another request's stamp may be and still count
-/// as newer: clocks agree on one machine, so a stamp further ahead is a
-/// name someone made up to make every request give up, and is ignored.
-const MAX_CLOCK_SKEW: Duration = Duration::from_secs(10);
 
 /// The supersede protocol's name prefix for `key`'s lock, with '/' at the end.
 pub fn prefix_for(key: &LockKey) -> String {
-    format!("{NAME_PREFIX}{:016x}/", fnv1a(&key.to_bytes()))
-}
-
-/// FNV-1a, 64 bits: stable across builds, unlike std's hasher.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
-        (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
-/// A request's place in the order of announcements: older is smaller.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-struct Stamp {
-    nanos: u128,
-    pid: u32,
-}
-
-impl Stamp {
-    fn parse(rest: &str) -> Option<Stamp> {
-        let (nanos, pid) = rest.split_once('/')?;
-        Some(Stamp {
-            nanos: nanos.parse().ok()?,
-            pid: pid.split('.').next()?.parse().ok()?,
-        })
-    }
+    announce::prefix(NAME_PREFIX, key)
 }
 
 /// What the watcher thread and the waiting thread share.
@@ -166,6 +138,8 @@ pub struct Supersede {
     stop: Option<OwnedFd>,
     thread: Option<JoinHandle<()>>,
     stamp: Stamp,
+    /// Whether it also cancels holders that may be cancelled.
+    cancelling: bool,
     /// For each lock of the set: its name prefix, our own name there, and
     /// the lock.
     locks: Vec<Announced>,
@@ -175,6 +149,7 @@ pub struct Supersede {
 struct Announced {
     prefix: String,
     own: String,
+    key: LockKey,
     lock: AnyLock,
 }
 
@@ -194,22 +169,31 @@ impl Supersede {
     /// Call it from the thread that will wait for the locks, which must
     /// live until [`Supersede::finish`] or the drop.
     pub fn announce(set: &LockSet) -> Result<Supersede> {
+        Supersede::announce_as(set, false)
+    }
+
+    /// As [`Supersede::announce`], for a request that also cancels the
+    /// holders that may be cancelled ([`crate::cancel`]): once it waits for
+    /// a lock, it asks them to stop, and it marks its announcement so that
+    /// a holder that starts listening just after it can find it.
+    pub fn announce_cancelling(set: &LockSet) -> Result<Supersede> {
+        Supersede::announce_as(set, true)
+    }
+
+    fn announce_as(set: &LockSet, cancelling: bool) -> Result<Supersede> {
         install_noop_handler();
-        let stamp = Stamp {
-            nanos: SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos()),
-            pid: std::process::id(),
-        };
+        let stamp = Stamp::now();
+        let mark = if cancelling { cancel::REQUEST_MARK } else { "" };
         let mut listeners = Vec::new();
         let mut locks = Vec::new();
         for (key, lock) in set.keyed() {
             let prefix = prefix_for(key);
-            let (listener, own) = listen(&prefix, stamp)?;
+            let (listener, own) = announce::listen(&prefix, stamp, mark)?;
             listeners.push((listener, lock.clone()));
             locks.push(Announced {
                 prefix,
                 own,
+                key: key.clone(),
                 lock: lock.clone(),
             });
         }
@@ -231,8 +215,15 @@ impl Supersede {
             stop: Some(stop),
             thread: Some(thread),
             stamp,
+            cancelling,
             locks,
         })
+    }
+
+    /// When the request announced itself: a holder it cancels must be
+    /// older.
+    pub(crate) fn stamp(&self) -> Stamp {
+        self.stamp
     }
 
     /// Called as the request begins to wait for lock `index` (stamped by
@@ -243,13 +234,16 @@ impl Supersede {
             return;
         };
         let mut newer: Vec<(Stamp, String)> = Vec::new();
-        for (name, other) in announced(&this.prefix) {
+        if self.cancelling {
+            cancel::ask_holders(&this.key, self.stamp);
+        }
+        for (name, other) in announce::announced(&this.prefix) {
             if name == this.own {
                 continue;
             }
             if other < self.stamp {
                 notify(&name, this.lock.mode());
-            } else if other.nanos <= self.stamp.nanos + MAX_CLOCK_SKEW.as_nanos() {
+            } else if self.stamp.is_older_than(&other) {
                 newer.push((other, name));
             }
         }
@@ -380,104 +374,20 @@ impl SetHooks for SupersedeHooks<'_> {
     }
 }
 
-fn socket_error(what: &str, e: Errno) -> Error {
-    Error::io(format!("{what} a supersede socket"), e)
-}
-
-fn stream_socket() -> Result<OwnedFd> {
-    socket::socket(
-        AddressFamily::Unix,
-        SockType::Stream,
-        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
-        None,
-    )
-    .map_err(|e| socket_error("create", e))
-}
-
-/// Binds and listens on `prefix<stamp>/<pid>` (with `.N` after it should
-/// someone else hold that name); returns the socket and the name.
-fn listen(prefix: &str, stamp: Stamp) -> Result<(OwnedFd, String)> {
-    let base = format!("{prefix}{}/{}", stamp.nanos, stamp.pid);
-    let mut last = Errno::EADDRINUSE;
-    for attempt in 0..16 {
-        let name = match attempt {
-            0 => base.clone(),
-            n => format!("{base}.{n}"),
-        };
-        let fd = stream_socket()?;
-        let addr = UnixAddr::new_abstract(name.as_bytes()).map_err(|e| socket_error("name", e))?;
-        match socket::bind(fd.as_raw_fd(), &addr) {
-            Ok(()) => {
-                socket::listen(&fd, Backlog::new(64).unwrap_or(Backlog::MAXCONN))
-                    .map_err(|e| socket_error("listen on", e))?;
-                return Ok((fd, name));
-            }
-            Err(e @ Errno::EADDRINUSE) => last = e,
-            Err(e) => return Err(socket_error("bind", e)),
-        }
-    }
-    Err(socket_error("bind", last))
-}
-
-/// The listening supersede sockets under `prefix` in `/proc/net/unix`,
-/// with their stamps.
-fn announced(prefix: &str) -> Vec<(String, Stamp)> {
-    let Ok(table) = std::fs::read_to_string("/proc/net/unix") else {
-        return Vec::new();
-    };
-    parse_net_unix(&table, prefix)
-}
-
-/// Listening sockets (flag `__SO_ACCEPTCON`) whose abstract name starts
-/// with `prefix`, from the text of `/proc/net/unix`.
-fn parse_net_unix(table: &str, prefix: &str) -> Vec<(String, Stamp)> {
-    const ACCEPTCON: u32 = 0x0001_0000;
-    let mut found: Vec<(String, Stamp)> = Vec::new();
-    for line in table.lines().skip(1) {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let (Some(flags), Some(path)) = (fields.get(3), fields.get(7)) else {
-            continue;
-        };
-        let listening = u32::from_str_radix(flags, 16).is_ok_and(|f| f & ACCEPTCON != 0);
-        let Some(name) = path.strip_prefix('@') else {
-            continue;
-        };
-        let Some(rest) = name.strip_prefix(prefix) else {
-            continue;
-        };
-        if let (true, Some(stamp)) = (listening, Stamp::parse(rest)) {
-            if !found.iter().any(|(n, _)| n == name) {
-                found.push((name.to_owned(), stamp));
-            }
-        }
-    }
-    found
-}
-
-/// Connects to the abstract socket `name`.
-fn connect(name: &str) -> Option<OwnedFd> {
-    let fd = stream_socket().ok()?;
-    let addr = UnixAddr::new_abstract(name.as_bytes()).ok()?;
-    // A full queue (EAGAIN) or a socket closed meanwhile: that request is
-    // not waiting any more, or will hear from the next newcomer.
-    socket::connect(fd.as_raw_fd(), &addr).ok()?;
-    Some(fd)
-}
-
 /// Sends notice to an older request.
 fn notify(name: &str, mode: Mode) {
     let byte = match mode {
         Mode::Exclusive => b'x',
         Mode::Shared => b's',
     };
-    if let Some(fd) = connect(name) {
+    if let Some(fd) = announce::connect(name) {
         let _ = socket::send(fd.as_raw_fd(), &[byte], MsgFlags::MSG_NOSIGNAL);
     }
 }
 
 /// The newer request listening on `name`, if it really waits for `lock`.
-fn probe(name: &str, lock: &AnyLock) -> Option<Holder> {
-    let fd = connect(name)?;
+pub(crate) fn probe(name: &str, lock: &AnyLock) -> Option<Holder> {
+    let fd = announce::connect(name)?;
     let cred = socket::getsockopt(&fd, sockopt::PeerCredentials).ok()?;
     let mode = waiting_mode(cred.pid(), lock, Mode::Exclusive)?;
     Some(Holder::of_pid(cred.pid(), mode))
@@ -489,7 +399,7 @@ fn probe(name: &str, lock: &AnyLock) -> Option<Holder> {
 /// only a process that has the file open can take; `claimed` is the mode
 /// it says. Any local user can take a `tcp:` or `abstract:` lock, and
 /// connect to a `unix:` one, so for socket locks anyone may.
-fn waiting_mode(pid: i32, lock: &AnyLock, claimed: Mode) -> Option<Mode> {
+pub(crate) fn waiting_mode(pid: i32, lock: &AnyLock, claimed: Mode) -> Option<Mode> {
     let AnyLock::File(file) = lock else {
         return Some(claimed);
     };
@@ -616,31 +526,7 @@ mod tests {
     use crate::file::file_lock::FileLock;
     use crate::lock::{Lock, NoHooks};
     use crate::request::Wait;
-
-    #[test]
-    fn reads_listening_supersede_sockets_from_proc_net_unix() {
-        let prefix = "withlock-supersede/00000000000000ab/";
-        let table = "Num       RefCount Protocol Flags    Type St Inode Path\n\
-            0000000000000000: 00000002 00000000 00010000 0001 01 100 @withlock-supersede/00000000000000ab/5/42\n\
-            0000000000000000: 00000003 00000000 00000000 0001 03 101 @withlock-supersede/00000000000000ab/5/42\n\
-            0000000000000000: 00000002 00000000 00010000 0001 01 102 @withlock-supersede/00000000000000cd/6/43\n\
-            0000000000000000: 00000002 00000000 00010000 0001 01 103 /run/x.sock\n\
-            0000000000000000: 00000002 00000000 00010000 0001 01 104\n";
-        let found = parse_net_unix(table, prefix);
-        assert_eq!(
-            found,
-            [(
-                "withlock-supersede/00000000000000ab/5/42".to_owned(),
-                Stamp { nanos: 5, pid: 42 }
-            )]
-        );
-    }
-
-    #[test]
-    fn the_lock_hash_is_stable() {
-        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
-        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
-    }
+    use std::time::SystemTime;
 
     /// A file lock in a fresh directory, as a set of one.
     fn file_set(dir: &tempfile::TempDir, name: &str) -> (FileLock, LockSet) {
@@ -665,7 +551,7 @@ mod tests {
         let (older, newer) = std::thread::scope(|scope| {
             let set = &set;
             let older = scope.spawn(move || wait_superseding(set, Duration::from_secs(60)));
-            while announced(&prefix).is_empty() {
+            while announce::announced(&prefix).is_empty() {
                 std::thread::sleep(Duration::from_millis(1));
             }
             let newer = scope.spawn(move || wait_superseding(set, Duration::from_secs(60)));
@@ -682,7 +568,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         newer.unwrap();
-        assert!(announced(&prefix).is_empty(), "every watch has stopped");
+        assert!(announce::announced(&prefix).is_empty(), "every watch has stopped");
     }
 
     #[test]
@@ -715,7 +601,7 @@ mod tests {
             nanos: (now + Duration::from_secs(1)).as_nanos(),
             pid: 1,
         };
-        let (_listener, _) = listen(&prefix, soon).unwrap();
+        let (_listener, _) = announce::listen(&prefix, soon, "").unwrap();
         match wait_superseding(&set, Duration::from_secs(60)) {
             Err(Error::Superseded { by, .. }) => {
                 assert_eq!(by.pid, std::process::id() as i32)
@@ -734,7 +620,7 @@ mod tests {
             nanos: u128::from(u64::MAX),
             pid: 1,
         };
-        let (_listener, _) = listen(&prefix, squatter).unwrap();
+        let (_listener, _) = announce::listen(&prefix, squatter, "").unwrap();
         match wait_superseding(&set, Duration::from_millis(50)) {
             Err(Error::TimedOut { .. }) => {}
             other => panic!("not superseded by a made-up name: {other:?}"),

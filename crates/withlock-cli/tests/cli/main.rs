@@ -2,6 +2,7 @@
 //! topic. Tests marked "needs root" fail (never skip) when not run as root.
 
 mod bad_input;
+mod cancel_running;
 mod exclusion;
 mod exit_status;
 mod fairness;
