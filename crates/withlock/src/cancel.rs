@@ -2,8 +2,7 @@
 //! flag stops a holder that was itself started with it, then takes the
 //! lock (`withlock --cancel-running`).
 //!
-//! Linux only; file locks on this machine here, PostgreSQL locks in
-//! [`crate::pg::cancel`] (feature `postgres`). Nothing is signalled
+//! Linux only; file locks on this machine. Nothing is signalled
 //! across processes: the holder's own process does the stopping, once it
 //! has checked who asks. The protocol builds on [`crate::supersede`] and
 //! its abstract-socket announcements ([`crate::announce`]):
