@@ -60,7 +60,9 @@ fn stop(cancelled: &Cancelled, grace: Duration) {
 fn by(cancelled: &Cancelled) -> String {
     let by = &cancelled.by;
     let user = by.user.as_deref().unwrap_or("unknown");
-    let command = by.command_line().unwrap_or_else(|| "command unknown".into());
+    let command = by
+        .command_line()
+        .unwrap_or_else(|| "command unknown".into());
     format!(
         "pid {}, user {}, host {} ({command})",
         by.pid,

@@ -6,9 +6,7 @@
 //! ([`withlock::spec`]); with `--url`, as a name on the server.
 
 use withlock::pg::Identity;
-use withlock::{
-    AnyLock, CancelWatch, LockSet, LockSpec, Mode, PgLock, SetGuard, Supersede, Wait,
-};
+use withlock::{AnyLock, CancelWatch, LockSet, LockSpec, Mode, PgLock, SetGuard, Supersede, Wait};
 
 use crate::cancel_running;
 use crate::cli::Cli;
@@ -118,7 +116,8 @@ pub(crate) fn take(
         let acquired = set.acquire_with(wait, &mut watch.hooks(&mut report));
         watch.finish(acquired).map(|guard| (guard, None))
     } else {
-        set.acquire_with(wait, &mut report).map(|guard| (guard, None))
+        set.acquire_with(wait, &mut report)
+            .map(|guard| (guard, None))
     };
     report.finish(acquired.is_ok());
     Ok(acquired?)

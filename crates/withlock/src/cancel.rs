@@ -5,11 +5,11 @@
 //! Linux only; file locks on this machine. Nothing is signalled
 //! across processes: the holder's own process does the stopping, once it
 //! has checked who asks. The protocol builds on [`crate::supersede`] and
-//! its abstract-socket announcements ([`crate::announce`]):
+//! its abstract-socket announcements (`announce.rs`):
 //!
 //! 1. **A cancelling request** announces itself as a superseding one
 //!    ([`Supersede::announce_cancelling`]), its names marked with
-//!    [`REQUEST_MARK`], so older cancelling requests that still wait give
+//!    `.c`, so older cancelling requests that still wait give
 //!    up as with `--supersede`. Once it waits for a lock (its waiting
 //!    stamp is set: a POSIX record lock on the lock file), it lists the
 //!    holders listening under `withlock-cancel/<lock>/` with an older
@@ -125,8 +125,7 @@ impl CancelWatch {
             if !matches!(lock, AnyLock::File(_)) {
                 continue;
             }
-            let (listener, _) =
-                announce::listen(&announce::prefix(NAME_PREFIX, key), stamp, "")?;
+            let (listener, _) = announce::listen(&announce::prefix(NAME_PREFIX, key), stamp, "")?;
             listening.push(Listening {
                 listener,
                 lock: lock.clone(),

@@ -568,7 +568,10 @@ mod tests {
             other => panic!("{other:?}"),
         }
         newer.unwrap();
-        assert!(announce::announced(&prefix).is_empty(), "every watch has stopped");
+        assert!(
+            announce::announced(&prefix).is_empty(),
+            "every watch has stopped"
+        );
     }
 
     #[test]

@@ -9,8 +9,7 @@ use std::path::PathBuf;
 use std::process::Child;
 
 use crate::support::{
-    ALICE, BOB, Env, command_as, ensure_user, output, set_mode, wait_blocked, wait_child,
-    wait_for,
+    ALICE, BOB, Env, command_as, ensure_user, output, set_mode, wait_blocked, wait_child, wait_for,
 };
 
 /// The documented status of a cancelled holder.
@@ -74,7 +73,10 @@ fn a_holder_without_the_flag_is_untouched_and_older_flagged_waiters_give_up() {
     let status = wait_child(&mut older);
     let err = stderr_of(&mut older);
     assert_eq!(status.code(), Some(SUPERSEDED), "{err}");
-    assert!(err.contains(&format!("superseded by pid {newer_pid} (")), "{err}");
+    assert!(
+        err.contains(&format!("superseded by pid {newer_pid} (")),
+        "{err}"
+    );
     wait_blocked(&file, newer_pid as i32);
     assert!(
         holder.child.try_wait().unwrap().is_none(),
@@ -94,7 +96,9 @@ fn another_user_who_could_take_the_lock_cancels_an_opted_in_holder() {
     ensure_user(BOB);
     let env = Env::new();
     let mut holder = env.hold(
-        env.withlock().as_user(ALICE).args(["--cancel-running", "d"]),
+        env.withlock()
+            .as_user(ALICE)
+            .args(["--cancel-running", "d"]),
         "h",
     );
     let marker = env.file("M");
