@@ -17,9 +17,10 @@ const README: &str = include_str!("../../../../README.md");
 /// README examples that cannot run here: building and installing, a
 /// server or an address this machine does not have, a fixed path in
 /// /run/lock.
-const NOT_HERE: [&str; 6] = [
+const NOT_HERE: [&str; 7] = [
     "cargo ",
-    "scripts/test",
+    "scripts/",
+    "pip install",
     "db.internal",
     "tcp:",
     "sudo",
