@@ -20,33 +20,20 @@ use crate::lock_loss;
 
 /// A cancel has been handled (only the first one is).
 static HANDLED: AtomicBool = AtomicBool::new(false);
-/// The command was stopped for a cancel.
-static CANCELLED: AtomicBool = AtomicBool::new(false);
 
 /// What to call when a newer request cancels this one.
 pub(crate) fn on_cancel(grace: Duration) -> impl Fn(Cancelled) + Send + Sync + 'static {
     move |cancelled| stop(&cancelled, grace)
 }
 
-/// The status to exit with: [`exit_code::CANCELLED`] if the command was
-/// stopped for a cancel, else as [`lock_loss::status`] says.
-pub(crate) fn status(command_status: u8) -> u8 {
-    if CANCELLED.load(Ordering::SeqCst) {
-        exit_code::CANCELLED
-    } else {
-        lock_loss::status(command_status)
-    }
-}
-
 fn stop(cancelled: &Cancelled, grace: Duration) {
     if HANDLED.swap(true, Ordering::SeqCst) || lock_loss::was_lost() {
         return;
     }
-    if !lock_loss::stop_within(grace) {
+    if !lock_loss::stop_within(grace, exit_code::CANCELLED) {
         // The command had already ended: its status stands.
         return;
     }
-    CANCELLED.store(true, Ordering::SeqCst);
     say!(
         "withlock: cancelled by a newer --cancel-running request for {}: {}; stopping the \
          command (SIGTERM, SIGKILL after {}s)",

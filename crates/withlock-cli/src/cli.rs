@@ -59,7 +59,7 @@ pub(crate) const EXAMPLES: [(&str, &str); 12] = [
 ];
 
 /// Exit statuses and their meaning, for `--help` and the man page.
-pub(crate) const EXIT_STATUSES: [(&str, &str); 14] = [
+pub(crate) const EXIT_STATUSES: [(&str, &str); 15] = [
     (
         "the command's",
         "its own status, or 128+N if it died of signal N",
@@ -91,6 +91,10 @@ pub(crate) const EXIT_STATUSES: [(&str, &str); 14] = [
     (
         "80",
         "a --url lock was lost while the command ran; the command was stopped (see --grace)",
+    ),
+    (
+        "81",
+        "the command ran into its --time-limit and was stopped (see --grace)",
     ),
     (
         "82",
@@ -269,14 +273,15 @@ pub(crate) struct Cli {
     #[arg(long, conflicts_with_all = ["list", "shared", "max"])]
     pub cancel_running: bool,
 
-    /// With --url: how long a command gets after SIGTERM if a lock is lost.
+    /// How long a command gets after SIGTERM when it is stopped.
     ///
-    /// If a --url lock is lost while the command runs (its session
-    /// was ended, the server restarted, the network was cut; noticed
-    /// within 8 seconds), withlock says so, sends SIGTERM to the command's
-    /// process group, SIGKILL SECONDS later (fractions allowed) if it still
-    /// runs, and exits with 80. The server keeps the lock of a holder it
-    /// cannot hear for 8 + SECONDS + 10 seconds, so that it is not handed on
+    /// When the command runs into --time-limit (exit 81), is cancelled by
+    /// a newer --cancel-running request (exit 82), or a --url lock is lost
+    /// while it runs (its session was ended, the server restarted, the
+    /// network was cut; noticed within 8 seconds; exit 80), withlock says
+    /// so, sends SIGTERM to the command's process group, and SIGKILL
+    /// SECONDS later (fractions allowed) if it still runs. The server keeps
+    /// the lock of a holder it cannot hear for 8 + SECONDS + 10 seconds, so that it is not handed on
     /// while the command may still run. At most 3600.
     #[arg(
         long,
@@ -287,6 +292,21 @@ pub(crate) struct Cli {
     )]
     pub grace: Duration,
 
+    /// Stop the command after SECONDS (fractions allowed).
+    ///
+    /// Counted from the command's start. When it runs out, withlock says
+    /// so, sends SIGTERM to the command's process group, SIGKILL --grace
+    /// seconds later if it still runs, and exits with 81. --list shows
+    /// each holder's deadline. withlock keeps the limit itself: a withlock
+    /// killed with SIGKILL leaves its command running.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        value_parser = parse_seconds,
+        allow_hyphen_values = true
+    )]
+    pub time_limit: Option<Duration>,
+
     /// List the locks: who holds and who waits for each.
     ///
     /// The locks in DIR (with --url: on the server), or just the NAMEs
@@ -294,7 +314,10 @@ pub(crate) struct Cli {
     /// user, host, command and since.
     #[arg(
         long,
-        conflicts_with_all = ["shared", "exclusive", "max", "no_wait", "wait", "conflict_exit_code", "verbose"]
+        conflicts_with_all = [
+            "shared", "exclusive", "max", "no_wait", "wait", "conflict_exit_code", "verbose",
+            "time_limit"
+        ]
     )]
     pub list: bool,
 
@@ -319,7 +342,7 @@ pub(crate) struct Cli {
         hide_short_help = true,
         conflicts_with_all = [
             "locks", "command", "list", "json", "shared", "exclusive", "max", "no_wait",
-            "wait", "supersede", "cancel_running", "quiet", "verbose"
+            "wait", "supersede", "cancel_running", "quiet", "verbose", "time_limit"
         ]
     )]
     pub generate_extras: Option<PathBuf>,

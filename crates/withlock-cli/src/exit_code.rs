@@ -25,6 +25,9 @@ pub(crate) const SUPERSEDED: u8 = 79;
 /// ended, the server restarted or the network was cut. The command was
 /// stopped (SIGTERM, SIGKILL after `--grace`). Next after [`SUPERSEDED`].
 pub(crate) const LOCK_LOST: u8 = 80;
+/// The command ran into its `--time-limit` and was stopped (SIGTERM,
+/// SIGKILL after `--grace`). Next after [`LOCK_LOST`].
+pub(crate) const TIME_LIMIT: u8 = 81;
 /// A newer `--cancel-running` request for the lock came while the command
 /// ran with `--cancel-running`; the command was stopped (SIGTERM, SIGKILL
 /// after `--grace`).

@@ -7,7 +7,8 @@
 //! unless the command has ended by then (the signals go through
 //! [`signals::stop_command`], which never signals a reaped command's group
 //! id). Once the command has ended withlock exits with
-//! [`exit_code::LOCK_LOST`]. A loss noticed only after the command ended
+//! [`exit_code::LOCK_LOST`], unless something else stopped it first (a
+//! time limit, a cancel). A loss noticed only after the command ended
 //! leaves the command's own status: it ran to its end under the lock.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,16 +28,6 @@ pub(crate) fn watch(guard: &mut SetGuard, grace: Duration) -> withlock::Result<(
     guard.watch_for_loss(move |lost| stop(&lost, grace))
 }
 
-/// The status to exit with: [`exit_code::LOCK_LOST`] if the command was
-/// stopped for a lost lock, else its own.
-pub(crate) fn status(command_status: u8) -> u8 {
-    if signals::command_was_stopped() {
-        exit_code::LOCK_LOST
-    } else {
-        command_status
-    }
-}
-
 /// True once a lock was lost (before or after the command ended).
 pub(crate) fn was_lost() -> bool {
     HANDLED.load(Ordering::SeqCst)
@@ -46,7 +37,7 @@ fn stop(lost: &LockLoss, grace: Duration) {
     if HANDLED.swap(true, Ordering::SeqCst) {
         return;
     }
-    if !stop_within(grace) {
+    if !stop_within(grace, exit_code::LOCK_LOST) {
         // The command had already ended: its status stands.
         return;
     }
@@ -58,16 +49,18 @@ fn stop(lost: &LockLoss, grace: Duration) {
 }
 
 /// SIGTERM to the command's group now, SIGKILL `grace` later unless it
-/// has ended by then; false if it had already ended.
-pub(crate) fn stop_within(grace: Duration) -> bool {
-    if !signals::stop_command(libc::SIGTERM) {
+/// has ended by then, for a reason whose exit status is `status` (the
+/// first reason to stop the command is the one withlock exits with:
+/// [`signals::stopped_status`]); false if it had already ended.
+pub(crate) fn stop_within(grace: Duration, status: u8) -> bool {
+    if !signals::stop_command(libc::SIGTERM, status) {
         return false;
     }
     // Not in the calling thread (the heartbeat's or a watch's): releasing
     // the locks waits for it.
     std::thread::spawn(move || {
         std::thread::sleep(grace);
-        signals::stop_command(libc::SIGKILL);
+        signals::stop_command(libc::SIGKILL, status);
     });
     true
 }

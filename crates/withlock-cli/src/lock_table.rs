@@ -50,6 +50,12 @@
 //! Each holder and waiter also has `"mode"`: `"exclusive"`, `"shared"`,
 //! or `"max"` for a place of a counting semaphore (`--max N`), also in the
 //! table's MODE column; a lock held by `--max` holders has `"mode": "max"`.
+//!
+//! Each holder also has `"slot"`: which of the N places of `--max N` it
+//! holds, 0 to N-1, null for any other holder and for waiters; and `"deadline"`: the RFC 3339 UTC time
+//! its `--time-limit` runs out, null without one (a server lock's is on
+//! the server's clock). The table has SLOT and DEADLINE columns when some
+//! holder has one.
 
 use std::io::Write;
 use std::time::SystemTime;
@@ -121,6 +127,8 @@ fn process_json(process: &Holder) -> Value {
         "command": command,
         "command_truncated": process.command_truncated,
         "since": process.since.map(rfc3339),
+        "slot": process.slot,
+        "deadline": process.deadline.map(rfc3339),
         "role": session.and_then(|s| s.role.as_deref()),
         "client_addr": session.and_then(|s| s.client.as_json()),
     })
@@ -140,6 +148,15 @@ fn user_cell(process: &Holder) -> String {
 
 fn rfc3339(time: SystemTime) -> String {
     humantime::format_rfc3339_micros(time).to_string()
+}
+
+/// `2024-06-10T12:03:04Z (in 5m00s)`, or `(5.0s ago)` once past.
+fn deadline_cell(deadline: SystemTime) -> String {
+    let when = humantime::format_rfc3339_seconds(deadline);
+    match deadline.duration_since(SystemTime::now()) {
+        Ok(left) => format!("{when} (in {})", human_duration(left)),
+        Err(past) => format!("{when} ({} ago)", human_duration(past.duration())),
+    }
 }
 
 /// The server's view of a server lock's process: ROLE and CLIENT.
@@ -164,12 +181,16 @@ struct Row {
     pid: String,
     user: String,
     since: String,
+    /// SLOT and DEADLINE, shown when some row has one.
+    job: [String; 2],
     /// ROLE and CLIENT, for a server lock.
     session: [String; 2],
     command: String,
 }
 
 const HEADINGS: [&str; 6] = ["NAME", "STATE", "MODE", "PID", "USER", "SINCE"];
+/// Added when some holder has a `--max` slot or a `--time-limit`.
+const JOB_HEADINGS: [&str; 2] = ["SLOT", "DEADLINE"];
 /// Added for server locks: what the server vouches for.
 const SERVER_HEADINGS: [&str; 2] = ["ROLE", "CLIENT"];
 
@@ -177,10 +198,14 @@ const SERVER_HEADINGS: [&str; 2] = ["ROLE", "CLIENT"];
 pub(crate) fn table(locks: &[LockStatus], out: &mut impl Write) -> std::io::Result<()> {
     let rows: Vec<Row> = locks.iter().flat_map(rows_of).collect();
     let on_server = locks.iter().any(|l| l.server.is_some());
-    let headings: Vec<&str> = match on_server {
-        true => HEADINGS.iter().chain(&SERVER_HEADINGS).copied().collect(),
-        false => HEADINGS.to_vec(),
-    };
+    let job: Vec<usize> = (0..JOB_HEADINGS.len())
+        .filter(|&i| rows.iter().any(|row| !row.job[i].is_empty()))
+        .collect();
+    let mut headings = HEADINGS.to_vec();
+    headings.extend(job.iter().map(|&i| JOB_HEADINGS[i]));
+    if on_server {
+        headings.extend(SERVER_HEADINGS);
+    }
     let cells = |row: &Row| {
         let mut cells = vec![
             row.name.clone(),
@@ -190,6 +215,7 @@ pub(crate) fn table(locks: &[LockStatus], out: &mut impl Write) -> std::io::Resu
             row.user.clone(),
             row.since.clone(),
         ];
+        cells.extend(job.iter().map(|&i| row.job[i].clone()));
         if on_server {
             cells.extend(row.session.iter().cloned());
         }
@@ -310,6 +336,12 @@ fn process_rows(lock: &LockStatus) -> Vec<Row> {
                     human_duration(ago)
                 )
             }),
+            job: [
+                process
+                    .slot
+                    .map_or_else(String::new, |slot| slot.to_string()),
+                process.deadline.map_or_else(String::new, deadline_cell),
+            ],
             session: session_cells(process),
             command: process.command_line().unwrap_or_else(|| {
                 if process.running {

@@ -34,6 +34,7 @@ mod output;
 mod server_options;
 mod signals;
 mod terminal;
+mod time_limit;
 mod waiting_report;
 
 use std::path::{Path, PathBuf};
@@ -133,6 +134,11 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
         );
     }
     let fences = fence_env::of(&set, &guard);
+    if let Some(limit) = cli.time_limit {
+        if let Some(deadline) = time_limit::start(limit, cli.grace)? {
+            guard.announce_deadline(deadline)?;
+        }
+    }
     lock_loss::watch(&mut guard, cli.grace)?;
     let ends_with_withlock = !set.locks().all(withlock::AnyLock::can_be_inherited);
     let started = Instant::now();
@@ -146,7 +152,9 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
     let ran = started.elapsed();
     // Nothing cancels a command that has ended.
     drop(cancel_watch);
-    let status = cancel_running::status(ended.exit_code());
+    // Stopped for a lost lock, a time limit or a cancel: the first
+    // reason's status, not the command's.
+    let status = signals::stopped_status().unwrap_or(ended.exit_code());
     let held = guard.held_for();
     // The command's status matters more than a failed unlock, which the
     // kernel repairs anyway when withlock exits a moment later. A lost lock

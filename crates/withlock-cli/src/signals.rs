@@ -16,13 +16,15 @@
 //! signals are not blocked meanwhile, because a child inherits the signal
 //! mask and the command would then start with them blocked.
 //!
-//! A lost lock stops the command from another thread ([`stop_command`]),
-//! which must never signal the group once the command is reaped (its id
+//! A lost lock or a time limit stops the command from another thread
+//! ([`stop_command`]), and the first to do so chooses withlock's exit
+//! status ([`stopped_status`]). The stopping thread
+//! must never signal the group once the command is reaped (its id
 //! could by then be another's): the command is reaped only after
 //! [`stop_forwarding`], and both take one mutex.
 
 use std::mem::MaybeUninit;
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 /// The signals withlock handles, in the order they are documented.
@@ -107,25 +109,30 @@ static STOPPING: Mutex<()> = Mutex::new(());
 /// The command has ended (or could not start).
 static ENDED: AtomicBool = AtomicBool::new(false);
 
-/// [`stop_command`] signalled the command (or kept the signal for it)
-/// before it ended.
-static STOPPED: AtomicBool = AtomicBool::new(false);
+/// The exit status of the first [`stop_command`] that signalled the
+/// command (or kept the signal for it) before it ended; 0 for none.
+static STOPPED: AtomicU8 = AtomicU8::new(0);
 
-/// True if [`stop_command`] reached the command before it ended; final
-/// once [`stop_forwarding`] has returned.
-pub(crate) fn command_was_stopped() -> bool {
-    STOPPED.load(Ordering::SeqCst)
+/// The status of the first [`stop_command`] that reached the command
+/// before it ended, if any; final once [`stop_forwarding`] has returned.
+pub(crate) fn stopped_status() -> Option<u8> {
+    match STOPPED.load(Ordering::SeqCst) {
+        0 => None,
+        status => Some(status),
+    }
 }
 
-/// Sends `signal` to the command's process group for a lost lock, from any
-/// thread but a signal handler; if the command is not started yet, as soon
-/// as it is. False if the command has already ended.
-pub(crate) fn stop_command(signal: i32) -> bool {
+/// Sends `signal` to the command's process group, from any thread but a
+/// signal handler, for a reason whose exit status is `status` (a lost
+/// lock, a time limit: the first reason to stop the command is the one
+/// withlock exits with); if the command is not started yet, as soon as it
+/// is. False if the command has already ended.
+pub(crate) fn stop_command(signal: i32, status: u8) -> bool {
     let _stopping = STOPPING.lock().unwrap_or_else(PoisonError::into_inner);
     if ENDED.load(Ordering::SeqCst) {
         return false;
     }
-    STOPPED.store(true, Ordering::SeqCst);
+    let _ = STOPPED.compare_exchange(0, status, Ordering::SeqCst, Ordering::SeqCst);
     let group = COMMAND_GROUP.load(Ordering::SeqCst);
     if group > 0 {
         // SAFETY: kill has no memory-safety preconditions; `group` is our

@@ -345,6 +345,8 @@ mod tests {
             command_truncated: false,
             session: None,
             max: false,
+            slot: None,
+            deadline: None,
             since: Some(std::time::SystemTime::now() - Duration::from_secs(133)),
             started: None,
             running: true,

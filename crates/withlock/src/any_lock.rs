@@ -13,7 +13,7 @@
 use std::fmt;
 use std::os::fd::BorrowedFd;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::deadline::Deadline;
 use crate::error::{Error, Result};
@@ -334,6 +334,22 @@ impl AnyGuard {
             }
             #[cfg(feature = "postgres")]
             AnyGuard::Pg(guard) => guard.watch(Box::new(move |lost| on_lost(LockLoss::new(lost)))),
+        }
+    }
+
+    /// Tells listings when this holder's time limit runs out (a file
+    /// lock's deadline stamp, a PostgreSQL lock's `application_name`);
+    /// a socket lock has nowhere to say it. Call it before
+    /// [`AnyGuard::watch_for_loss`].
+    pub fn announce_deadline(&mut self, deadline: SystemTime) -> Result<()> {
+        match self {
+            AnyGuard::File(guard) => {
+                guard.announce_deadline(deadline);
+                Ok(())
+            }
+            AnyGuard::Socket(_) => Ok(()),
+            #[cfg(feature = "postgres")]
+            AnyGuard::Pg(guard) => guard.announce_deadline(deadline).map_err(Error::from),
         }
     }
 

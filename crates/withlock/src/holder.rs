@@ -50,6 +50,11 @@ pub struct Holder {
     /// (`--max N`), or a waiter for one; `mode` is then how it holds the
     /// name itself (shared).
     pub max: bool,
+    /// Which of the places of `--max N` it holds (0 to N-1), where its kind
+    /// of lock tells.
+    pub slot: Option<u32>,
+    /// When its time limit (`--time-limit`) runs out, if it announced one.
+    pub deadline: Option<SystemTime>,
     /// When it took the lock, or for a waiter when it started waiting, if
     /// it said so (withlock does; flock(1) does not).
     pub since: Option<SystemTime>,
@@ -83,6 +88,8 @@ impl Holder {
             command_truncated: false,
             session: None,
             max: false,
+            slot: None,
+            deadline: None,
             since: None,
             started: process_start(&proc_dir),
             running: is_running(pid),
@@ -526,6 +533,8 @@ mod tests {
             command_truncated: false,
             session: None,
             max: false,
+            slot: None,
+            deadline: None,
             since: Some(two_hours_ago),
             started: None,
             running: true,

@@ -243,6 +243,15 @@ impl SetGuard {
         Ok(())
     }
 
+    /// Tells listings when the holder's time limit runs out, for every
+    /// lock of the set ([`AnyGuard::announce_deadline`]); call it before
+    /// [`SetGuard::watch_for_loss`].
+    pub fn announce_deadline(&mut self, deadline: std::time::SystemTime) -> Result<()> {
+        self.guards
+            .iter_mut()
+            .try_for_each(|guard| guard.announce_deadline(deadline))
+    }
+
     /// A loss a watch noticed ([`SetGuard::watch_for_loss`]); with several,
     /// the first lock's in the set's order.
     pub fn lost(&self) -> Option<LockLoss> {

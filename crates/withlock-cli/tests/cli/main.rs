@@ -26,5 +26,6 @@ mod signals;
 mod socket_locks;
 mod supersede;
 mod support;
+mod time_limit;
 mod wait_answers;
 mod waiting_line;

@@ -2,10 +2,12 @@
 //! flock holders, withlock waiters found by their stamps (their queue's
 //! OFD locks show no pid) in arrival order, then processes blocked in
 //! flock(2) such as flock(1). "Since" and the `--max` mark come from the
-//! holders' record-lock stamps (`since_stamp.rs`, `place_stamp.rs`).
+//! holders' record-lock stamps (`since_stamp.rs`, `place_stamp.rs`), and
+//! so does a holder's `--time-limit` deadline (`deadline_stamp.rs`).
 
 use nix::sys::stat::FileStat;
 
+use crate::file::deadline_stamp;
 use crate::file::place_stamp;
 use crate::file::since_stamp;
 use crate::holder::{Holder, Holders};
@@ -85,9 +87,16 @@ impl Holders {
                     && e.start == place_stamp::OFFSET
             })
         };
+        let deadline = |pid: i32| {
+            entries
+                .iter()
+                .filter(|e| e.kind == Kind::Posix && !e.blocked && e.pid == pid)
+                .find_map(|e| deadline_stamp::decode(e.start))
+        };
         let holders: Vec<Holder> = flocks(false)
             .map(|e| Holder {
                 max: !e.write && marked(e.pid),
+                deadline: deadline(e.pid),
                 ..from_entry(e, &stamps)
             })
             .collect();

@@ -28,6 +28,7 @@ use nix::sys::stat::{FileStat, fstat, fstatat};
 
 use crate::deadline::Deadline;
 use crate::error::{Error, Result};
+use crate::file::deadline_stamp;
 use crate::file::lock_dir::{self, LockDir};
 use crate::file::lock_file::{self, MAX_ATTEMPTS};
 use crate::file::obstruction::{self, Foreign};
@@ -603,6 +604,8 @@ pub struct FileGuard {
     ticket: Option<Ticket>,
     /// True while it marks itself as a `--max` holder ([`place_stamp`]).
     place_stamp: bool,
+    /// The offset of its deadline stamp ([`deadline_stamp`]), once announced.
+    deadline_stamp: Option<u64>,
     acquired: Instant,
     /// False once the guard was closed without unlocking: dropping it must
     /// then leave the lock to the other descriptors that share it.
@@ -619,6 +622,7 @@ impl FileGuard {
             stamp,
             ticket: None,
             place_stamp: false,
+            deadline_stamp: None,
             acquired: Instant::now(),
             unlock_on_drop: true,
         }
@@ -642,6 +646,17 @@ impl FileGuard {
     /// How long the lock has been held.
     pub fn held_for(&self) -> Duration {
         self.acquired.elapsed()
+    }
+
+    /// Tells listings when this holder's time limit runs out, with a
+    /// [`deadline_stamp`] beside its pid; left out where the stamp cannot
+    /// be set (listings then show no deadline). A second call replaces the
+    /// first.
+    pub fn announce_deadline(&mut self, deadline: SystemTime) {
+        if let Some(offset) = self.deadline_stamp.take() {
+            deadline_stamp::remove(self.fd.as_fd(), offset);
+        }
+        self.deadline_stamp = deadline_stamp::stamp(self.fd.as_fd(), deadline);
     }
 
     /// Releases the lock now, reporting a failure that a drop would hide.
@@ -668,6 +683,9 @@ impl FileGuard {
         }
         if std::mem::take(&mut self.place_stamp) {
             place_stamp::remove(self.fd.as_fd());
+        }
+        if let Some(offset) = self.deadline_stamp.take() {
+            deadline_stamp::remove(self.fd.as_fd(), offset);
         }
         let unlocked = flock_wait::unlock(self.fd.as_fd())
             .map_err(|e| Error::io(format!("unlock {}", self.path.display()), e));

@@ -6,6 +6,7 @@
 //! layout, its key in a set's order, the stamps that say since when and in which mode, and the check
 //! for foreign locks on the queue's bytes.
 
+pub(crate) mod deadline_stamp;
 pub(crate) mod file_holders;
 pub(crate) mod file_key;
 pub(crate) mod file_lock;

@@ -63,6 +63,8 @@ pub struct PgHolder {
     /// True when it holds, or waits for, one of the places of a `--max N`
     /// lock (see [`crate::pg::semaphore`]), rather than the name alone.
     pub max: bool,
+    /// Which of the places of a `--max N` lock it holds (0 to N-1).
+    pub slot: Option<u32>,
 }
 
 impl PgHolder {
@@ -104,6 +106,8 @@ impl PgHolder {
                 declared: self.identity.is_some(),
             }),
             max: self.max,
+            slot: self.slot,
+            deadline: self.identity.as_ref().and_then(|id| id.deadline),
             since: self.since,
             started: None,
             running: true,
@@ -153,6 +157,7 @@ fn session(row: &Row) -> PgHolder {
         identity,
         application_name,
         max: false,
+        slot: None,
     }
 }
 

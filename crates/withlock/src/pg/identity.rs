@@ -68,6 +68,10 @@ pub struct Identity {
     /// When the lock was granted (the server's clock, to the millisecond);
     /// `None` before the grant, or for a waiter.
     pub granted_at: Option<SystemTime>,
+    /// When the holder's time limit (`--time-limit`) runs out (the
+    /// server's clock, to the millisecond), if it announced one; written
+    /// as the milliseconds after the grant, `<grant ms>+<ms>`.
+    pub deadline: Option<SystemTime>,
 }
 
 impl Identity {
@@ -99,6 +103,7 @@ impl Identity {
             command,
             command_truncated: false,
             granted_at: None,
+            deadline: None,
         }
     }
 
@@ -113,12 +118,7 @@ impl Identity {
     /// bytes, the command cut to fit and marked if it had to be.
     pub fn application_name(&self) -> String {
         let mut head = self.head();
-        head.push_str(
-            &self
-                .granted_at
-                .map(|t| millis(t).to_string())
-                .unwrap_or_default(),
-        );
+        head.push_str(&self.times());
         let head = head.trim_end().to_owned();
         let tail = encode_command(
             &self.command,
@@ -139,6 +139,21 @@ impl Identity {
         let head = self.head();
         let budget = MAX_APPLICATION_NAME.saturating_sub(head.len() + GRANT_TIME_DIGITS);
         (head, encode_command(&self.command, budget))
+    }
+
+    /// The grant time in milliseconds since the epoch, and the deadline as
+    /// milliseconds after it: `1718013784123+3600000`; empty before the
+    /// grant.
+    fn times(&self) -> String {
+        let Some(granted_at) = self.granted_at else {
+            return String::new();
+        };
+        let mut times = millis(granted_at).to_string();
+        if let Some(deadline) = self.deadline {
+            let after = deadline.duration_since(granted_at).unwrap_or_default();
+            times.push_str(&format!("+{}", after.as_millis()));
+        }
+        times
     }
 
     /// `withlock <pid> <user>@<host> `, printable, with no `:` (which
@@ -167,12 +182,14 @@ impl Identity {
             None => (rest, Vec::new(), true, false),
         };
         // A grant time is trusted only when the ':' after it survived.
-        let (who, granted_at) = match who.rsplit_once(' ') {
-            Some((who, ms)) if ms.parse::<u64>().is_ok() => {
-                (who, ms.parse().ok().filter(|_| whole).map(from_millis))
-            }
-            _ => (who, None),
-        };
+        let (who, granted_at, deadline) =
+            match who.rsplit_once(' ').map(|(w, t)| (w, read_times(t))) {
+                Some((who, Some((granted_at, deadline)))) => match whole {
+                    true => (who, Some(granted_at), deadline),
+                    false => (who, None, None),
+                },
+                _ => (who, None, None),
+            };
         let (user, host) = who.rsplit_once('@').unwrap_or((who, ""));
         Some(Identity {
             pid,
@@ -181,8 +198,24 @@ impl Identity {
             command,
             command_truncated,
             granted_at,
+            deadline,
         })
     }
+}
+
+/// The grant time and the deadline written by [`Identity::times`].
+/// A deadline cut short by the server reads as none, and leaves the grant
+/// time as it is.
+fn read_times(text: &str) -> Option<(SystemTime, Option<SystemTime>)> {
+    let (granted, after) = match text.split_once('+') {
+        Some((granted, after)) => (granted, Some(after)),
+        None => (text, None),
+    };
+    let granted_at = from_millis(granted.parse().ok()?);
+    let deadline = after
+        .and_then(|after| after.parse().ok())
+        .and_then(|after| granted_at.checked_add(Duration::from_millis(after)));
+    Some((granted_at, deadline))
 }
 
 fn owned(args: &[impl AsRef<str>]) -> Vec<String> {
@@ -269,9 +302,7 @@ impl fmt::Display for Identity {
     /// The whole identity, uncut: head, grant time, and the command.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut head = self.head();
-        if let Some(granted_at) = self.granted_at {
-            head.push_str(&millis(granted_at).to_string());
-        }
+        head.push_str(&self.times());
         write!(
             f,
             "{}{}",
@@ -325,7 +356,27 @@ mod tests {
             command: vec!["./script".into(), "deploy".into()],
             command_truncated: false,
             granted_at: None,
+            deadline: None,
         }
+    }
+
+    #[test]
+    fn the_deadline_round_trips_after_the_grant_time() {
+        let granted_at = from_millis(1_718_013_784_123);
+        let id = Identity {
+            granted_at: Some(granted_at),
+            deadline: Some(granted_at + Duration::from_secs(3600)),
+            ..alice()
+        };
+        let name = id.application_name();
+        assert_eq!(
+            name,
+            "withlock 4711 alice@ci-3 1718013784123+3600000: ./script deploy"
+        );
+        assert_eq!(Identity::parse(&name), Some(id));
+        // Cut before the ':': neither time is believed.
+        let cut = Identity::parse("withlock 4711 alice@ci-3 1718013784123+36").unwrap();
+        assert_eq!((cut.granted_at, cut.deadline), (None, None));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! A held PostgreSQL lock: the session that holds it.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::Mode;
 use postgres::Client;
@@ -9,6 +9,7 @@ use postgres::types::Type;
 use crate::pg::error::PgError;
 use crate::pg::handover;
 use crate::pg::heartbeat::{self, Context, LockLost, Watch};
+use crate::pg::identity::Identity;
 use crate::pg::key::LockKeyParts;
 
 /// Whether this session holds the advisory key (`$1` its high, `$2` its low
@@ -42,6 +43,8 @@ pub struct PgGuard {
     acquired: Instant,
     /// The fencing token of this grant (see [`crate::pg::fence`]).
     fence: i64,
+    /// Who holds it, with the grant time, as its `application_name` says.
+    identity: Option<Identity>,
 }
 
 impl std::fmt::Debug for PgGuard {
@@ -74,6 +77,7 @@ impl PgGuard {
             server,
             acquired: Instant::now(),
             fence: 0,
+            identity: None,
         }
     }
 
@@ -92,6 +96,41 @@ impl PgGuard {
     pub(crate) fn with_fence(mut self, token: i64) -> PgGuard {
         self.fence = token;
         self
+    }
+
+    /// The same guard knowing who holds it, as announced, with the grant
+    /// time (what [`PgGuard::announce_deadline`] writes beside).
+    pub(crate) fn with_identity(mut self, identity: Identity) -> PgGuard {
+        self.identity = Some(identity);
+        self
+    }
+
+    /// Tells listings when this holder's time limit runs out: its
+    /// `application_name` gets the deadline after the grant time (see
+    /// [`Identity`]), on the server's clock: the time left until
+    /// `deadline` on this machine's clock, counted from the grant. Call it
+    /// before [`PgGuard::watch`], which takes the session; once watched,
+    /// or without a known grant time, nothing is written.
+    pub fn announce_deadline(&mut self, deadline: SystemTime) -> Result<(), PgError> {
+        let (Some(client), Some(identity)) = (self.client.as_mut(), self.identity.as_mut()) else {
+            return Ok(());
+        };
+        let Some(granted_at) = identity.granted_at else {
+            return Ok(());
+        };
+        let left = deadline
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
+        identity.deadline = granted_at
+            .checked_add(self.acquired.elapsed())
+            .and_then(|now| now.checked_add(left));
+        let name = identity.application_name();
+        let set = client.query_typed(
+            "SELECT pg_catalog.set_config('application_name', $1, false)",
+            &[(&name, Type::TEXT)],
+        );
+        set.map(drop)
+            .map_err(|cause| self.query_error("announcing the deadline", cause))
     }
 
     /// The same guard knowing its lock's name and how long the server

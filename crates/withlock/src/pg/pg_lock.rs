@@ -1,6 +1,6 @@
 //! `PgLock`: a named lock held as a session-level advisory lock.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::{Deadline, Error, Holders, Lock, LockName, Mode, Result, WaitHooks};
 use postgres::Client;
@@ -316,7 +316,7 @@ impl PgLock {
         hooks: &mut dyn WaitHooks,
     ) -> Result<PgGuard> {
         match self.set_up_grant(&mut client, deadline, hooks) {
-            Ok((token, bound)) => Ok(PgGuard::new(
+            Ok((token, granted_at, bound)) => Ok(PgGuard::new(
                 client,
                 self.key,
                 self.mode,
@@ -324,6 +324,10 @@ impl PgLock {
                 self.target.server().to_owned(),
             )
             .with_fence(token)
+            .with_identity(Identity {
+                granted_at: Some(granted_at),
+                ..self.identity.clone()
+            })
             .with_loss_context(&self.name, bound)),
             Err(err) => {
                 // Given back now: closing the session would free it too,
@@ -336,7 +340,7 @@ impl PgLock {
 
     /// The work of a grant before the guard exists: the fencing token, the
     /// hand-over record (and pause), the server's bound on a silent holder.
-    /// Returns the token and that bound. On an error after the grant was
+    /// Returns the token, the grant time and that bound. On an error after the grant was
     /// recorded, its record is erased again, so that giving the lock back
     /// is an orderly release.
     fn set_up_grant(
@@ -344,7 +348,7 @@ impl PgLock {
         client: &mut Client,
         deadline: Deadline,
         hooks: &mut dyn WaitHooks,
-    ) -> Result<(i64, Duration)> {
+    ) -> Result<(i64, SystemTime, Duration)> {
         let holding = Holding {
             grace: self.grace,
             exclusive: self.mode == Mode::Exclusive || self.max.is_some(),
@@ -368,7 +372,7 @@ impl PgLock {
                 Ok(bound)
             });
         match settled {
-            Ok(bound) => Ok((grant.token, bound)),
+            Ok(bound) => Ok((grant.token, grant.granted_at, bound)),
             Err(err) => {
                 let _ = handover::forget(client, self.key, &[grant.token]);
                 Err(err)

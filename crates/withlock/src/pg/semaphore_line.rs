@@ -7,8 +7,9 @@
 //! requests still in line look alike: all granted, shared. The two-int4
 //! keys tell them apart:
 //!
-//! - **holders** hold a slot key; they are marked [`PgHolder::max`] and
-//!   keep their own grant time as "since";
+//! - **holders** hold a slot key; they are marked [`PgHolder::max`], with
+//!   the slot's index as [`PgHolder::slot`], and keep their own grant time
+//!   as "since";
 //! - the **head** of the line holds the gate; its helper sessions wait on
 //!   the slots, and the earliest helper's `waitstart` is when the head
 //!   began waiting for a place;
@@ -122,10 +123,14 @@ pub(crate) fn arrange(
     let slot_keys = keys(name, slots);
     let slot_keys = &slot_keys[1..];
     let on = |p: &&PairLock, key: IntPair| p.key == key;
-    let slot_holders: Vec<i32> = pairs
+    // Each holder with its place: the index of the slot key it holds.
+    let slot_holders: Vec<(i32, u32)> = pairs
         .iter()
-        .filter(|p| p.granted && slot_keys.iter().any(|k| on(p, *k)))
-        .map(|p| p.pid)
+        .filter(|p| p.granted)
+        .filter_map(|p| {
+            let index = slot_keys.iter().position(|k| on(&p, *k))?;
+            Some((p.pid, index as u32))
+        })
         .collect();
     let gate_holder = pairs
         .iter()
@@ -148,8 +153,9 @@ pub(crate) fn arrange(
     let mut waiters = Vec::new();
     for mut session in on_name {
         let pid = session.backend_pid;
-        if slot_holders.contains(&pid) {
+        if let Some((_, slot)) = slot_holders.iter().find(|(p, _)| *p == pid) {
             session.max = true;
+            session.slot = Some(*slot);
             holders.push(session);
         } else if !session.granted {
             waiters.push(session);

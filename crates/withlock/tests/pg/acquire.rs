@@ -221,6 +221,7 @@ fn the_declared_command_reads_back_as_its_exact_arguments_or_marked_cut() {
         command: command.iter().map(|a| a.to_string()).collect(),
         command_truncated: false,
         granted_at: None,
+        deadline: None,
     };
     let fits = ["sh", "-c", "a 'b'", "x y"];
     let lock = PgLock::announced(&server.url(), "deploy", announce(&fits)).unwrap();
