@@ -283,18 +283,20 @@ pub(crate) struct Cli {
     /// SECONDS later (fractions allowed) if it still runs. The server keeps
     /// the lock of a holder it cannot hear for 8 + SECONDS + 10 seconds, so that it is not handed on
     /// while the command may still run. At most 3600.
+    // Not in -h: a tuning knob, and -h must fit one screen.
     #[arg(
         long,
         value_name = "SECONDS",
         value_parser = parse_seconds,
         allow_hyphen_values = true,
-        default_value = "10"
+        default_value = "10",
+        hide_short_help = true
     )]
     pub grace: Duration,
 
-    /// Stop the command after SECONDS (fractions allowed).
+    /// Stop the command after SECONDS.
     ///
-    /// Counted from the command's start. When it runs out, withlock says
+    /// Fractions allowed, counted from the command's start. When it runs out, withlock says
     /// so, sends SIGTERM to the command's process group, SIGKILL --grace
     /// seconds later if it still runs, and exits with 81. --list shows
     /// each holder's deadline. withlock keeps the limit itself: a withlock
