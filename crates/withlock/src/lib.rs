@@ -15,7 +15,9 @@
 //! gives one its own mode ([`parse_spec`]). A [`Supersede`] watch makes a
 //! waiting request give up when a newer superseding request comes
 //! ([`Error::Superseded`]); a [`CancelWatch`] lets a newer cancelling
-//! request stop a holder that opted in ([`cancel`]).
+//! request stop a holder that opted in ([`cancel`]). A [`WaitCancel`]
+//! handle ends a wait from another thread (an asyncio task waiting through
+//! a helper thread).
 //!
 //! ```no_run
 //! use withlock::{FileLock, Lock, Mode};
@@ -60,6 +62,7 @@ mod socket;
 pub mod spec;
 pub mod supersede;
 mod timer_signal;
+mod wait_cancel;
 
 pub use any_lock::{AnyGuard, AnyLock, Kind, LockKey};
 pub use backend_error::BackendError;
@@ -88,3 +91,4 @@ pub use socket::socket_spec::{MAX_SOCKET_PATH, SocketAddress};
 pub use spec::{FileTarget, LockSpec, LockTarget};
 pub use supersede::{Supersede, SupersedeHooks};
 pub use timer_signal::timer_signal;
+pub use wait_cancel::{WaitCancel, WaitCancelHooks};
