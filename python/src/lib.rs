@@ -25,7 +25,8 @@ use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyTuple};
 use withlock::{
-    Error, ErrorKind, FileGuard, FileLock, FileTarget, Holder, Holders, Lock, Mode, Wait, WaitHooks,
+    Error, ErrorKind, FileGuard, FileLock, FileTarget, Holder, Holders, Lock, Mode, Wait,
+    WaitCancel, WaitHooks,
 };
 
 create_exception!(
@@ -108,6 +109,34 @@ impl Drop for Guard {
     }
 }
 
+/// Ends a wait in progress on another thread: asyncio's cancellation of a
+/// task whose wait runs in a helper thread ([`withlock::WaitCancel`]).
+#[pyclass(module = "withlock._withlock")]
+#[derive(Default)]
+struct Canceller {
+    cancel: WaitCancel,
+}
+
+#[pymethods]
+impl Canceller {
+    #[new]
+    fn new() -> Canceller {
+        Canceller::default()
+    }
+
+    /// Asks the wait to stop; it does within about a millisecond, with the
+    /// "interrupted" error, having left the queue. Never blocks.
+    fn cancel(&self) {
+        self.cancel.cancel();
+    }
+
+    /// True once cancel() was called.
+    #[getter]
+    fn cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+}
+
 /// Asks Python to run its signal handlers each time a signal interrupts
 /// the wait, and stops the wait when one raises (KeyboardInterrupt).
 #[derive(Default)]
@@ -134,9 +163,11 @@ impl WaitHooks for SignalCheck {
 /// seconds (the caller checks it is not negative or NaN); one too long for
 /// the clock waits forever, as [`Wait::For`] says. `max`: a counting
 /// semaphore of up to `max` holders (at least 1, not with `shared`)
-/// instead of an exclusive or shared lock.
+/// instead of an exclusive or shared lock. `cancel`: a [`Canceller`] that
+/// another thread may use to end the wait.
 #[pyfunction]
-#[pyo3(signature = (spec, dir, shared, timeout, max=None))]
+#[pyo3(signature = (spec, dir, shared, timeout, max=None, cancel=None))]
+#[allow(clippy::too_many_arguments)]
 fn acquire(
     py: Python<'_>,
     spec: &str,
@@ -144,6 +175,7 @@ fn acquire(
     shared: bool,
     timeout: Option<f64>,
     max: Option<u32>,
+    cancel: Option<PyRef<'_, Canceller>>,
 ) -> PyResult<Guard> {
     let mut lock = file_lock(py, spec, dir.as_deref(), shared)?;
     if let Some(max) = max {
@@ -164,7 +196,13 @@ fn acquire(
     // still wake it, so SignalCheck runs and a KeyboardInterrupt is raised.
     withlock::wake_waits_on_handled_signals();
     // Other Python threads run while this one sleeps in the kernel.
-    let result = py.detach(|| lock.acquire_with(wait, &mut hooks));
+    let cancel = cancel.map(|c| c.cancel.clone());
+    let result = py.detach(|| match &cancel {
+        Some(cancel) => cancel
+            .hooks(&mut hooks)
+            .and_then(|mut hooks| lock.acquire_with(wait, &mut hooks)),
+        None => lock.acquire_with(wait, &mut hooks),
+    });
     match result {
         Ok(guard) => Ok(Guard::new(guard)),
         Err(e) if e.kind() == ErrorKind::Interrupted => {
@@ -287,6 +325,7 @@ fn epoch_seconds(time: SystemTime) -> f64 {
 fn _withlock(m: &Bound<'_, PyModule>) -> PyResult<()> {
     withlock::fork_child::close_lock_files_in_fork_children();
     m.add_class::<Guard>()?;
+    m.add_class::<Canceller>()?;
     m.add_function(wrap_pyfunction!(acquire, m)?)?;
     m.add_function(wrap_pyfunction!(lock_path, m)?)?;
     m.add_function(wrap_pyfunction!(inspect, m)?)?;

@@ -85,6 +85,11 @@ class Lock:
         object (it would wait for itself).
         """
         wait = self._timeout if timeout is _UNSET else _check_timeout(timeout)
+        return self._acquire(wait, None)
+
+    def _acquire(self, wait: Optional[float], cancel: Optional[_native.Canceller]) -> "Lock":
+        """acquire(), with ``cancel`` for another thread to end the wait
+        (an asyncio task waits in a helper thread)."""
         with self._mutex:
             if self._acquiring or self.locked:
                 raise RuntimeError(
@@ -95,7 +100,9 @@ class Lock:
         try:
             if wait is None:
                 self._refuse_waiting_for_this_thread()
-            guard = _call(_native.acquire, self._spec, self._dir, self._shared, wait, self._max)
+            guard = _call(
+                _native.acquire, self._spec, self._dir, self._shared, wait, self._max, cancel
+            )
             # Should an exception (Ctrl-C) land before this line, the guard
             # is dropped and the lock released at once.
             with self._mutex:
@@ -225,11 +232,17 @@ class Lock:
     def _refuse_waiting_for_this_thread(self) -> None:
         me = threading.get_ident()
         with _held_mutex:
-            mine = [
-                other
-                for other in _held
-                if other._path == self._path and other._thread == me and other.locked
-            ]
+            mine = [other for other in _held if other._thread == me]
+        if self._waits_for_any_of(mine):
+            raise RuntimeError(
+                f"this thread already holds the lock {self._spec!r} through another "
+                "withlock.lock() object; waiting for it would wait for itself forever"
+            )
+
+    def _waits_for_any_of(self, held: "List[Lock]") -> bool:
+        """Whether a request for this lock would wait, however long, for
+        one of the locks ``held`` (by the same thread or task)."""
+        mine = [other for other in held if other._path == self._path and other.locked]
         # A shared request waits only for exclusive requests ahead of it; a
         # semaphore of N waits for those too, and for N requests of any kind.
         exclusive = [other for other in mine if not other._shared and other._max is None]
@@ -239,11 +252,7 @@ class Lock:
             waits_for_itself = bool(exclusive)
         else:
             waits_for_itself = bool(mine)
-        if waits_for_itself:
-            raise RuntimeError(
-                f"this thread already holds the lock {self._spec!r} through another "
-                "withlock.lock() object; waiting for it would wait for itself forever"
-            )
+        return waits_for_itself
 
 
 def _check_max(max: Optional[int], shared: bool) -> Optional[int]:
