@@ -7,10 +7,12 @@ import inspect
 import math
 import os
 import threading
+import time
 import weakref
 from types import TracebackType
 from typing import Any, Callable, List, Optional, Type, TypeVar, Union
 
+from . import _log
 from . import _withlock as _native
 from ._errors import Holder, _holders, _translate
 
@@ -100,9 +102,15 @@ class Lock:
         try:
             if wait is None:
                 self._refuse_waiting_for_this_thread()
-            guard = _call(
-                _native.acquire, self._spec, self._dir, self._shared, wait, self._max, cancel
-            )
+            slow_wait = _log.wait_started(self)
+            started = time.monotonic()
+            try:
+                guard = _call(
+                    _native.acquire, self._spec, self._dir, self._shared, wait, self._max, cancel
+                )
+            finally:
+                _log.wait_ended(slow_wait)
+            _log.acquired(self, time.monotonic() - started)
             # Should an exception (Ctrl-C) land before this line, the guard
             # is dropped and the lock released at once.
             with self._mutex:
@@ -127,7 +135,9 @@ class Lock:
             raise RuntimeError(f"{self!r} is not held, so it cannot be released")
         with _held_mutex:
             _held.discard(self)
+        held_for = guard.held_for
         _call(guard.release)
+        _log.released(self, held_for)
 
     def __enter__(self) -> "Lock":
         return self.acquire()
@@ -318,6 +328,7 @@ def _after_fork_in_child() -> None:
     """
     global _held_mutex
     _held_mutex = threading.Lock()
+    _log.after_fork_in_child()
     for held in list(_held):
         guard = held._guard
         if guard is not None:
