@@ -150,7 +150,8 @@ fn after_long_help() -> String {
     after_help = AFTER_SHORT_HELP,
     after_long_help = after_long_help(),
     override_usage = "withlock [OPTIONS] NAME... -- COMMAND [ARGS...]\n       \
-                      withlock --list [--json] [NAME...]"
+                      withlock --list [--json] [NAME...]\n       \
+                      withlock hold NAME... --until-exit PID"
 )]
 pub(crate) struct Cli {
     /// The locks: names, lock files or sockets, all taken or none.
@@ -252,7 +253,7 @@ pub(crate) struct Cli {
     #[arg(short, long, conflicts_with = "verbose")]
     pub quiet: bool,
 
-    /// Give up (79) if a newer --supersede request comes while waiting.
+    /// Give up (79) for a newer --supersede request.
     ///
     /// Nothing runs then. It concerns any of the same locks, and only
     /// while this one waits: once the locks are held, nothing interrupts
@@ -260,7 +261,7 @@ pub(crate) struct Cli {
     #[arg(long, conflicts_with = "list")]
     pub supersede: bool,
 
-    /// Stop a running --cancel-running holder, then take the lock.
+    /// Stop a --cancel-running holder, then run.
     ///
     /// The newest request wins, as CI's cancel-in-progress: a holder
     /// started with --cancel-running is stopped (its command gets
@@ -331,6 +332,26 @@ pub(crate) struct Cli {
     #[arg(short, long)]
     pub verbose: bool,
 
+    /// With `withlock hold`: keep the locks until process PID exits.
+    ///
+    /// `withlock hold NAME... --until-exit PID` (no command) takes the
+    /// locks as a run would, then keeps them in a background process,
+    /// detached from the terminal, until PID exits or `withlock release
+    /// NAME` is run by the same user or root; it returns (0) once they are
+    /// held. PID is usually the caller's shell: $$, or $PPID in a script.
+    #[arg(
+        long,
+        value_name = "PID",
+        value_parser = clap::value_parser!(i32).range(1..),
+        hide_short_help = true,
+        conflicts_with_all = ["list", "supersede", "cancel_running"]
+    )]
+    pub until_exit: Option<i32>,
+
+    /// What the command line asks for: a run, a hold or a release.
+    #[arg(skip)]
+    pub action: Action,
+
     /// Write the man page and shell completions under PREFIX.
     ///
     /// The man page and bash, zsh and fish completions go under PREFIX in
@@ -348,6 +369,19 @@ pub(crate) struct Cli {
         ]
     )]
     pub generate_extras: Option<PathBuf>,
+}
+
+/// What a command line asks withlock to do.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum Action {
+    /// Run a command under the locks (or --list, --generate-extras).
+    #[default]
+    Run,
+    /// `withlock hold NAME... --until-exit PID`: keep the locks in the
+    /// background.
+    Hold,
+    /// `withlock release NAME...`: end this user's holds of the locks.
+    Release,
 }
 
 /// Why the command line was refused.
@@ -378,6 +412,11 @@ impl Cli {
     fn parse_all(args: &[OsString]) -> Result<Cli, ParseError> {
         let has_dash_dash = args.iter().any(|arg| arg == "--");
         let cli = match Cli::parse_from_args(args) {
+            // A run always has `--`, so `hold` or `release` as the first
+            // name without one can only be the action.
+            Ok(cli) if !has_dash_dash && cli.action_word().is_some() => {
+                return cli.hold_or_release();
+            }
             Ok(cli) => cli,
             // Most often the command's own options, such as `make -j4`,
             // taken for ours because `--` is missing.
@@ -391,7 +430,56 @@ impl Cli {
         };
         cli.check_command(args, has_dash_dash)
             .map_err(ParseError::Command)?;
+        if cli.until_exit.is_some() {
+            return Err(ParseError::Command(
+                "--until-exit is for holds, without a command: withlock hold NAME... \
+                 --until-exit PID"
+                    .to_owned(),
+            ));
+        }
         Ok(cli)
+    }
+
+    /// `withlock hold NAME... --until-exit PID` or `withlock release
+    /// NAME...`: the options of a run, the locks, and no command. A hold's
+    /// `command` becomes its own command line, which its locks declare as
+    /// their holder's.
+    fn hold_or_release(mut self) -> Result<Cli, ParseError> {
+        let Some(action) = self.action_word() else {
+            return Ok(self);
+        };
+        let word = self.locks.remove(0);
+        let mut cli = self;
+        cli.action = action;
+        if cli.list || cli.generate_extras.is_some() {
+            return Err(ParseError::Command(format!(
+                "withlock {word} takes locks, not --list or --generate-extras: drop them"
+            )));
+        }
+        if cli.locks.is_empty() {
+            return Err(ParseError::Command(match action {
+                Action::Hold => "no lock name: withlock hold NAME... --until-exit PID".to_owned(),
+                _ => "no lock name: withlock release NAME...".to_owned(),
+            }));
+        }
+        match (action, cli.until_exit) {
+            (Action::Hold, None) => Err(ParseError::Command(
+                "withlock hold needs --until-exit PID: the process whose exit ends the hold, \
+                 such as $$ (this shell) or $PPID (a script's caller)"
+                    .to_owned(),
+            )),
+            (Action::Hold, Some(pid)) => {
+                let mut line: Vec<OsString> = vec!["withlock".into(), "hold".into()];
+                line.extend(cli.locks.iter().map(OsString::from));
+                line.extend(["--until-exit".into(), pid.to_string().into()]);
+                cli.command = line;
+                Ok(cli)
+            }
+            (_, Some(_)) => Err(ParseError::Command(
+                "withlock release takes no --until-exit: withlock release NAME...".to_owned(),
+            )),
+            (_, None) => Ok(cli),
+        }
     }
 
     fn parse_from_args(args: &[OsString]) -> Result<Cli, clap::Error> {
@@ -472,6 +560,25 @@ impl Cli {
         Cli::command()
             .mut_arg("locks", |arg| arg.required(true))
             .mut_arg("command", |arg| arg.required(true))
+    }
+
+    /// The action the first name stands for, without `--`: `hold` or
+    /// `release`.
+    fn action_word(&self) -> Option<Action> {
+        match self.locks.first().map(String::as_str) {
+            Some("hold") => Some(Action::Hold),
+            Some("release") => Some(Action::Release),
+            _ => None,
+        }
+    }
+
+    /// How long to wait for the locks: -n, -w SECONDS, or forever.
+    pub(crate) fn wait_limit(&self) -> withlock::Wait {
+        match (self.no_wait, self.wait) {
+            (true, _) => withlock::Wait::NoWait,
+            (false, Some(limit)) => withlock::Wait::For(limit),
+            (false, None) => withlock::Wait::Forever,
+        }
     }
 
     /// With --list, the lock names given (all positional arguments).

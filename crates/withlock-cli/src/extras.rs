@@ -132,13 +132,22 @@ fn render_man_page() -> Result<Vec<u8>> {
 /// option and its value, and `--` and the command, stay on one line.
 const KEEP: &str = "\u{a0}";
 
-/// The three forms of the command line, each option with its value.
+/// The five forms of the command line, each option with its value.
 fn synopsis(command: &clap::Command) -> String {
     let mut options = Vec::new();
     for arg in command.get_arguments() {
         let Some(long) = arg.get_long() else { continue };
         // Options of the other two forms, or of none.
-        if ["help", "version", "generate-extras", "list", "json"].contains(&long) {
+        if [
+            "help",
+            "version",
+            "generate-extras",
+            "list",
+            "json",
+            "until-exit",
+        ]
+        .contains(&long)
+        {
             continue;
         }
         options.push(roman("["));
@@ -187,6 +196,25 @@ fn synopsis(command: &clap::Command) -> String {
         roman("] ["),
         italic("NAME"),
         roman("...]"),
+    ]);
+    doc.control("br", []);
+    doc.text([
+        bold("withlock hold"),
+        roman(" ["),
+        italic("OPTIONS"),
+        roman("] "),
+        italic("NAME"),
+        roman("... "),
+        bold("--until-exit"),
+        roman(KEEP),
+        italic("PID"),
+    ]);
+    doc.control("br", []);
+    doc.text([
+        bold("withlock release"),
+        roman(" "),
+        italic("NAME"),
+        roman("..."),
     ]);
     doc.control("br", []);
     doc.text([

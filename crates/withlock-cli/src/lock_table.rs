@@ -56,6 +56,10 @@
 //! its `--time-limit` runs out, null without one (a server lock's is on
 //! the server's clock). The table has SLOT and DEADLINE columns when some
 //! holder has one.
+//!
+//! A holder that is a hold (`withlock hold NAME... --until-exit PID`) has
+//! `"follows": PID`, read from its command line (the table shows that
+//! command); every other holder and waiter has `"follows": null`.
 
 use std::io::Write;
 use std::time::SystemTime;
@@ -131,7 +135,19 @@ fn process_json(process: &Holder) -> Value {
         "deadline": process.deadline.map(rfc3339),
         "role": session.and_then(|s| s.role.as_deref()),
         "client_addr": session.and_then(|s| s.client.as_json()),
+        "follows": follows(process),
     })
+}
+
+/// The pid a hold follows, from its command line: `withlock [OPTIONS]
+/// hold NAME... --until-exit PID`.
+fn follows(process: &Holder) -> Option<i32> {
+    let args = process.command.as_ref()?;
+    if !args.iter().any(|a| a == b"hold") {
+        return None;
+    }
+    let at = args.iter().position(|a| a == b"--until-exit")?;
+    std::str::from_utf8(args.get(at + 1)?).ok()?.parse().ok()
 }
 
 /// `alice`, or for a process on another machine `alice@ci-3`.

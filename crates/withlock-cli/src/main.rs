@@ -25,12 +25,14 @@ mod exit_code;
 mod extras;
 mod fence_env;
 mod help_layout;
+mod hold;
 mod lock_loss;
 mod lock_request;
 mod lock_table;
 mod open_file_limit;
 mod option_support;
 mod output;
+mod release;
 mod server_options;
 mod signals;
 mod terminal;
@@ -41,7 +43,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use withlock::{Wait, human_duration};
+use withlock::human_duration;
 
 use crate::cli::{Cli, ParseError};
 use crate::command::StartError;
@@ -92,6 +94,10 @@ fn main() -> ExitCode {
         generate_extras(prefix)
     } else if cli.list {
         list(&cli, &cli.list_names())
+    } else if cli.action == cli::Action::Hold {
+        hold::run(&cli)
+    } else if cli.action == cli::Action::Release {
+        release::run(&cli)
     } else {
         run(&cli)
     };
@@ -118,11 +124,7 @@ fn main() -> ExitCode {
 fn run(cli: &Cli) -> anyhow::Result<u8> {
     let set = lock_request::lock_set(cli)?;
     let program = command::resolve(&cli.command[0])?;
-    let wait = match (cli.no_wait, cli.wait) {
-        (true, _) => Wait::NoWait,
-        (false, Some(limit)) => Wait::For(limit),
-        (false, None) => Wait::Forever,
-    };
+    let wait = cli.wait_limit();
     signals::install();
     let asked = Instant::now();
     let (mut guard, cancel_watch) = lock_request::take(cli, &set, wait)?;

@@ -43,6 +43,7 @@ pub mod escape;
 mod file;
 mod flock_wait;
 pub mod fork_child;
+pub mod hold;
 mod holder;
 mod inspect;
 mod lock;

@@ -9,6 +9,7 @@ mod fairness;
 mod foreign_symlinks;
 mod guide;
 mod help_text;
+mod hold;
 mod holder_message;
 mod hostile_users;
 mod lifetime;

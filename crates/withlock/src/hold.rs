@@ -1,0 +1,179 @@
+//! How a hold (`withlock hold NAME... --until-exit PID`, a background
+//! process that keeps a set of locks) and `withlock release NAME` find
+//! each other, and who may end a hold.
+//!
+//! Linux only. The holding process listens on one abstract Unix socket
+//! per lock of its set, `withlock-hold/<hash of the lock>/<time>/<pid>`
+//! ([`HoldPoint::open`], names as in `announce.rs`). A release lists them
+//! in `/proc/net/unix` ([`release`]) and, for each:
+//!
+//! 1. connects and reads the listener's credentials (`SO_PEERCRED`, set
+//!    by the kernel): for a file lock its pid must hold a record lock on
+//!    the lock file in `/proc/locks` (the "held since" stamp every holder
+//!    sets), else the name is someone else's squatting and is ignored;
+//! 2. sends one byte, `r`. The holder reads the releaser's credentials the
+//!    same way and agrees only if its uid is the holder's own or root's:
+//!    then it releases every lock of its set and only then answers `k`, so
+//!    once a release returns the locks are free; else it answers `n`.
+//!
+//! Nothing is written to disk, and no runtime directory is needed. A user
+//! who is neither the holder's nor root cannot end a hold (77 in the
+//! command), nor pass for one: the holder judges by the kernel's
+//! credentials, and a release by the listener's pid in `/proc/locks`.
+//! Abstract sockets belong to a network namespace: a release in another
+//! one (a container with its own network) does not find the hold.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::sys::socket::{self, SockFlag, sockopt};
+use nix::unistd::{Uid, getuid};
+
+use crate::announce::{self, Stamp};
+use crate::any_lock::AnyLock;
+use crate::error::Result;
+use crate::holder::Holder;
+use crate::lock_set::LockSet;
+use crate::request::Mode;
+use crate::supersede;
+
+/// The start of every hold's abstract name.
+pub const NAME_PREFIX: &str = "withlock-hold/";
+
+/// How long the one-byte request may take to arrive after a connection.
+const REQUEST_WAIT: Duration = Duration::from_secs(1);
+/// How long a release waits for the holder to let go and answer: a
+/// server lock's release is a round trip.
+const ANSWER_WAIT: Duration = Duration::from_secs(30);
+
+const RELEASE: u8 = b'r';
+const DONE: u8 = b'k';
+const REFUSED: u8 = b'n';
+
+/// A hold's listening sockets, one per lock of its set.
+#[derive(Debug)]
+pub struct HoldPoint {
+    listeners: Vec<OwnedFd>,
+}
+
+/// A release that a hold agreed to: answer it once the locks are free.
+#[derive(Debug)]
+pub struct ReleaseAsked {
+    conn: UnixStream,
+    /// Who asked.
+    pub by: Holder,
+}
+
+impl ReleaseAsked {
+    /// Tells the releaser the locks are free; call it after releasing them.
+    pub fn done(mut self) {
+        let _ = self.conn.write_all(&[DONE]);
+    }
+}
+
+impl HoldPoint {
+    /// Starts listening for releases of every lock of `set`, which this
+    /// process holds.
+    pub fn open(set: &LockSet) -> Result<HoldPoint> {
+        let stamp = Stamp::now();
+        let listeners = set
+            .keyed()
+            .iter()
+            .map(|(key, _)| {
+                announce::listen(&announce::prefix(NAME_PREFIX, key), stamp, "").map(|(fd, _)| fd)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(HoldPoint { listeners })
+    }
+
+    /// The listening sockets, to wait on with `poll()` for POLLIN.
+    pub fn fds(&self) -> Vec<BorrowedFd<'_>> {
+        self.listeners.iter().map(AsFd::as_fd).collect()
+    }
+
+    /// Answers a connection waiting on the socket `fds()[index]`: a
+    /// release from this user or root comes back to be answered with
+    /// [`ReleaseAsked::done`]; anyone else's is refused here.
+    pub fn accept(&self, index: usize) -> Option<ReleaseAsked> {
+        let listener = self.listeners.get(index)?;
+        let raw = match socket::accept4(listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC) {
+            Ok(raw) => raw,
+            Err(Errno::EAGAIN | Errno::EINTR | Errno::ECONNABORTED) => return None,
+            Err(_) => return None,
+        };
+        // SAFETY: accept4 just returned this descriptor, owned by nobody else.
+        let conn = unsafe { OwnedFd::from_raw_fd(raw) };
+        let cred = socket::getsockopt(&conn, sockopt::PeerCredentials).ok()?;
+        let mut conn = UnixStream::from(conn);
+        conn.set_nonblocking(false).ok()?;
+        conn.set_read_timeout(Some(REQUEST_WAIT)).ok()?;
+        let mut byte = [0u8];
+        conn.read_exact(&mut byte).ok()?;
+        if byte[0] != RELEASE {
+            return None;
+        }
+        let uid = Uid::from_raw(cred.uid());
+        if uid != getuid() && !uid.is_root() {
+            let _ = conn.write_all(&[REFUSED]);
+            return None;
+        }
+        Some(ReleaseAsked {
+            conn,
+            by: Holder::of_pid(cred.pid(), Mode::Exclusive),
+        })
+    }
+}
+
+/// What a release found.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Release {
+    /// These holds let go of their locks.
+    Released(Vec<Holder>),
+    /// Only holds this user may not release were found: theirs.
+    NotYours(Vec<Holder>),
+    /// No hold of any of the locks on this machine.
+    NoHold,
+}
+
+/// Ends every hold of a lock of `set` on this machine that this user may
+/// end (all of them for root); see the module docs.
+pub fn release(set: &LockSet) -> Release {
+    let mut released = Vec::new();
+    let mut refused = Vec::new();
+    for (key, lock) in set.keyed() {
+        for (name, _) in announce::announced(&announce::prefix(NAME_PREFIX, key)) {
+            match ask(&name, lock) {
+                Some((holder, true)) => released.push(holder),
+                Some((holder, false)) => refused.push(holder),
+                None => {}
+            }
+        }
+    }
+    match (released.is_empty(), refused.is_empty()) {
+        (false, _) => Release::Released(released),
+        (true, false) => Release::NotYours(refused),
+        (true, true) => Release::NoHold,
+    }
+}
+
+/// Asks the hold listening on `name` to release: who it is, and whether
+/// it agreed; None if it is no hold of `lock`.
+fn ask(name: &str, lock: &AnyLock) -> Option<(Holder, bool)> {
+    let fd = announce::connect(name)?;
+    let cred = socket::getsockopt(&fd, sockopt::PeerCredentials).ok()?;
+    if matches!(lock, AnyLock::File(_)) {
+        supersede::waiting_mode(cred.pid(), lock, Mode::Exclusive)?;
+    }
+    let holder = Holder::of_pid(cred.pid(), lock.mode());
+    let mut conn = UnixStream::from(fd);
+    conn.set_nonblocking(false).ok()?;
+    conn.set_read_timeout(Some(ANSWER_WAIT)).ok()?;
+    conn.write_all(&[RELEASE]).ok()?;
+    let mut byte = [0u8];
+    conn.read_exact(&mut byte).ok()?;
+    Some((holder, byte[0] == DONE))
+}
