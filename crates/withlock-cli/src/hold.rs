@@ -153,7 +153,7 @@ enum Kept {
     /// The followed process exited.
     Exited,
     /// A release by this user or root, to be answered once the locks are free.
-    Released(withlock::hold::ReleaseAsked),
+    Released(Box<withlock::hold::ReleaseAsked>),
     /// A lock was lost (logged already).
     Lost,
 }
@@ -190,7 +190,7 @@ fn keep(followed: &OwnedFd, lost: &OwnedFd, point: &HoldPoint) -> Kept {
         for (index, pollfd) in fds[2..].iter().enumerate() {
             if pollfd.revents != 0 {
                 if let Some(asked) = point.accept(index) {
-                    return Kept::Released(asked);
+                    return Kept::Released(Box::new(asked));
                 }
             }
         }
