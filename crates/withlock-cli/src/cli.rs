@@ -208,12 +208,16 @@ pub(crate) struct Cli {
     #[arg(short = 'x', long, conflicts_with = "shared")]
     pub exclusive: bool,
 
-    /// Let up to N holders run at once (a counting semaphore).
+    /// Let up to N holders run at once.
     ///
-    /// Requests are served in arrival order like every request; use the
+    /// A counting semaphore. Requests are served in arrival order like every request; use the
     /// same N for every holder of a name. For a lock on this machine,
     /// shared (-s) holders of the name count against N, and a shared
-    /// request waits for the --max holders ahead of it.
+    /// request waits for the --max holders ahead of it. The command gets
+    /// its place, 0 to N-1, unique among the current holders, as
+    /// WITHLOCK_SLOT and WITHLOCK_SLOT_INDEX (several locks:
+    /// WITHLOCK_SLOTS="NAME=SLOT ..."); a freed place goes to the next
+    /// request in arrival order.
     #[arg(
         long,
         value_name = "N",
@@ -221,6 +225,21 @@ pub(crate) struct Cli {
         conflicts_with_all = ["shared", "exclusive"]
     )]
     pub max: Option<u32>,
+
+    /// --max with named places, one per holder.
+    ///
+    /// --slots db1,db2,db3 is --max 3, and the command gets the name of
+    /// its place as WITHLOCK_SLOT (db2) and its index, 0 to N-1, as
+    /// WITHLOCK_SLOT_INDEX (1); several locks: WITHLOCK_SLOTS="NAME=SLOT
+    /// ...". Names are separated by commas; each must be given once, and
+    /// hold no space or '='. Use the same list for every holder of a name.
+    #[arg(
+        long,
+        value_name = "NAME,...",
+        value_parser = parse_slots,
+        conflicts_with_all = ["shared", "exclusive", "max"]
+    )]
+    pub slots: Option<SlotNames>,
 
     /// Fail at once if the lock is held.
     #[arg(short = 'n', long)]
@@ -255,7 +274,7 @@ pub(crate) struct Cli {
 
     /// Give up (79) for a newer --supersede request.
     ///
-    /// Nothing runs then. It concerns any of the same locks, and only
+    /// That is, one that comes while this one waits. Nothing runs then. It concerns any of the same locks, and only
     /// while this one waits: once the locks are held, nothing interrupts
     /// the command. Requests see each other within one network namespace.
     #[arg(long, conflicts_with = "list")]
@@ -271,7 +290,7 @@ pub(crate) struct Cli {
     /// only, on this machine or with --url; the holder checks that the
     /// request really waits for the lock, so only who could take the
     /// lock can cancel.
-    #[arg(long, conflicts_with_all = ["list", "shared", "max"])]
+    #[arg(long, conflicts_with_all = ["list", "shared", "max", "slots"])]
     pub cancel_running: bool,
 
     /// How long a command gets after SIGTERM when it is stopped.
@@ -319,12 +338,12 @@ pub(crate) struct Cli {
         long,
         conflicts_with_all = [
             "shared", "exclusive", "max", "no_wait", "wait", "conflict_exit_code", "verbose",
-            "time_limit"
+            "time_limit", "slots"
         ]
     )]
     pub list: bool,
 
-    /// With --list: print JSON for scripts instead of a table.
+    /// With --list: JSON for scripts instead of a table.
     #[arg(long, requires = "list")]
     pub json: bool,
 
@@ -365,7 +384,8 @@ pub(crate) struct Cli {
         hide_short_help = true,
         conflicts_with_all = [
             "locks", "command", "list", "json", "shared", "exclusive", "max", "no_wait",
-            "wait", "supersede", "cancel_running", "quiet", "verbose", "time_limit"
+            "wait", "supersede", "cancel_running", "quiet", "verbose", "time_limit",
+            "slots"
         ]
     )]
     pub generate_extras: Option<PathBuf>,
@@ -581,6 +601,15 @@ impl Cli {
         }
     }
 
+    /// How many holders may run at once: `--max N`, or the number of
+    /// `--slots`; `None` for a lock of one holder (or shared ones).
+    pub(crate) fn max_holders(&self) -> Option<u32> {
+        match &self.slots {
+            Some(names) => Some(names.len()),
+            None => self.max,
+        }
+    }
+
     /// With --list, the lock names given (all positional arguments).
     pub(crate) fn list_names(&self) -> Vec<String> {
         let rest = self
@@ -638,6 +667,54 @@ fn parse_seconds(text: &str) -> Result<Duration, String> {
             Duration::MAX.as_secs()
         )
     })
+}
+
+/// The names of the places of `--slots`, in the order given: slot i is
+/// named `names[i]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SlotNames(Vec<String>);
+
+impl SlotNames {
+    /// How many places there are.
+    pub(crate) fn len(&self) -> u32 {
+        self.0.len() as u32
+    }
+
+    /// The name of slot `index`.
+    pub(crate) fn name(&self, index: u32) -> Option<&str> {
+        self.0.get(index as usize).map(String::as_str)
+    }
+}
+
+/// `--slots a,b,c`: one or more names, none empty, none twice, none with
+/// a space, a control character or `=` (they go into WITHLOCK_SLOTS).
+fn parse_slots(text: &str) -> Result<SlotNames, String> {
+    let names: Vec<String> = text.split(',').map(str::to_owned).collect();
+    let fix = "such as --slots db1,db2,db3";
+    for (i, name) in names.iter().enumerate() {
+        if name.is_empty() {
+            return Err(format!(
+                "--slots {text:?}: name {} is empty: give every place a name, {fix}",
+                i + 1
+            ));
+        }
+        if name
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '=')
+        {
+            return Err(format!(
+                "--slots {text:?}: the name {name:?} holds a space, a control character or '=': \
+                 give plain names, {fix}"
+            ));
+        }
+        if names[..i].contains(name) {
+            return Err(format!(
+                "--slots {text:?}: the name {name:?} is given twice: each place needs a name of \
+                 its own, {fix}"
+            ));
+        }
+    }
+    Ok(SlotNames(names))
 }
 
 /// `-w`: as [`parse_seconds`], saying how to wait forever when too large.

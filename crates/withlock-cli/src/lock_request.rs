@@ -58,7 +58,7 @@ pub(crate) fn lock_set(cli: &Cli) -> anyhow::Result<LockSet> {
         if own_mode.is_none() {
             option_support::refuse_unsupported(cli, &lock)?;
         }
-        let lock = match (own_mode, cli.max) {
+        let lock = match (own_mode, cli.max_holders()) {
             (Some(mode), _) => lock.with_mode(mode)?,
             (None, Some(max)) => lock.with_max(max)?,
             (None, None) => lock.with_mode(default)?,

@@ -35,6 +35,7 @@ mod output;
 mod release;
 mod server_options;
 mod signals;
+mod slot_env;
 mod terminal;
 mod time_limit;
 mod waiting_report;
@@ -135,7 +136,8 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
             human_duration(asked.elapsed())
         );
     }
-    let fences = fence_env::of(&set, &guard);
+    let mut env = fence_env::of(&set, &guard);
+    env.extend(slot_env::of(&set, &guard, cli.slots.as_ref())?);
     if let Some(limit) = cli.time_limit {
         if let Some(deadline) = time_limit::start(limit, cli.grace)? {
             guard.announce_deadline(deadline)?;
@@ -148,7 +150,7 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
         &program,
         &cli.command,
         &guard.fds(),
-        &fences,
+        &env,
         ends_with_withlock,
     )?;
     let ran = started.elapsed();

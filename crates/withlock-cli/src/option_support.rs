@@ -53,6 +53,12 @@ const REFUSALS: &[Refusal] = &[
         supported: AnyLock::supports_max,
         limit: "one holder at a time",
     },
+    Refusal {
+        option: "--slots",
+        given: |cli| cli.slots.is_some(),
+        supported: AnyLock::supports_max,
+        limit: "one holder at a time",
+    },
 ];
 
 /// Fails on the first option given that `lock` cannot honour.

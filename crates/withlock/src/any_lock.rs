@@ -151,6 +151,17 @@ impl AnyLock {
         !matches!(self, AnyLock::Socket(_))
     }
 
+    /// The semaphore's limit, for a lock made one with
+    /// [`AnyLock::with_max`].
+    pub fn max(&self) -> Option<u32> {
+        match self {
+            AnyLock::File(lock) => lock.max(),
+            AnyLock::Socket(_) => None,
+            #[cfg(feature = "postgres")]
+            AnyLock::Pg(lock) => lock.max(),
+        }
+    }
+
     /// The same lock as a counting semaphore of up to `max` holders
     /// ([`FileLock::with_max`], `PgLock::with_max`); a socket lock refuses
     /// with [`Error::Unsupported`], and so does a PostgreSQL lock above its
@@ -316,6 +327,19 @@ impl AnyGuard {
             AnyGuard::File(_) | AnyGuard::Socket(_) => None,
             #[cfg(feature = "postgres")]
             AnyGuard::Pg(guard) => Some(guard.fence()),
+        }
+    }
+
+    /// Which of the N places of a `--max N` lock this holder has, 0 to
+    /// N-1, unique among the lock's current holders (a lock file's slot
+    /// byte, a server's slot key); `None` for any other lock, a socket
+    /// lock, and a file lock this user can only read.
+    pub fn slot(&self) -> Option<u32> {
+        match self {
+            AnyGuard::File(guard) => guard.slot(),
+            AnyGuard::Socket(_) => None,
+            #[cfg(feature = "postgres")]
+            AnyGuard::Pg(guard) => guard.slot(),
         }
     }
 

@@ -24,6 +24,7 @@ mod postgres_state;
 mod security;
 mod several_locks;
 mod signals;
+mod slots;
 mod socket_locks;
 mod supersede;
 mod support;

@@ -98,7 +98,7 @@ impl Env {
     /// Runs `locker` (a command line that ends where its command goes) with
     /// a command that announces itself by writing its pid to a file, then
     /// blocks on a FIFO; returns once the command runs, so the lock is held.
-    fn hold_with(&self, mut locker: Command, tag: &str) -> Holder {
+    pub(crate) fn hold_with(&self, mut locker: Command, tag: &str) -> Holder {
         let ready = self.file(&format!("{tag}.ready"));
         let go = self.fifo(&format!("{tag}.go"));
         let script = r#"echo "$$" > "$1" || exit 1; read _ < "$2""#;

@@ -3,13 +3,15 @@
 //! OFD locks show no pid) in arrival order, then processes blocked in
 //! flock(2) such as flock(1). "Since" and the `--max` mark come from the
 //! holders' record-lock stamps (`since_stamp.rs`, `place_stamp.rs`), and
-//! so does a holder's `--time-limit` deadline (`deadline_stamp.rs`).
+//! so do a holder's `--time-limit` deadline (`deadline_stamp.rs`) and its
+//! `--max` slot (`slot.rs`).
 
 use nix::sys::stat::FileStat;
 
 use crate::file::deadline_stamp;
 use crate::file::place_stamp;
 use crate::file::since_stamp;
+use crate::file::slot;
 use crate::holder::{Holder, Holders};
 use crate::proc_locks::{self, Entry, FileId, Kind};
 use crate::request::Mode;
@@ -93,9 +95,16 @@ impl Holders {
                 .filter(|e| e.kind == Kind::Posix && !e.blocked && e.pid == pid)
                 .find_map(|e| deadline_stamp::decode(e.start))
         };
+        let slot = |pid: i32| {
+            entries
+                .iter()
+                .filter(|e| e.kind == Kind::Posix && !e.blocked && e.pid == pid)
+                .find_map(|e| slot::of_mark(e.start))
+        };
         let holders: Vec<Holder> = flocks(false)
             .map(|e| Holder {
                 max: !e.write && marked(e.pid),
+                slot: slot(e.pid),
                 deadline: deadline(e.pid),
                 ..from_entry(e, &stamps)
             })

@@ -35,6 +35,7 @@ use crate::file::obstruction::{self, Foreign};
 use crate::file::place_stamp;
 use crate::file::queue::{self, Drawn, GateHolder, Kind, Ticket};
 use crate::file::since_stamp;
+use crate::file::slot;
 use crate::flock_wait::{self, Outcome};
 use crate::holder::Holders;
 use crate::lock::{Lock, WaitHooks};
@@ -448,6 +449,28 @@ impl FileLock {
         }
     }
 
+    /// The slot of a holder of one of `max` places: `None` for a holder
+    /// that cannot write the lock file; busy (the guard, dropped, gives
+    /// the place back) when all are taken from outside the semaphore.
+    fn claim_slot(&self, guard: &FileGuard, max: u32) -> Result<Option<u32>> {
+        let fd = guard.as_fd();
+        if !queue::usable(fd) {
+            return Ok(None);
+        }
+        let io = |e| Error::io(format!("claim a slot of {}", self.path().display()), e);
+        match slot::claim(fd, max).map_err(io)? {
+            Some(slot) => Ok(Some(slot)),
+            None => Err(Error::Busy {
+                lock: self.label.clone(),
+                holders: Holders::unidentified(format!(
+                    "all {max} of its slots are taken from outside its --max {max} holders \
+                     (a holder with another --max, or a record lock on the slot bytes); use the \
+                     same --max for every holder of a name"
+                )),
+            }),
+        }
+    }
+
     fn conflict(&self, outcome: Outcome, fd: &OwnedFd, deadline: Deadline, name: bool) -> Error {
         if outcome == Outcome::Interrupted {
             return Error::Interrupted {
@@ -479,6 +502,9 @@ impl Lock for FileLock {
                         let mut guard = FileGuard::new(fd, self.path(), mode);
                         guard.ticket = ticket;
                         guard.place_stamp = marked;
+                        if let Some(max) = self.max {
+                            guard.slot = self.claim_slot(&guard, max)?;
+                        }
                         return Ok(guard);
                     }
                     // Deleted or replaced while we waited: lock what is there now.
@@ -606,6 +632,8 @@ pub struct FileGuard {
     place_stamp: bool,
     /// The offset of its deadline stamp ([`deadline_stamp`]), once announced.
     deadline_stamp: Option<u64>,
+    /// Its place among the N of `--max N` ([`slot`]).
+    slot: Option<u32>,
     acquired: Instant,
     /// False once the guard was closed without unlocking: dropping it must
     /// then leave the lock to the other descriptors that share it.
@@ -623,6 +651,7 @@ impl FileGuard {
             ticket: None,
             place_stamp: false,
             deadline_stamp: None,
+            slot: None,
             acquired: Instant::now(),
             unlock_on_drop: true,
         }
@@ -646,6 +675,13 @@ impl FileGuard {
     /// How long the lock has been held.
     pub fn held_for(&self) -> Duration {
         self.acquired.elapsed()
+    }
+
+    /// Which of the N places of a `--max N` lock this holder has, 0 to
+    /// N-1, unique among its current holders; `None` for any other lock,
+    /// and for a holder that could open the lock file only for reading.
+    pub fn slot(&self) -> Option<u32> {
+        self.slot
     }
 
     /// Tells listings when this holder's time limit runs out, with a
@@ -686,6 +722,11 @@ impl FileGuard {
         }
         if let Some(offset) = self.deadline_stamp.take() {
             deadline_stamp::remove(self.fd.as_fd(), offset);
+        }
+        // Before the flock: a request that takes the flock unordered (and
+        // exclusively) must find the slot free.
+        if let Some(slot) = self.slot.take() {
+            slot::release(self.fd.as_fd(), slot);
         }
         let unlocked = flock_wait::unlock(self.fd.as_fd())
             .map_err(|e| Error::io(format!("unlock {}", self.path.display()), e));

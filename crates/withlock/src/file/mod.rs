@@ -18,3 +18,4 @@ pub(crate) mod place_stamp;
 pub(crate) mod queue;
 pub(crate) mod queue_bytes;
 pub(crate) mod since_stamp;
+pub(crate) mod slot;

@@ -170,6 +170,21 @@ fn is_busy(err: &io::Error) -> bool {
     matches!(err.raw_os_error(), Some(libc::EAGAIN | libc::EACCES))
 }
 
+/// Takes a write lock on `byte` if nobody holds a lock there; false if
+/// someone does (a semaphore's slot: `slot.rs`).
+pub(crate) fn try_write_lock(fd: BorrowedFd<'_>, byte: u64) -> io::Result<bool> {
+    match ofd(fd, libc::F_OFD_SETLK, libc::F_WRLCK, byte, 1) {
+        Ok(_) => Ok(true),
+        Err(e) if is_busy(&e) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Unlocks `byte`, taken with [`try_write_lock`].
+pub(crate) fn unlock_byte(fd: BorrowedFd<'_>, byte: u64) {
+    let _ = ofd(fd, libc::F_OFD_SETLK, libc::F_UNLCK, byte, 1);
+}
+
 /// Takes the gate if nobody holds it; false if someone does.
 pub(crate) fn try_gate(fd: BorrowedFd<'_>) -> io::Result<bool> {
     match ofd(fd, libc::F_OFD_SETLK, libc::F_WRLCK, GATE, 1) {

@@ -45,6 +45,8 @@ pub struct PgGuard {
     fence: i64,
     /// Who holds it, with the grant time, as its `application_name` says.
     identity: Option<Identity>,
+    /// Its place among the N of `--max N` (see [`crate::pg::semaphore`]).
+    slot: Option<u32>,
 }
 
 impl std::fmt::Debug for PgGuard {
@@ -78,6 +80,7 @@ impl PgGuard {
             acquired: Instant::now(),
             fence: 0,
             identity: None,
+            slot: None,
         }
     }
 
@@ -95,6 +98,19 @@ impl PgGuard {
     /// The same guard with its fencing token.
     pub(crate) fn with_fence(mut self, token: i64) -> PgGuard {
         self.fence = token;
+        self
+    }
+
+    /// Which of the N places of a `--max N` lock this session holds, 0 to
+    /// N-1: its slot key, unique among the current holders; `None` for
+    /// any other lock.
+    pub fn slot(&self) -> Option<u32> {
+        self.slot
+    }
+
+    /// The same guard holding slot `slot` of a `--max N` lock.
+    pub(crate) fn with_slot(mut self, slot: u32) -> PgGuard {
+        self.slot = Some(slot);
         self
     }
 

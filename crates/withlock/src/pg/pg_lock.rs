@@ -220,8 +220,11 @@ impl Lock for PgLock {
     fn acquire_until(&self, deadline: Deadline, hooks: &mut dyn WaitHooks) -> Result<PgGuard> {
         if let Some(max) = self.max {
             let subject = self.semaphore_subject();
-            let (client, backend_pid) = Semaphore::new(&subject, max).acquire(deadline, hooks)?;
-            return self.granted(client, backend_pid, deadline, hooks);
+            let (client, backend_pid, slot) =
+                Semaphore::new(&subject, max).acquire(deadline, hooks)?;
+            return Ok(self
+                .granted(client, backend_pid, deadline, hooks)?
+                .with_slot(slot));
         }
         let (mut client, backend_pid) = self.target.connect_session(&self.identity)?;
         let lock_error = |cause| self.query_error("taking the advisory lock", cause);

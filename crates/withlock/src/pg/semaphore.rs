@@ -167,12 +167,13 @@ impl<'a> Semaphore<'a> {
     }
 
     /// Takes `K` shared and a slot on a new session, as the module docs
-    /// say; returns the session and its backend pid.
+    /// say; returns the session, its backend pid and the slot's index
+    /// (0 to N-1).
     pub(crate) fn acquire(
         &self,
         deadline: Deadline,
         hooks: &mut dyn WaitHooks,
-    ) -> Result<(Client, i32)> {
+    ) -> Result<(Client, i32, u32)> {
         let no_wait = !deadline.may_wait();
         let mut client = self.lock.target().connect(self.lock.identity())?;
         let backend_pid: i32 = client
@@ -188,14 +189,16 @@ impl<'a> Semaphore<'a> {
             hooks,
             told: false,
         };
-        if let Err(err) = request.run() {
-            // Give back what the request took (the name, the gate) before
-            // returning: closing the session frees them too, but only a
-            // moment after the caller has heard "busy".
-            let _ = client.batch_execute("SELECT pg_advisory_unlock_all()");
-            return Err(err);
+        match request.run() {
+            Ok(slot) => Ok((client, backend_pid, slot)),
+            Err(err) => {
+                // Give back what the request took (the name, the gate)
+                // before returning: closing the session frees them too, but
+                // only a moment after the caller has heard "busy".
+                let _ = client.batch_execute("SELECT pg_advisory_unlock_all()");
+                Err(err)
+            }
         }
-        Ok((client, backend_pid))
     }
 
     fn error(&self, context: &'static str, cause: postgres::Error) -> PgError {
@@ -251,12 +254,13 @@ struct Request<'s, 'c, 'h> {
 }
 
 impl Request<'_, '_, '_> {
-    fn run(&mut self) -> Result<()> {
+    /// Returns the index of the slot taken.
+    fn run(&mut self) -> Result<u32> {
         self.take(Step::Name)?;
         self.take(Step::Gate)?;
-        loop {
-            if self.try_slots()? {
-                break;
+        let slot = loop {
+            if let Some(slot) = self.try_slots()? {
+                break slot;
             }
             if self.no_wait {
                 return Err(self.refuse());
@@ -266,12 +270,12 @@ impl Request<'_, '_, '_> {
                 Waited::Granted => continue,
                 Waited::TimedOut => return Err(self.refuse()),
             }
-        }
+        };
         let gate = self.sem.gate;
         self.client
             .execute("SELECT pg_advisory_unlock($1, $2)", &[&gate.0, &gate.1])
             .map_err(|cause| self.sem.error("releasing the semaphore gate", cause))?;
-        Ok(())
+        Ok(slot)
     }
 
     /// Takes the name (shared) or the gate: a try first, then, if it is
@@ -318,14 +322,15 @@ impl Request<'_, '_, '_> {
         }
     }
 
-    /// Takes the first free slot, if any.
-    fn try_slots(&mut self) -> Result<bool> {
+    /// Takes the first free slot, if any: its index, 0 to N-1.
+    fn try_slots(&mut self) -> Result<Option<u32>> {
         let (k1, k2) = Semaphore::halves(&self.sem.slots);
         let rows = self
             .client
             .query(TRY_SLOTS, &[&k1, &k2])
             .map_err(|cause| self.sem.error("taking a semaphore slot", cause))?;
-        Ok(!rows.is_empty())
+        // ORDINALITY counts from 1.
+        Ok(rows.first().map(|row| (row.get::<_, i64>(0) - 1) as u32))
     }
 
     /// True when every slot is held by someone.
