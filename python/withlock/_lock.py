@@ -14,7 +14,7 @@ from typing import Any, Callable, List, Optional, Type, TypeVar, Union
 
 from . import _log
 from . import _withlock as _native
-from ._errors import Holder, _holders, _translate
+from ._errors import Busy, Holder, LockError, Timeout, _holders, _translate
 
 F = TypeVar("F", bound=Callable[..., Any])
 StrPath = Union[str, "os.PathLike[str]"]
@@ -69,7 +69,10 @@ class Lock:
         self._guard: Optional[_native.Guard] = None
         self._thread: Optional[int] = None
         self._mutex = threading.Lock()
+        # Signalled when this object is let go of, for threads that share it.
+        self._free = threading.Condition(self._mutex)
         self._acquiring = False
+        self._acquirer: Optional[int] = None
 
     # -- taking and letting go --------------------------------------------
 
@@ -82,9 +85,12 @@ class Lock:
         released while waiting, and Ctrl-C ends the wait with
         ``KeyboardInterrupt``. Returns the lock itself.
 
-        Raises ``RuntimeError`` if this object already holds the lock, or if
-        it would wait forever for a lock this thread holds through another
-        object (it would wait for itself).
+        Threads may share one object: while one holds it, another thread's
+        ``acquire()`` waits for it to be let go of (within the timeout), as
+        with ``threading.Lock``. Raises ``RuntimeError`` if this thread
+        already holds the lock through this object (no reentrant count), or
+        if it would wait forever for a lock it holds through another object
+        (it would wait for itself).
         """
         wait = self._timeout if timeout is _UNSET else _check_timeout(timeout)
         return self._acquire(wait, None)
@@ -92,13 +98,7 @@ class Lock:
     def _acquire(self, wait: Optional[float], cancel: Optional[_native.Canceller]) -> "Lock":
         """acquire(), with ``cancel`` for another thread to end the wait
         (an asyncio task waits in a helper thread)."""
-        with self._mutex:
-            if self._acquiring or self.locked:
-                raise RuntimeError(
-                    f"{self!r} is already held or being acquired by this object; "
-                    "create another withlock.lock() object for a second holder"
-                )
-            self._acquiring = True
+        wait = self._wait_for_the_object(wait)
         try:
             if wait is None:
                 self._refuse_waiting_for_this_thread()
@@ -119,8 +119,38 @@ class Lock:
                 _held.add(self)
         finally:
             with self._mutex:
-                self._acquiring = False
+                self._acquiring, self._acquirer = False, None
+                self._free.notify()
         return self
+
+    def _wait_for_the_object(self, wait: Optional[float]) -> Optional[float]:
+        """Marks this object as being acquired by this thread, once no
+        other thread holds or acquires it through this object (they take
+        turns, as with ``threading.Lock``); returns what is left of
+        ``wait`` for the lock itself."""
+        me = threading.get_ident()
+        started = time.monotonic()
+        with self._free:
+            while self._acquiring or (self._guard is not None and self._guard.held):
+                if me in (self._acquirer, self._thread):
+                    raise RuntimeError(
+                        f"{self!r} is already held or being acquired by this thread; "
+                        "create another withlock.lock() object for a second holder"
+                    )
+                waited = time.monotonic() - started
+                if wait is not None and waited >= wait:
+                    raise self._object_busy(wait, waited)
+                self._free.wait(None if wait is None else wait - waited)
+            self._acquiring, self._acquirer = True, me
+        return None if wait is None else max(0.0, wait - (time.monotonic() - started))
+
+    def _object_busy(self, wait: float, waited: float) -> LockError:
+        """Busy or Timeout for a lock this object holds in another thread."""
+        holders, waiters = _call(_native.inspect, self._spec, self._dir)
+        message = f"{self._spec} is busy: another thread of this process holds it through this lock object"
+        if wait == 0:
+            return Busy(message, self._spec, _holders(holders), _holders(waiters))
+        return Timeout(message, self._spec, _holders(holders), _holders(waiters), waited)
 
     def release(self) -> None:
         """Let go of the lock.
@@ -131,6 +161,7 @@ class Lock:
         """
         with self._mutex:
             guard, self._guard, self._thread = self._guard, None, None
+            self._free.notify()
         if guard is None:
             raise RuntimeError(f"{self!r} is not held, so it cannot be released")
         with _held_mutex:
