@@ -76,13 +76,15 @@ pub(crate) const EXIT_STATUSES: [(&str, &str); 15] = [
     (
         "77",
         "permission denied on the lock file or directory, or the server refused the login \
-         (or has no such role) or withlock's state (schema withlock)",
+         (or has no such role) or withlock's state (schema withlock); etcd: a refused user or \
+         password, or no permission on the lock's keys",
     ),
     (
         "78",
         "unusable or unsafe lock directory, or no regular file (no socket) at the lock path; \
          --url: TLS not possible as sslmode asks, no such database, a transaction-mode \
-         pooler, or withlock's state damaged or not trusted",
+         pooler, or withlock's state damaged or not trusted; etcd: a TLS mismatch or unusable \
+         CA, certificate or key file",
     ),
     (
         "79",
@@ -103,7 +105,8 @@ pub(crate) const EXIT_STATUSES: [(&str, &str); 15] = [
     ),
     (
         "69",
-        "the PostgreSQL server (--url) could not be reached or failed a query; nothing ran",
+        "the server (--url) could not be reached or failed a query, or an etcd cluster has no \
+         quorum; nothing ran",
     ),
     ("71", "any other system error"),
     (
@@ -181,12 +184,17 @@ pub(crate) struct Cli {
     #[arg(long, value_name = "DIR", env = "WITHLOCK_DIR")]
     pub dir: Option<PathBuf>,
 
-    /// Take the locks on a PostgreSQL server, for every machine using it.
+    /// Take the locks on a PostgreSQL server or an etcd cluster, for every
+    /// machine using it.
     ///
     /// The URL is postgres://USER@HOST:PORT/DBNAME; the locks are advisory
     /// locks shared by every machine using that database. The password
     /// comes from the URL,
-    /// PGPASSWORD or ~/.pgpass, and is never printed. WITHLOCK_DIR does
+    /// PGPASSWORD or ~/.pgpass, and is never printed. Or
+    /// etcd://[USER@]HOST:PORT[,HOST:PORT...][/PREFIX] (etcds:// for TLS,
+    /// ?cacert=, ?cert=, ?key=): the locks are keys in line as
+    /// `etcdctl lock` takes them; the password comes from ETCDCTL_PASSWORD
+    /// or ?password-file=PATH. WITHLOCK_DIR does
     /// not apply; --dir on the command line is refused with --url and
     /// beats WITHLOCK_URL. The
     /// command gets the lock's fencing token, which grows with every grant,
@@ -298,11 +306,14 @@ pub(crate) struct Cli {
     /// When the command runs into --time-limit (exit 81), is cancelled by
     /// a newer --cancel-running request (exit 82), or a --url lock is lost
     /// while it runs (its session was ended, the server restarted, the
-    /// network was cut; noticed within 8 seconds; exit 80), withlock says
-    /// so, sends SIGTERM to the command's process group, and SIGKILL
-    /// SECONDS later (fractions allowed) if it still runs. The server keeps
-    /// the lock of a holder it cannot hear for 8 + SECONDS + 10 seconds, so that it is not handed on
-    /// while the command may still run. At most 3600.
+    /// network was cut; noticed within 8 seconds; with etcd, the lease
+    /// ended or no keepalive got through for 5 seconds, noticed within 6 +
+    /// 1 per member; exit 80), withlock says so, sends SIGTERM to the
+    /// command's process group, and SIGKILL SECONDS later (fractions
+    /// allowed) if it still runs. The server keeps the lock of a holder it
+    /// cannot hear for 8 + SECONDS + 10 seconds (etcd: a lease of the
+    /// detection bound + SECONDS + 5), so that it is not handed on while
+    /// the command may still run. At most 3600.
     // Not in -h: a tuning knob, and -h must fit one screen.
     #[arg(
         long,

@@ -78,8 +78,8 @@ const ENVIRONMENT: [(&str, &str); 7] = [
     ),
     (
         "WITHLOCK_URL",
-        "Take the locks on this PostgreSQL server, as --url. A --dir on the command \
-         line beats it.",
+        "Take the locks on this PostgreSQL server or etcd cluster, as --url. A --dir on \
+         the command line beats it.",
     ),
     (
         "WITHLOCK_FENCE",

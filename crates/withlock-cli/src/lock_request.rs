@@ -3,10 +3,11 @@
 //! `NAME=exclusive`) as one [`LockSet`], all or none in the library's
 //! global order; with `--supersede`, watching for newer requests while it
 //! waits. Each NAME is read by the library's spec grammar
-//! ([`withlock::spec`]); with `--url`, as a name on the server.
+//! ([`withlock::spec`]); with `--url`, as a name on the server, whose
+//! kind (PostgreSQL or etcd) the URL's scheme chooses
+//! ([`AnyLock::on_server`]).
 
-use withlock::pg::Identity;
-use withlock::{AnyLock, CancelWatch, LockSet, LockSpec, Mode, PgLock, SetGuard, Supersede, Wait};
+use withlock::{AnyLock, CancelWatch, LockSet, LockSpec, Mode, SetGuard, Supersede, Wait};
 
 use crate::cancel_running;
 use crate::cli::Cli;
@@ -20,16 +21,12 @@ pub(crate) fn lock_set(cli: &Cli) -> anyhow::Result<LockSet> {
     } else {
         Mode::Exclusive
     };
-    // Who holds a server lock, as other sessions will see it: looked up
-    // once for all the locks.
-    let identity = cli.url.as_ref().map(|_| {
-        let argv: Vec<String> = cli
-            .command
-            .iter()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
-        Identity::running(&argv)
-    });
+    // The command a server lock's holder announces to other clients.
+    let argv: Vec<String> = cli
+        .command
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
     if cli.url.is_some() && cli.supersede {
         // Supersede notices travel over this machine's abstract sockets;
         // a newer request on another machine would never be seen.
@@ -40,14 +37,13 @@ pub(crate) fn lock_set(cli: &Cli) -> anyhow::Result<LockSet> {
     }
     let mut locks = Vec::with_capacity(cli.locks.len());
     for spec in &cli.locks {
-        let (lock, own_mode) = match (&cli.url, &identity) {
-            (Some(url), Some(identity)) => {
+        let (lock, own_mode) = match &cli.url {
+            Some(url) => {
                 let spec = LockSpec::parse_on_server(spec)?;
-                let lock = PgLock::announced(url, spec.target.as_str(), identity.clone())?
-                    .with_grace(cli.grace);
-                (AnyLock::Pg(Box::new(lock)), spec.mode)
+                let lock = AnyLock::on_server(url, spec.target.as_str(), &argv, cli.grace)?;
+                (lock, spec.mode)
             }
-            _ => {
+            None => {
                 let spec = LockSpec::parse(spec)?;
                 let lock = AnyLock::at(&spec.target, &spec.label, cli.dir.as_deref())?;
                 (lock, spec.mode)
@@ -102,6 +98,11 @@ pub(crate) fn take(
     wait: Wait,
 ) -> anyhow::Result<(SetGuard, Option<CancelWatch>)> {
     let mut report = ReportWhenWaiting::new(cli.quiet);
+    // A signal while waiting gives up such waits before withlock exits.
+    let _armed = set
+        .locks()
+        .any(AnyLock::wait_outlives_exit)
+        .then(crate::abandon_on_signal::Armed::new);
     let acquired = if cli.cancel_running {
         let watch = Supersede::announce_cancelling(set)?;
         let acquired = set

@@ -18,6 +18,7 @@ macro_rules! say {
     }};
 }
 
+mod abandon_on_signal;
 mod cancel_running;
 mod cli;
 mod command;
@@ -183,7 +184,7 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
 fn list(cli: &Cli, names: &[String]) -> anyhow::Result<u8> {
     let locks = match &cli.url {
         // One session lists every lock on the server.
-        Some(url) => withlock::pg::list(url, names)?,
+        Some(url) => withlock::list_on_server(url, names)?,
         None => {
             let dir = cli
                 .dir

@@ -9,9 +9,8 @@
 //! - a `--grace` above [`MAX_GRACE`]: the longest a newcomer pauses for a
 //!   holder that ended without releasing (see `withlock::pg::handover`).
 
-use withlock::human_duration;
-use withlock::pg::connection::gives_password;
 use withlock::pg::handover::MAX_GRACE;
+use withlock::{human_duration, server_url_gives_password};
 
 use crate::cli::Cli;
 use crate::option_support::Unsupported;
@@ -19,13 +18,18 @@ use crate::option_support::Unsupported;
 /// Fails on the first value that must not be used. The message never
 /// repeats the URL: it holds the password.
 pub(crate) fn refuse_unsafe(cli: &Cli) -> Result<(), Unsupported> {
-    if cli.url_on_command_line && cli.url.as_deref().is_some_and(gives_password) {
-        return Err(Unsupported::new(
+    let url = cli.url.as_deref().filter(|_| cli.url_on_command_line);
+    if url.is_some_and(server_url_gives_password) {
+        let elsewhere = if url.is_some_and(withlock::etcd::is_etcd_url) {
+            "ETCDCTL_PASSWORD or a file named by ?password-file=PATH"
+        } else {
+            "PGPASSWORD or the password file (~/.pgpass, PGPASSFILE)"
+        };
+        return Err(Unsupported::new(format!(
             "--url gives a password, which every local user can read with ps while withlock \
-             runs: put it in PGPASSWORD or the password file (~/.pgpass, PGPASSFILE), or the \
-             whole URL in WITHLOCK_URL, and drop it from --url"
-                .into(),
-        ));
+             runs: put it in {elsewhere}, or the whole URL in WITHLOCK_URL, and drop it from \
+             --url"
+        )));
     }
     if cli.grace > MAX_GRACE {
         return Err(Unsupported::new(format!(
@@ -54,9 +58,10 @@ mod tests {
             "postgres://ci:s3cr3t@db/app",
             "postgresql://ci@db/app?password=s3cr3t",
             "host=db user=ci password=s3cr3t",
+            "etcd://ci:s3cr3t@127.0.0.1:2379/locks",
         ] {
             let err = check(&["withlock", "--url", url, "x", "--", "true"]).unwrap_err();
-            assert!(err.contains("PGPASSWORD"), "{err}");
+            assert!(err.contains("PASSWORD"), "{err}");
             assert!(!err.contains("s3cr3t"), "{err}");
         }
         assert!(

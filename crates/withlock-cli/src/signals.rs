@@ -41,6 +41,9 @@ static PENDING: AtomicI32 = AtomicI32::new(0);
 
 extern "C" fn on_signal(signal: libc::c_int) {
     match COMMAND_GROUP.load(Ordering::SeqCst) {
+        // A wait that outlives the process is given up by another thread,
+        // which then exits (see abandon_on_signal).
+        NO_COMMAND if crate::abandon_on_signal::hand_over(signal) => {}
         // SAFETY: _exit is async-signal-safe and ends the process at once.
         NO_COMMAND => unsafe { libc::_exit(128 + signal) },
         STARTING => {

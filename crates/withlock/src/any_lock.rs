@@ -17,6 +17,8 @@ use std::time::{Duration, SystemTime};
 
 use crate::deadline::Deadline;
 use crate::error::{Error, Result};
+#[cfg(feature = "etcd")]
+use crate::etcd::{EtcdGuard, EtcdLock};
 use crate::file::file_key::FileKey;
 use crate::file::file_lock::{FileGuard, FileLock};
 use crate::file::listing;
@@ -43,6 +45,9 @@ pub enum Kind {
     /// An advisory lock on a PostgreSQL server.
     #[cfg(feature = "postgres")]
     Pg,
+    /// A key in line on an etcd cluster.
+    #[cfg(feature = "etcd")]
+    Etcd,
 }
 
 impl Kind {
@@ -53,6 +58,8 @@ impl Kind {
             Kind::Socket => "socket",
             #[cfg(feature = "postgres")]
             Kind::Pg => "PostgreSQL",
+            #[cfg(feature = "etcd")]
+            Kind::Etcd => "etcd",
         }
     }
 }
@@ -73,6 +80,9 @@ pub enum AnyLock {
     /// A session-level advisory lock on a PostgreSQL server.
     #[cfg(feature = "postgres")]
     Pg(Box<PgLock>),
+    /// A key in line on an etcd cluster.
+    #[cfg(feature = "etcd")]
+    Etcd(Box<EtcdLock>),
 }
 
 impl AnyLock {
@@ -101,6 +111,8 @@ impl AnyLock {
             AnyLock::Socket(_) => Kind::Socket,
             #[cfg(feature = "postgres")]
             AnyLock::Pg(_) => Kind::Pg,
+            #[cfg(feature = "etcd")]
+            AnyLock::Etcd(_) => Kind::Etcd,
         }
     }
 
@@ -113,6 +125,21 @@ impl AnyLock {
             AnyLock::File(_) | AnyLock::Socket(_) => true,
             #[cfg(feature = "postgres")]
             AnyLock::Pg(_) => false,
+            #[cfg(feature = "etcd")]
+            AnyLock::Etcd(_) => false,
+        }
+    }
+
+    /// True when a wait for the lock outlives a process that exits while
+    /// waiting: an etcd request's key stays in line until its lease runs
+    /// out. A process about to exit on a signal then calls
+    /// [`abandon_waits`] first. False for the other kinds, whose waits end
+    /// with their descriptor or session.
+    pub fn wait_outlives_exit(&self) -> bool {
+        match self {
+            #[cfg(feature = "etcd")]
+            AnyLock::Etcd(_) => true,
+            _ => false,
         }
     }
 
@@ -128,6 +155,8 @@ impl AnyLock {
             (AnyLock::File(lock), mode) => Ok(AnyLock::File(lock.with_mode(mode))),
             #[cfg(feature = "postgres")]
             (AnyLock::Pg(lock), mode) => Ok(AnyLock::Pg(Box::new(lock.with_mode(mode)))),
+            #[cfg(feature = "etcd")]
+            (AnyLock::Etcd(lock), mode) => Ok(AnyLock::Etcd(Box::new(lock.with_mode(mode)))),
             (AnyLock::Socket(lock), Mode::Exclusive) => Ok(AnyLock::Socket(lock)),
             (AnyLock::Socket(lock), Mode::Shared) => Err(Error::Unsupported {
                 lock: lock.label().to_owned(),
@@ -146,9 +175,14 @@ impl AnyLock {
     /// True when a holder of the lock can be cancelled by a newer request
     /// ([`crate::cancel`]): its holders can check who asks (a file lock
     /// through `/proc/locks`, a PostgreSQL lock through `pg_locks`); a
-    /// socket lock cannot.
+    /// socket lock cannot, nor an etcd lock (not built for it yet).
     pub fn supports_cancel(&self) -> bool {
-        !matches!(self, AnyLock::Socket(_))
+        match self {
+            AnyLock::Socket(_) => false,
+            #[cfg(feature = "etcd")]
+            AnyLock::Etcd(_) => false,
+            _ => true,
+        }
     }
 
     /// The semaphore's limit, for a lock made one with
@@ -159,6 +193,8 @@ impl AnyLock {
             AnyLock::Socket(_) => None,
             #[cfg(feature = "postgres")]
             AnyLock::Pg(lock) => lock.max(),
+            #[cfg(feature = "etcd")]
+            AnyLock::Etcd(lock) => lock.max(),
         }
     }
 
@@ -175,6 +211,8 @@ impl AnyLock {
             }),
             #[cfg(feature = "postgres")]
             AnyLock::Pg(lock) => Ok(AnyLock::Pg(Box::new(lock.with_max(max)?))),
+            #[cfg(feature = "etcd")]
+            AnyLock::Etcd(lock) => Ok(AnyLock::Etcd(Box::new(lock.with_max(max)))),
         }
     }
 
@@ -185,6 +223,8 @@ impl AnyLock {
             AnyLock::Socket(_) => Mode::Exclusive,
             #[cfg(feature = "postgres")]
             AnyLock::Pg(lock) => lock.mode(),
+            #[cfg(feature = "etcd")]
+            AnyLock::Etcd(lock) => lock.mode(),
         }
     }
 
@@ -195,6 +235,8 @@ impl AnyLock {
             AnyLock::Socket(lock) => lock.label(),
             #[cfg(feature = "postgres")]
             AnyLock::Pg(lock) => lock.name(),
+            #[cfg(feature = "etcd")]
+            AnyLock::Etcd(lock) => lock.name(),
         }
     }
 
@@ -208,8 +250,89 @@ impl AnyLock {
             AnyLock::Socket(lock) => socket_listing::status(lock),
             #[cfg(feature = "postgres")]
             AnyLock::Pg(lock) => crate::pg::listing::status(lock),
+            #[cfg(feature = "etcd")]
+            AnyLock::Etcd(lock) => crate::etcd::listing::status(lock),
         }
     }
+}
+
+/// The one place a server URL chooses its kind of lock: `etcd://` and
+/// `etcds://` an etcd lock, anything else a PostgreSQL lock (a
+/// `postgres://` URL or a libpq `key=value` string).
+#[cfg(feature = "postgres")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ServerKind {
+    Pg,
+    #[cfg(feature = "etcd")]
+    Etcd,
+}
+
+#[cfg(feature = "postgres")]
+fn server_kind(url: &str) -> ServerKind {
+    #[cfg(feature = "etcd")]
+    if crate::etcd::is_etcd_url(url) {
+        return ServerKind::Etcd;
+    }
+    let _ = url;
+    ServerKind::Pg
+}
+
+#[cfg(feature = "postgres")]
+impl AnyLock {
+    /// The lock `name` on the server `url`, of the kind its scheme chooses
+    /// (`etcd://`/`etcds://` or PostgreSQL), exclusive, announced to other
+    /// clients as this process running `command`, held by a caller that
+    /// stops its work within `grace` once told the lock is lost.
+    pub fn on_server(
+        url: &str,
+        name: &str,
+        command: &[String],
+        grace: Duration,
+    ) -> Result<AnyLock> {
+        match server_kind(url) {
+            ServerKind::Pg => {
+                let identity = crate::pg::Identity::running(command);
+                let lock = PgLock::announced(url, name, identity)?.with_grace(grace);
+                Ok(AnyLock::Pg(Box::new(lock)))
+            }
+            #[cfg(feature = "etcd")]
+            ServerKind::Etcd => {
+                let lock = EtcdLock::new(url, name)?.running(command).with_grace(grace);
+                Ok(AnyLock::Etcd(Box::new(lock)))
+            }
+        }
+    }
+}
+
+/// The locks `names` on the server `url` (every lock it keeps when
+/// `names` is empty), of the kind its scheme chooses, for a listing.
+#[cfg(feature = "postgres")]
+pub fn list_on_server(url: &str, names: &[String]) -> Result<Vec<LockStatus>> {
+    match server_kind(url) {
+        ServerKind::Pg => crate::pg::list(url, names),
+        #[cfg(feature = "etcd")]
+        ServerKind::Etcd => crate::etcd::list(url, names),
+    }
+}
+
+/// True when the server URL `url` carries a password itself, which a
+/// command line must not (every local user can read it with ps).
+#[cfg(feature = "postgres")]
+pub fn server_url_gives_password(url: &str) -> bool {
+    match server_kind(url) {
+        ServerKind::Pg => crate::pg::connection::gives_password(url),
+        #[cfg(feature = "etcd")]
+        ServerKind::Etcd => crate::etcd::gives_password(url),
+    }
+}
+
+/// Gives up every wait in progress in this process whose kind of lock
+/// would otherwise keep it after the process exits
+/// ([`AnyLock::wait_outlives_exit`]): for a process about to exit on a
+/// signal. Safe to call from any thread but a signal handler.
+pub fn abandon_waits() {
+    #[cfg(feature = "etcd")]
+    crate::etcd::abandon_waits();
 }
 
 /// Every lock found in the lock directory `dir`, for a listing
@@ -232,6 +355,8 @@ enum KindKey {
     Socket(SocketKey),
     #[cfg(feature = "postgres")]
     Pg(crate::pg::OrderKey),
+    #[cfg(feature = "etcd")]
+    Etcd(crate::etcd::OrderKey),
 }
 
 impl LockKey {
@@ -243,6 +368,11 @@ impl LockKey {
             AnyLock::Socket(lock) => KindKey::Socket(SocketKey::of(lock.address())),
             #[cfg(feature = "postgres")]
             AnyLock::Pg(lock) => KindKey::Pg(crate::pg::OrderKey::new(lock.server(), lock.key())),
+            #[cfg(feature = "etcd")]
+            AnyLock::Etcd(lock) => KindKey::Etcd(crate::etcd::OrderKey::new(
+                lock.cluster(),
+                lock.key_prefix(),
+            )),
         })
     }
 
@@ -254,6 +384,8 @@ impl LockKey {
             KindKey::Socket(key) => key.to_bytes(),
             #[cfg(feature = "postgres")]
             KindKey::Pg(key) => key.to_bytes(),
+            #[cfg(feature = "etcd")]
+            KindKey::Etcd(key) => key.to_bytes(),
         }
     }
 }
@@ -267,6 +399,8 @@ impl Lock for AnyLock {
             AnyLock::Socket(lock) => lock.acquire_until(deadline, hooks).map(AnyGuard::Socket),
             #[cfg(feature = "postgres")]
             AnyLock::Pg(lock) => lock.acquire_until(deadline, hooks).map(AnyGuard::Pg),
+            #[cfg(feature = "etcd")]
+            AnyLock::Etcd(lock) => lock.acquire_until(deadline, hooks).map(AnyGuard::Etcd),
         }
     }
 
@@ -276,6 +410,8 @@ impl Lock for AnyLock {
             AnyLock::Socket(lock) => lock.holders(),
             #[cfg(feature = "postgres")]
             AnyLock::Pg(lock) => lock.holders(),
+            #[cfg(feature = "etcd")]
+            AnyLock::Etcd(lock) => lock.holders(),
         }
     }
 
@@ -294,6 +430,9 @@ pub enum AnyGuard {
     /// A held PostgreSQL advisory lock.
     #[cfg(feature = "postgres")]
     Pg(PgGuard),
+    /// A held etcd lock.
+    #[cfg(feature = "etcd")]
+    Etcd(EtcdGuard),
 }
 
 impl AnyGuard {
@@ -307,6 +446,8 @@ impl AnyGuard {
             AnyGuard::Socket(guard) => Some(guard.as_fd()),
             #[cfg(feature = "postgres")]
             AnyGuard::Pg(_) => None,
+            #[cfg(feature = "etcd")]
+            AnyGuard::Etcd(_) => None,
         }
     }
 
@@ -317,6 +458,8 @@ impl AnyGuard {
             AnyGuard::Socket(guard) => guard.held_for(),
             #[cfg(feature = "postgres")]
             AnyGuard::Pg(guard) => guard.held_for(),
+            #[cfg(feature = "etcd")]
+            AnyGuard::Etcd(guard) => guard.held_for(),
         }
     }
 
@@ -327,19 +470,24 @@ impl AnyGuard {
             AnyGuard::File(_) | AnyGuard::Socket(_) => None,
             #[cfg(feature = "postgres")]
             AnyGuard::Pg(guard) => Some(guard.fence()),
+            #[cfg(feature = "etcd")]
+            AnyGuard::Etcd(guard) => Some(guard.fence()),
         }
     }
 
     /// Which of the N places of a `--max N` lock this holder has, 0 to
     /// N-1, unique among the lock's current holders (a lock file's slot
     /// byte, a server's slot key); `None` for any other lock, a socket
-    /// lock, and a file lock this user can only read.
+    /// lock, an etcd lock, and a file lock this user can only read.
     pub fn slot(&self) -> Option<u32> {
         match self {
             AnyGuard::File(guard) => guard.slot(),
             AnyGuard::Socket(_) => None,
             #[cfg(feature = "postgres")]
             AnyGuard::Pg(guard) => guard.slot(),
+            // Places are counted, not numbered, in an etcd line.
+            #[cfg(feature = "etcd")]
+            AnyGuard::Etcd(_) => None,
         }
     }
 
@@ -358,11 +506,17 @@ impl AnyGuard {
             }
             #[cfg(feature = "postgres")]
             AnyGuard::Pg(guard) => guard.watch(Box::new(move |lost| on_lost(LockLoss::new(lost)))),
+            #[cfg(feature = "etcd")]
+            AnyGuard::Etcd(guard) => {
+                guard.watch(Box::new(move |lost| on_lost(LockLoss::new(lost))));
+                Ok(())
+            }
         }
     }
 
     /// Tells listings when this holder's time limit runs out (a file
-    /// lock's deadline stamp, a PostgreSQL lock's `application_name`);
+    /// lock's deadline stamp, a PostgreSQL lock's `application_name`, an
+    /// etcd lock's holder record);
     /// a socket lock has nowhere to say it. Call it before
     /// [`AnyGuard::watch_for_loss`].
     pub fn announce_deadline(&mut self, deadline: SystemTime) -> Result<()> {
@@ -374,6 +528,8 @@ impl AnyGuard {
             AnyGuard::Socket(_) => Ok(()),
             #[cfg(feature = "postgres")]
             AnyGuard::Pg(guard) => guard.announce_deadline(deadline).map_err(Error::from),
+            #[cfg(feature = "etcd")]
+            AnyGuard::Etcd(guard) => guard.announce_deadline(deadline).map_err(Error::from),
         }
     }
 
@@ -383,6 +539,8 @@ impl AnyGuard {
             AnyGuard::File(_) | AnyGuard::Socket(_) => None,
             #[cfg(feature = "postgres")]
             AnyGuard::Pg(guard) => guard.lost().map(LockLoss::new),
+            #[cfg(feature = "etcd")]
+            AnyGuard::Etcd(guard) => guard.lost().map(LockLoss::new),
         }
     }
 
@@ -393,6 +551,8 @@ impl AnyGuard {
             AnyGuard::Socket(guard) => guard.release(),
             #[cfg(feature = "postgres")]
             AnyGuard::Pg(guard) => guard.release().map_err(Error::from),
+            #[cfg(feature = "etcd")]
+            AnyGuard::Etcd(guard) => guard.release().map_err(Error::from),
         }
     }
 }

@@ -6,7 +6,8 @@
 //! TCP, Unix or abstract socket (exclusive only), its holder named through
 //! `SO_PEERCRED` where the kernel gives it; with the `postgres` cargo
 //! feature, a `PgLock` is an advisory lock on a PostgreSQL server (the
-//! `pg` module). [`AnyLock`] is any of them, chosen by the spec (`deploy`,
+//! `pg` module); with the `etcd` feature, an `EtcdLock` is a key in line
+//! on an etcd cluster (the `etcd` module). [`AnyLock`] is any of them, chosen by the spec (`deploy`,
 //! `./x.lock`, `tcp:4711`, `unix:/run/x.sock`, `abstract:x`, or a name on
 //! a server; the grammar is in [`spec`]).
 //!
@@ -40,6 +41,8 @@ mod deadline;
 mod error;
 mod error_kind;
 pub mod escape;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 mod file;
 mod flock_wait;
 pub mod fork_child;
@@ -65,12 +68,16 @@ pub mod supersede;
 mod timer_signal;
 mod wait_cancel;
 
-pub use any_lock::{AnyGuard, AnyLock, Kind, LockKey};
+pub use any_lock::{AnyGuard, AnyLock, Kind, LockKey, abandon_waits};
+#[cfg(feature = "postgres")]
+pub use any_lock::{list_on_server, server_url_gives_password};
 pub use backend_error::BackendError;
 pub use cancel::{CancelWatch, Cancelled};
 pub use deadline::Deadline;
 pub use error::{Error, Result};
 pub use error_kind::ErrorKind;
+#[cfg(feature = "etcd")]
+pub use etcd::{EtcdGuard, EtcdLock};
 pub use file::file_lock::{FileGuard, FileLock};
 pub use file::lock_dir;
 pub use file::lock_file::LOCK_FILE_MODE;

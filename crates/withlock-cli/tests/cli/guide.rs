@@ -17,7 +17,7 @@ const README: &str = include_str!("../../../../README.md");
 /// README examples that cannot run here: building and installing, a
 /// server or an address this machine does not have, a fixed path in
 /// /run/lock.
-const NOT_HERE: [&str; 7] = [
+const NOT_HERE: [&str; 9] = [
     "cargo ",
     "scripts/",
     "pip install",
@@ -25,6 +25,8 @@ const NOT_HERE: [&str; 7] = [
     "tcp:",
     "sudo",
     "/run/lock/",
+    "etcd://10.0.0.",
+    "etcdctl role",
 ];
 
 /// The fenced blocks of `markdown` as (language, text).

@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod cancel_running;
+mod etcd;
 mod exclusion;
 mod exit_status;
 mod fairness;

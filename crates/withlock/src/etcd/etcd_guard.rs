@@ -1,0 +1,116 @@
+//! A held etcd lock: its key in line, kept by the session's lease.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::etcd::client::Client;
+use crate::etcd::error::EtcdError;
+use crate::etcd::etcd_lock::put_record;
+use crate::etcd::lease::{Lease, LeaseLost};
+use crate::etcd::record::Record;
+
+/// A held [`crate::EtcdLock`]. The lock lives as long as its lease:
+/// dropping the guard or [`EtcdGuard::release`] revokes it, which deletes
+/// the key and lets the next in line in; if this process dies, the
+/// cluster deletes the key when the lease's TTL runs out.
+pub struct EtcdGuard {
+    /// None once released.
+    lease: Option<Lease>,
+    client: Arc<Client>,
+    key: String,
+    /// What the key's value says.
+    record: Record,
+    fence: i64,
+    acquired: Instant,
+}
+
+impl std::fmt::Debug for EtcdGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdGuard")
+            .field("key", &self.key)
+            .field("fence", &self.fence)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EtcdGuard {
+    pub(crate) fn new(
+        lease: Lease,
+        client: Arc<Client>,
+        key: String,
+        record: Record,
+        fence: i64,
+    ) -> EtcdGuard {
+        EtcdGuard {
+            lease: Some(lease),
+            client,
+            key,
+            record,
+            fence,
+            acquired: Instant::now(),
+        }
+    }
+
+    /// The grant's fencing token: the cluster's revision when it was
+    /// granted, above that of every earlier grant of the lock (revisions
+    /// only grow, across the cluster and its leader changes).
+    pub fn fence(&self) -> i64 {
+        self.fence
+    }
+
+    /// The lock's key (`[PREFIX/]NAME/<lease id in hex>`).
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// How long the lock has been held.
+    pub fn held_for(&self) -> Duration {
+        self.acquired.elapsed()
+    }
+
+    /// Writes into the holder record when this holder's time limit runs
+    /// out, for listings.
+    pub fn announce_deadline(&mut self, deadline: SystemTime) -> Result<(), EtcdError> {
+        let Some(lease) = &self.lease else {
+            return Ok(());
+        };
+        self.record.deadline = Some(deadline);
+        put_record(
+            &self.client,
+            &self.key,
+            lease,
+            &self.record,
+            "announcing the deadline",
+        )
+    }
+
+    /// Calls `on_lost` once, from the lease's keepalive thread, if the
+    /// lock is lost while held (see [`crate::etcd::lease`]); at once if it
+    /// is already. Release and drop end the watch without calling it.
+    pub fn watch(&mut self, on_lost: Box<dyn FnOnce(LeaseLost) + Send>) {
+        if let Some(lease) = &self.lease {
+            lease.on_lost(on_lost);
+        }
+    }
+
+    /// The loss noticed, if any.
+    pub fn lost(&self) -> Option<LeaseLost> {
+        self.lease.as_ref().and_then(Lease::lost)
+    }
+
+    /// Releases the lock: revokes the lease, which deletes the key. An
+    /// error says the lock was already gone or the cluster did not answer
+    /// (the lease then runs out on its own).
+    pub fn release(mut self) -> Result<(), EtcdError> {
+        let lease = self
+            .lease
+            .take()
+            .expect("a guard holds its lease until released");
+        match lease.revoke()? {
+            true => Ok(()),
+            false => Err(EtcdError::NotHeld {
+                cluster: self.client.cluster().to_owned(),
+            }),
+        }
+    }
+}

@@ -1,0 +1,287 @@
+//! `EtcdLock`: a named lock on an etcd cluster, taken in the line of
+//! [`crate::etcd::line`] and waited for with a watch.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::etcd::client::{Client, b64, int, prefix_end};
+use crate::etcd::error::EtcdError;
+use crate::etcd::etcd_guard::EtcdGuard;
+use crate::etcd::lease::{self, Lease};
+use crate::etcd::line::{self, Entry, Turn};
+use crate::etcd::record::Record;
+use crate::etcd::target::Target;
+use crate::etcd::waiting;
+use crate::{Deadline, Error, Holders, Lock, LockName, Mode, Result, WaitHooks};
+
+/// How long a grace is assumed when none is given: the CLI's default.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
+
+/// A lock name on an etcd cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdLock {
+    target: Target,
+    name: String,
+    /// etcd's lock prefix: `[PREFIX/]NAME/`.
+    prefix: String,
+    mode: Mode,
+    max: Option<u32>,
+    grace: Duration,
+    /// The command announced in the holder record.
+    command: Vec<String>,
+}
+
+impl EtcdLock {
+    /// The lock `name` (withlock's naming rules) on the cluster `url`
+    /// (see [`crate::etcd`] for the URL), exclusive, announced with this
+    /// process's command line.
+    pub fn new(url: &str, name: &str) -> Result<EtcdLock> {
+        let name = LockName::new(name)?;
+        let target = Target::parse(url)?;
+        let command = std::fs::read("/proc/self/cmdline")
+            .map(|raw| {
+                raw.split(|&b| b == 0)
+                    .filter(|a| !a.is_empty())
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(EtcdLock {
+            prefix: target.lock_prefix(name.as_str()),
+            target,
+            name: name.as_str().to_owned(),
+            mode: Mode::Exclusive,
+            max: None,
+            grace: DEFAULT_GRACE,
+            command,
+        })
+    }
+
+    /// The same lock announced as running `command` (the command a tool
+    /// runs under it, rather than the tool's own command line).
+    pub fn running(mut self, command: &[impl AsRef<str>]) -> EtcdLock {
+        self.command = command.iter().map(|a| a.as_ref().to_owned()).collect();
+        self
+    }
+
+    /// The same lock taken in `mode` (and no longer as a semaphore).
+    pub fn with_mode(mut self, mode: Mode) -> EtcdLock {
+        self.mode = mode;
+        self.max = None;
+        self
+    }
+
+    /// The same lock as a counting semaphore of up to `max` holders,
+    /// served in arrival order; use the same `max` for every holder.
+    pub fn with_max(mut self, max: u32) -> EtcdLock {
+        self.mode = Mode::Shared;
+        self.max = Some(max.max(1));
+        self
+    }
+
+    /// The same lock held by a caller that stops its work at most `grace`
+    /// after it is told the lock is lost: the lease's TTL covers it
+    /// ([`lease::ttl`]).
+    pub fn with_grace(mut self, grace: Duration) -> EtcdLock {
+        self.grace = grace;
+        self
+    }
+
+    /// The semaphore's limit, if it is one ([`EtcdLock::with_max`]).
+    pub fn max(&self) -> Option<u32> {
+        self.max
+    }
+
+    /// The mode it will be taken in.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// The lock name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The cluster, as messages name it (never the password).
+    pub fn cluster(&self) -> &str {
+        self.target.cluster()
+    }
+
+    /// etcd's lock prefix (`[PREFIX/]NAME/`): `etcdctl lock` with this
+    /// name takes the same lock.
+    pub fn key_prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The lease TTL a holder asks for.
+    pub fn lease_ttl(&self) -> Duration {
+        lease::ttl(self.grace, self.target.endpoints.len())
+    }
+
+    pub(crate) fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// The whole line (holders and waiters, create order), from `client`.
+    pub(crate) fn line(
+        &self,
+        client: &Client,
+    ) -> std::result::Result<(Vec<Entry>, i64), EtcdError> {
+        let range = client.call(
+            "/v3/kv/range",
+            &self.range_body(None),
+            "reading the lock's keys",
+        )?;
+        Ok((line::entries(&range), int(&range["header"]["revision"])))
+    }
+
+    /// A range over the lock's keys in create order, up to `before`.
+    fn range_body(&self, before: Option<i64>) -> Value {
+        let mut body = json!({
+            "key": b64(&self.prefix),
+            "range_end": prefix_end(&self.prefix),
+            "sort_order": "ASCEND",
+            "sort_target": "CREATE",
+        });
+        if let Some(before) = before {
+            body["max_create_revision"] = json!((before - 1).to_string());
+        }
+        body
+    }
+
+    fn record(&self) -> Record {
+        Record::this_process(self.command.clone(), self.mode, self.max)
+    }
+
+    /// Puts this request's key in line: one transaction that also reads
+    /// the line. Returns the key, its create revision and who is ahead.
+    fn join_line(
+        &self,
+        client: &Client,
+        lease: &Lease,
+        record: &Record,
+    ) -> std::result::Result<(String, i64, Vec<Entry>), EtcdError> {
+        let key = format!("{}{:x}", self.prefix, lease.id());
+        let txn = json!({
+            "compare": [{"key": b64(&key), "target": "CREATE", "result": "EQUAL",
+                         "create_revision": "0"}],
+            "success": [
+                {"request_put": {"key": b64(&key), "value": b64(record.to_json()),
+                                 "lease": lease.id().to_string()}},
+                {"request_range": self.range_body(None)},
+            ],
+            "failure": [],
+        });
+        let reply = client.call("/v3/kv/txn", &txn, "queueing for the lock")?;
+        if reply["succeeded"] != json!(true) {
+            return Err(EtcdError::Failed {
+                cluster: client.cluster().to_owned(),
+                what: "queueing for the lock",
+                cause: format!("the key {key} exists already"),
+            });
+        }
+        let revision = int(&reply["header"]["revision"]);
+        let ahead = line::entries(&reply["responses"][1]["response_range"])
+            .into_iter()
+            .filter(|e| e.create_revision < revision)
+            .collect();
+        Ok((key, revision, ahead))
+    }
+
+    /// The turn of a request whose key was created at `revision`, read
+    /// again; with the revision it was read at.
+    pub(crate) fn turn_now(
+        &self,
+        client: &Client,
+        revision: i64,
+    ) -> std::result::Result<(Turn, i64, Vec<Entry>), EtcdError> {
+        let range = client.call(
+            "/v3/kv/range",
+            &self.range_body(Some(revision)),
+            "reading the lock's line",
+        )?;
+        let ahead = line::entries(&range);
+        Ok((
+            line::turn(&ahead, self.mode, self.max),
+            int(&range["header"]["revision"]),
+            ahead,
+        ))
+    }
+
+    fn conflict(&self, ahead: &[Entry], deadline: &Deadline, hooks: &dyn WaitHooks) -> Error {
+        let holders = if hooks.name_holders() {
+            line::holders(ahead)
+        } else {
+            Holders::default()
+        };
+        deadline.refuse(self.describe(), holders)
+    }
+
+    /// Writes the record again with the grant time as its `since`.
+    fn restamp(&self, client: &Client, key: &str, lease: &Lease) -> Record {
+        let record = self.record();
+        // Only the "since" of listings is at stake: a failure changes
+        // nothing else, and the lease watch notices a cluster gone.
+        let _ = put_record(client, key, lease, &record, "stamping the grant");
+        record
+    }
+}
+
+impl Lock for EtcdLock {
+    type Guard = EtcdGuard;
+
+    fn acquire_until(&self, deadline: Deadline, hooks: &mut dyn WaitHooks) -> Result<EtcdGuard> {
+        let client = Client::connect(&self.target)?;
+        let lease = Lease::grant(&client, self.lease_ttl(), &self.name)?;
+        // From here until it returns, a signal gives up this request.
+        let _registered = waiting::Registered::new(&client, lease.id());
+        let record = self.record();
+        let (key, revision, ahead) = self.join_line(&client, &lease, &record)?;
+        let (fence, record) = match line::turn(&ahead, self.mode, self.max) {
+            Turn::Granted => (revision, record),
+            Turn::WaitFor(_) if !deadline.may_wait() => {
+                let refused = self.conflict(&ahead, &deadline, hooks);
+                lease.revoke()?;
+                return Err(refused);
+            }
+            Turn::WaitFor(keys) => {
+                hooks.waiting();
+                match waiting::wait(self, &client, &lease, &key, revision, keys, &deadline)? {
+                    waiting::Outcome::Granted(fence) => {
+                        (fence, self.restamp(&client, &key, &lease))
+                    }
+                    waiting::Outcome::TimedOut(ahead) => {
+                        let refused = self.conflict(&ahead, &deadline, hooks);
+                        lease.revoke()?;
+                        return Err(refused);
+                    }
+                }
+            }
+        };
+        Ok(EtcdGuard::new(lease, client, key, record, fence))
+    }
+
+    fn holders(&self) -> Result<Holders> {
+        let client = Client::connect(&self.target)?;
+        let (line, _) = self.line(&client)?;
+        Ok(line::holders(&line))
+    }
+
+    fn describe(&self) -> String {
+        format!("{} (etcd {})", self.name, self.target.cluster())
+    }
+}
+
+/// Writes `record` as the value of `key`, with `lease`.
+pub(crate) fn put_record(
+    client: &Client,
+    key: &str,
+    lease: &Lease,
+    record: &Record,
+    what: &'static str,
+) -> std::result::Result<(), EtcdError> {
+    let put = json!({"key": b64(key), "value": b64(record.to_json()),
+                     "lease": lease.id().to_string()});
+    client.call("/v3/kv/put", &put, what).map(drop)
+}
