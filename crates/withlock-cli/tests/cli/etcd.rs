@@ -425,3 +425,22 @@ fn bad_urls_exit_64_an_unreachable_cluster_69_and_nothing_runs() {
     assert_eq!(out.status.code(), Some(64));
     assert!(!stderr(&out).contains("s3cr3t"), "{}", stderr(&out));
 }
+
+#[test]
+fn a_cluster_without_quorum_is_said_so_with_69_and_nothing_runs() {
+    let env = Env::new();
+    let mut cluster = withlock_etcd_testing::Cluster::start(3);
+    cluster.kill(1);
+    cluster.kill(2);
+    let ran = env.file("ran");
+    let out = env
+        .withlock()
+        .args(["--url", &cluster.url(), "-n", "deploy", "--", "touch"])
+        .arg(&ran)
+        .output();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(69), "{err}");
+    assert!(err.contains("has no quorum"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(!ran.exists());
+}

@@ -29,6 +29,9 @@ use crate::etcd::target::Target;
 /// How long one call may take on one member before the next is tried.
 pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long a member may take to say whether it has a leader.
+const STATUS_TIMEOUT: Duration = Duration::from_millis(500);
+
 /// gRPC status codes the gateway reports (`{"code": N, ...}`).
 const GRPC_INVALID_ARGUMENT: i64 = 3;
 const GRPC_DEADLINE_EXCEEDED: i64 = 4;
@@ -127,7 +130,7 @@ impl Client {
                 .timeout_global(Some(timeout))
                 .build()
                 .send(body.to_string())
-                .map_err(|e| self.transport_failure(e))?;
+                .map_err(|e| self.transport_failure(endpoint, e))?;
             if response.status() != 200 {
                 let mut response = response;
                 let text = response.body_mut().read_to_string().unwrap_or_default();
@@ -163,7 +166,13 @@ impl Client {
                     self.current.store(index, Ordering::Relaxed);
                     return Ok(value);
                 }
-                Err(Failure::Next(error)) => last = Some(error),
+                // What says most about the cluster wins: a member without
+                // a leader over a TLS mismatch over one not reached.
+                Err(Failure::Next(error)) => {
+                    if last.as_ref().is_none_or(|l| weight(&error) >= weight(l)) {
+                        last = Some(error);
+                    }
+                }
                 Err(other) => return Err(other),
             }
         }
@@ -207,12 +216,12 @@ impl Client {
             .timeout_global(Some(timeout))
             .build()
             .send(body.to_string())
-            .map_err(|e| self.transport_failure(e))?;
+            .map_err(|e| self.transport_failure(endpoint, e))?;
         let status = response.status();
         let text = response
             .body_mut()
             .read_to_string()
-            .map_err(|e| self.transport_failure(e))?;
+            .map_err(|e| self.transport_failure(endpoint, e))?;
         if status != 200 {
             return Err(self.status_failure(&text, what));
         }
@@ -226,7 +235,7 @@ impl Client {
         Ok(reply.get("result").cloned().unwrap_or(reply))
     }
 
-    fn transport_failure(&self, error: ureq::Error) -> Failure {
+    fn transport_failure(&self, endpoint: &str, error: ureq::Error) -> Failure {
         let cluster = self.cluster().to_owned();
         match error {
             ureq::Error::Tls(_) | ureq::Error::Rustls(_) | ureq::Error::Pem(_) => {
@@ -243,15 +252,51 @@ impl Client {
                     cause: e.to_string(),
                 })
             }
+            // Connected, then closed without an answer: a TLS member that
+            // wants TLS or a client certificate does that. Another member
+            // may still serve; if none does, this is the error.
+            ureq::Error::Io(e) if closed_unanswered(&e) => Failure::Next(EtcdError::Tls {
+                cluster,
+                cause: if self.target.tls {
+                    format!(
+                        "the member closed the connection ({e}): it may demand a client \
+                         certificate (give ?cert=PATH&key=PATH)"
+                    )
+                } else {
+                    format!(
+                        "the member closed the connection without an answer ({e}): if the \
+                         cluster serves TLS, use etcds://"
+                    )
+                },
+            }),
+            ureq::Error::Timeout(_) if self.has_no_leader(endpoint) => {
+                Failure::Next(EtcdError::NoQuorum {
+                    cluster,
+                    cause: format!("{endpoint} answers but has no leader"),
+                })
+            }
             ureq::Error::Timeout(_) => Failure::Next(EtcdError::Unreachable {
                 cluster,
-                cause: "no answer in time".into(),
+                cause: format!("no answer from {endpoint} in time"),
             }),
             other => Failure::Next(EtcdError::Unreachable {
                 cluster,
                 cause: other.to_string(),
             }),
         }
+    }
+
+    /// After a call timed out: true when `endpoint` still answers a status
+    /// request (served without a leader) and says it knows no leader.
+    fn has_no_leader(&self, endpoint: &str) -> bool {
+        let status = self.post(
+            endpoint,
+            "/v3/maintenance/status",
+            &json!({}),
+            "asking for the member's status",
+            STATUS_TIMEOUT,
+        );
+        status.is_ok_and(|status| int(&status["leader"]) == 0)
     }
 
     /// A gateway error (`{"error": ..., "code": N, "message": ...}`) or
@@ -391,6 +436,24 @@ pub(crate) fn int(value: &Value) -> i64 {
         Value::Number(n) => n.as_i64().unwrap_or(0),
         _ => 0,
     }
+}
+
+/// How much a member's failure says about the cluster.
+fn weight(error: &EtcdError) -> u8 {
+    match error {
+        EtcdError::NoQuorum { .. } => 2,
+        EtcdError::Tls { .. } => 1,
+        _ => 0,
+    }
+}
+
+/// An I/O error of a connection the member closed or reset.
+fn closed_unanswered(error: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+    matches!(
+        error.kind(),
+        BrokenPipe | ConnectionAborted | ConnectionReset | UnexpectedEof
+    ) || error.to_string().contains("Peer disconnected")
 }
 
 fn first_line(text: &str) -> String {
