@@ -82,17 +82,9 @@ fn lock_json(lock: &LockStatus) -> Value {
         "name": lock.name,
         "path": lock.server.is_none().then_some(&lock.path),
         "server": lock.server,
-        "state": state(lock),
-        "exists": match lock.found {
-            Found::File | Found::Skipped(_) => Some(true),
-            Found::Nothing => Some(false),
-            Found::NoFile => None,
-        },
-        // A holder that cannot be named holds a socket lock: exclusive.
-        "mode": match lock.holders.holders.first() {
-            Some(holder) => Some(holder.mode_label()),
-            None => lock.holders.unidentified.as_ref().map(|_| "exclusive"),
-        },
+        "state": lock.state(),
+        "exists": lock.exists(),
+        "mode": lock.mode_label(),
         "holders": lock.holders.holders.iter().map(process_json).collect::<Vec<_>>(),
         "unidentified": lock.holders.unidentified,
         "waiters": lock.holders.waiters.iter().map(process_json).collect::<Vec<_>>(),
@@ -103,17 +95,6 @@ fn lock_json(lock: &LockStatus) -> Value {
         doc["skipped"] = what.as_str().into();
     }
     doc
-}
-
-/// `free`, `held`, `obstructed` (free, but a foreign lock obstructs its
-/// queue), or `skipped` for an entry that is not a lock.
-fn state(lock: &LockStatus) -> &'static str {
-    match (&lock.found, lock.holders.is_empty(), &lock.obstruction) {
-        (Found::Skipped(_), _, _) => "skipped",
-        (_, false, _) => "held",
-        (_, true, Some(_)) => "obstructed",
-        (_, true, None) => "free",
-    }
 }
 
 fn process_json(process: &Holder) -> Value {
@@ -317,7 +298,7 @@ fn process_rows(lock: &LockStatus) -> Vec<Row> {
         };
         return vec![Row {
             name,
-            state: state(lock),
+            state: lock.state(),
             command,
             ..Row::default()
         }];

@@ -43,6 +43,39 @@ pub enum Found {
 }
 
 impl LockStatus {
+    /// The lock's state in a listing: `free`, `held`, `obstructed` (free,
+    /// but a foreign lock obstructs its queue), or `skipped` for an entry
+    /// that is not a lock.
+    pub fn state(&self) -> &'static str {
+        match (&self.found, self.holders.is_empty(), &self.obstruction) {
+            (Found::Skipped(_), _, _) => "skipped",
+            (_, false, _) => "held",
+            (_, true, Some(_)) => "obstructed",
+            (_, true, None) => "free",
+        }
+    }
+
+    /// How the lock is held, as a listing says it: its first holder's mode
+    /// (`exclusive`, `shared`, or `max` for a place of a counting
+    /// semaphore), `exclusive` for a holder that cannot be named (a socket
+    /// lock's), `None` when free.
+    pub fn mode_label(&self) -> Option<&'static str> {
+        match self.holders.holders.first() {
+            Some(holder) => Some(holder.mode_label()),
+            None => self.holders.unidentified.as_ref().map(|_| "exclusive"),
+        }
+    }
+
+    /// Whether something is at the lock's path: `None` where there is no
+    /// file to look for (`tcp:`, `abstract:`, a server lock).
+    pub fn exists(&self) -> Option<bool> {
+        match self.found {
+            Found::File | Found::Skipped(_) => Some(true),
+            Found::Nothing => Some(false),
+            Found::NoFile => None,
+        }
+    }
+
     /// A lock on this machine that was skipped, with what was found at
     /// `path` instead of a lock: nobody holds it and nothing obstructs it.
     pub(crate) fn skipped(name: String, path: PathBuf, what: String) -> LockStatus {
