@@ -11,11 +11,14 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional
+from typing import TYPE_CHECKING, Callable, Iterator, List, Optional
 
 import pytest
 
 import withlock
+
+if TYPE_CHECKING:
+    from pg_server import PgServer
 
 # How long a test waits for an event before failing. Never a timing claim:
 # the event normally comes within milliseconds.
@@ -197,3 +200,20 @@ def withlock_command() -> str:
     if not found:
         pytest.fail("the withlock command is not on PATH: build it with cargo build -p withlock-cli")
     return found
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator["PgServer"]:
+    """One private PostgreSQL server for the session's server-lock tests
+    (each test uses lock names of its own)."""
+    from pg_server import PgServer
+
+    server = PgServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def lock_name(request: pytest.FixtureRequest) -> str:
+    """A lock name of this test's own, for locks on the shared server."""
+    return "t-" + request.node.name.replace("[", "-").replace("]", "")[-100:]

@@ -148,8 +148,9 @@ class AsyncLock:
         return self._settings.name
 
     @property
-    def path(self) -> str:
-        """The lock file: ``<dir>/<name>.lock``, or the path given."""
+    def path(self) -> Optional[str]:
+        """The lock file: ``<dir>/<name>.lock``, or the path given; None
+        for a socket lock."""
         return self._settings.path
 
     @property

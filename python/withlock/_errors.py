@@ -40,6 +40,19 @@ class Holder:
     running: bool
     #: One line for people, as the ``withlock`` command prints it.
     text: str
+    #: For a server lock: the client's host name (its ``pid``, ``user`` and
+    #: ``command`` are on that host, as the session declares them); None on
+    #: this machine.
+    host: Optional[str] = None
+    #: True when a server lock's holder declared only the start of its
+    #: command (the server keeps 63 bytes): the last argument may be cut.
+    command_truncated: bool = False
+    #: For a server lock, what the server vouches for: the role the
+    #: session logged in as (None if hidden); None on this machine.
+    role: Optional[str] = None
+    #: For a server lock: the client's IP address, ``"local"`` for a Unix
+    #: socket, None when hidden or on this machine.
+    client_addr: Optional[str] = None
 
     def __str__(self) -> str:
         return self.text
@@ -58,6 +71,10 @@ class Holder:
             started=_utc(raw["started"]),
             running=raw["running"],
             text=raw["text"],
+            host=raw["host"],
+            command_truncated=raw["command_truncated"],
+            role=raw["role"],
+            client_addr=raw["client_addr"],
         )
 
 
@@ -124,6 +141,29 @@ class Timeout(_Conflict, TimeoutError):
         self.waited = waited
 
 
+class Superseded(LockError):
+    """A newer ``supersede=True`` request for the lock came while this one
+    was waiting (``supersede=True``), so it gave up; as ``withlock
+    --supersede`` exits 79. Nothing was taken."""
+
+    def __init__(self, message: str, lock: Optional[str], by: Optional[Holder]) -> None:
+        super().__init__(message, lock)
+        #: The newer request's process.
+        self.by = by
+
+
+class Unavailable(LockError, ConnectionError):
+    """The lock server (``url=``) could not be reached or failed a query;
+    nothing was taken (the command exits 69)."""
+
+
+class LockLost(LockError):
+    """A server lock was lost while held: its session was ended, the server
+    restarted or cannot be reached. Raised by :meth:`withlock.Lock.check`,
+    and by default in the main thread (see ``on_lost=``); the command exits
+    80 for the same loss."""
+
+
 class PermissionDenied(LockError, PermissionError):
     """This user may not open the lock file or its directory; the message
     says who owns it and what to do."""
@@ -140,4 +180,9 @@ def _translate(native: BaseException) -> BaseException:
         return ValueError(message)
     if kind == "permission":
         return PermissionDenied(message, lock)
+    if kind == "superseded":
+        by = _holders(holders)
+        return Superseded(message, lock, by[0] if by else None)
+    if kind == "unavailable":
+        return Unavailable(message, lock)
     return LockError(message, lock)

@@ -10,14 +10,18 @@ import threading
 import time
 import weakref
 from types import TracebackType
-from typing import Any, Callable, List, Optional, Type, TypeVar, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Type, TypeVar, Union
 
-from . import _log
+from . import _log, _lost
 from . import _withlock as _native
-from ._errors import Busy, Holder, LockError, Timeout, _holders, _translate
+from ._errors import Busy, Holder, LockError, LockLost, Timeout, _holders, _translate
 
 F = TypeVar("F", bound=Callable[..., Any])
 StrPath = Union[str, "os.PathLike[str]"]
+#: One lock name, path or socket spec, or several in a list or tuple.
+Names = Union[StrPath, Iterable[StrPath]]
+#: Called with the LockLost when a server lock is lost while held.
+OnLost = Callable[[LockLost], Any]
 
 
 class _Unset:
@@ -27,6 +31,11 @@ class _Unset:
 
 _UNSET: Any = _Unset()
 
+#: The default of ``grace=``, as the command's ``--grace``.
+DEFAULT_GRACE = 10.0
+#: The most ``grace=`` may be, as the command's ``--grace``.
+MAX_GRACE = 3600.0
+
 # The locks this process holds now, for the fork handler and the
 # self-deadlock check. Weak: a Lock that is garbage-collected while held is
 # released, as a file is closed.
@@ -35,11 +44,13 @@ _held_mutex = threading.Lock()
 
 
 class Lock:
-    """A named lock: flock(2) on ``<dir>/<name>.lock``, the same file and
-    protocol as the ``withlock`` command, so the two exclude each other.
-    Exclusive, shared (``shared=True``) or a counting semaphore of up to N
-    holders (``max=N``, like the command's ``--max N``); requests are served
-    in the order they arrived.
+    """One or more named locks, taken all or none: flock(2) on
+    ``<dir>/<name>.lock`` (the same file and protocol as the ``withlock``
+    command, so the two exclude each other), a socket (``tcp:``, ``unix:``,
+    ``abstract:``), or with ``url=`` an advisory lock on a PostgreSQL
+    server. Exclusive, shared (``shared=True`` or ``"name=shared"``) or a
+    counting semaphore of up to N holders (``max=N``, like the command's
+    ``--max N``); requests are served in the order they arrived.
 
     Create it with :func:`withlock.lock`. Use it as a context manager, as a
     decorator, or with :meth:`acquire` and :meth:`release`.
@@ -47,25 +58,34 @@ class Lock:
 
     def __init__(
         self,
-        name: StrPath,
-        *,
+        *names: Names,
         shared: bool = False,
         timeout: Optional[float] = None,
         dir: Optional[StrPath] = None,
+        url: Optional[str] = None,
         max: Optional[int] = None,
+        supersede: bool = False,
+        grace: float = DEFAULT_GRACE,
+        on_lost: Optional[OnLost] = None,
     ) -> None:
-        spec = os.fspath(name)
-        if not isinstance(spec, str):
-            raise TypeError(f"a lock name must be str or os.PathLike[str], not {type(name).__name__}")
-        self._spec = spec
-        if dir is None:
-            # As the command's --dir does, so both find the same lock files.
-            dir = os.environ.get("WITHLOCK_DIR") or None
-        self._dir = None if dir is None else os.fspath(dir)
-        self._shared = bool(shared)
+        self._specs = _check_names(names)
+        self._shared = _check_flag("shared", shared)
+        self._supersede = _check_flag("supersede", supersede)
         self._max = _check_max(max, self._shared)
         self._timeout = _check_timeout(timeout)
-        self._path: str = os.fspath(_call(_native.lock_path, spec, self._dir))
+        self._grace = _check_grace(grace)
+        if on_lost is not None and not callable(on_lost):
+            raise TypeError(f"on_lost must be a callable taking a withlock.LockLost, or None, not {type(on_lost).__name__}")
+        self._on_lost = on_lost
+        self._dir, self._url = _place(dir, url)
+        if self._url is not None and self._supersede:
+            # Supersede notices travel over this machine's abstract
+            # sockets; a newer request on another machine would never be seen.
+            raise ValueError("supersede works on one machine only: drop supersede=True or url=")
+        self._request: _native.Request = _call(
+            _native.request, list(self._specs), self._dir, self._url, self._shared, self._max, self._grace
+        )
+        self._locks = self._request.locks
         self._guard: Optional[_native.Guard] = None
         self._thread: Optional[int] = None
         self._mutex = threading.Lock()
@@ -73,17 +93,25 @@ class Lock:
         self._free = threading.Condition(self._mutex)
         self._acquiring = False
         self._acquirer: Optional[int] = None
+        self._acquisition: Optional[object] = None
+        self._lost = threading.Event()
+        self._lost_error: Optional[LockLost] = None
+        if self._url is not None and on_lost is None:
+            # The default reaction to a loss raises in the main thread.
+            _lost.prepare_main_thread()
 
     # -- taking and letting go --------------------------------------------
 
     def acquire(self, timeout: Optional[float] = _UNSET) -> "Lock":
-        """Take the lock, waiting in the kernel (no polling) while it is held.
+        """Take the locks, all or none, waiting in the kernel or on the
+        server (no polling) while one is held.
 
-        ``timeout`` (seconds) overrides the lock's own: None waits as long as
-        it takes, 0 tries once. Raises :class:`withlock.Busy` (``timeout=0``)
-        or :class:`withlock.Timeout`, both naming the holder. The GIL is
-        released while waiting, and Ctrl-C ends the wait with
-        ``KeyboardInterrupt``. Returns the lock itself.
+        ``timeout`` (seconds, for the whole set) overrides the lock's own:
+        None waits as long as it takes, 0 tries once. Raises
+        :class:`withlock.Busy` (``timeout=0``) or :class:`withlock.Timeout`,
+        both naming the holder, or :class:`withlock.Superseded`
+        (``supersede=True``). The GIL is released while waiting, and Ctrl-C
+        ends the wait with ``KeyboardInterrupt``. Returns the lock itself.
 
         Threads may share one object: while one holds it, another thread's
         ``acquire()`` waits for it to be let go of (within the timeout), as
@@ -102,21 +130,27 @@ class Lock:
         try:
             if wait is None:
                 self._refuse_waiting_for_this_thread()
+            if self._url is not None and self._on_lost is None:
+                _lost.prepare_main_thread()
             slow_wait = _log.wait_started(self)
             started = time.monotonic()
             try:
-                guard = _call(
-                    _native.acquire, self._spec, self._dir, self._shared, wait, self._max, cancel
-                )
+                guard = _call(self._request.acquire, wait, self._supersede, cancel)
             finally:
                 _log.wait_ended(slow_wait)
             _log.acquired(self, time.monotonic() - started)
             # Should an exception (Ctrl-C) land before this line, the guard
             # is dropped and the lock released at once.
+            # This acquisition, for a loss noticed later to be sure it
+            # concerns this one and not an earlier one of the same object.
+            acquisition = object()
             with self._mutex:
                 self._guard, self._thread = guard, threading.get_ident()
+                self._acquisition = acquisition
+                self._lost, self._lost_error = threading.Event(), None
             with _held_mutex:
                 _held.add(self)
+            _call(guard.watch, _lost.watcher(self, acquisition))
         finally:
             with self._mutex:
                 self._acquiring, self._acquirer = False, None
@@ -146,18 +180,19 @@ class Lock:
 
     def _object_busy(self, wait: float, waited: float) -> LockError:
         """Busy or Timeout for a lock this object holds in another thread."""
-        holders, waiters = _call(_native.inspect, self._spec, self._dir)
-        message = f"{self._spec} is busy: another thread of this process holds it through this lock object"
+        holders, waiters = _call(self._request.inspect)
+        message = f"{self.name} is busy: another thread of this process holds it through this lock object"
         if wait == 0:
-            return Busy(message, self._spec, _holders(holders), _holders(waiters))
-        return Timeout(message, self._spec, _holders(holders), _holders(waiters), waited)
+            return Busy(message, self.name, _holders(holders), _holders(waiters))
+        return Timeout(message, self.name, _holders(holders), _holders(waiters), waited)
 
     def release(self) -> None:
-        """Let go of the lock.
+        """Let go of the locks.
 
         In a child process forked while the lock was held this is a quiet
         no-op: the child never holds the lock, and the parent keeps it.
-        Raises ``RuntimeError`` if the lock was not acquired.
+        A server lock that was lost has nothing left to release: releasing
+        it is quiet too. Raises ``RuntimeError`` if the lock was not acquired.
         """
         with self._mutex:
             guard, self._guard, self._thread = self._guard, None, None
@@ -188,7 +223,7 @@ class Lock:
             self.release()
         except Exception as release_error:
             if hasattr(exc, "add_note"):
-                exc.add_note(f"withlock: releasing {self._spec!r} failed as well: {release_error}")
+                exc.add_note(f"withlock: releasing {self.name!r} failed as well: {release_error}")
 
     def __call__(self, func: F) -> F:
         """Use the lock as a decorator: each call runs holding the lock.
@@ -207,17 +242,91 @@ class Lock:
 
         return locked_call  # type: ignore[return-value]
 
+    # -- lock loss -----------------------------------------------------------
+
+    @property
+    def lost(self) -> threading.Event:
+        """Set when a server lock of this acquisition was lost while held
+        (its session ended or cannot be reached); a new event each
+        :meth:`acquire`. Local locks are never lost."""
+        return self._lost
+
+    def check(self) -> None:
+        """Raise :class:`withlock.LockLost` if a lock of this acquisition
+        was lost; return quietly otherwise."""
+        error = self._lost_error
+        if error is not None:
+            raise error
+
+    @property
+    def fence(self) -> Optional[int]:
+        """The fencing token of the server lock held: higher than that of
+        every earlier grant of that name on that database, so storage that
+        remembers the highest token it saw can refuse a late writer. None
+        when no lock held draws one (local locks) or nothing is held.
+        Raises ``RuntimeError`` when several server locks are held: each
+        has its own (:attr:`fences`)."""
+        fences = self.fences
+        if len(fences) > 1:
+            raise RuntimeError(
+                f"{len(fences)} server locks are held and each has its own fencing token: "
+                "use .fences, a dict of lock name to token"
+            )
+        return next(iter(fences.values()), None)
+
+    @property
+    def fences(self) -> Dict[str, int]:
+        """Each held server lock's name with its fencing token, in the order
+        they were taken; empty for local locks or when nothing is held."""
+        guard = self._guard
+        if guard is None or not guard.held:
+            return {}
+        return dict(guard.fences)
+
+    def _on_native_loss(self, acquisition: object, message: str) -> None:
+        """From the heartbeat thread: a lock of `acquisition` was lost."""
+        with self._mutex:
+            if self._acquisition is not acquisition or self._guard is None or self._lost_error is not None:
+                return
+            error = LockLost(message, self.name)
+            self._lost_error = error
+            lost = self._lost
+        lost.set()
+        if self._on_lost is not None:
+            self._on_lost(error)
+        else:
+            _lost.raise_in_main_thread(self, acquisition, error)
+
+    def _still_holds(self, acquisition: object) -> bool:
+        return self._acquisition is acquisition and self._guard is not None
+
     # -- looking -----------------------------------------------------------
 
     @property
-    def name(self) -> str:
-        """The lock name (or path) as given."""
-        return self._spec
+    def names(self) -> Tuple[str, ...]:
+        """The lock specs as given (names, paths or sockets, with their
+        own ``=shared`` or ``=exclusive``)."""
+        return self._specs
 
     @property
-    def path(self) -> str:
-        """The lock file: ``<dir>/<name>.lock``, or the path given."""
-        return self._path
+    def name(self) -> str:
+        """The lock name (or path) as given; for several locks, their
+        names joined by ``", "``."""
+        return ", ".join(self._specs)
+
+    @property
+    def path(self) -> Optional[str]:
+        """The lock file: ``<dir>/<name>.lock``, or the path given. None for
+        several locks, a socket lock or a server lock."""
+        if len(self._locks) != 1:
+            return None
+        path = self._locks[0][3]
+        return None if path is None else os.fspath(path)
+
+    @property
+    def url(self) -> Optional[str]:
+        """The PostgreSQL server's URL for server locks, else None."""
+        return self._url
 
     @property
     def shared(self) -> bool:
@@ -237,9 +346,10 @@ class Lock:
 
     @property
     def locked(self) -> bool:
-        """True while this object holds the lock in this process."""
+        """True while this object holds the lock in this process (and no
+        lock of it was lost)."""
         guard = self._guard
-        return guard is not None and guard.held
+        return guard is not None and guard.held and self._lost_error is None
 
     @property
     def held_for(self) -> Optional[float]:
@@ -248,12 +358,13 @@ class Lock:
         return guard.held_for if guard is not None and guard.held else None
 
     def holders(self) -> List[Holder]:
-        """Who holds the lock now, in any process (this one included)."""
-        return _holders(_call(_native.inspect, self._spec, self._dir)[0])
+        """Who holds the lock now, in any process (this one included); for
+        several locks, the holders of each in turn."""
+        return _holders(_call(self._request.inspect)[0])
 
     def waiters(self) -> List[Holder]:
         """Who is blocked waiting for the lock now."""
-        return _holders(_call(_native.inspect, self._spec, self._dir)[1])
+        return _holders(_call(self._request.inspect)[1])
 
     def __repr__(self) -> str:
         if self._max is not None:
@@ -261,13 +372,23 @@ class Lock:
         else:
             mode = "shared" if self._shared else "exclusive"
         state = "held" if self.locked else "free"
-        return f"<withlock.Lock {self._spec!r} {mode} {state} at {self._path!r}>"
+        # Never the URL: it may hold a password.
+        where = "on a server" if self._url is not None else f"at {self.path!r}"
+        return f"<withlock.Lock {self.name!r} {mode} {state} {where}>"
 
     # -- internals ---------------------------------------------------------
 
     def _copy(self) -> "Lock":
         return Lock(
-            self._spec, shared=self._shared, timeout=self._timeout, dir=self._dir, max=self._max
+            *self._specs,
+            shared=self._shared,
+            timeout=self._timeout,
+            dir=self._dir,
+            url=self._url,
+            max=self._max,
+            supersede=self._supersede,
+            grace=self._grace,
+            on_lost=self._on_lost,
         )
 
     def _refuse_waiting_for_this_thread(self) -> None:
@@ -276,24 +397,34 @@ class Lock:
             mine = [other for other in _held if other._thread == me]
         if self._waits_for_any_of(mine):
             raise RuntimeError(
-                f"this thread already holds the lock {self._spec!r} through another "
+                f"this thread already holds the lock {self.name!r} through another "
                 "withlock.lock() object; waiting for it would wait for itself forever"
             )
 
     def _waits_for_any_of(self, held: "List[Lock]") -> bool:
-        """Whether a request for this lock would wait, however long, for
-        one of the locks ``held`` (by the same thread or task)."""
-        mine = [other for other in held if other._path == self._path and other.locked]
-        # A shared request waits only for exclusive requests ahead of it; a
-        # semaphore of N waits for those too, and for N requests of any kind.
-        exclusive = [other for other in mine if not other._shared and other._max is None]
-        if self._max is not None:
-            waits_for_itself = bool(exclusive) or len(mine) >= self._max
-        elif self._shared:
-            waits_for_itself = bool(exclusive)
-        else:
-            waits_for_itself = bool(mine)
-        return waits_for_itself
+        """Whether a request for these locks would wait, however long, for
+        one of the locks ``held`` (by the same thread or task): locks are
+        the same lock by their key, however they were spelt."""
+        held_modes: Dict[bytes, List[str]] = {}
+        for other in held:
+            if other.locked:
+                for _, _, mode, _, key in other._locks:
+                    held_modes.setdefault(key, []).append(mode)
+        for _, _, mode, _, key in self._locks:
+            modes = held_modes.get(key, [])
+            # A shared request waits only for exclusive requests ahead of
+            # it; a semaphore of N waits for those too, and for N requests
+            # of any kind.
+            exclusive = "exclusive" in modes
+            if mode == "max":
+                waits = exclusive or len(modes) >= (self._max or 1)
+            elif mode == "shared":
+                waits = exclusive
+            else:
+                waits = bool(modes)
+            if waits:
+                return True
+        return False
 
 
 def _check_max(max: Optional[int], shared: bool) -> Optional[int]:
@@ -327,6 +458,88 @@ def _check_timeout(timeout: Optional[float]) -> Optional[float]:
     # Infinite, or too long for the clock to hold its end: no deadline, and
     # the same checks as None.
     return None if seconds >= _FOREVER else seconds
+
+
+def _check_names(names: Tuple[Names, ...]) -> Tuple[str, ...]:
+    """The lock specs: each argument a name, path or socket spec, or a list
+    or tuple of them."""
+    specs: List[str] = []
+    for given in names:
+        if isinstance(given, (list, tuple)):
+            specs.extend(_check_name(name) for name in given)
+        else:
+            specs.append(_check_name(given))  # type: ignore[arg-type]
+    if not specs:
+        raise TypeError("withlock.lock() needs a lock name, such as withlock.lock(\"deploy\"), or several")
+    return tuple(specs)
+
+
+def _check_name(name: StrPath) -> str:
+    if not isinstance(name, (str, os.PathLike)):
+        raise TypeError(f"a lock name must be str or os.PathLike[str], not {type(name).__name__}")
+    spec = os.fspath(name)
+    if not isinstance(spec, str):
+        raise TypeError(f"a lock name must be str or os.PathLike[str], not {type(spec).__name__}")
+    _check_text("a lock name", spec)
+    return spec
+
+
+def _check_text(what: str, text: str) -> None:
+    if "\0" in text:
+        raise ValueError(f"{what} cannot contain a NUL character: {text!r}")
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        raise ValueError(f"{what} must be valid Unicode (it has a lone surrogate): {text!r}") from None
+
+
+def _check_flag(what: str, value: bool) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{what} must be True or False, not {type(value).__name__}")
+    return value
+
+
+def _place(dir: Optional[StrPath], url: Optional[str]) -> Tuple[Optional[str], Optional[str]]:
+    """(dir, url) as the command chooses them: dir= for locks on this
+    machine, url= for locks on a server, never both; neither given,
+    $WITHLOCK_URL if set, else $WITHLOCK_DIR (else the default directory)."""
+    if dir is not None and url is not None:
+        raise ValueError("dir= is for locks on this machine and url= for locks on a server: drop one")
+    if url is not None:
+        if not isinstance(url, str):
+            raise TypeError(f"url must be a str such as \"postgres://user@host/db\", not {type(url).__name__}")
+        _check_text("url", url)
+        if not url.strip():
+            raise ValueError("url is empty: give a server such as \"postgres://user@host/db\", or drop url=")
+        return None, url
+    if dir is not None:
+        if not isinstance(dir, (str, os.PathLike)):
+            raise TypeError(f"dir must be str or os.PathLike[str], not {type(dir).__name__}")
+        path = os.fspath(dir)
+        if not isinstance(path, str):
+            raise TypeError(f"dir must be str or os.PathLike[str], not {type(path).__name__}")
+        _check_text("dir", path)
+        return path, None
+    from_env = os.environ.get("WITHLOCK_URL") or None
+    if from_env is not None:
+        return None, from_env
+    # As the command's --dir does, so both find the same lock files.
+    return os.environ.get("WITHLOCK_DIR") or None, None
+
+
+def _check_grace(grace: float) -> float:
+    if isinstance(grace, bool) or not isinstance(grace, (int, float)):
+        raise TypeError(f"grace must be a number of seconds, not {type(grace).__name__}")
+    try:
+        seconds = float(grace)
+    except OverflowError:
+        seconds = math.inf if grace > 0 else -math.inf
+    if math.isnan(seconds) or not 0 <= seconds <= MAX_GRACE:
+        raise ValueError(
+            f"grace must be 0 to {MAX_GRACE:.0f} seconds, the longest the next holder of a server "
+            f"lock pauses for a holder that ended without releasing; not {grace}"
+        )
+    return seconds
 
 
 # From here on (in seconds) the end of a wait cannot be represented.
@@ -375,37 +588,73 @@ os.register_at_fork(
 
 
 def lock(
-    name: StrPath,
-    *,
+    *names: Names,
     shared: bool = False,
     timeout: Optional[float] = None,
     dir: Optional[StrPath] = None,
+    url: Optional[str] = None,
     max: Optional[int] = None,
+    supersede: bool = False,
+    grace: float = DEFAULT_GRACE,
+    on_lost: Optional[OnLost] = None,
 ) -> Lock:
-    """A lock called ``name``: the file ``<dir>/<name>.lock``.
+    """A lock called ``name`` (the file ``<dir>/<name>.lock``), or several
+    taken together, all or none, like the command's ``withlock NAME...``.
 
-    ``name`` is letters, digits, ``.``, ``_``, ``-`` (not starting with
-    ``.``, at most 128 bytes); a name with a ``/`` in it is a lock file path
-    instead. ``dir`` defaults, like the command's ``--dir``, to
-    ``$WITHLOCK_DIR`` when set, else ``/run/lock`` (``/tmp`` where that is
-    missing). ``shared=True`` takes a shared
-    lock (any number of shared holders, no exclusive one). ``max=N`` (N >= 1)
-    makes it a counting semaphore instead, like the command's ``--max N``: up
-    to N holders at once (``max=1``: one at a time). Its holders exclude
-    exclusive holders but not ``shared=True`` ones, so give every holder of a
-    name the same ``max``. ``max`` cannot be combined with ``shared=True``
-    (``ValueError``).
+    Each name is letters, digits, ``.``, ``_``, ``-`` (not starting with
+    ``.``, at most 128 bytes); one with a ``/`` in it is a lock file path
+    instead; ``tcp:PORT``, ``tcp:HOST:PORT``, ``unix:PATH`` and
+    ``abstract:NAME`` are socket locks (exclusive only). ``NAME=shared`` or
+    ``NAME=exclusive`` gives one lock its own mode. Several names may be
+    given as arguments or as one list. They are taken in one global order,
+    whatever order they are given in, so calls naming the same locks never
+    deadlock.
+
+    ``dir`` defaults, like the command's ``--dir``, to ``$WITHLOCK_DIR``
+    when set, else ``/run/lock`` (``/tmp`` where that is missing).
+    ``url="postgres://user@host/db"`` takes the locks on that PostgreSQL
+    server instead, for every machine using it (like ``--url``; neither
+    ``dir`` nor ``url`` given: ``$WITHLOCK_URL`` if set). ``shared=True``
+    takes shared locks (any number of shared holders, no exclusive one).
+    ``max=N`` (N >= 1) makes each lock without a mode of its own a counting
+    semaphore instead, like ``--max N``: up to N holders at once. Its
+    holders exclude exclusive holders but not ``shared=True`` ones, so give
+    every holder of a name the same ``max``. ``max`` cannot be combined
+    with ``shared=True`` (``ValueError``).
     Requests of every kind are served in the order they arrived.
     ``timeout`` is the default wait of :meth:`Lock.acquire` in seconds: None
-    waits as long as it takes, 0 tries once.
+    waits as long as it takes, 0 tries once. ``supersede=True`` gives up
+    waiting (:class:`withlock.Superseded`) when a newer ``supersede``
+    request for one of the locks comes, like ``--supersede``.
 
-    Raises ``ValueError`` for an invalid name. Nothing is opened until the
+    Server locks can be lost while held: see :attr:`Lock.lost`,
+    :meth:`Lock.check` and ``on_lost`` (by default :class:`withlock.LockLost`
+    is raised in the main thread), and :attr:`Lock.fence`. ``grace`` is how
+    long the block takes to stop once told (as ``--grace``, 0 to 3600
+    seconds): the server keeps the lock of a holder it cannot hear for
+    8 + grace + 10 seconds.
+
+    Raises ``ValueError`` for an invalid name or value and ``TypeError`` for
+    a value of the wrong type, both naming it. Nothing is opened until the
     lock is acquired::
 
         with withlock.lock("artifacts", timeout=600):
             build()
 
-        with withlock.lock("gpu", max=2):  # two at a time
-            train()
+        with withlock.lock("build", "artifacts=shared"):
+            package()
+
+        with withlock.lock("deploy", url="postgres://ci@db/ci") as held:
+            upload(fence=held.fence)
     """
-    return Lock(name, shared=shared, timeout=timeout, dir=dir, max=max)
+    return Lock(
+        *names,
+        shared=shared,
+        timeout=timeout,
+        dir=dir,
+        url=url,
+        max=max,
+        supersede=supersede,
+        grace=grace,
+        on_lost=on_lost,
+    )

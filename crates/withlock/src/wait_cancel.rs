@@ -131,6 +131,9 @@ impl WaitHooks for WaitCancelHooks<'_> {
     }
 }
 
+/// A set of locks ([`crate::LockSet`]) can be waited for with them too.
+impl crate::lock_set::SetHooks for WaitCancelHooks<'_> {}
+
 impl Drop for WaitCancelHooks<'_> {
     fn drop(&mut self) {
         // Under the mutex, so a concurrent cancel() never arms a deleted timer.
