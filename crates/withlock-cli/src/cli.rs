@@ -70,14 +70,16 @@ pub(crate) const EXIT_STATUSES: [(&str, &str); 15] = [
     ),
     (
         "64",
-        "bad usage: unknown option, invalid lock name, number or URL, -s or --max with a socket \
-         lock, no -- or an empty command after it, a password in --url, --grace above 3600",
+        "bad usage: unknown option, invalid lock name, number or URL, -s, --max or --slots with a \
+         socket lock, --slots with an empty or repeated name, --once-per with a socket lock or \
+         several locks, no -- or an empty command after it, a password in --url, --grace above \
+         3600",
     ),
     (
         "77",
         "permission denied on the lock file or directory, or the server refused the login \
          (or has no such role) or withlock's state (schema withlock); etcd: a refused user or \
-         password, or no permission on the lock's keys",
+         password, or no permission on the lock's keys; a --once-per record of another user",
     ),
     (
         "78",
@@ -340,6 +342,29 @@ pub(crate) struct Cli {
     )]
     pub time_limit: Option<Duration>,
 
+    /// Skip the run if one succeeded less than SECONDS ago.
+    ///
+    /// Fractions allowed. Checked once the lock is held, so of several
+    /// runs started at once, on one machine or (with --url) on many, one
+    /// runs and the others skip. A skip prints one line (unless -q) and
+    /// exits 0, or the status --skip-exit-code gives. A run that exits 0
+    /// records when it took the lock: beside the lock file
+    /// (<lock file>.last-success), or on the server (withlock.runs, the
+    /// server's clock); a failed run records nothing. One exclusive lock
+    /// only: a name, a lock file or --url (no socket lock).
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        value_parser = parse_seconds,
+        allow_hyphen_values = true,
+        conflicts_with_all = ["shared", "max", "slots"]
+    )]
+    pub once_per: Option<Duration>,
+
+    /// With --once-per: the exit status of a skipped run [default: 0].
+    #[arg(long, value_name = "N", requires = "once_per", hide_short_help = true)]
+    pub skip_exit_code: Option<u8>,
+
     /// List the locks: who holds and who waits for each.
     ///
     /// The locks in DIR (with --url: on the server), or just the NAMEs
@@ -349,7 +374,7 @@ pub(crate) struct Cli {
         long,
         conflicts_with_all = [
             "shared", "exclusive", "max", "no_wait", "wait", "conflict_exit_code", "verbose",
-            "time_limit", "slots"
+            "time_limit", "slots", "once_per"
         ]
     )]
     pub list: bool,
@@ -396,7 +421,7 @@ pub(crate) struct Cli {
         conflicts_with_all = [
             "locks", "command", "list", "json", "shared", "exclusive", "max", "no_wait",
             "wait", "supersede", "cancel_running", "quiet", "verbose", "time_limit",
-            "slots"
+            "slots", "once_per"
         ]
     )]
     pub generate_extras: Option<PathBuf>,

@@ -30,6 +30,7 @@ mod hold;
 mod lock_loss;
 mod lock_request;
 mod lock_table;
+mod once_per;
 mod open_file_limit;
 mod option_support;
 mod output;
@@ -125,6 +126,7 @@ fn main() -> ExitCode {
 
 fn run(cli: &Cli) -> anyhow::Result<u8> {
     let set = lock_request::lock_set(cli)?;
+    once_per::refuse_unsupported(cli, &set)?;
     let program = command::resolve(&cli.command[0])?;
     let wait = cli.wait_limit();
     signals::install();
@@ -136,6 +138,17 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
             lock_request::describe(&set),
             human_duration(asked.elapsed())
         );
+    }
+    if let Some(window) = cli.once_per {
+        if let Some(last) = once_per::recent_success(&mut guard, window)? {
+            drop(cancel_watch);
+            // Nothing ran, and the next holder must not wait for this one.
+            guard.release()?;
+            if !cli.quiet {
+                say!("{}", once_per::skipped_line(&set, &last, window));
+            }
+            return Ok(cli.skip_exit_code.unwrap_or(0));
+        }
     }
     let mut env = fence_env::of(&set, &guard);
     env.extend(slot_env::of(&set, &guard, cli.slots.as_ref())?);
@@ -161,6 +174,13 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
     // reason's status, not the command's.
     let status = signals::stopped_status().unwrap_or(ended.exit_code());
     let held = guard.held_for();
+    if cli.once_per.is_some() && status == 0 {
+        if let Err(err) = guard.record_success() {
+            say!(
+                "withlock: warning: the run succeeded, but could not be recorded for --once-per,                  so the next run will not be skipped: {err}"
+            );
+        }
+    }
     // The command's status matters more than a failed unlock, which the
     // kernel repairs anyway when withlock exits a moment later. A lost lock
     // was reported already, and cannot be released.

@@ -29,6 +29,7 @@ use crate::lock_status::LockStatus;
 #[cfg(feature = "postgres")]
 use crate::pg::{PgGuard, PgLock};
 use crate::request::Mode;
+use crate::run_record::LastSuccess;
 use crate::socket::listing as socket_listing;
 use crate::socket::socket_key::SocketKey;
 use crate::socket::socket_lock::{SocketGuard, SocketLock};
@@ -475,6 +476,30 @@ impl AnyGuard {
         }
     }
 
+    /// When a run under this lock last succeeded (`--once-per`): a lock
+    /// file's record beside it, a PostgreSQL lock's row on the server; a
+    /// socket lock keeps none ([`Error::Unsupported`]). Read it while
+    /// holding the lock exclusively, before [`AnyGuard::watch_for_loss`].
+    pub fn last_success(&mut self) -> Result<Option<LastSuccess>> {
+        match self {
+            AnyGuard::File(guard) => guard.last_success(),
+            AnyGuard::Socket(_) => Err(no_record()),
+            #[cfg(feature = "postgres")]
+            AnyGuard::Pg(guard) => guard.last_success().map_err(Error::from),
+        }
+    }
+
+    /// Records that the run under this hold succeeded, as
+    /// [`AnyGuard::last_success`] reads it.
+    pub fn record_success(&mut self) -> Result<()> {
+        match self {
+            AnyGuard::File(guard) => guard.record_success(),
+            AnyGuard::Socket(_) => Err(no_record()),
+            #[cfg(feature = "postgres")]
+            AnyGuard::Pg(guard) => guard.record_success().map_err(Error::from),
+        }
+    }
+
     /// Which of the N places of a `--max N` lock this holder has, 0 to
     /// N-1, unique among the lock's current holders (a lock file's slot
     /// byte, a server's slot key); `None` for any other lock, a socket
@@ -554,6 +579,14 @@ impl AnyGuard {
             #[cfg(feature = "etcd")]
             AnyGuard::Etcd(guard) => guard.release().map_err(Error::from),
         }
+    }
+}
+
+/// A socket lock has nowhere to keep a record of runs.
+fn no_record() -> Error {
+    Error::Unsupported {
+        lock: "a socket lock".to_owned(),
+        reason: "socket locks keep no record of the last run: use a lock name or --url".into(),
     }
 }
 

@@ -60,6 +60,7 @@ mod path_key;
 pub mod pg;
 mod proc_locks;
 mod request;
+mod run_record;
 mod server_session;
 mod signal_wake;
 mod socket;
@@ -91,6 +92,7 @@ pub use name::{LOCK_FILE_SUFFIX, LockName, MAX_NAME_LEN};
 #[cfg(feature = "postgres")]
 pub use pg::{PgGuard, PgLock};
 pub use request::{Mode, Wait};
+pub use run_record::LastSuccess;
 pub use server_session::{ClientAddress, ServerSession};
 pub use signal_wake::wake_waits_on_handled_signals;
 pub use socket::socket_file::TAKEOVER_SUFFIX;

@@ -243,6 +243,29 @@ impl SetGuard {
         Ok(())
     }
 
+    /// When a run under the set's lock last succeeded
+    /// ([`AnyGuard::last_success`]); a set of several locks keeps no one
+    /// record ([`Error::Unsupported`]).
+    pub fn last_success(&mut self) -> Result<Option<crate::LastSuccess>> {
+        self.only_guard()?.last_success()
+    }
+
+    /// Records that the run under the set's lock succeeded
+    /// ([`AnyGuard::record_success`]).
+    pub fn record_success(&mut self) -> Result<()> {
+        self.only_guard()?.record_success()
+    }
+
+    fn only_guard(&mut self) -> Result<&mut AnyGuard> {
+        match self.guards.as_mut_slice() {
+            [guard] => Ok(guard),
+            _ => Err(Error::Unsupported {
+                lock: "the locks".into(),
+                reason: "a record of runs is kept for one lock: give one lock".into(),
+            }),
+        }
+    }
+
     /// Tells listings when the holder's time limit runs out, for every
     /// lock of the set ([`AnyGuard::announce_deadline`]); call it before
     /// [`SetGuard::watch_for_loss`].

@@ -12,13 +12,13 @@ use crate::support::{Env, spawn, stderr, wait_blocked, wait_child};
 const USAGE: i32 = 64;
 const CONFLICT: i32 = 75;
 
-/// Every absurd value of -w, --grace and --time-limit is refused with 64, naming the
+/// Every absurd value of -w, --grace, --time-limit and --once-per is refused with 64, naming the
 /// value and why; nothing runs and no lock file is made.
 #[test]
 fn absurd_seconds_are_refused_with_64_and_nothing_runs() {
     let env = Env::new();
     let marker = env.file("ran");
-    for option in ["-w", "--grace", "--time-limit"] {
+    for option in ["-w", "--grace", "--time-limit", "--once-per"] {
         for (value, cause) in [
             ("-1", "is negative"),
             ("-inf", "is negative"),

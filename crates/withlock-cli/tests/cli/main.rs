@@ -18,6 +18,7 @@ mod lifetime;
 mod listing;
 mod max_and_shared;
 mod multi_user;
+mod once_per;
 mod postgres;
 mod postgres_listing;
 mod postgres_loss;

@@ -34,6 +34,7 @@ use crate::file::lock_file::{self, MAX_ATTEMPTS};
 use crate::file::obstruction::{self, Foreign};
 use crate::file::place_stamp;
 use crate::file::queue::{self, Drawn, GateHolder, Kind, Ticket};
+use crate::file::run_record::RunRecord;
 use crate::file::since_stamp;
 use crate::file::slot;
 use crate::flock_wait::{self, Outcome};
@@ -42,6 +43,7 @@ use crate::lock::{Lock, WaitHooks};
 use crate::name::LockName;
 use crate::proc_locks::{self, FileId};
 use crate::request::Mode;
+use crate::run_record::LastSuccess;
 use crate::spec::FileTarget;
 
 /// How often a busy lock whose holder cannot be seen is tried again.
@@ -635,6 +637,8 @@ pub struct FileGuard {
     /// Its place among the N of `--max N` ([`slot`]).
     slot: Option<u32>,
     acquired: Instant,
+    /// When it was taken, on the wall clock, for the run record.
+    taken_at: SystemTime,
     /// False once the guard was closed without unlocking: dropping it must
     /// then leave the lock to the other descriptors that share it.
     unlock_on_drop: bool,
@@ -642,7 +646,8 @@ pub struct FileGuard {
 
 impl FileGuard {
     fn new(fd: OwnedFd, path: PathBuf, mode: Mode) -> FileGuard {
-        let stamp = since_stamp::stamp(fd.as_fd(), SystemTime::now());
+        let taken_at = SystemTime::now();
+        let stamp = since_stamp::stamp(fd.as_fd(), taken_at);
         FileGuard {
             fd,
             path,
@@ -653,6 +658,7 @@ impl FileGuard {
             deadline_stamp: None,
             slot: None,
             acquired: Instant::now(),
+            taken_at,
             unlock_on_drop: true,
         }
     }
@@ -675,6 +681,19 @@ impl FileGuard {
     /// How long the lock has been held.
     pub fn held_for(&self) -> Duration {
         self.acquired.elapsed()
+    }
+
+    /// When a run under this lock last succeeded, from the record beside
+    /// the lock file (`file/run_record.rs`, for `--once-per`); `None` if
+    /// none was recorded. Read it only while holding the lock exclusively.
+    pub fn last_success(&self) -> Result<Option<LastSuccess>> {
+        RunRecord::of(&self.path).read()
+    }
+
+    /// Records that the run under this hold succeeded: the record beside
+    /// the lock file then says when the lock was taken.
+    pub fn record_success(&self) -> Result<()> {
+        RunRecord::of(&self.path).write(self.taken_at)
     }
 
     /// Which of the N places of a `--max N` lock this holder has, 0 to

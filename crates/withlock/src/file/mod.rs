@@ -17,5 +17,6 @@ pub(crate) mod obstruction;
 pub(crate) mod place_stamp;
 pub(crate) mod queue;
 pub(crate) mod queue_bytes;
+pub(crate) mod run_record;
 pub(crate) mod since_stamp;
 pub(crate) mod slot;

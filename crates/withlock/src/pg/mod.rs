@@ -54,6 +54,7 @@ mod pg_guard;
 mod pg_lock;
 mod pgpass;
 mod pooler;
+pub mod run_record;
 pub mod semaphore;
 mod semaphore_keys;
 mod semaphore_line;

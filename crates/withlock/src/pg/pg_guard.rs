@@ -11,6 +11,7 @@ use crate::pg::handover;
 use crate::pg::heartbeat::{self, Context, LockLost, Watch};
 use crate::pg::identity::Identity;
 use crate::pg::key::LockKeyParts;
+use crate::pg::run_record;
 
 /// Whether this session holds the advisory key (`$1` its high, `$2` its low
 /// half). Only `is_valid` is bounded by the timeout given to
@@ -106,6 +107,28 @@ impl PgGuard {
     /// any other lock.
     pub fn slot(&self) -> Option<u32> {
         self.slot
+    }
+
+    /// When a run under this lock last succeeded, on the server's clock
+    /// (see [`crate::pg::run_record`], for `--once-per`); `None` if none
+    /// was recorded. Call it before [`PgGuard::watch`], which takes the
+    /// session.
+    pub fn last_success(&mut self) -> Result<Option<crate::LastSuccess>, PgError> {
+        let server = self.server.clone();
+        let client = self.client.as_mut().ok_or(PgError::NotHeld {
+            server: server.clone(),
+        })?;
+        run_record::last_success(client, self.key, &server)
+    }
+
+    /// Records that the run under this hold succeeded, at the grant's
+    /// time; ends a watch first (the command has ended), keeping the
+    /// session for the release.
+    pub fn record_success(&mut self) -> Result<(), PgError> {
+        let mut client = self.take_session()?;
+        let recorded = run_record::record_success(&mut client, self.key, &self.server);
+        self.client = Some(Box::new(client));
+        recorded
     }
 
     /// The same guard holding slot `slot` of a `--max N` lock.
