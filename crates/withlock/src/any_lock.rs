@@ -486,6 +486,8 @@ impl AnyGuard {
             AnyGuard::Socket(_) => Err(no_record()),
             #[cfg(feature = "postgres")]
             AnyGuard::Pg(guard) => guard.last_success().map_err(Error::from),
+            #[cfg(feature = "etcd")]
+            AnyGuard::Etcd(_) => Err(no_record()),
         }
     }
 
@@ -497,6 +499,8 @@ impl AnyGuard {
             AnyGuard::Socket(_) => Err(no_record()),
             #[cfg(feature = "postgres")]
             AnyGuard::Pg(guard) => guard.record_success().map_err(Error::from),
+            #[cfg(feature = "etcd")]
+            AnyGuard::Etcd(_) => Err(no_record()),
         }
     }
 
@@ -582,11 +586,12 @@ impl AnyGuard {
     }
 }
 
-/// A socket lock has nowhere to keep a record of runs.
+/// A socket lock has nowhere to keep a record of runs (nor, so far, an
+/// etcd lock).
 fn no_record() -> Error {
     Error::Unsupported {
-        lock: "a socket lock".to_owned(),
-        reason: "socket locks keep no record of the last run: use a lock name or --url".into(),
+        lock: "the lock".to_owned(),
+        reason: "keeps no record of the last run: use a lock name or a postgres:// --url".into(),
     }
 }
 
