@@ -288,15 +288,24 @@ impl Client {
 
     /// After a call timed out: true when `endpoint` still answers a status
     /// request (served without a leader) and says it knows no leader.
+    /// Asked directly, not through [`Client::post`]: a status request that
+    /// times out too must not ask again, or a silent member (a partition)
+    /// would keep the caller asking forever, and a holder's keepalive would
+    /// never notice the loss.
     fn has_no_leader(&self, endpoint: &str) -> bool {
-        let status = self.post(
-            endpoint,
-            "/v3/maintenance/status",
-            &json!({}),
-            "asking for the member's status",
-            STATUS_TIMEOUT,
-        );
-        status.is_ok_and(|status| int(&status["leader"]) == 0)
+        let Ok(mut response) = self
+            .request(endpoint, "/v3/maintenance/status")
+            .config()
+            .timeout_global(Some(STATUS_TIMEOUT))
+            .build()
+            .send("{}")
+        else {
+            return false;
+        };
+        let Ok(text) = response.body_mut().read_to_string() else {
+            return false;
+        };
+        serde_json::from_str::<Value>(&text).is_ok_and(|status| int(&status["leader"]) == 0)
     }
 
     /// A gateway error (`{"error": ..., "code": N, "message": ...}`) or
