@@ -4,6 +4,7 @@
 mod bad_input;
 mod cancel_running;
 mod etcd;
+mod etcd_faults;
 mod etcd_security;
 mod exclusion;
 mod exit_status;

@@ -68,7 +68,7 @@ fn queue(pg: &PgEnv, max: u32, name: &str, tag: &str, log: &Path, place: i64) ->
 /// limit), so that with enough clients the limit is reached for certain
 /// and a fourth one let in would be seen. A limit never reached fails the
 /// command after 30 s.
-const COUNT: &str = r#"
+pub(crate) const COUNT: &str = r#"
 c="$1"
 flock "$c/count.lock" sh -c 'n=$(($(cat "$0/running") + 1)); echo $n > "$0/running"
   if [ $n -gt $(cat "$0/max") ]; then echo $n > "$0/max"; fi' "$c"
