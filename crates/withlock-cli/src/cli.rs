@@ -525,9 +525,11 @@ impl Cli {
                     .to_owned(),
             )),
             (Action::Hold, Some(pid)) => {
-                let mut line: Vec<OsString> = vec!["withlock".into(), "hold".into()];
+                // Short, and the pid before the names: a server lock's
+                // declared command has little room (withlock::pg::Identity).
+                let mut line: Vec<OsString> =
+                    vec!["hold".into(), "--until-exit".into(), pid.to_string().into()];
                 line.extend(cli.locks.iter().map(OsString::from));
-                line.extend(["--until-exit".into(), pid.to_string().into()]);
                 cli.command = line;
                 Ok(cli)
             }

@@ -40,7 +40,10 @@ pub(crate) fn lock_set(cli: &Cli) -> anyhow::Result<LockSet> {
         let (lock, own_mode) = match &cli.url {
             Some(url) => {
                 let spec = LockSpec::parse_on_server(spec)?;
-                let lock = AnyLock::on_server(url, spec.target.as_str(), &argv, cli.grace)?;
+                let mut lock = AnyLock::on_server(url, spec.target.as_str(), &argv, cli.grace)?;
+                if cli.cancel_running && lock.supports_cancel() {
+                    lock = lock.cancelling();
+                }
                 (lock, spec.mode)
             }
             None => {
@@ -103,7 +106,14 @@ pub(crate) fn take(
         .locks()
         .any(AnyLock::wait_outlives_exit)
         .then(crate::abandon_on_signal::Armed::new);
-    let acquired = if cli.cancel_running {
+    let acquired = if cli.cancel_running && cli.url.is_some() {
+        // Through the server (withlock::pg::cancel): the locks ask and
+        // listen on their own sessions, the watch hears the cancel.
+        set.acquire_with(wait, &mut report).map(|mut guard| {
+            guard.watch_for_cancel(cancel_running::on_cancel(cli.grace));
+            (guard, None)
+        })
+    } else if cli.cancel_running {
         let watch = Supersede::announce_cancelling(set)?;
         let acquired = set
             .acquire_with(wait, &mut watch.hooks(&mut report))

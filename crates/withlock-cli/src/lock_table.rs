@@ -59,7 +59,10 @@
 //!
 //! A holder that is a hold (`withlock hold NAME... --until-exit PID`) has
 //! `"follows": PID`, read from its command line (the table shows that
-//! command); every other holder and waiter has `"follows": null`.
+//! command); every other holder and waiter has `"follows": null`. A hold
+//! of a server lock declares `hold --until-exit PID NAME...`, which the
+//! server may cut short (63 bytes with the pid, user, host and grant
+//! time): with very long user or host names its `follows` is null.
 
 use std::io::Write;
 use std::time::SystemTime;
@@ -121,7 +124,8 @@ fn process_json(process: &Holder) -> Value {
 }
 
 /// The pid a hold follows, from its command line: `withlock [OPTIONS]
-/// hold NAME... --until-exit PID`.
+/// hold NAME... --until-exit PID`, or as a server lock's hold declares
+/// it, `hold --until-exit PID NAME...`.
 fn follows(process: &Holder) -> Option<i32> {
     let args = process.command.as_ref()?;
     if !args.iter().any(|a| a == b"hold") {

@@ -15,6 +15,7 @@ use std::os::fd::BorrowedFd;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
+use crate::cancelled::Cancelled;
 use crate::deadline::Deadline;
 use crate::error::{Error, Result};
 #[cfg(feature = "etcd")]
@@ -196,6 +197,19 @@ impl AnyLock {
             AnyLock::Pg(lock) => lock.max(),
             #[cfg(feature = "etcd")]
             AnyLock::Etcd(lock) => lock.max(),
+        }
+    }
+
+    /// The same lock taken as `--cancel-running` does, for a kind that
+    /// asks and listens through its server (`PgLock::cancelling`); a file
+    /// lock's cancel goes through [`crate::Supersede::announce_cancelling`]
+    /// and a [`crate::CancelWatch`], so it and the other kinds stay as
+    /// they are (ask [`AnyLock::supports_cancel`] first).
+    pub fn cancelling(self) -> AnyLock {
+        match self {
+            #[cfg(feature = "postgres")]
+            AnyLock::Pg(lock) => AnyLock::Pg(Box::new(lock.cancelling())),
+            other => other,
         }
     }
 
@@ -559,6 +573,19 @@ impl AnyGuard {
             AnyGuard::Pg(guard) => guard.announce_deadline(deadline).map_err(Error::from),
             #[cfg(feature = "etcd")]
             AnyGuard::Etcd(guard) => guard.announce_deadline(deadline).map_err(Error::from),
+        }
+    }
+
+    /// For a lock that may be cancelled by a newer request through its
+    /// server (see `pg::cancel`): `on_cancel` is called from the watch
+    /// [`AnyGuard::watch_for_loss`] starts. Other kinds drop it.
+    pub fn watch_for_cancel(&mut self, on_cancel: Box<dyn FnOnce(Cancelled) + Send>) {
+        match self {
+            AnyGuard::File(_) | AnyGuard::Socket(_) => drop(on_cancel),
+            #[cfg(feature = "postgres")]
+            AnyGuard::Pg(guard) => guard.on_cancel(on_cancel),
+            #[cfg(feature = "etcd")]
+            AnyGuard::Etcd(_) => drop(on_cancel),
         }
     }
 

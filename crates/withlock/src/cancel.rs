@@ -39,52 +39,23 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use nix::errno::Errno;
-use nix::sys::socket::{self, MsgFlags, SockFlag, sockopt};
+use nix::sys::socket::{self, SockFlag, sockopt};
 
 use crate::announce::{self, Stamp};
-use crate::any_lock::{AnyLock, LockKey};
+use crate::any_lock::AnyLock;
+use crate::cancel_request;
 use crate::error::{Error, Result};
 use crate::holder::Holder;
 use crate::lock_set::LockSet;
+use crate::peer_check;
 use crate::request::Mode;
 use crate::supersede::{self, Supersede};
 
-/// The start of every cancellable holder's abstract name.
-pub const NAME_PREFIX: &str = "withlock-cancel/";
-
-/// What a cancelling request adds after the pid in its supersede names.
-pub(crate) const REQUEST_MARK: &str = ".c";
+pub use crate::cancel_request::NAME_PREFIX;
+pub use crate::cancelled::Cancelled;
 
 /// How long a notice's one byte may take to arrive after its connection.
 const GREETING_WAIT: Duration = Duration::from_secs(1);
-
-/// The byte a cancelling request sends.
-const NOTICE: u8 = b'c';
-
-/// A holder was cancelled: the lock it was asked for and who asked.
-#[derive(Debug, Clone)]
-pub struct Cancelled {
-    /// The lock, as a person would name it.
-    pub lock: String,
-    /// The newer request: its pid, user and command, as far as they are
-    /// known.
-    pub by: Holder,
-    /// The machine the newer request runs on (this one for a file lock;
-    /// for a server lock, as its session declares it).
-    pub host: String,
-}
-
-/// Asks every holder of `key`'s lock that may be cancelled and is older
-/// than `stamp` to stop; called once the request waits for the lock.
-pub(crate) fn ask_holders(key: &LockKey, stamp: Stamp) {
-    for (name, holder) in announce::announced(&announce::prefix(NAME_PREFIX, key)) {
-        if holder < stamp {
-            if let Some(fd) = announce::connect(&name) {
-                let _ = socket::send(fd.as_raw_fd(), &[NOTICE], MsgFlags::MSG_NOSIGNAL);
-            }
-        }
-    }
-}
 
 /// A holder's watch for cancelling requests, from the grant until
 /// dropped (see the module docs).
@@ -164,9 +135,11 @@ fn watch(listening: &[Listening], stop: &OwnedFd, stamp: Stamp) -> Option<Cancel
     for this in listening {
         let newer = announce::announced(&this.requests)
             .into_iter()
-            .filter(|(name, other)| name.contains(REQUEST_MARK) && stamp.is_older_than(other));
+            .filter(|(name, other)| {
+                name.contains(cancel_request::REQUEST_MARK) && stamp.is_older_than(other)
+            });
         for (name, _) in newer {
-            if let Some(by) = supersede::probe(&name, &this.lock) {
+            if let Some(by) = peer_check::probe(&name, &this.lock) {
                 return Some(cancelled(&this.lock, by));
             }
         }
@@ -233,9 +206,9 @@ fn read_notice(raw: std::os::fd::RawFd, lock: &AnyLock) -> Option<Holder> {
     stream.set_read_timeout(Some(GREETING_WAIT)).ok()?;
     let mut byte = [0u8];
     stream.read_exact(&mut byte).ok()?;
-    if byte[0] != NOTICE {
+    if byte[0] != cancel_request::NOTICE {
         return None;
     }
-    let mode = supersede::waiting_mode(cred.pid(), lock, Mode::Exclusive)?;
+    let mode = peer_check::waiting_mode(cred.pid(), lock, Mode::Exclusive)?;
     Some(Holder::of_pid(cred.pid(), mode))
 }

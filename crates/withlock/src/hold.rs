@@ -37,8 +37,8 @@ use crate::any_lock::AnyLock;
 use crate::error::Result;
 use crate::holder::Holder;
 use crate::lock_set::LockSet;
+use crate::peer_check;
 use crate::request::Mode;
-use crate::supersede;
 
 /// The start of every hold's abstract name.
 pub const NAME_PREFIX: &str = "withlock-hold/";
@@ -166,7 +166,7 @@ fn ask(name: &str, lock: &AnyLock) -> Option<(Holder, bool)> {
     let fd = announce::connect(name)?;
     let cred = socket::getsockopt(&fd, sockopt::PeerCredentials).ok()?;
     if matches!(lock, AnyLock::File(_)) {
-        supersede::waiting_mode(cred.pid(), lock, Mode::Exclusive)?;
+        peer_check::waiting_mode(cred.pid(), lock, Mode::Exclusive)?;
     }
     let holder = Holder::of_pid(cred.pid(), lock.mode());
     let mut conn = UnixStream::from(fd);

@@ -37,6 +37,8 @@ mod announce;
 mod any_lock;
 mod backend_error;
 pub mod cancel;
+mod cancel_request;
+mod cancelled;
 mod deadline;
 mod error;
 mod error_kind;
@@ -56,6 +58,7 @@ mod lock_status;
 mod name;
 mod ownership;
 mod path_key;
+mod peer_check;
 #[cfg(feature = "postgres")]
 pub mod pg;
 mod proc_locks;

@@ -53,6 +53,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::any_lock::{AnyGuard, AnyLock, LockKey};
+use crate::cancelled::Cancelled;
 use crate::deadline::Deadline;
 use crate::error::{Error, Result};
 use crate::lock::{Lock, NoHooks, WaitHooks};
@@ -273,6 +274,19 @@ impl SetGuard {
         self.guards
             .iter_mut()
             .try_for_each(|guard| guard.announce_deadline(deadline))
+    }
+
+    /// Has the watch that [`SetGuard::watch_for_loss`] starts also tell
+    /// `on_cancel` when a newer cancelling request asks a lock taken as
+    /// one that may be cancelled (`PgLock::cancelling`) to give way. Call
+    /// it first. A file lock's holder listens with a
+    /// [`crate::CancelWatch`] instead.
+    pub fn watch_for_cancel(&mut self, on_cancel: impl Fn(Cancelled) + Send + Sync + 'static) {
+        let on_cancel = std::sync::Arc::new(on_cancel);
+        for guard in &mut self.guards {
+            let on_cancel = on_cancel.clone();
+            guard.watch_for_cancel(Box::new(move |cancelled| on_cancel(cancelled)));
+        }
     }
 
     /// A loss a watch noticed ([`SetGuard::watch_for_loss`]); with several,

@@ -94,12 +94,12 @@ use nix::sys::socket::{self, MsgFlags, SockFlag, sockopt};
 use crate::announce::{self, Stamp};
 use crate::any_lock::AnyLock;
 use crate::any_lock::LockKey;
-use crate::cancel;
+use crate::cancel_request;
 use crate::error::{Error, Result};
 use crate::holder::Holder;
 use crate::lock::WaitHooks;
 use crate::lock_set::{LockSet, SetHooks};
-use crate::proc_locks::{self, FileId, Kind};
+use crate::peer_check;
 use crate::request::Mode;
 use crate::timer_signal::{install_noop_handler, timer_signal};
 
@@ -183,7 +183,11 @@ impl Supersede {
     fn announce_as(set: &LockSet, cancelling: bool) -> Result<Supersede> {
         install_noop_handler();
         let stamp = Stamp::now();
-        let mark = if cancelling { cancel::REQUEST_MARK } else { "" };
+        let mark = if cancelling {
+            cancel_request::REQUEST_MARK
+        } else {
+            ""
+        };
         let mut listeners = Vec::new();
         let mut locks = Vec::new();
         for (key, lock) in set.keyed() {
@@ -235,7 +239,7 @@ impl Supersede {
         };
         let mut newer: Vec<(Stamp, String)> = Vec::new();
         if self.cancelling {
-            cancel::ask_holders(&this.key, self.stamp);
+            cancel_request::ask_holders(&this.key, self.stamp);
         }
         for (name, other) in announce::announced(&this.prefix) {
             if name == this.own {
@@ -251,7 +255,7 @@ impl Supersede {
         let found = newer
             .iter()
             .take(MAX_PROBES)
-            .find_map(|(_, name)| probe(name, &this.lock));
+            .find_map(|(_, name)| peer_check::probe(name, &this.lock));
         if let Some(by) = found {
             self.superseded(this.lock.label(), by);
         }
@@ -385,36 +389,6 @@ fn notify(name: &str, mode: Mode) {
     }
 }
 
-/// The newer request listening on `name`, if it really waits for `lock`.
-pub(crate) fn probe(name: &str, lock: &AnyLock) -> Option<Holder> {
-    let fd = announce::connect(name)?;
-    let cred = socket::getsockopt(&fd, sockopt::PeerCredentials).ok()?;
-    let mode = waiting_mode(cred.pid(), lock, Mode::Exclusive)?;
-    Some(Holder::of_pid(cred.pid(), mode))
-}
-
-/// The mode `pid` waits for `lock` in, if it may supersede a request for
-/// it: for a file lock, `pid` must hold a record lock on the lock file
-/// (its waiting stamp, or, granted since, its "held since" stamp), which
-/// only a process that has the file open can take; `claimed` is the mode
-/// it says. Any local user can take a `tcp:` or `abstract:` lock, and
-/// connect to a `unix:` one, so for socket locks anyone may.
-pub(crate) fn waiting_mode(pid: i32, lock: &AnyLock, claimed: Mode) -> Option<Mode> {
-    let AnyLock::File(file) = lock else {
-        return Some(claimed);
-    };
-    let st = nix::sys::stat::lstat(&file.path()).ok()?;
-    let entries = proc_locks::read().ok()?;
-    let stamp = proc_locks::on_file(&entries, FileId::of(&st))
-        .into_iter()
-        .find(|e| e.kind == Kind::Posix && e.pid == pid && !e.blocked)?;
-    Some(if stamp.write {
-        Mode::Exclusive
-    } else {
-        claimed
-    })
-}
-
 /// The watcher thread: waits for notices on `listeners` until `stop` closes.
 fn watch(listeners: Vec<(OwnedFd, AnyLock)>, stop: OwnedFd, waiter: usize, shared: &Shared) {
     loop {
@@ -495,7 +469,7 @@ fn read_notice(raw: std::os::fd::RawFd, lock: &AnyLock) -> Option<Holder> {
         b's' => Mode::Shared,
         _ => return None,
     };
-    let mode = waiting_mode(cred.pid(), lock, claimed)?;
+    let mode = peer_check::waiting_mode(cred.pid(), lock, claimed)?;
     Some(Holder::of_pid(cred.pid(), mode))
 }
 

@@ -22,6 +22,7 @@ mod max_and_shared;
 mod multi_user;
 mod once_per;
 mod postgres;
+mod postgres_jobs;
 mod postgres_listing;
 mod postgres_loss;
 mod postgres_several;

@@ -65,6 +65,7 @@ use std::time::{Duration, Instant};
 use postgres::Client;
 use postgres::types::Type;
 
+use crate::pg::cancel::Subscription;
 use crate::pg::error::with_causes;
 
 /// How often the holder's session sends a heartbeat.
@@ -208,6 +209,7 @@ impl Watch {
         context: Context,
         server_bound: Duration,
         on_lost: Box<dyn FnOnce(LockLost) + Send>,
+        cancel: Option<Subscription>,
     ) -> Result<Watch, (Box<Client>, std::io::Error)> {
         let ms = server_bound.as_millis().to_string() + "ms";
         // An error here means a broken session, which the first look of
@@ -221,7 +223,7 @@ impl Watch {
             .name("withlock-heartbeat".into())
             .spawn(move || {
                 let client = handed.recv().ok()?;
-                beat_until_stopped(client, &stopped, &context, &slot, on_lost)
+                beat_until_stopped(client, &stopped, &context, &slot, on_lost, cancel)
             });
         let thread = match thread {
             Ok(thread) => thread,
@@ -274,6 +276,7 @@ fn beat_until_stopped(
     context: &Context,
     slot: &Mutex<Option<LockLost>>,
     on_lost: Box<dyn FnOnce(LockLost) + Send>,
+    mut cancel: Option<Subscription>,
 ) -> Option<Box<Client>> {
     let mut next_beat = Instant::now() + HEARTBEAT_INTERVAL;
     loop {
@@ -291,7 +294,7 @@ fn beat_until_stopped(
             next_beat = Instant::now() + HEARTBEAT_INTERVAL;
             beat(&mut client)
         } else {
-            listen(&mut client)
+            listen(&mut client, cancel.as_mut())
         };
         let Err(cause) = checked else { continue };
         // A closed session's drop is quick, but one with a heartbeat still
@@ -328,16 +331,23 @@ fn beat(client: &mut Client) -> Result<(), LossCause> {
 
 /// Reads what the server sent unasked, waiting no more than
 /// [`LOOK`]: a FATAL message when it ends the session, or the end of the
-/// connection.
-fn listen(client: &mut Client) -> Result<(), LossCause> {
+/// connection; and the notifications, which a holder that may be
+/// cancelled checks ([`crate::pg::cancel`]).
+fn listen(client: &mut Client, cancel: Option<&mut Subscription>) -> Result<(), LossCause> {
     use postgres::fallible_iterator::FallibleIterator;
-    // Notifications are not used; reading them drives the connection. The
-    // wait, however short, lets the driver's runtime learn from epoll that
-    // the socket has something: without it a look sees nothing, ever.
+    // Reading notifications drives the connection. The wait, however
+    // short, lets the driver's runtime learn from epoll that the socket
+    // has something: without it a look sees nothing, ever.
+    let mut heard = Vec::new();
     {
         let mut notifications = client.notifications();
         let mut unasked = notifications.timeout_iter(LOOK);
-        while unasked.next().map_err(|e| cause_of(&e))?.is_some() {}
+        while let Some(n) = unasked.next().map_err(|e| cause_of(&e))? {
+            heard.push(n);
+        }
+    }
+    if let (Some(cancel), false) = (cancel, heard.is_empty()) {
+        cancel.hear(client, &heard);
     }
     if client.is_closed() {
         return Err(LossCause::ConnectionLost {

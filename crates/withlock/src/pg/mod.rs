@@ -23,6 +23,9 @@
 //!   ([`PgGuard::fence`]), and records itself for a safe hand-over
 //!   ([`handover`]), in withlock's state: one fixed schema, `withlock`,
 //!   shared by every role ([`state`]).
+//! - `--cancel-running` ([`PgLock::cancelling`]): a newer cancelling
+//!   request asks holders that opted in to stop, by `NOTIFY` on the lock
+//!   session, checked in `pg_locks` ([`cancel`]).
 //! - `--max N` ([`PgLock::with_max`]) is a counting semaphore of N slot
 //!   keys and a gate, served in arrival order ([`semaphore`]).
 //!
@@ -37,6 +40,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod cancel;
 pub mod connection;
 mod conninfo;
 mod endpoint;

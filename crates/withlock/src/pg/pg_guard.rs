@@ -6,6 +6,8 @@ use crate::Mode;
 use postgres::Client;
 use postgres::types::Type;
 
+use crate::cancelled::Cancelled;
+use crate::pg::cancel::{self, ServerStamp, Subscription};
 use crate::pg::error::PgError;
 use crate::pg::handover;
 use crate::pg::heartbeat::{self, Context, LockLost, Watch};
@@ -48,6 +50,11 @@ pub struct PgGuard {
     identity: Option<Identity>,
     /// Its place among the N of `--max N` (see [`crate::pg::semaphore`]).
     slot: Option<u32>,
+    /// For a lock taken with [`crate::PgLock::cancelling`]: its session's
+    /// stamp (see [`crate::pg::cancel`]).
+    cancel_stamp: Option<ServerStamp>,
+    /// Whom the watch tells of a cancel ([`PgGuard::on_cancel`]).
+    on_cancel: Option<Box<dyn FnOnce(Cancelled) + Send>>,
 }
 
 impl std::fmt::Debug for PgGuard {
@@ -82,7 +89,37 @@ impl PgGuard {
             fence: 0,
             identity: None,
             slot: None,
+            cancel_stamp: None,
+            on_cancel: None,
         }
+    }
+
+    /// The same guard of a lock that may be cancelled, its session
+    /// listening since `stamp`.
+    pub(crate) fn with_cancel_stamp(mut self, stamp: ServerStamp) -> PgGuard {
+        self.cancel_stamp = Some(stamp);
+        self
+    }
+
+    /// Has [`PgGuard::watch`] call `on_cancel`, once, from its heartbeat
+    /// thread, when a newer cancelling request for the lock asks (see
+    /// [`crate::pg::cancel`]); only for a lock taken with
+    /// [`crate::PgLock::cancelling`], else it is dropped. Call it before
+    /// the watch starts.
+    pub fn on_cancel(&mut self, on_cancel: Box<dyn FnOnce(Cancelled) + Send>) {
+        if self.cancel_stamp.is_some() {
+            self.on_cancel = Some(on_cancel);
+        }
+    }
+
+    /// A newer cancelling request heard while this one waited (or since),
+    /// checked: the request just granted must give way to it.
+    pub(crate) fn newer_request(&mut self) -> Option<Cancelled> {
+        let (Some(client), Some(own)) = (self.client.as_mut(), self.cancel_stamp) else {
+            return None;
+        };
+        let heard = cancel::pending(client);
+        cancel::first_newer(client, &heard, self.key, own, &self.name)
     }
 
     /// The server backend pid of the session holding the lock.
@@ -195,7 +232,16 @@ impl PgGuard {
             lock: self.name.clone(),
             server: self.server.clone(),
         };
-        match Watch::start(client, context, self.server_bound, on_lost) {
+        let cancel = match (self.cancel_stamp, self.on_cancel.take()) {
+            (Some(own), Some(on_cancel)) => Some(Subscription {
+                key: self.key,
+                own,
+                lock: self.name.clone(),
+                on_cancel: Some(on_cancel),
+            }),
+            _ => None,
+        };
+        match Watch::start(client, context, self.server_bound, on_lost, cancel) {
             Ok(watch) => {
                 self.watch = Some(watch);
                 Ok(())

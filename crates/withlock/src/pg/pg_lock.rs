@@ -7,6 +7,7 @@ use postgres::Client;
 use postgres::error::SqlState;
 use postgres::types::Type;
 
+use crate::pg::cancel;
 use crate::pg::connection::Target;
 use crate::pg::error::PgError;
 use crate::pg::fence;
@@ -32,6 +33,9 @@ pub struct PgLock {
     /// How long the holder takes to stop its command once it notices the
     /// lock is lost ([`PgLock::with_grace`]).
     grace: Duration,
+    /// Whether it cancels holders that opted in, and may be cancelled
+    /// ([`PgLock::cancelling`]).
+    cancelling: bool,
 }
 
 impl PgLock {
@@ -54,7 +58,19 @@ impl PgLock {
             identity,
             max: None,
             grace: heartbeat::DEFAULT_GRACE,
+            cancelling: false,
         })
+    }
+
+    /// The same lock taken as `--cancel-running` does (see
+    /// [`crate::pg::cancel`]): a request that has to wait asks the holders
+    /// that opted in to stop; once granted it gives up
+    /// ([`Error::Superseded`]) if a newer such request came meanwhile;
+    /// and its guard hears newer ones ([`PgGuard::on_cancel`]). Not with
+    /// `--max`, which ignores it.
+    pub fn cancelling(mut self) -> PgLock {
+        self.cancelling = true;
+        self
     }
 
     /// The same lock taken in `mode` (and no longer as a semaphore).
@@ -228,12 +244,19 @@ impl Lock for PgLock {
         }
         let (mut client, backend_pid) = self.target.connect_session(&self.identity)?;
         let lock_error = |cause| self.query_error("taking the advisory lock", cause);
+        let stamp = match self.cancelling {
+            true => Some(cancel::listen(&mut client, backend_pid).map_err(lock_error)?),
+            false => None,
+        };
         // A try first: the server's try does not barge past queued waiters
         // (it conflicts with their requested modes), so this keeps order
         // and tells whether the wait hooks are needed at all.
         let mut taken = self.lock_call(&mut client, true).map_err(lock_error)?;
         if !taken && deadline.may_wait() {
             hooks.waiting();
+            if let Some(stamp) = stamp {
+                cancel::ask(&mut client, self.key, stamp).map_err(lock_error)?;
+            }
             taken = match deadline.remaining() {
                 Some(left) => self.wait_at_most(&mut client, left),
                 None => self.lock_call(&mut client, false),
@@ -244,7 +267,11 @@ impl Lock for PgLock {
             let holders = self.conflict_holders(&mut client, hooks);
             return Err(deadline.refuse(self.describe(), holders));
         }
-        self.granted(client, backend_pid, deadline, hooks)
+        let guard = self.granted(client, backend_pid, deadline, hooks)?;
+        match stamp {
+            Some(stamp) => self.unless_superseded(guard.with_cancel_stamp(stamp)),
+            None => Ok(guard),
+        }
     }
 
     fn holders(&self) -> Result<Holders> {
@@ -308,6 +335,21 @@ impl PgLock {
         handover::forget(client, self.key, tokens)
             .map_err(|cause| self.query_error("erasing old grant records", cause))?;
         Ok(())
+    }
+
+    /// `guard`, unless a newer cancelling request came while it waited:
+    /// then the lock is given back, and the request gives up.
+    fn unless_superseded(&self, mut guard: PgGuard) -> Result<PgGuard> {
+        match guard.newer_request() {
+            None => Ok(guard),
+            Some(newer) => {
+                let _ = guard.release();
+                Err(Error::Superseded {
+                    lock: self.describe(),
+                    by: Box::new(newer.by),
+                })
+            }
+        }
     }
 
     /// The guard of the lock just granted on `client`.
