@@ -520,17 +520,17 @@ impl AnyGuard {
 
     /// Which of the N places of a `--max N` lock this holder has, 0 to
     /// N-1, unique among the lock's current holders (a lock file's slot
-    /// byte, a server's slot key); `None` for any other lock, a socket
-    /// lock, an etcd lock, and a file lock this user can only read.
+    /// byte, a server's slot key, an etcd holder record's claimed place);
+    /// `None` for any other lock, a socket lock, and a file lock this user
+    /// can only read.
     pub fn slot(&self) -> Option<u32> {
         match self {
             AnyGuard::File(guard) => guard.slot(),
             AnyGuard::Socket(_) => None,
             #[cfg(feature = "postgres")]
             AnyGuard::Pg(guard) => guard.slot(),
-            // Places are counted, not numbered, in an etcd line.
             #[cfg(feature = "etcd")]
-            AnyGuard::Etcd(_) => None,
+            AnyGuard::Etcd(guard) => guard.slot(),
         }
     }
 

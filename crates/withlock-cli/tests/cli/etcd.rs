@@ -444,3 +444,42 @@ fn a_cluster_without_quorum_is_said_so_with_69_and_nothing_runs() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(!ran.exists());
 }
+
+/// `WITHLOCK_SLOT` in the environment of a holder's command.
+fn slot_of(holder: &crate::support::Holder) -> String {
+    let environ = std::fs::read(format!("/proc/{}/environ", holder.command_pid())).unwrap();
+    environ
+        .split(|&b| b == 0)
+        .find_map(|v| v.strip_prefix(b"WITHLOCK_SLOT="))
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .expect("WITHLOCK_SLOT is set")
+}
+
+#[test]
+fn max_holders_get_distinct_places_and_a_freed_one_goes_to_the_next() {
+    let e = EtcdEnv::new();
+    let hold = |tag| {
+        e.env
+            .hold(e.withlock().args(["--slots", "db1,db2", "pool"]), tag)
+    };
+    let one = hold("s1");
+    let two = hold("s2");
+    let mut places = [slot_of(&one), slot_of(&two)];
+    places.sort();
+    assert_eq!(places, ["db1", "db2"]);
+    let freed = slot_of(&one);
+    assert!(one.release().success());
+    let three = hold("s3");
+    assert_eq!(slot_of(&three), freed);
+    let out = e.withlock().args(["--list", "--json", "pool"]).output();
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut slots: Vec<i64> = doc[0]["holders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["slot"].as_i64().unwrap())
+        .collect();
+    slots.sort();
+    assert_eq!(slots, [0, 1], "{doc}");
+    drop((two, three));
+}

@@ -58,6 +58,12 @@ impl EtcdGuard {
         self.fence
     }
 
+    /// Which of the N places of a `--max N` lock this holder claimed, 0
+    /// to N-1, unique among the current holders.
+    pub fn slot(&self) -> Option<u32> {
+        self.record.slot
+    }
+
     /// The lock's key (`[PREFIX/]NAME/<lease id in hex>`).
     pub fn key(&self) -> &str {
         &self.key

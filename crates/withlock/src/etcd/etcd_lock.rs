@@ -1,7 +1,7 @@
 //! `EtcdLock`: a named lock on an etcd cluster, taken in the line of
 //! [`crate::etcd::line`] and waited for with a watch.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde_json::{Value, json};
 
@@ -218,13 +218,44 @@ impl EtcdLock {
         deadline.refuse(self.describe(), holders)
     }
 
-    /// Writes the record again with the grant time as its `since`.
-    fn restamp(&self, client: &Client, key: &str, lease: &Lease) -> Record {
-        let record = self.record();
-        // Only the "since" of listings is at stake: a failure changes
-        // nothing else, and the lease watch notices a cluster gone.
-        let _ = put_record(client, key, lease, &record, "stamping the grant");
-        record
+    /// Claims the lowest place of `0..max` no other holder has, written
+    /// into the record in a transaction that holds only if no other
+    /// holder's key changed since it was read (a holder claiming at the
+    /// same time changes its key): else read again and retry.
+    fn claim_slot(
+        &self,
+        client: &Client,
+        key: &str,
+        lease: &Lease,
+        record: &mut Record,
+        max: u32,
+    ) -> std::result::Result<(), EtcdError> {
+        loop {
+            let (entries, _) = self.line(client)?;
+            let holding = line::holding(&entries);
+            let others: Vec<&Entry> = holding
+                .into_iter()
+                .filter(|e| e.key != key.as_bytes())
+                .collect();
+            record.slot = Some(line::free_slot(&others, max));
+            let unchanged: Vec<Value> = others
+                .iter()
+                .map(|e| {
+                    json!({"key": b64(&e.key), "target": "MOD", "result": "EQUAL",
+                           "mod_revision": e.mod_revision.to_string()})
+                })
+                .collect();
+            let txn = json!({
+                "compare": unchanged,
+                "success": [{"request_put": {"key": b64(key), "value": b64(record.to_json()),
+                                             "lease": lease.id().to_string()}}],
+                "failure": [],
+            });
+            let reply = client.call("/v3/kv/txn", &txn, "claiming a place")?;
+            if reply["succeeded"] == json!(true) {
+                return Ok(());
+            }
+        }
     }
 }
 
@@ -249,7 +280,16 @@ impl Lock for EtcdLock {
                 hooks.waiting();
                 match waiting::wait(self, &client, &lease, &key, revision, keys, &deadline)? {
                     waiting::Outcome::Granted(fence) => {
-                        (fence, self.restamp(&client, &key, &lease))
+                        let mut record = self.record();
+                        if self.max.is_none() {
+                            // Only the "since" of listings is at stake: a
+                            // failure changes nothing else, and the lease
+                            // watch notices a cluster gone.
+                            let _ =
+                                put_record(&client, &key, &lease, &record, "stamping the grant");
+                        }
+                        record.since = SystemTime::now();
+                        (fence, record)
                     }
                     waiting::Outcome::TimedOut(ahead) => {
                         let refused = self.conflict(&ahead, &deadline, hooks);
@@ -259,6 +299,10 @@ impl Lock for EtcdLock {
                 }
             }
         };
+        let mut record = record;
+        if let Some(max) = self.max {
+            self.claim_slot(&client, &key, &lease, &mut record, max)?;
+        }
         Ok(EtcdGuard::new(lease, client, key, record, fence))
     }
 

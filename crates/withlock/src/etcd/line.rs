@@ -29,6 +29,8 @@ use serde_json::Value;
 pub(crate) struct Entry {
     pub(crate) key: Vec<u8>,
     pub(crate) create_revision: i64,
+    /// Changes with every write of the key (a claimed place).
+    pub(crate) mod_revision: i64,
     pub(crate) lease: i64,
     /// None for a key that is not withlock's (etcdctl's).
     pub(crate) record: Option<Record>,
@@ -40,6 +42,7 @@ impl Entry {
         Entry {
             key: unb64(&kv["key"]),
             create_revision: int(&kv["create_revision"]),
+            mod_revision: int(&kv["mod_revision"]),
             lease: int(&kv["lease"]),
             record: Record::parse(&unb64(&kv["value"])),
         }
@@ -101,6 +104,32 @@ pub(crate) fn turn(ahead: &[Entry], mode: Mode, max: Option<u32>) -> Turn {
     }
 }
 
+/// The entries of `line` that hold the lock now, as [`turn`] serves it.
+pub(crate) fn holding(line: &[Entry]) -> Vec<&Entry> {
+    line.iter()
+        .enumerate()
+        .filter(|(i, entry)| {
+            let (mode, max) = entry
+                .record
+                .as_ref()
+                .map_or((Mode::Exclusive, None), |r| (r.mode, r.max));
+            turn(&line[..*i], mode, max) == Turn::Granted
+        })
+        .map(|(_, entry)| entry)
+        .collect()
+}
+
+/// The lowest place of `0..max` no entry of `others` has claimed.
+pub(crate) fn free_slot(others: &[&Entry], max: u32) -> u32 {
+    (0..max)
+        .find(|slot| {
+            !others
+                .iter()
+                .any(|e| e.record.as_ref().is_some_and(|r| r.slot == Some(*slot)))
+        })
+        .unwrap_or(max.saturating_sub(1))
+}
+
 /// Holders and waiters of a whole line, as [`turn`] serves it.
 pub(crate) fn holders(line: &[Entry]) -> Holders {
     let mut found = Holders::default();
@@ -139,6 +168,7 @@ mod tests {
         Entry {
             key: key.as_bytes().to_vec(),
             create_revision: 0,
+            mod_revision: 0,
             lease: 0x2a,
             record: how.map(|(mode, max)| Record {
                 pid: 1,
@@ -149,6 +179,7 @@ mod tests {
                 mode,
                 max,
                 deadline: None,
+                slot: None,
             }),
         }
     }

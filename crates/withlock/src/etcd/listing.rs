@@ -98,6 +98,7 @@ mod tests {
         let entry = |key: &str, lease| Entry {
             key: key.as_bytes().to_vec(),
             create_revision: 1,
+            mod_revision: 1,
             lease,
             record: None,
         };

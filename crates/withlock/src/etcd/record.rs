@@ -4,13 +4,14 @@
 //! ```json
 //! {"withlock":1,"pid":4711,"user":"alice","host":"ci-3","since":1718013784123,
 //!  "command":["./deploy","two words"],"mode":"exclusive","max":null,
-//!  "deadline":null}
+//!  "deadline":null,"slot":null}
 //! ```
 //!
 //! `since` is milliseconds since the epoch on the holder's clock (when it
 //! asked, or once granted after waiting, when it was granted); `max` is N
 //! for a `--max N` request; `deadline`, in the same unit, when its
-//! `--time-limit` runs out. Nothing in it is a secret: no URL, no
+//! `--time-limit` runs out; `slot` the place (0 to N-1) a `--max N`
+//! holder claimed. Nothing in it is a secret: no URL, no
 //! password, no environment. Everything is what the client declares: any
 //! etcd user that may write the lock's keys can declare anything (etcd's
 //! permissions say who can).
@@ -41,6 +42,8 @@ pub struct Record {
     pub max: Option<u32>,
     /// When its time limit (`--time-limit`) runs out, if it announced one.
     pub deadline: Option<SystemTime>,
+    /// Which of the N places of `--max N` it holds, once it claimed one.
+    pub slot: Option<u32>,
 }
 
 impl Record {
@@ -59,6 +62,7 @@ impl Record {
             mode,
             max,
             deadline: None,
+            slot: None,
         }
     }
 
@@ -74,6 +78,7 @@ impl Record {
             "mode": self.mode.to_string(),
             "max": self.max,
             "deadline": self.deadline.map(millis),
+            "slot": self.slot,
         })
         .to_string()
     }
@@ -109,6 +114,10 @@ impl Record {
                 .get("deadline")
                 .and_then(Value::as_u64)
                 .map(|ms| UNIX_EPOCH + Duration::from_millis(ms)),
+            slot: value
+                .get("slot")
+                .and_then(Value::as_u64)
+                .and_then(|m| u32::try_from(m).ok()),
         })
     }
 
@@ -124,7 +133,7 @@ impl Record {
             command_truncated: false,
             session: None,
             max: self.max.is_some(),
-            slot: None,
+            slot: self.slot,
             deadline: self.deadline,
             since: Some(self.since),
             started: None,
@@ -151,6 +160,7 @@ mod tests {
         );
         record.since = UNIX_EPOCH + Duration::from_millis(1_718_013_784_123);
         record.deadline = Some(record.since + Duration::from_secs(60));
+        record.slot = Some(2);
         let back = Record::parse(record.to_json().as_bytes()).unwrap();
         assert_eq!(back, record);
         let holder = back.to_holder();
