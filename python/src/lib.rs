@@ -90,7 +90,9 @@ fn close_without_release(guard: SetGuard) {
         match held {
             AnyGuard::File(file) => file.close_without_release(),
             AnyGuard::Socket(socket) => socket.close_without_release(),
-            AnyGuard::Pg(server) => std::mem::forget(server),
+            // A server lock (a PostgreSQL session, an etcd lease) is the
+            // parent's to end.
+            server => std::mem::forget(server),
         }
     }
 }
