@@ -73,13 +73,15 @@ pub(crate) const EXIT_STATUSES: [(&str, &str); 15] = [
         "bad usage: unknown option, invalid lock name, number or URL, -s, --max or --slots with a \
          socket lock, --slots with an empty or repeated name, --once-per with a socket lock or \
          several locks, no -- or an empty command after it, a password in --url, --grace above \
-         3600",
+         3600; --cancel-running with a lock it cannot cancel; hold: --until-exit with no such \
+         process; release: no hold of the locks here",
     ),
     (
         "77",
         "permission denied on the lock file or directory, or the server refused the login \
          (or has no such role) or withlock's state (schema withlock); etcd: a refused user or \
-         password, or no permission on the lock's keys; a --once-per record of another user",
+         password, or no permission on the lock's keys; a --once-per record of another user; \
+         release: the hold is another user's",
     ),
     (
         "78",

@@ -5,6 +5,7 @@ mod bad_input;
 mod cancel_running;
 mod etcd;
 mod etcd_faults;
+mod etcd_jobs;
 mod etcd_other_users;
 mod etcd_security;
 mod exclusion;
