@@ -25,10 +25,9 @@ use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyTuple};
-use withlock::pg::Identity;
 use withlock::{
     AnyGuard, AnyLock, Error, ErrorKind, Found, Holder, Holders, Lock, LockLoss, LockSet, LockSpec,
-    LockStatus, Mode, PgLock, SetGuard, SetHooks, Supersede, Wait, WaitCancel, WaitHooks,
+    LockStatus, Mode, SetGuard, SetHooks, Supersede, Wait, WaitCancel, WaitHooks,
 };
 
 create_exception!(
@@ -283,16 +282,17 @@ fn request(
     };
     let grace = Duration::try_from_secs_f64(grace)
         .map_err(|_| PyValueError::new_err("grace must be 0 or more seconds"))?;
-    let identity = url.as_ref().map(|_| Identity::current());
+    // What other clients of a server see this process running.
+    let command = url.as_ref().map(|_| this_command()).unwrap_or_default();
     let mut locks = Vec::with_capacity(specs.len());
     for spec in &specs {
-        let (lock, own_mode) = match (&url, &identity) {
-            (Some(url), Some(identity)) => {
+        let (lock, own_mode) = match &url {
+            Some(url) => {
                 let spec = LockSpec::parse_on_server(spec).map_err(|e| native_error(py, &e))?;
-                let lock = PgLock::announced(url, spec.target.as_str(), identity.clone())
-                    .map_err(|e| native_error(py, &e))?
-                    .with_grace(grace);
-                (AnyLock::Pg(Box::new(lock)), spec.mode)
+                // The URL's scheme chooses the kind of server.
+                let lock = AnyLock::on_server(url, spec.target.as_str(), &command, grace)
+                    .map_err(|e| native_error(py, &e))?;
+                (lock, spec.mode)
             }
             _ => {
                 let spec = LockSpec::parse(spec).map_err(|e| native_error(py, &e))?;
@@ -311,6 +311,18 @@ fn request(
     }
     let set = LockSet::new(locks).map_err(|e| native_error(py, &e))?;
     Ok(Request { set })
+}
+
+/// This process's command line, as `/proc/self/cmdline` has it.
+fn this_command() -> Vec<String> {
+    std::fs::read("/proc/self/cmdline")
+        .map(|raw| {
+            raw.split(|&b| b == 0)
+                .filter(|arg| !arg.is_empty())
+                .map(|arg| String::from_utf8_lossy(arg).into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 #[pymethods]
@@ -371,10 +383,9 @@ impl Request {
                     AnyLock::File(file) => Some(file.path()),
                     _ => None,
                 };
-                let mode = match lock {
-                    AnyLock::File(file) if file.max().is_some() => "max",
-                    AnyLock::Pg(server) if server.max().is_some() => "max",
-                    _ => mode_word(lock.mode()),
+                let mode = match lock.max() {
+                    Some(_) => "max",
+                    None => mode_word(lock.mode()),
                 };
                 (
                     lock.label().to_owned(),
@@ -415,7 +426,7 @@ fn list<'py>(
 ) -> PyResult<Vec<Bound<'py, PyDict>>> {
     let locks = py
         .detach(|| match &url {
-            Some(url) => withlock::pg::list(url, &names),
+            Some(url) => withlock::list_on_server(url, &names),
             None => {
                 let dir = dir.unwrap_or_else(withlock::lock_dir::default_dir);
                 withlock::list(&dir, &names)
