@@ -155,13 +155,16 @@ impl EtcdLock {
     }
 
     /// Puts this request's key in line: one transaction that also reads
-    /// the line. Returns the key, its create revision and who is ahead.
+    /// the line. Returns the key, its create revision, who is ahead and
+    /// the revision the line was read at. A transaction retried on
+    /// another member after the first one's answer was lost finds the key
+    /// already there: the else branch reads it, as etcd's own Mutex does.
     fn join_line(
         &self,
         client: &Client,
         lease: &Lease,
         record: &Record,
-    ) -> std::result::Result<(String, i64, Vec<Entry>), EtcdError> {
+    ) -> std::result::Result<(String, i64, Vec<Entry>, i64), EtcdError> {
         let key = format!("{}{:x}", self.prefix, lease.id());
         let txn = json!({
             "compare": [{"key": b64(&key), "target": "CREATE", "result": "EQUAL",
@@ -171,22 +174,30 @@ impl EtcdLock {
                                  "lease": lease.id().to_string()}},
                 {"request_range": self.range_body(None)},
             ],
-            "failure": [],
+            "failure": [
+                {"request_range": {"key": b64(&key)}},
+                {"request_range": self.range_body(None)},
+            ],
         });
         let reply = client.call("/v3/kv/txn", &txn, "queueing for the lock")?;
-        if reply["succeeded"] != json!(true) {
-            return Err(EtcdError::Failed {
-                cluster: client.cluster().to_owned(),
-                what: "queueing for the lock",
-                cause: format!("the key {key} exists already"),
-            });
-        }
-        let revision = int(&reply["header"]["revision"]);
+        let read_at = int(&reply["header"]["revision"]);
+        let revision = if reply["succeeded"] == json!(true) {
+            read_at
+        } else {
+            line::entries(&reply["responses"][0]["response_range"])
+                .first()
+                .map(|mine| mine.create_revision)
+                .ok_or_else(|| EtcdError::Failed {
+                    cluster: client.cluster().to_owned(),
+                    what: "queueing for the lock",
+                    cause: format!("the key {key} was neither put nor found"),
+                })?
+        };
         let ahead = line::entries(&reply["responses"][1]["response_range"])
             .into_iter()
             .filter(|e| e.create_revision < revision)
             .collect();
-        Ok((key, revision, ahead))
+        Ok((key, revision, ahead, read_at))
     }
 
     /// The turn of a request whose key was created at `revision`, read
@@ -268,9 +279,9 @@ impl Lock for EtcdLock {
         // From here until it returns, a signal gives up this request.
         let _registered = waiting::Registered::new(&client, lease.id());
         let record = self.record();
-        let (key, revision, ahead) = self.join_line(&client, &lease, &record)?;
+        let (key, revision, ahead, read_at) = self.join_line(&client, &lease, &record)?;
         let (fence, record) = match line::turn(&ahead, self.mode, self.max) {
-            Turn::Granted => (revision, record),
+            Turn::Granted => (read_at, record),
             Turn::WaitFor(_) if !deadline.may_wait() => {
                 let refused = self.conflict(&ahead, &deadline, hooks);
                 lease.revoke()?;
