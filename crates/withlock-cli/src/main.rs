@@ -174,8 +174,8 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
     // reason's status, not the command's.
     let status = signals::stopped_status().unwrap_or(ended.exit_code());
     let held = guard.held_for();
-    if cli.once_per.is_some() && status == 0 {
-        if let Err(err) = guard.record_success() {
+    if let (Some(window), 0) = (cli.once_per, status) {
+        if let Err(err) = guard.record_success(window) {
             say!(
                 "withlock: warning: the run succeeded, but could not be recorded for --once-per,                  so the next run will not be skipped: {err}"
             );

@@ -35,12 +35,6 @@ pub(crate) fn refuse_unsupported(cli: &Cli, set: &LockSet) -> Result<(), Unsuppo
              name, a lock file or --url",
         );
     }
-    if lock.kind() == withlock::Kind::Etcd {
-        return refuse(
-            "keeps its record beside a lock file or on a PostgreSQL server, not on etcd: use a \
-             lock name or a postgres:// --url",
-        );
-    }
     if lock.mode() != withlock::Mode::Exclusive || lock.max().is_some() {
         return refuse("needs an exclusive lock, so that one run at a time checks the record");
     }

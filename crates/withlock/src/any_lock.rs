@@ -492,7 +492,8 @@ impl AnyGuard {
 
     /// When a run under this lock last succeeded (`--once-per`): a lock
     /// file's record beside it, a PostgreSQL lock's row on the server; a
-    /// socket lock keeps none ([`Error::Unsupported`]). Read it while
+    /// socket lock keeps none ([`Error::Unsupported`]); an etcd lock's is a
+    /// key whose lease runs out with the window. Read it while
     /// holding the lock exclusively, before [`AnyGuard::watch_for_loss`].
     pub fn last_success(&mut self) -> Result<Option<LastSuccess>> {
         match self {
@@ -501,20 +502,22 @@ impl AnyGuard {
             #[cfg(feature = "postgres")]
             AnyGuard::Pg(guard) => guard.last_success().map_err(Error::from),
             #[cfg(feature = "etcd")]
-            AnyGuard::Etcd(_) => Err(no_record()),
+            AnyGuard::Etcd(guard) => guard.last_success().map_err(Error::from),
         }
     }
 
     /// Records that the run under this hold succeeded, as
-    /// [`AnyGuard::last_success`] reads it.
-    pub fn record_success(&mut self) -> Result<()> {
+    /// [`AnyGuard::last_success`] reads it, for a window of `window`: an
+    /// etcd record lasts that long from when the run took the lock (file
+    /// and PostgreSQL records last until replaced).
+    pub fn record_success(&mut self, window: Duration) -> Result<()> {
         match self {
             AnyGuard::File(guard) => guard.record_success(),
             AnyGuard::Socket(_) => Err(no_record()),
             #[cfg(feature = "postgres")]
             AnyGuard::Pg(guard) => guard.record_success().map_err(Error::from),
             #[cfg(feature = "etcd")]
-            AnyGuard::Etcd(_) => Err(no_record()),
+            AnyGuard::Etcd(guard) => guard.record_success(window).map_err(Error::from),
         }
     }
 
@@ -613,12 +616,11 @@ impl AnyGuard {
     }
 }
 
-/// A socket lock has nowhere to keep a record of runs (nor, so far, an
-/// etcd lock).
+/// A socket lock has nowhere to keep a record of runs.
 fn no_record() -> Error {
     Error::Unsupported {
-        lock: "the lock".to_owned(),
-        reason: "keeps no record of the last run: use a lock name or a postgres:// --url".into(),
+        lock: "a socket lock".to_owned(),
+        reason: "keeps no record of the last run: use a lock name or --url".into(),
     }
 }
 

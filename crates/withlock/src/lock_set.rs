@@ -251,10 +251,10 @@ impl SetGuard {
         self.only_guard()?.last_success()
     }
 
-    /// Records that the run under the set's lock succeeded
-    /// ([`AnyGuard::record_success`]).
-    pub fn record_success(&mut self) -> Result<()> {
-        self.only_guard()?.record_success()
+    /// Records that the run under the set's lock succeeded, for a window
+    /// of `window` ([`AnyGuard::record_success`]).
+    pub fn record_success(&mut self, window: std::time::Duration) -> Result<()> {
+        self.only_guard()?.record_success(window)
     }
 
     fn only_guard(&mut self) -> Result<&mut AnyGuard> {

@@ -2,7 +2,8 @@
 //! runs in a window and the others skip (exit 0 with one line, or
 //! `--skip-exit-code`), even when they all start at once; a failed run
 //! records nothing; the record is believed only from its owner; the same
-//! on a PostgreSQL server, where other roles cannot forge or erase it.
+//! on a PostgreSQL server, where other roles cannot forge or erase it, and
+//! on etcd.
 
 use std::fs;
 use std::process::Child;
@@ -11,6 +12,7 @@ use postgres::error::SqlState;
 use postgres::{Client, NoTls};
 use serde_json::Value;
 
+use crate::etcd::EtcdEnv;
 use crate::postgres::PgEnv;
 use crate::support::{BOB, Env, Run, ensure_user, lines, stderr, wait_child, wait_for};
 
@@ -222,6 +224,15 @@ fn on_a_server_eight_starters_run_once_and_other_roles_cannot_forge_the_record()
         .query("SELECT withlock.record_run($1)", &[&key])
         .unwrap_err();
     assert!(message(&err).contains("does not hold the lock"), "{err:?}");
+}
+
+#[test]
+fn on_etcd_eight_starters_run_once_and_a_failed_run_records_nothing() {
+    let etcd = EtcdEnv::new();
+    eight_starters_run_once(&etcd.env, || etcd.withlock());
+    a_failed_run_records_nothing(&etcd.env, "nightly", || etcd.withlock());
+    // The record is beside the line, not in it: the lock is free.
+    assert_eq!(etcd.keys("job"), Vec::<String>::new());
 }
 
 /// The server's message of a failed query.

@@ -9,6 +9,7 @@ use std::process::Child;
 
 use serde_json::Value;
 
+use crate::etcd::EtcdEnv;
 use crate::postgres::PgEnv;
 use crate::support::{Env, Holder, Run, lines, spawn, stderr, wait_child};
 
@@ -215,6 +216,18 @@ fn a_storm_and_named_slots_on_a_server() {
     );
     storm_of_max_3(&pg.env, &locker, 6, 4);
     named_slots_are_handed_out_and_reused_in_arrival_order(&pg.env, || pg.withlock());
+}
+
+#[test]
+fn a_storm_and_named_slots_on_etcd() {
+    let etcd = EtcdEnv::new();
+    let locker = format!(
+        "{} --url {} --max 3 pool --",
+        etcd.env.bin().display(),
+        etcd.etcd.url()
+    );
+    storm_of_max_3(&etcd.env, &locker, 6, 4);
+    named_slots_are_handed_out_and_reused_in_arrival_order(&etcd.env, || etcd.withlock());
 }
 
 /// `--slots` with an empty or repeated name, or for a lock that cannot

@@ -2,13 +2,14 @@
 //! gets SIGTERM to its process group, SIGKILL after `--grace` if it ignores
 //! that, and withlock exits 81; a command that ends in time keeps its own
 //! status; every user's listing shows a holder's deadline. The same for a
-//! lock on a PostgreSQL server.
+//! lock on a PostgreSQL server and on etcd.
 
 use std::fs;
 use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
+use crate::etcd::EtcdEnv;
 use crate::postgres::PgEnv;
 use crate::support::{BOB, Env, Run, ensure_user, stderr};
 
@@ -143,4 +144,19 @@ fn a_server_lock_runs_into_its_limit_the_same_way_and_lists_its_deadline() {
         .output()
         .status;
     assert!(status.success());
+}
+
+#[test]
+fn an_etcd_lock_runs_into_its_limit_the_same_way_and_lists_its_deadline() {
+    let etcd = EtcdEnv::new();
+    a_command_ignoring_sigterm_is_killed(&etcd.env, etcd.withlock());
+    let asked = SystemTime::now();
+    let holder = etcd
+        .env
+        .hold(etcd.withlock().args(["--time-limit", "600", "job"]), "h");
+    let ran = SystemTime::now();
+    let out = etcd.withlock().args(["--list", "--json"]).output();
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_deadline_between(listed_deadline(&doc), asked, ran);
+    assert!(holder.release().success());
 }

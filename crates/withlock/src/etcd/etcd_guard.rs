@@ -8,6 +8,7 @@ use crate::etcd::error::EtcdError;
 use crate::etcd::etcd_lock::put_record;
 use crate::etcd::lease::{Lease, LeaseLost};
 use crate::etcd::record::Record;
+use crate::etcd::run_record;
 
 /// A held [`crate::EtcdLock`]. The lock lives as long as its lease:
 /// dropping the guard or [`EtcdGuard::release`] revokes it, which deletes
@@ -62,6 +63,18 @@ impl EtcdGuard {
     /// to N-1, unique among the current holders.
     pub fn slot(&self) -> Option<u32> {
         self.record.slot
+    }
+
+    /// When a run under this lock last succeeded, if its window has not
+    /// passed (see `run_record.rs`, for `--once-per`).
+    pub fn last_success(&self) -> Result<Option<crate::LastSuccess>, EtcdError> {
+        run_record::last_success(&self.client, &self.key)
+    }
+
+    /// Records that the run under this hold succeeded, for a window of
+    /// `window` from when it took the lock.
+    pub fn record_success(&self, window: Duration) -> Result<(), EtcdError> {
+        run_record::record_success(&self.client, &self.key, window, self.held_for())
     }
 
     /// The lock's key (`[PREFIX/]NAME/<lease id in hex>`).

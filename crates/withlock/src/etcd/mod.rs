@@ -46,6 +46,7 @@ pub mod lease;
 mod line;
 pub(crate) mod listing;
 mod record;
+mod run_record;
 mod target;
 mod tls;
 pub mod waiting;
