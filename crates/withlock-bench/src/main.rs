@@ -8,13 +8,16 @@
 //! delayed runs do not decide the result.
 //!
 //! With `--pg` it compares withlock's PostgreSQL backend (`--url`, on a
-//! private server it starts) with local withlock and flock(1) instead.
+//! private server it starts) with local withlock and flock(1) instead;
+//! with `--etcd`, withlock's etcd backend with `etcdctl lock` on a private
+//! etcd member it starts.
 //!
 //! The same binary also serves as the command being locked, through hidden
 //! subcommands (see [`helpers`]): that way the timestamps are taken inside
 //! the locked command itself, with nothing else in between.
 
 mod helpers;
+mod measure_etcd;
 mod measure_fairness;
 mod measure_handoff;
 mod measure_pg;
@@ -23,6 +26,7 @@ mod measure_storm;
 mod measure_timeout;
 mod proc_locks;
 mod report;
+mod report_etcd;
 mod report_pg;
 mod rig;
 mod stats;
@@ -34,6 +38,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
+use crate::measure_etcd::EtcdSettings;
 use crate::report::{Results, Settings};
 use crate::report_pg::PgSettings;
 use crate::rig::{Programs, Rig};
@@ -118,6 +123,14 @@ struct Options {
     #[arg(long)]
     pg: bool,
 
+    /// Compare withlock's etcd backend (`--url etcd://`) with `etcdctl
+    /// lock` instead: startup, handoff, storm and arrival order, on a
+    /// private one-member etcd started for the run (needs /usr/bin/etcd
+    /// and /usr/bin/etcdctl). Uses --runs, --handoffs, --procs,
+    /// --iterations, --rounds and --waiters.
+    #[arg(long, conflicts_with = "pg")]
+    etcd: bool,
+
     /// Print the figures as JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -174,6 +187,9 @@ fn dispatch(cli: Cli, started_ns: u64) -> Result<()> {
 fn benchmark(options: &Options) -> Result<()> {
     if options.pg {
         return benchmark_pg(options);
+    }
+    if options.etcd {
+        return benchmark_etcd(options);
     }
     let rig = Rig::new(programs(options)?)?;
     let settings = Settings {
@@ -241,6 +257,30 @@ fn benchmark_pg(options: &Options) -> Result<()> {
     Ok(())
 }
 
+/// `--etcd`: the etcd backend beside `etcdctl lock`, in one run.
+fn benchmark_etcd(options: &Options) -> Result<()> {
+    let rig = Rig::new(programs(options)?)?;
+    let member = measure_etcd::start_member()?;
+    let rig = rig.with_etcd(&member.endpoint());
+    eprintln!("withlock: {}", rig.programs().withlock.display());
+    let settings = EtcdSettings {
+        runs: options.runs as usize,
+        handoffs: options.handoffs as usize,
+        procs: options.procs as usize,
+        iterations: options.iterations as usize,
+        rounds: options.rounds as usize,
+        waiters: options.waiters as usize,
+    };
+    let results = measure_etcd::measure(&rig, settings)?;
+    drop(member);
+    if options.json {
+        print!("{}", report_etcd::json(&results, settings));
+    } else {
+        print!("{}", report_etcd::table(&results, settings));
+    }
+    Ok(())
+}
+
 fn programs(options: &Options) -> Result<Programs> {
     let bench = std::env::current_exe().context("cannot find this program's own path")?;
     let withlock = match &options.withlock {
@@ -282,5 +322,8 @@ mod tests {
         assert!(Cli::try_parse_from(["withlock-bench", "--timeout-ms", "0"]).is_err());
         let cli = Cli::parse_from(["withlock-bench", "--pg", "--runs", "50"]);
         assert!(cli.options.pg && !Cli::parse_from(["withlock-bench"]).options.pg);
+        let cli = Cli::parse_from(["withlock-bench", "--etcd", "--procs", "4"]);
+        assert!(cli.options.etcd && !cli.options.pg);
+        assert!(Cli::try_parse_from(["withlock-bench", "--etcd", "--pg"]).is_err());
     }
 }

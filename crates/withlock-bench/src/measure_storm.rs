@@ -51,14 +51,21 @@ pub(crate) fn measure(rig: &Rig, procs: usize, iterations: usize, rounds: usize)
             match wrapper {
                 Wrapper::Withlock => storm.withlock.push(outcome),
                 Wrapper::Flock => storm.flock.push(outcome),
-                Wrapper::Pg => unreachable!("the storm runs the local wrappers only"),
+                Wrapper::Pg | Wrapper::Etcd | Wrapper::Etcdctl => {
+                    unreachable!("the storm runs the local wrappers only")
+                }
             }
         }
     }
     Ok(storm)
 }
 
-fn one_storm(rig: &Rig, wrapper: Wrapper, procs: usize, iterations: usize) -> Result<Round> {
+pub(crate) fn one_storm(
+    rig: &Rig,
+    wrapper: Wrapper,
+    procs: usize,
+    iterations: usize,
+) -> Result<Round> {
     let dir = rig.trial_dir()?;
     let counter = dir.path().join("counter");
     fs::write(&counter, "0\n").context("cannot create the counter")?;

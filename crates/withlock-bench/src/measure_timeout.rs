@@ -49,7 +49,9 @@ pub(crate) fn measure(rig: &Rig, trials: usize, limit: Duration) -> Result<Timeo
             match wrapper {
                 Wrapper::Withlock => timeouts.withlock.push(ms),
                 Wrapper::Flock => timeouts.flock.push(ms),
-                Wrapper::Pg => unreachable!("Wrapper::BOTH holds the local wrappers only"),
+                Wrapper::Pg | Wrapper::Etcd | Wrapper::Etcdctl => {
+                    unreachable!("Wrapper::BOTH holds the local wrappers only")
+                }
             }
         }
     }

@@ -30,6 +30,11 @@ pub(crate) enum Wrapper {
     Flock,
     /// withlock on the PostgreSQL server (`--url`): only with `--pg`.
     Pg,
+    /// withlock on the etcd member (`--url etcd://`): only with `--etcd`.
+    Etcd,
+    /// `etcdctl lock NAME -- COMMAND` on the same member: only with
+    /// `--etcd`, exclusive and without a wait limit (it has neither).
+    Etcdctl,
 }
 
 impl Wrapper {
@@ -39,12 +44,17 @@ impl Wrapper {
     /// What `--pg` compares, in the order it is reported.
     pub(crate) const WITH_PG: [Wrapper; 3] = [Wrapper::Pg, Wrapper::Withlock, Wrapper::Flock];
 
+    /// What `--etcd` compares, in the order it is reported.
+    pub(crate) const WITH_ETCD: [Wrapper; 2] = [Wrapper::Etcd, Wrapper::Etcdctl];
+
     /// A short name for file names and JSON keys.
     pub(crate) fn key(self) -> &'static str {
         match self {
             Wrapper::Withlock => "withlock",
             Wrapper::Flock => "flock",
             Wrapper::Pg => "withlock_pg",
+            Wrapper::Etcd => "withlock_etcd",
+            Wrapper::Etcdctl => "etcdctl",
         }
     }
 }
@@ -65,6 +75,9 @@ pub(crate) struct Rig {
     programs: Programs,
     scratch: TempDir,
     server: Option<Server>,
+    /// The etcd member [`Wrapper::Etcd`] and [`Wrapper::Etcdctl`] lock on:
+    /// its `HOST:PORT`.
+    etcd: Option<String>,
 }
 
 /// The PostgreSQL server [`Wrapper::Pg`] locks on, and a session of the
@@ -89,6 +102,7 @@ impl Rig {
             programs,
             scratch,
             server: None,
+            etcd: None,
         };
         for wrapper in Wrapper::BOTH {
             fs::create_dir(rig.lock_dir(wrapper))?;
@@ -109,6 +123,24 @@ impl Rig {
         self
     }
 
+    /// The same rig with [`Wrapper::Etcd`] and [`Wrapper::Etcdctl`] locking
+    /// on the etcd member at `endpoint` (`HOST:PORT`, plain TCP).
+    pub(crate) fn with_etcd(mut self, endpoint: &str) -> Rig {
+        self.etcd = Some(endpoint.to_owned());
+        self
+    }
+
+    /// `etcdctl` (API 3) for the etcd member, or for nothing without
+    /// `--etcd` (it then fails at once).
+    pub(crate) fn etcdctl(&self) -> Command {
+        let mut etcdctl = Command::new(withlock_etcd_testing::DEFAULT_ETCDCTL);
+        etcdctl.env("ETCDCTL_API", "3").arg(format!(
+            "--endpoints={}",
+            self.etcd.as_deref().unwrap_or("")
+        ));
+        etcdctl
+    }
+
     /// The server's URL, for the library-level measurements.
     pub(crate) fn url(&self) -> Result<&str> {
         Ok(&self.server()?.url)
@@ -123,9 +155,29 @@ impl Rig {
     /// How many requests for the lock `name` under `wrapper` are waiting:
     /// blocked requests on the lock file's inode in `/proc/locks` for the
     /// local wrappers, sessions not granted the lock's advisory key in
-    /// `pg_locks` for [`Wrapper::Pg`].
+    /// `pg_locks` for [`Wrapper::Pg`], keys in line under `NAME/` but the
+    /// first (the holder's) for the etcd wrappers, which share etcd's lock
+    /// layout.
     pub(crate) fn waiting(&self, wrapper: Wrapper, name: &str) -> Result<usize> {
         match wrapper {
+            Wrapper::Etcd | Wrapper::Etcdctl => {
+                let out = self
+                    .etcdctl()
+                    .args(["get", "--prefix", "--keys-only"])
+                    .arg(format!("{name}/"))
+                    .output()
+                    .context("cannot run etcdctl")?;
+                ensure!(
+                    out.status.success(),
+                    "etcdctl get failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+                let keys = String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .filter(|line| !line.is_empty())
+                    .count();
+                Ok(keys.saturating_sub(1))
+            }
             Wrapper::Withlock | Wrapper::Flock => {
                 let inode = fs::metadata(self.lock_file(wrapper, name))
                     .context("the holder left no lock file")?
@@ -225,7 +277,7 @@ impl Rig {
     ) -> Command {
         let seconds = limit.map(|limit| limit.as_secs_f64().to_string());
         let mut locked = match wrapper {
-            Wrapper::Withlock | Wrapper::Pg => {
+            Wrapper::Withlock | Wrapper::Pg | Wrapper::Etcd => {
                 let mut withlock = Command::new(&self.programs.withlock);
                 // Only what the command line says: never a WITHLOCK_URL or
                 // WITHLOCK_DIR from the caller's environment.
@@ -237,6 +289,9 @@ impl Rig {
                     // Without --pg there is no server: the wrapper fails
                     // at once, and the benchmark stops with its status.
                     (Wrapper::Pg, None) => withlock.arg("--url").arg("postgres://"),
+                    (Wrapper::Etcd, _) => withlock
+                        .arg("--url")
+                        .arg(format!("etcd://{}", self.etcd.as_deref().unwrap_or(""))),
                     _ => withlock.arg("--dir").arg(self.lock_dir(wrapper)),
                 };
                 if shared {
@@ -251,6 +306,17 @@ impl Rig {
                 }
                 withlock.arg("--");
                 withlock
+            }
+            Wrapper::Etcdctl => {
+                // Only the measurements that need neither a shared mode nor
+                // a wait limit run etcdctl.
+                assert!(
+                    !shared && limit.is_none(),
+                    "etcdctl lock has no shared mode and no wait limit"
+                );
+                let mut etcdctl = self.etcdctl();
+                etcdctl.args(["lock", name, "--"]);
+                etcdctl
             }
             Wrapper::Flock => {
                 let mut flock = Command::new(&self.programs.flock);
@@ -427,6 +493,29 @@ mod tests {
         );
         assert_eq!(rig.url().unwrap(), "postgres://u@127.0.0.1:5/db");
         assert!(self::rig().url().is_err());
+    }
+
+    #[test]
+    fn the_etcd_wrappers_lock_on_the_same_member() {
+        let rig = rig().with_etcd("127.0.0.1:7");
+        let withlock = rig.locked(Wrapper::Etcd, "h", &["true"]);
+        let args: Vec<&OsStr> = withlock.get_args().collect();
+        assert_eq!(
+            args,
+            ["--url", "etcd://127.0.0.1:7", "h", "--", "true"].map(OsStr::new)
+        );
+        let etcdctl = rig.locked(Wrapper::Etcdctl, "h", &["true"]);
+        assert_eq!(etcdctl.get_program(), "/usr/bin/etcdctl");
+        let args: Vec<&OsStr> = etcdctl.get_args().collect();
+        assert_eq!(
+            args,
+            ["--endpoints=127.0.0.1:7", "lock", "h", "--", "true"].map(OsStr::new)
+        );
+        let envs: Vec<_> = etcdctl.get_envs().collect();
+        assert!(
+            envs.contains(&(OsStr::new("ETCDCTL_API"), Some(OsStr::new("3")))),
+            "{envs:?}"
+        );
     }
 
     #[test]
