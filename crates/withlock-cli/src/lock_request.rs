@@ -77,7 +77,7 @@ fn refuse_uncancellable(lock: &AnyLock) -> Result<(), option_support::Unsupporte
     if !lock.supports_cancel() {
         return Err(option_support::Unsupported::new(format!(
             "{label}: --cancel-running needs a lock whose holder can check who asks \
-             (a name or lock file here, or a postgres:// --url lock): drop --cancel-running"
+             (a name or lock file here, or a --url lock): drop --cancel-running"
         )));
     }
     if lock.mode() != Mode::Exclusive {

@@ -176,15 +176,10 @@ impl AnyLock {
 
     /// True when a holder of the lock can be cancelled by a newer request
     /// ([`crate::cancel`]): its holders can check who asks (a file lock
-    /// through `/proc/locks`, a PostgreSQL lock through `pg_locks`); a
-    /// socket lock cannot, nor an etcd lock (not built for it yet).
+    /// through `/proc/locks`, a PostgreSQL lock through `pg_locks`, an
+    /// etcd lock through the keys in its line); a socket lock cannot.
     pub fn supports_cancel(&self) -> bool {
-        match self {
-            AnyLock::Socket(_) => false,
-            #[cfg(feature = "etcd")]
-            AnyLock::Etcd(_) => false,
-            _ => true,
-        }
+        !matches!(self, AnyLock::Socket(_))
     }
 
     /// The semaphore's limit, for a lock made one with
@@ -209,6 +204,8 @@ impl AnyLock {
         match self {
             #[cfg(feature = "postgres")]
             AnyLock::Pg(lock) => AnyLock::Pg(Box::new(lock.cancelling())),
+            #[cfg(feature = "etcd")]
+            AnyLock::Etcd(lock) => AnyLock::Etcd(Box::new(lock.cancelling())),
             other => other,
         }
     }
@@ -588,7 +585,10 @@ impl AnyGuard {
             #[cfg(feature = "postgres")]
             AnyGuard::Pg(guard) => guard.on_cancel(on_cancel),
             #[cfg(feature = "etcd")]
-            AnyGuard::Etcd(_) => drop(on_cancel),
+            AnyGuard::Etcd(guard) => {
+                // Without its thread the holder is just not cancelled.
+                let _ = guard.on_cancel(on_cancel);
+            }
         }
     }
 

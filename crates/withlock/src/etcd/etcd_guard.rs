@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::etcd::cancel;
 use crate::etcd::client::Client;
 use crate::etcd::error::EtcdError;
 use crate::etcd::etcd_lock::put_record;
@@ -23,6 +24,11 @@ pub struct EtcdGuard {
     record: Record,
     fence: i64,
     acquired: Instant,
+    /// For a lock taken with [`crate::EtcdLock::cancelling`]: its line's
+    /// prefix, its name and the revision of its key in line.
+    cancellable: Option<(String, String, i64)>,
+    /// The watch for cancelling requests ([`EtcdGuard::on_cancel`]).
+    cancel_watch: Option<cancel::Watch>,
 }
 
 impl std::fmt::Debug for EtcdGuard {
@@ -49,7 +55,32 @@ impl EtcdGuard {
             record,
             fence,
             acquired: Instant::now(),
+            cancellable: None,
+            cancel_watch: None,
         }
+    }
+
+    /// The same guard of a lock that may be cancelled (see
+    /// [`crate::etcd::cancel`]).
+    pub(crate) fn with_cancel(mut self, prefix: &str, name: &str, revision: i64) -> EtcdGuard {
+        self.cancellable = Some((prefix.to_owned(), name.to_owned(), revision));
+        self
+    }
+
+    /// Calls `on_cancel`, once, from a thread of its own, when a newer
+    /// cancelling request for the lock asks (see [`crate::etcd::cancel`]);
+    /// only for a lock taken with [`crate::EtcdLock::cancelling`], else it
+    /// is dropped. Fails only if the thread cannot start.
+    pub fn on_cancel(
+        &mut self,
+        on_cancel: Box<dyn FnOnce(crate::Cancelled) + Send>,
+    ) -> std::io::Result<()> {
+        let Some((prefix, name, revision)) = self.cancellable.clone() else {
+            return Ok(());
+        };
+        let watch = cancel::Watch::start(self.client.clone(), prefix, name, revision, on_cancel)?;
+        self.cancel_watch = Some(watch);
+        Ok(())
     }
 
     /// The grant's fencing token: the cluster's revision when it was

@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::{Value, json};
 
+use crate::etcd::cancel;
 use crate::etcd::client::{Client, b64, int, prefix_end};
 use crate::etcd::error::EtcdError;
 use crate::etcd::etcd_guard::EtcdGuard;
@@ -30,6 +31,9 @@ pub struct EtcdLock {
     grace: Duration,
     /// The command announced in the holder record.
     command: Vec<String>,
+    /// Whether it cancels holders that opted in, and may be cancelled
+    /// ([`EtcdLock::cancelling`]).
+    cancelling: bool,
 }
 
 impl EtcdLock {
@@ -55,6 +59,7 @@ impl EtcdLock {
             max: None,
             grace: DEFAULT_GRACE,
             command,
+            cancelling: false,
         })
     }
 
@@ -77,6 +82,16 @@ impl EtcdLock {
     pub fn with_max(mut self, max: u32) -> EtcdLock {
         self.mode = Mode::Shared;
         self.max = Some(max.max(1));
+        self
+    }
+
+    /// The same lock taken as `--cancel-running` does (see
+    /// [`crate::etcd::cancel`]): a request that has to wait asks the
+    /// holders that opted in to stop; once granted it gives up
+    /// ([`Error::Superseded`]) if a newer such request is asking; and its
+    /// guard hears newer ones ([`EtcdGuard::on_cancel`]).
+    pub fn cancelling(mut self) -> EtcdLock {
+        self.cancelling = true;
         self
     }
 
@@ -289,6 +304,9 @@ impl Lock for EtcdLock {
             }
             Turn::WaitFor(keys) => {
                 hooks.waiting();
+                if self.cancelling {
+                    cancel::ask(&client, &self.prefix, &lease)?;
+                }
                 match waiting::wait(self, &client, &lease, &key, revision, keys, &deadline)? {
                     waiting::Outcome::Granted(fence) => {
                         let mut record = self.record();
@@ -314,7 +332,23 @@ impl Lock for EtcdLock {
         if let Some(max) = self.max {
             self.claim_slot(&client, &key, &lease, &mut record, max)?;
         }
-        Ok(EtcdGuard::new(lease, client, key, record, fence))
+        if !self.cancelling {
+            return Ok(EtcdGuard::new(lease, client, key, record, fence));
+        }
+        if let Some(newer) = cancel::newer_asking(&client, &self.prefix, &self.name, revision)? {
+            lease.revoke()?;
+            return Err(Error::Superseded {
+                lock: self.describe(),
+                by: Box::new(newer.by),
+            });
+        }
+        Ok(
+            EtcdGuard::new(lease, client, key, record, fence).with_cancel(
+                &self.prefix,
+                &self.name,
+                revision,
+            ),
+        )
     }
 
     fn holders(&self) -> Result<Holders> {

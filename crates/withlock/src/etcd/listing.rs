@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 
+use crate::etcd::cancel;
 use crate::etcd::client::{Client, b64, prefix_end};
 use crate::etcd::etcd_lock::EtcdLock;
 use crate::etcd::line::{self, Entry};
@@ -74,6 +75,10 @@ pub(crate) fn status(lock: &EtcdLock) -> Result<LockStatus> {
 fn lock_name(entry: &Entry, space: &str) -> Option<String> {
     let key = std::str::from_utf8(&entry.key).ok()?;
     let (lock, lease) = key.strip_prefix(space)?.rsplit_once('/')?;
+    // A cancelling request's key beside a line is no lock (etcd/cancel.rs).
+    if cancel::is_cancel_space(lock) {
+        return None;
+    }
     (entry.lease != 0 && !lock.is_empty() && lease == format!("{:x}", entry.lease))
         .then(|| lock.to_owned())
 }

@@ -37,6 +37,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod cancel;
 pub(crate) mod client;
 mod error;
 mod etcd_guard;
