@@ -126,6 +126,8 @@ fn hold(cli: &Cli, followed: OwnedFd, ready: OwnedFd) -> anyhow::Result<u8> {
     }
     nix::unistd::setsid()?;
     to_dev_null(&[2])?;
+    // Keep no directory of the caller's busy (an unmount, a removal).
+    std::env::set_current_dir("/")?;
     if nix::unistd::write(&ready, b"0").is_err() {
         // The caller is gone (killed while it waited): nobody knows of
         // this hold, so it ends.

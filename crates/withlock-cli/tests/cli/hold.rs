@@ -206,3 +206,20 @@ fn bad_holds_and_releases_are_refused_and_take_nothing() {
         "nothing was locked or written"
     );
 }
+
+#[test]
+fn a_holder_that_dies_releases_everything() {
+    let env = Env::new();
+    let file = env.lock_file("d");
+    let followed = Followed::start(&env, "f");
+    hold(&env, "d", &followed);
+    let holders = holding(&file);
+    assert_eq!(holders.len(), 1, "{holders:?}");
+    crate::support::signal(holders[0], nix::sys::signal::Signal::SIGKILL);
+    wait_for("the kernel to drop the dead holder's lock", || {
+        !held_by_someone(&file)
+    });
+    assert!(free(&env, "d"));
+    let out = env.withlock().args(["release", "d"]).output();
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+}

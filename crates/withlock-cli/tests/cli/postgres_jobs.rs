@@ -194,3 +194,31 @@ fn a_hold_of_a_server_lock_lasts_until_release_or_its_pid_exits() {
             .success()
     });
 }
+
+/// A hold whose server session is ended (the lock is lost) ends, and
+/// sends SIGTERM to the process it follows.
+#[test]
+fn a_hold_that_loses_its_server_lock_stops_the_process_it_follows() {
+    let pg = PgEnv::new();
+    let mut follow = spawn(Command::new("sleep").arg("600").stdin(Stdio::null()));
+    let out = pg
+        .withlock()
+        .args(["hold", "deploy", "--until-exit", &follow.id().to_string()])
+        .output();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let key = withlock::pg::advisory_key("deploy");
+    let (high, low) = (((key >> 32) as i32), (key as i32));
+    let ended = pg
+        .server
+        .client()
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_locks \
+             WHERE locktype = 'advisory' AND granted AND classid::int = $1 AND objid::int = $2",
+            &[&high, &low],
+        )
+        .unwrap();
+    assert_eq!(ended.get::<_, i64>(0), 1);
+    let status = wait_child(&mut follow);
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(libc::SIGTERM), "{status}");
+}
