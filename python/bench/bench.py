@@ -416,8 +416,8 @@ def main() -> None:
     print(header)
     print("-" * len(header))
     arows = [
-        ("async uncontended acquire+release (µs)", afree),
-        ("async handoff: release to task's acquire (µs)", ahand),
+        ("async uncontended pair (µs)", afree),
+        ("async handoff: release to task (µs)", ahand),
     ]
     for title, data in arows:
         base = statistics.median(data["withlock"])
