@@ -9,12 +9,15 @@ import asyncio
 import os
 import threading
 from pathlib import Path
-from typing import Any, Awaitable, Callable, List
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, List
 
 import pytest
 
 import withlock
 from conftest import EVENT_DEADLINE, lock_entries
+
+if TYPE_CHECKING:
+    from pg_server import PgServer
 
 
 def run(main: Callable[[], Awaitable[Any]]) -> Any:
@@ -246,3 +249,54 @@ def test_the_decorator_holds_the_lock_for_each_call_of_a_coroutine(tmp_path: Pat
     assert withlock.lock("deco", dir=tmp_path).holders() == []
     with pytest.raises(TypeError, match="coroutine functions"):
         withlock.async_lock("deco", dir=tmp_path)(lambda: None)  # type: ignore[arg-type, return-value]
+
+
+# -- server locks (url=) ------------------------------------------------------
+
+
+def test_async_with_over_a_server_lock_and_its_loss_raises_lock_lost_in_the_task(
+    pg_server: "PgServer", lock_name: str
+) -> None:
+    async def main() -> None:
+        lock = withlock.async_lock(lock_name, url=pg_server.url)
+        with pytest.raises(withlock.LockLost) as caught:
+            async with lock:
+                assert lock.locked and lock.fence is not None
+                assert lock.lost is not None and not lock.lost.is_set()
+                with pytest.raises(withlock.Busy):
+                    await withlock.async_lock(lock_name, url=pg_server.url, timeout=0).acquire()
+                pg_server.terminate(pg_server.backends_of(os.getpid()))
+                # The loss cancels the task at this await; nothing else would
+                # end it before the test's own deadline.
+                await asyncio.sleep(withlock.LOSS_DETECTION_BOUND + EVENT_DEADLINE)
+        assert lock_name in str(caught.value)
+        assert not lock.locked
+        # The task was not left cancelled: it goes on awaiting.
+        await asyncio.sleep(0)
+
+    run(main)
+
+
+def test_a_cancelled_task_abandons_its_server_wait_which_lets_go_once_granted(
+    pg_server: "PgServer", lock_name: str
+) -> None:
+    async def main() -> None:
+        async with withlock.async_lock(lock_name, url=pg_server.url):
+            task = asyncio.create_task(withlock.async_lock(lock_name, url=pg_server.url).acquire())
+            await until("the task to wait on the server", lambda: pg_server.waiting() == 1)
+            task.cancel()
+            # At once, though the server wait goes on in the helper thread.
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        # Granted now that the holder let go, and let go of at once.
+        def free() -> bool:
+            try:
+                withlock.lock(lock_name, url=pg_server.url, timeout=0).acquire().release()
+            except withlock.Busy:
+                return False
+            return True
+
+        await until("the abandoned wait to be granted and let go of", free)
+        assert pg_server.waiting() == 0
+
+    run(main)

@@ -6,6 +6,10 @@ synchronous waiter (no polling), and the event loop only hears the outcome.
 Cancelling the task stops that wait through a native ``Canceller``: the
 thread is signalled, leaves the arrival queue and ends, and the cancellation
 propagates only once nothing is queued or held.
+
+A server lock lost while a task holds it (``url=``) cancels that task, and
+``async with`` turns the cancellation into :class:`withlock.LockLost`; an
+``on_lost=`` hook replaces that reaction, as for :class:`withlock.Lock`.
 """
 
 from __future__ import annotations
@@ -16,11 +20,11 @@ import inspect
 import threading
 import weakref
 from types import TracebackType
-from typing import Any, Awaitable, Callable, Dict, List, Optional, Type, TypeVar
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple, Type, TypeVar
 
 from . import _withlock as _native
-from ._errors import Holder
-from ._lock import _UNSET, Lock, StrPath, _check_timeout
+from ._errors import Holder, LockLost
+from ._lock import _UNSET, DEFAULT_GRACE, Lock, Names, OnLost, StrPath, _check_timeout
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
@@ -45,16 +49,29 @@ class AsyncLock:
 
     def __init__(
         self,
-        name: StrPath,
-        *,
+        *names: Names,
         shared: bool = False,
         timeout: Optional[float] = None,
         dir: Optional[StrPath] = None,
+        url: Optional[str] = None,
         max: Optional[int] = None,
+        supersede: bool = False,
+        grace: float = DEFAULT_GRACE,
+        on_lost: Optional[OnLost] = None,
     ) -> None:
         # Checks the arguments and keeps the settings; each acquisition
         # takes the lock through a fresh copy.
-        self._settings = Lock(name, shared=shared, timeout=timeout, dir=dir, max=max)
+        self._settings = Lock(
+            *names,
+            shared=shared,
+            timeout=timeout,
+            dir=dir,
+            url=url,
+            max=max,
+            supersede=supersede,
+            grace=grace,
+            on_lost=on_lost,
+        )
         self._holds: Dict["asyncio.Task[Any]", Lock] = {}
 
     async def acquire(self, timeout: Optional[float] = _UNSET) -> "AsyncLock":
@@ -77,6 +94,8 @@ class AsyncLock:
                 "create another withlock.async_lock() object for a second holder"
             )
         lock = self._settings._copy()
+        if lock._on_lost is None:
+            lock._on_lost = self._loss_reaction(task, lock)
         if wait is None and lock._waits_for_any_of(_by_task.get(task, [])):
             raise RuntimeError(
                 f"this task already holds the lock {lock.name!r} through another "
@@ -115,6 +134,9 @@ class AsyncLock:
         exc: Optional[BaseException],
         tb: Optional[TracebackType],
     ) -> None:
+        task = asyncio.current_task()
+        lock = self._holds.get(task) if task is not None else None
+        lost = lock._lost_error if lock is not None else None
         if exc is None:
             await self.release()
             return
@@ -123,6 +145,13 @@ class AsyncLock:
         except Exception as release_error:
             if hasattr(exc, "add_note"):
                 exc.add_note(f"withlock: releasing {self.name!r} failed as well: {release_error}")
+        if lost is not None and isinstance(exc, asyncio.CancelledError) and task is not None:
+            # The cancellation was the loss reaching the task: the block
+            # ends with LockLost, and the task is no longer being cancelled.
+            uncancel = getattr(task, "uncancel", None)
+            if uncancel is not None:
+                uncancel()
+            raise lost from exc
 
     def __call__(self, func: F) -> F:
         """Decorate a coroutine function: each call runs holding the lock,
@@ -169,6 +198,44 @@ class AsyncLock:
         return self._settings.timeout
 
     @property
+    def names(self) -> Tuple[str, ...]:
+        """The lock specs as given."""
+        return self._settings.names
+
+    @property
+    def url(self) -> Optional[str]:
+        """The server's URL for server locks, else None."""
+        return self._settings.url
+
+    @property
+    def lost(self) -> Optional[threading.Event]:
+        """The current task's acquisition's ``lost`` event (set when a
+        server lock of it was lost); None when the task holds nothing
+        through this object."""
+        lock = self._current()
+        return lock.lost if lock is not None else None
+
+    def check(self) -> None:
+        """Raise :class:`withlock.LockLost` if a lock the current task holds
+        through this object was lost."""
+        lock = self._current()
+        if lock is not None:
+            lock.check()
+
+    @property
+    def fence(self) -> Optional[int]:
+        """The fencing token of the server lock the current task holds
+        (see :attr:`withlock.Lock.fence`)."""
+        lock = self._current()
+        return lock.fence if lock is not None else None
+
+    @property
+    def fences(self) -> Dict[str, int]:
+        """Each server lock the current task holds, with its fencing token."""
+        lock = self._current()
+        return lock.fences if lock is not None else {}
+
+    @property
     def locked(self) -> bool:
         """True while the current task holds the lock through this object."""
         lock = self._current()
@@ -201,6 +268,24 @@ class AsyncLock:
             return None
         return self._holds.get(task) if task is not None else None
 
+    def _loss_reaction(self, task: "asyncio.Task[Any]", lock: Lock) -> OnLost:
+        """The default reaction to a loss of `lock`, held by `task`: cancel
+        the task, from the event loop, if it still holds that lock through
+        this object (``async with`` then raises the LockLost)."""
+        loop = asyncio.get_running_loop()
+
+        def cancel_holder() -> None:
+            if self._holds.get(task) is lock and not task.done():
+                task.cancel(f"{lock._lost_error}")
+
+        def on_lost(error: LockLost) -> None:
+            try:
+                loop.call_soon_threadsafe(cancel_holder)
+            except RuntimeError:
+                pass  # The loop is closed: no task is left to tell.
+
+        return on_lost
+
     def _copy(self) -> "AsyncLock":
         copy = AsyncLock.__new__(AsyncLock)
         copy._settings = self._settings._copy()
@@ -210,10 +295,21 @@ class AsyncLock:
 
 async def _wait_in_thread(lock: Lock, wait: Optional[float]) -> None:
     """Takes ``lock`` in a helper thread; a cancellation of the awaiting
-    task ends that wait and propagates once nothing is queued or held."""
+    task ends that wait and propagates once nothing is queued or held.
+
+    A PostgreSQL wait does not stop for a signal (its client library waits
+    on its own), so it is abandoned instead: the cancellation propagates at
+    once, and the helper thread lets go of the lock as soon as it is
+    granted, or ends with the wait's timeout."""
     loop = asyncio.get_running_loop()
     outcome: "asyncio.Future[None]" = loop.create_future()
-    cancel = _native.Canceller()
+    cancellable = not (lock.url or "").startswith(("postgres:", "postgresql:"))
+    cancel = _native.Canceller() if cancellable else None
+    # Between the helper thread and an abandoning task: whether the task
+    # gave up, and whether the thread handed over a granted lock.
+    handover = threading.Lock()
+    abandoned = False
+    handed_over = False
 
     def settle(error: Optional[BaseException]) -> None:
         if outcome.done():
@@ -224,6 +320,7 @@ async def _wait_in_thread(lock: Lock, wait: Optional[float]) -> None:
             outcome.set_exception(error)
 
     def wait_for_the_lock() -> None:
+        nonlocal handed_over
         error: Optional[BaseException] = None
         try:
             lock._acquire(wait, cancel)
@@ -231,6 +328,11 @@ async def _wait_in_thread(lock: Lock, wait: Optional[float]) -> None:
             # may reuse, must not count as a holder of it.
             with lock._mutex:
                 lock._thread = None
+            with handover:
+                if abandoned:
+                    lock.release()
+                    return
+                handed_over = True
         except BaseException as raised:
             error = raised
         try:
@@ -247,6 +349,13 @@ async def _wait_in_thread(lock: Lock, wait: Optional[float]) -> None:
     try:
         await asyncio.shield(outcome)
     except asyncio.CancelledError:
+        if cancel is None:
+            with handover:
+                abandoned = True
+                granted = handed_over
+            if granted:
+                lock.release()
+            raise
         cancel.cancel()
         await _until_done(outcome)
         if lock.locked:
@@ -271,12 +380,15 @@ async def _until_done(outcome: "asyncio.Future[None]") -> None:
 
 
 def async_lock(
-    name: StrPath,
-    *,
+    *names: Names,
     shared: bool = False,
     timeout: Optional[float] = None,
     dir: Optional[StrPath] = None,
+    url: Optional[str] = None,
     max: Optional[int] = None,
+    supersede: bool = False,
+    grace: float = DEFAULT_GRACE,
+    on_lost: Optional[OnLost] = None,
 ) -> AsyncLock:
     """The lock :func:`withlock.lock` takes, for asyncio code::
 
@@ -286,6 +398,18 @@ def async_lock(
     Same arguments and meaning as :func:`withlock.lock`. Waiting never
     blocks the event loop (each waiting task waits in a helper thread, in
     the kernel), and cancelling the task ends the wait at once, leaving
-    nothing held or queued.
+    nothing held or queued. A server lock lost while a task holds it
+    cancels the task, and ``async with`` raises :class:`withlock.LockLost`
+    (unless ``on_lost=`` says otherwise).
     """
-    return AsyncLock(name, shared=shared, timeout=timeout, dir=dir, max=max)
+    return AsyncLock(
+        *names,
+        shared=shared,
+        timeout=timeout,
+        dir=dir,
+        url=url,
+        max=max,
+        supersede=supersede,
+        grace=grace,
+        on_lost=on_lost,
+    )
