@@ -43,6 +43,11 @@ use crate::request::Mode;
 /// The start of every hold's abstract name.
 pub const NAME_PREFIX: &str = "withlock-hold/";
 
+/// A hold's name prefix for `key`'s lock, with '/' at the end.
+pub fn prefix_for(key: &crate::LockKey) -> String {
+    announce::prefix(NAME_PREFIX, key)
+}
+
 /// How long the one-byte request may take to arrive after a connection.
 const REQUEST_WAIT: Duration = Duration::from_secs(1);
 /// How long a release waits for the holder to let go and answer: a
@@ -82,9 +87,7 @@ impl HoldPoint {
         let listeners = set
             .keyed()
             .iter()
-            .map(|(key, _)| {
-                announce::listen(&announce::prefix(NAME_PREFIX, key), stamp, "").map(|(fd, _)| fd)
-            })
+            .map(|(key, _)| announce::listen(&prefix_for(key), stamp, "").map(|(fd, _)| fd))
             .collect::<Result<Vec<_>>>()?;
         Ok(HoldPoint { listeners })
     }
@@ -145,7 +148,7 @@ pub fn release(set: &LockSet) -> Release {
     let mut released = Vec::new();
     let mut refused = Vec::new();
     for (key, lock) in set.keyed() {
-        for (name, _) in announce::announced(&announce::prefix(NAME_PREFIX, key)) {
+        for (name, _) in announce::announced(&prefix_for(key)) {
             match ask(&name, lock) {
                 Some((holder, true)) => released.push(holder),
                 Some((holder, false)) => refused.push(holder),

@@ -223,3 +223,50 @@ fn a_holder_that_dies_releases_everything() {
     let out = env.withlock().args(["release", "d"]).output();
     assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
 }
+
+/// Needs root. Bob listens on a name made like a hold's for root's lock
+/// and says yes to everything: a release does not believe him (his pid
+/// holds nothing on the lock file), so it neither reports his "hold"
+/// released nor misses root's real one.
+#[test]
+fn a_stranger_listening_on_a_forged_hold_name_is_not_believed() {
+    ensure_user(BOB);
+    let env = Env::new();
+    let lock =
+        withlock::AnyLock::File(withlock::FileLock::named("d", Some(&env.lock_dir())).unwrap());
+    let prefix = withlock::hold::prefix_for(&withlock::LockKey::of(&lock));
+    let ready = env.file("impostor.ready");
+    let impostor = "import socket, sys\n\
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\n\
+        s.bind('\\0' + sys.argv[1])\n\
+        s.listen(8)\n\
+        open(sys.argv[2], 'w').close()\n\
+        while True:\n\
+        \x20   c, _ = s.accept()\n\
+        \x20   c.recv(1)\n\
+        \x20   c.sendall(b'k')\n\
+        \x20   c.close()\n";
+    let mut bob = spawn(
+        crate::support::command_as(BOB, "python3")
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .args(["-c", impostor])
+            .arg(format!("{prefix}1/1"))
+            .arg(&ready)
+            .stdin(Stdio::null()),
+    );
+    wait_for("the impostor to listen", || ready.exists());
+    let out = env.withlock().args(["release", "d"]).output();
+    assert_eq!(
+        out.status.code(),
+        Some(64),
+        "believed the impostor: {}",
+        stderr(&out)
+    );
+
+    let followed = Followed::start(&env, "f");
+    hold(&env, "d", &followed);
+    env.withlock().args(["release", "d"]).assert().code(0);
+    assert!(free(&env, "d"), "the real hold was released");
+    let _ = bob.kill();
+    let _ = bob.wait();
+}
