@@ -1,7 +1,7 @@
 //! `EtcdLock`: a named lock on an etcd cluster, taken in the line of
 //! [`crate::etcd::line`] and waited for with a watch.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -215,6 +215,40 @@ impl EtcdLock {
         Ok((key, revision, ahead, read_at))
     }
 
+    /// The turn of the request with `key`, created at `revision`, read
+    /// again; once granted, the record written again with the grant time
+    /// (true when done). An exclusive request does both in one
+    /// transaction: "every key under the prefix was created at or after
+    /// mine" (a compare over the prefix) then stamps the record, else reads
+    /// who is ahead, so a handoff costs one round trip.
+    pub(crate) fn turn_and_stamp(
+        &self,
+        client: &Client,
+        key: &str,
+        lease: &Lease,
+        revision: i64,
+    ) -> std::result::Result<(Turn, i64, bool), EtcdError> {
+        if self.mode != Mode::Exclusive || self.max.is_some() {
+            let (turn, read_at, _) = self.turn_now(client, revision)?;
+            return Ok((turn, read_at, false));
+        }
+        let txn = json!({
+            "compare": [{"key": b64(&self.prefix), "range_end": prefix_end(&self.prefix),
+                         "target": "CREATE", "result": "GREATER",
+                         "create_revision": (revision - 1).to_string()}],
+            "success": [{"request_put": {"key": b64(key), "value": b64(self.record().to_json()),
+                                         "lease": lease.id().to_string()}}],
+            "failure": [{"request_range": self.range_body(Some(revision))}],
+        });
+        let reply = client.call("/v3/kv/txn", &txn, "reading the lock's line")?;
+        let read_at = int(&reply["header"]["revision"]);
+        if reply["succeeded"] == json!(true) {
+            return Ok((Turn::Granted, read_at, true));
+        }
+        let ahead = line::entries(&reply["responses"][0]["response_range"]);
+        Ok((line::turn(&ahead, self.mode, self.max), read_at, false))
+    }
+
     /// The turn of a request whose key was created at `revision`, read
     /// again; with the revision it was read at.
     pub(crate) fn turn_now(
@@ -308,16 +342,15 @@ impl Lock for EtcdLock {
                     cancel::ask(&client, &self.prefix, &lease)?;
                 }
                 match waiting::wait(self, &client, &lease, &key, revision, keys, &deadline)? {
-                    waiting::Outcome::Granted(fence) => {
-                        let mut record = self.record();
-                        if self.max.is_none() {
+                    waiting::Outcome::Granted { fence, stamped } => {
+                        let record = self.record();
+                        if !stamped && self.max.is_none() {
                             // Only the "since" of listings is at stake: a
                             // failure changes nothing else, and the lease
                             // watch notices a cluster gone.
                             let _ =
                                 put_record(&client, &key, &lease, &record, "stamping the grant");
                         }
-                        record.since = SystemTime::now();
                         (fence, record)
                     }
                     waiting::Outcome::TimedOut(ahead) => {

@@ -29,8 +29,9 @@ pub const RECHECK: Duration = Duration::from_secs(5);
 
 /// How a wait ended, short of an error.
 pub(crate) enum Outcome {
-    /// Granted, with the revision it was granted at (the fencing token).
-    Granted(i64),
+    /// Granted at `fence` (the revision it was granted at); `stamped`
+    /// when the record was written again with the grant time meanwhile.
+    Granted { fence: i64, stamped: bool },
     /// The deadline came; the keys still ahead.
     TimedOut(Vec<Entry>),
 }
@@ -95,9 +96,14 @@ pub(crate) fn wait(
             }
         }
         if read_again {
-            let (turn, read_at, _) = lock.turn_now(client, revision)?;
+            let (turn, read_at, stamped) = lock.turn_and_stamp(client, key, lease, revision)?;
             match turn {
-                Turn::Granted => return Ok(Outcome::Granted(read_at)),
+                Turn::Granted => {
+                    return Ok(Outcome::Granted {
+                        fence: read_at,
+                        stamped,
+                    });
+                }
                 Turn::WaitFor(keys) => waiting_for = keys,
             }
             from = read_at + 1;
