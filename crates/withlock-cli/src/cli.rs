@@ -514,6 +514,17 @@ impl Cli {
                 "withlock {word} takes locks, not --list or --generate-extras: drop them"
             )));
         }
+        let for_a_command = [
+            ("--time-limit", cli.time_limit.is_some()),
+            ("--once-per", cli.once_per.is_some()),
+            ("--slots", cli.slots.is_some()),
+        ];
+        if let Some((option, _)) = for_a_command.iter().find(|(_, given)| *given) {
+            return Err(ParseError::Command(format!(
+                "withlock {word} runs no command, and {option} is for a command run under the \
+                 lock: drop it"
+            )));
+        }
         if cli.locks.is_empty() {
             return Err(ParseError::Command(match action {
                 Action::Hold => "no lock name: withlock hold NAME... --until-exit PID".to_owned(),

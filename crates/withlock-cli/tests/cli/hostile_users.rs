@@ -26,13 +26,13 @@ const TICKETS: u64 = 1 << 40;
 /// `user`'s process holding an open file description lock, for reading,
 /// on a byte range of a file it may only read: `cat` reading a pipe,
 /// which inherited the descriptor the lock was taken through.
-struct Squatter {
+pub(crate) struct Squatter {
     child: Child,
 }
 
 impl Squatter {
     /// Locks `len` bytes from `start` (0: to the end of the file).
-    fn start(user: &str, file: &Path, start: u64, len: u64) -> Squatter {
+    pub(crate) fn start(user: &str, file: &Path, start: u64, len: u64) -> Squatter {
         let account = nix::unistd::User::from_name(user).unwrap().unwrap();
         let (uid, gid) = (account.uid.as_raw(), account.gid.as_raw());
         let path = CString::new(file.as_os_str().as_bytes()).unwrap();

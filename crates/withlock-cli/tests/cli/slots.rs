@@ -230,6 +230,58 @@ fn a_storm_and_named_slots_on_etcd() {
     named_slots_are_handed_out_and_reused_in_arrival_order(&etcd.env, || etcd.withlock());
 }
 
+/// Slot i of a lock file is a lock on byte 2^45 + i.
+const SLOT_BYTES: u64 = 1 << 45;
+
+/// Needs root: another user who locks slot bytes of the lock file (anyone
+/// who can open it can, as the queue's bytes) neither shares a slot with
+/// a holder nor makes one up: the holder takes the next free slot, and
+/// with every slot taken it gives its place back as busy (75), saying why,
+/// instead of running without one.
+#[test]
+fn another_users_locks_on_slot_bytes_are_skipped_never_shared() {
+    use crate::hostile_users::Squatter;
+    crate::support::ensure_user(crate::support::BOB);
+    let env = Env::new();
+    env.withlock().args(["pool", "--", "true"]).assert().code(0);
+    let file = env.lock_file("pool");
+    let slot = |options: &[&str]| {
+        env.withlock()
+            .args(options)
+            .args([
+                "--max",
+                "3",
+                "pool",
+                "--",
+                "sh",
+                "-c",
+                "echo $WITHLOCK_SLOT",
+            ])
+            .output()
+    };
+    let squatter = Squatter::start(crate::support::BOB, &file, SLOT_BYTES, 1);
+    let out = slot(&[]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "1\n",
+        "{}",
+        stderr(&out)
+    );
+    drop(squatter);
+    let squatter = Squatter::start(crate::support::BOB, &file, SLOT_BYTES, 3);
+    let out = slot(&["-n"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(75), "{err}");
+    assert!(
+        err.contains("all 3 of its slots are taken from outside"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty(), "the command ran");
+    drop(squatter);
+    // Gone, the slots are free again.
+    assert_eq!(String::from_utf8_lossy(&slot(&[]).stdout), "0\n");
+}
+
 /// `--slots` with an empty or repeated name, or for a lock that cannot
 /// have places: 64, one line naming the fix, and nothing runs.
 #[test]

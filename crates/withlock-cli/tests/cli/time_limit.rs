@@ -160,3 +160,33 @@ fn an_etcd_lock_runs_into_its_limit_the_same_way_and_lists_its_deadline() {
     assert_deadline_between(listed_deadline(&doc), asked, ran);
     assert!(holder.release().success());
 }
+
+/// A hold runs no command: the options for one are refused with 64, one
+/// line, and nothing is held.
+#[test]
+fn a_hold_refuses_the_options_of_a_command_with_64() {
+    let env = Env::new();
+    for option in [
+        &["--time-limit", "5"][..],
+        &["--once-per", "60"],
+        &["--slots", "a,b"],
+    ] {
+        let out = env
+            .withlock()
+            .arg("hold")
+            .args(option)
+            .args(["job", "--until-exit", &std::process::id().to_string()])
+            .output();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(64), "{option:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{option:?}: {err}");
+        assert!(
+            err.contains(&format!("{} is for a command", option[0])),
+            "{err}"
+        );
+        assert!(
+            !env.lock_file("job").exists(),
+            "{option:?}: a lock was taken"
+        );
+    }
+}
