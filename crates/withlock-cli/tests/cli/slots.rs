@@ -219,14 +219,8 @@ fn a_storm_and_named_slots_on_a_server() {
 }
 
 #[test]
-fn a_storm_and_named_slots_on_etcd() {
+fn named_slots_on_etcd() {
     let etcd = EtcdEnv::new();
-    let locker = format!(
-        "{} --url {} --max 3 pool --",
-        etcd.env.bin().display(),
-        etcd.etcd.url()
-    );
-    storm_of_max_3(&etcd.env, &locker, 6, 4);
     named_slots_are_handed_out_and_reused_in_arrival_order(&etcd.env, || etcd.withlock());
 }
 

@@ -462,6 +462,7 @@ impl FileLock {
         let io = |e| Error::io(format!("claim a slot of {}", self.path().display()), e);
         match slot::claim(fd, max).map_err(io)? {
             Some(slot) => Ok(Some(slot)),
+            None if guard.mode() == Mode::Exclusive => Ok(Some(slot::alone(fd))),
             None => Err(Error::Busy {
                 lock: self.label.clone(),
                 holders: Holders::unidentified(format!(

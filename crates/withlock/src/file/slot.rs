@@ -20,7 +20,9 @@
 //! can open the lock file and takes record locks on these bytes, which it
 //! could as well on the queue's) can leave none: then the request gives
 //! the place back and fails as busy, naming why, rather than run without a
-//! slot.
+//! slot. A request that took the flock exclusively (unordered, past a
+//! foreign lock on the queue: `file_lock.rs`) is the only holder, and
+//! takes slot 0 whatever locks are on the slot bytes.
 //!
 //! OFD locks show pid -1 in `/proc/locks`, so a holder also marks its slot
 //! for listings with a POSIX read lock on byte [`MARK_BASE`] + i, listed
@@ -62,7 +64,16 @@ pub(crate) fn claim(fd: BorrowedFd<'_>, max: u32) -> io::Result<Option<u32>> {
     Ok(None)
 }
 
-/// Gives `slot` back, and its mark.
+/// The slot of a holder that took the flock exclusively (unordered, past
+/// a foreign lock on the queue): no other holder can be there, so slot 0
+/// is its own whatever locks others put on the slot bytes; only marked.
+pub(crate) fn alone(fd: BorrowedFd<'_>) -> u32 {
+    record_lock(fd, libc::F_RDLCK, MARK_BASE);
+    0
+}
+
+/// Gives `slot` back, and its mark (a slot taken [`alone`] has no byte
+/// lock: unlocking it changes nothing).
 pub(crate) fn release(fd: BorrowedFd<'_>, slot: u32) {
     record_lock(fd, libc::F_UNLCK, MARK_BASE + u64::from(slot));
     queue::unlock_byte(fd, BASE + u64::from(slot));
