@@ -50,6 +50,9 @@ struct Guard {
     /// Each lock's label with its fencing token, for the locks that draw
     /// one (server locks), in the order they were taken.
     fences: Vec<(String, i64)>,
+    /// Each lock's label with the place it holds, for the counting
+    /// semaphores (`max=N`): 0 to N-1, unique among the current holders.
+    slots: Vec<(String, u32)>,
 }
 
 impl Guard {
@@ -59,10 +62,16 @@ impl Guard {
             .zip(guard.guards())
             .filter_map(|(lock, held)| Some((lock.label().to_owned(), held.fence()?)))
             .collect();
+        let slots = set
+            .locks()
+            .zip(guard.guards())
+            .filter_map(|(lock, held)| Some((lock.label().to_owned(), held.slot()?)))
+            .collect();
         Guard {
             guard: Mutex::new(Some(guard)),
             owner: std::process::id(),
             fences,
+            slots,
         }
     }
 
@@ -142,6 +151,12 @@ impl Guard {
     #[getter]
     fn fences(&self) -> Vec<(String, i64)> {
         self.fences.clone()
+    }
+
+    /// `[(label, place)]`: the place (0 to N-1) each `max=N` lock holds.
+    #[getter]
+    fn slots(&self) -> Vec<(String, u32)> {
+        self.slots.clone()
     }
 
     /// Watches every lock that can be lost while this process lives (a

@@ -18,6 +18,7 @@ import pytest
 import withlock
 
 if TYPE_CHECKING:
+    from etcd_server import EtcdServer
     from pg_server import PgServer
 
 # How long a test waits for an event before failing. Never a timing claim:
@@ -206,6 +207,7 @@ def withlock_command() -> str:
 def pg_server() -> Iterator["PgServer"]:
     """One private PostgreSQL server for the session's server-lock tests
     (each test uses lock names of its own)."""
+    from etcd_server import EtcdServer
     from pg_server import PgServer
 
     server = PgServer()
@@ -217,3 +219,13 @@ def pg_server() -> Iterator["PgServer"]:
 def lock_name(request: pytest.FixtureRequest) -> str:
     """A lock name of this test's own, for locks on the shared server."""
     return "t-" + request.node.name.replace("[", "-").replace("]", "")[-100:]
+
+
+@pytest.fixture(scope="session")
+def etcd_server() -> Iterator["EtcdServer"]:
+    """One private etcd member for the session's etcd-lock tests."""
+    from etcd_server import EtcdServer
+
+    server = EtcdServer()
+    yield server
+    server.stop()

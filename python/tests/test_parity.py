@@ -180,3 +180,28 @@ def test_list_locks_on_a_server_matches_the_command(pg_server: Any, lock_name: s
         assert ours[0].holders[0].pid == os.getpid() and ours[0].holders[0].role == "postgres"
         (named,) = withlock.list_locks(lock_name, url=pg_server.url)
         assert named.state == "held"
+
+
+def test_each_max_holder_has_its_own_place_as_the_command_does(tmp_path: Path, withlock_command: str) -> None:
+    holder = subprocess.Popen(
+        [withlock_command, "--dir", str(tmp_path), "--max", "3", "gpu", "--", "sh", "-c",
+         'echo "$WITHLOCK_SLOT_INDEX"; cat >/dev/null'],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    assert holder.stdout is not None and holder.stdin is not None
+    theirs = int(holder.stdout.readline())
+    try:
+        with withlock.lock("gpu", dir=tmp_path, max=3, timeout=0) as first:
+            with withlock.lock("gpu", dir=tmp_path, max=3, timeout=0) as second:
+                places = {theirs, first.slot, second.slot}
+                assert places == {0, 1, 2}, places
+                assert second.slots == {"gpu": second.slot}
+        with withlock.lock("plain", dir=tmp_path) as plain:
+            assert plain.slot is None and plain.slots == {}
+        with withlock.lock("a", "b", dir=tmp_path, max=2) as both:
+            assert sorted(both.slots) == ["a", "b"]
+            with pytest.raises(RuntimeError, match="slots"):
+                both.slot
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=EVENT_DEADLINE)

@@ -283,6 +283,31 @@ class Lock:
             return {}
         return dict(guard.fences)
 
+    @property
+    def slot(self) -> Optional[int]:
+        """The place this holder of a ``max=N`` lock holds, 0 to N-1, unique
+        among its current holders (as the command's ``WITHLOCK_SLOT_INDEX``;
+        for ``--slots a,b,c`` use ``["a", "b", "c"][held.slot]``). None when
+        no lock held is a semaphore or nothing is held. Raises
+        ``RuntimeError`` when several ``max`` locks are held: each has its
+        own (:attr:`slots`)."""
+        slots = self.slots
+        if len(slots) > 1:
+            raise RuntimeError(
+                f"{len(slots)} max=N locks are held and each has its own place: "
+                "use .slots, a dict of lock name to place"
+            )
+        return next(iter(slots.values()), None)
+
+    @property
+    def slots(self) -> Dict[str, int]:
+        """Each held ``max=N`` lock's name with its place (0 to N-1), in the
+        order they were taken; empty when none is held."""
+        guard = self._guard
+        if guard is None or not guard.held:
+            return {}
+        return dict(guard.slots)
+
     def _on_native_loss(self, acquisition: object, message: str) -> None:
         """From the heartbeat thread: a lock of `acquisition` was lost."""
         with self._mutex:
