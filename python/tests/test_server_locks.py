@@ -238,3 +238,21 @@ class socket_bound:
 
     def __exit__(self, *exc: object) -> None:
         self.sock.close()
+
+
+def test_a_fork_child_leaves_the_parents_server_lock_alone(pg_server: PgServer, lock_name: str) -> None:
+    with withlock.lock(lock_name, url=pg_server.url) as held:
+        pid = os.fork()
+        if pid == 0:
+            # The child: not its lock; releasing it says nothing to the server.
+            code = 0 if not held.locked and held.fence is None else 1
+            held.release()
+            os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        # The parent still holds it, its session untouched.
+        assert held.locked and not held.lost.is_set()
+        with pytest.raises(withlock.Busy):
+            withlock.lock(lock_name, url=pg_server.url, timeout=0).acquire()
+        assert [h.pid for h in held.holders()] == [os.getpid()]
+    withlock.lock(lock_name, url=pg_server.url, timeout=0).acquire().release()
