@@ -9,7 +9,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import List
+from typing import Any, List
 
 import pytest
 
@@ -256,3 +256,59 @@ def test_a_fork_child_leaves_the_parents_server_lock_alone(pg_server: PgServer, 
             withlock.lock(lock_name, url=pg_server.url, timeout=0).acquire()
         assert [h.pid for h in held.holders()] == [os.getpid()]
     withlock.lock(lock_name, url=pg_server.url, timeout=0).acquire().release()
+
+
+def test_a_loss_interrupts_a_wait_for_another_lock_in_the_main_thread(
+    pg_server: PgServer, lock_name: str, tmp_path: Path, python_holder: Any
+) -> None:
+    other = python_holder("local")
+    killer_may_go = threading.Event()
+
+    def terminate_once_waiting() -> None:
+        killer_may_go.wait(EVENT_DEADLINE)
+        local = withlock.lock("local", dir=tmp_path)
+        wait_until("the main thread to wait", lambda: any(w.pid == os.getpid() for w in local.waiters()))
+        _terminate_my_sessions(pg_server)
+
+    killer = Background(terminate_once_waiting)
+    try:
+        with pytest.raises(withlock.LockLost):
+            with withlock.lock(lock_name, url=pg_server.url):
+                killer_may_go.set()
+                # Waits for the other process's lock, forever but for the loss.
+                withlock.lock("local", dir=tmp_path).acquire()
+    finally:
+        killer_may_go.set()
+        killer.join()
+        other.release()
+
+
+LOST_IN_A_THREAD = """
+import sys, threading, warnings, withlock
+warnings.simplefilter("always")
+def hold():
+    with withlock.lock(sys.argv[1], url=sys.argv[2]) as held:
+        print("ready", flush=True)
+        held.lost.wait(60)
+        print("lost" if held.lost.is_set() else "not lost", flush=True)
+thread = threading.Thread(target=hold)
+thread.start()
+thread.join()
+"""
+
+
+def test_a_lock_taken_only_outside_the_main_thread_warns_of_a_loss_it_cannot_raise(
+    pg_server: PgServer, lock_name: str
+) -> None:
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", LOST_IN_A_THREAD, lock_name, pg_server.url],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    pg_server.terminate(pg_server.backends_of(proc.pid))
+    out, err = proc.communicate(timeout=EVENT_DEADLINE)
+    assert out.strip() == "lost", err
+    assert "RuntimeWarning" in err and "pass on_lost=" in err, err
