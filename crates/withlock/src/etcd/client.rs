@@ -43,6 +43,10 @@ const GRPC_UNAUTHENTICATED: i64 = 16;
 pub(crate) struct Client {
     target: Target,
     agent: ureq::Agent,
+    /// For streams (a watch) alone: a stream holds its connection while
+    /// it lasts, and taking it from `agent`'s pool would leave the calls
+    /// that follow an event (the handoff) to open a new one.
+    stream_agent: ureq::Agent,
     /// The endpoint to try first: the one that answered last.
     current: AtomicUsize,
     token: Mutex<Option<String>>,
@@ -69,6 +73,7 @@ impl Client {
             .build();
         let client = Client {
             target: target.clone(),
+            stream_agent: ureq::Agent::new_with_config(config.clone()),
             agent: ureq::Agent::new_with_config(config),
             current: AtomicUsize::new(0),
             token: Mutex::new(None),
@@ -125,7 +130,7 @@ impl Client {
     ) -> Result<Messages, EtcdError> {
         let opened = self.each_member(|endpoint| {
             let response = self
-                .request(endpoint, path)
+                .request_with(&self.stream_agent, endpoint, path)
                 .config()
                 .timeout_global(Some(timeout))
                 .build()
@@ -186,9 +191,17 @@ impl Client {
         endpoint: &str,
         path: &str,
     ) -> ureq::RequestBuilder<ureq::typestate::WithBody> {
+        self.request_with(&self.agent, endpoint, path)
+    }
+
+    fn request_with(
+        &self,
+        agent: &ureq::Agent,
+        endpoint: &str,
+        path: &str,
+    ) -> ureq::RequestBuilder<ureq::typestate::WithBody> {
         let scheme = if self.target.tls { "https" } else { "http" };
-        let mut request = self
-            .agent
+        let mut request = agent
             .post(format!("{scheme}://{endpoint}{path}"))
             .content_type("application/json");
         if let Some(token) = self
