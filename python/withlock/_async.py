@@ -297,13 +297,14 @@ async def _wait_in_thread(lock: Lock, wait: Optional[float]) -> None:
     """Takes ``lock`` in a helper thread; a cancellation of the awaiting
     task ends that wait and propagates once nothing is queued or held.
 
-    A PostgreSQL wait does not stop for a signal (its client library waits
-    on its own), so it is abandoned instead: the cancellation propagates at
+    A server lock's wait (``url=``) does not stop for a signal (its client
+    code waits on its own), so it is abandoned instead: the cancellation propagates at
     once, and the helper thread lets go of the lock as soon as it is
     granted, or ends with the wait's timeout."""
     loop = asyncio.get_running_loop()
     outcome: "asyncio.Future[None]" = loop.create_future()
-    cancellable = not (lock.url or "").startswith(("postgres:", "postgresql:"))
+    # File and socket waits stop for a signal; a server's client code does not.
+    cancellable = lock.url is None
     cancel = _native.Canceller() if cancellable else None
     # Between the helper thread and an abandoning task: whether the task
     # gave up, and whether the thread handed over a granted lock.

@@ -21,9 +21,10 @@
 //! and socket locks do) stops within about a millisecond. A cancel that
 //! comes before the wait starts stops it at its first check; one that comes
 //! after the lock was granted changes nothing (the caller gets the guard
-//! and decides what to do with it). A PostgreSQL wait blocks inside the
-//! server's client library, which does not ask the hooks: it goes on until
-//! it is granted or times out.
+//! and decides what to do with it). Server locks (PostgreSQL, etcd) wait
+//! inside their client code, which does not ask the hooks: such a wait
+//! goes on until it is granted or times out, signalled every millisecond
+//! meanwhile once cancelled, so a caller abandons those waits instead.
 
 use std::io;
 use std::mem::MaybeUninit;
