@@ -16,7 +16,8 @@
 //! gives one its own mode ([`parse_spec`]). A [`Supersede`] watch makes a
 //! waiting request give up when a newer superseding request comes
 //! ([`Error::Superseded`]); a [`CancelWatch`] lets a newer cancelling
-//! request stop a holder that opted in ([`cancel`]). A [`WaitCancel`]
+//! request stop a holder that opted in ([`cancel`]); [`hold`] is how a
+//! background hold of locks and a release of it find each other. A [`WaitCancel`]
 //! handle ends a wait from another thread (an asyncio task waiting through
 //! a helper thread).
 //!
