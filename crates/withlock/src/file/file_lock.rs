@@ -705,7 +705,7 @@ impl FileGuard {
     }
 
     /// Tells listings when this holder's time limit runs out, with a
-    /// [`deadline_stamp`] beside its pid; left out where the stamp cannot
+    /// deadline stamp (`deadline_stamp.rs`) beside its pid; left out where the stamp cannot
     /// be set (listings then show no deadline). A second call replaces the
     /// first.
     pub fn announce_deadline(&mut self, deadline: SystemTime) {
