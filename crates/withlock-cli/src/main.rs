@@ -30,6 +30,7 @@ mod hold;
 mod lock_loss;
 mod lock_request;
 mod lock_table;
+mod no_libm;
 mod once_per;
 mod open_file_limit;
 mod option_support;
