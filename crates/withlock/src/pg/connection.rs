@@ -51,7 +51,7 @@ use crate::pg::error::{PgError, with_causes};
 use crate::pg::identity::Identity;
 use crate::pg::password::{complete_password, is_password_problem};
 use crate::pg::pooler::{self, Observation};
-use crate::pg::session_setup::{read_session, set_up};
+use crate::pg::session_setup::{Values, read_session, set_up_then};
 use crate::pg::tls::{self, SslMode, Tls, TlsOptions};
 
 pub use crate::pg::endpoint::{DEFAULT_SOCKET_DIR, FALLBACK_SOCKET_DIR};
@@ -172,8 +172,22 @@ impl Target {
     /// [`Target::connect`], also returning the session's backend pid (read
     /// by the setup anyway, so it costs no round trip of its own).
     pub fn connect_session(&self, identity: &Identity) -> Result<(Client, i32), PgError> {
+        self.connect_session_then(identity, &[])
+            .map(|(client, pid, _)| (client, pid))
+    }
+
+    /// [`Target::connect_session`] that also evaluates the SQL expressions
+    /// `then` in the statement that finishes the pooler check, saving a
+    /// round trip each, when that check lets it (see `session_setup`);
+    /// their values as text, or None when they were not run.
+    pub(crate) fn connect_session_then(
+        &self,
+        identity: &Identity,
+        then: &[String],
+    ) -> Result<(Client, i32, Option<Values>), PgError> {
         let mut client = self.open(&identity.application_name())?;
-        let observation = set_up(&mut client).map_err(|e| self.connect_error(e))?;
+        let (observation, done) =
+            set_up_then(&mut client, then).map_err(|e| self.connect_error(e))?;
         let evidence = match pooler::evidence(&observation) {
             Some(evidence) => Some(evidence),
             None if pooler::worth_probing(&observation) => self.probe(&observation),
@@ -184,7 +198,7 @@ impl Target {
                 server: self.server.clone(),
                 evidence,
             }),
-            None => Ok((client, observation.pid)),
+            None => Ok((client, observation.pid, done)),
         }
     }
 
@@ -246,6 +260,12 @@ impl Target {
         }
         let hint = match (&self.password_hint, is_password_problem(&cause)) {
             (Some(hint), true) => format!("; {hint}"),
+            _ if cause.code() == Some(&SqlState::TOO_MANY_CONNECTIONS) => {
+                "; every connection the server allows is in use (max_connections, each \
+                 holder and waiter takes one): try again later, raise max_connections, or \
+                 run fewer clients at once"
+                    .to_owned()
+            }
             _ => String::new(),
         };
         PgError::Connect {

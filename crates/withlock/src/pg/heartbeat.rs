@@ -37,7 +37,8 @@
 //!   counts silence at the protocol level, so it works even when something
 //!   in between still answers TCP (a proxy, a load balancer).
 //! - `tcp_keepalives_idle` = the bound, then probes every second, dropped
-//!   after 3 unanswered: set at the grant, so an unwatched holder gets the
+//!   after 3 unanswered: set before the lock is asked for (with the first
+//!   try, in one statement), so an unwatched holder gets the
 //!   bound too. On Linux a connection with `TCP_USER_TIMEOUT` set is
 //!   dropped by keepalive when that timeout has passed rather than after
 //!   the probe count, so `tcp_user_timeout` is set to the same end
@@ -149,15 +150,37 @@ pub(crate) fn limit_silent_clients(
     client: &mut Client,
     bound: Duration,
 ) -> Result<i64, postgres::Error> {
+    set_known(client, &silent_client_settings(bound))
+}
+
+/// [`limit_silent_clients`] as one SQL expression (the number of settings
+/// the server took), for a statement that does more: the server raises an
+/// error where `limit_silent_clients` would tolerate it, so the caller
+/// falls back to that on an error.
+pub(crate) fn limit_silent_clients_sql(bound: Duration) -> String {
+    let pairs: Vec<String> = silent_client_settings(bound)
+        .iter()
+        .map(|(name, value)| format!("('{name}', '{value}')"))
+        .collect();
+    format!(
+        "SELECT pg_catalog.count(pg_catalog.set_config(s.name, s.value, false)) \
+         FROM (VALUES {}) AS s(name, value) \
+         WHERE pg_catalog.current_setting(s.name, true) IS NOT NULL",
+        pairs.join(", ")
+    )
+}
+
+/// The keepalive settings that bound a silent client to `bound`; names
+/// and values that need no quoting.
+fn silent_client_settings(bound: Duration) -> [(&'static str, String); 4] {
     let idle = bound.as_millis().div_ceil(1000) as u64;
     let user_timeout_ms = (idle + SERVER_PROBES) * 1000;
-    let settings = [
+    [
         ("tcp_keepalives_idle", format!("{idle}s")),
         ("tcp_keepalives_interval", "1s".to_owned()),
         ("tcp_keepalives_count", SERVER_PROBES.to_string()),
         ("tcp_user_timeout", format!("{user_timeout_ms}ms")),
-    ];
-    set_known(client, &settings)
+    ]
 }
 
 /// Sets each of `settings` for the session, skipping those this server
@@ -203,7 +226,11 @@ impl Watch {
     /// Moves `client` into a heartbeat thread; `on_lost` is called there,
     /// once, if the lock is lost before [`Watch::stop`]. Before that,
     /// `idle_session_timeout` becomes `server_bound` (heartbeats now keep
-    /// the session busy). If the thread cannot start, `client` comes back.
+    /// the session busy). It is set here, before the caller's work starts,
+    /// and not by the thread: a statement has no answer timeout, so one
+    /// sent into a partition would keep the thread from ever noticing it,
+    /// and the server would never end the silent session. If the thread
+    /// cannot start, `client` comes back.
     pub(crate) fn start(
         mut client: Box<Client>,
         context: Context,

@@ -304,25 +304,24 @@ impl PgGuard {
     /// way (the server still drops it when the session ends).
     pub fn release(mut self) -> Result<(), PgError> {
         let mut client = self.take_session()?;
-        // Erased before the unlock, so that the next holder, granted the
-        // moment the unlock runs, finds no record of an unreleased grant
-        // and does not pause for this one (see pg::handover).
-        handover::forget(&mut client, self.key, &[self.fence])
-            .map_err(|cause| self.query_error("erasing the grant record", cause))?;
-        // The name's key says whether the lock was still held; unlock_all
-        // then frees the rest (a --max slot) now, not when the server gets
-        // round to ending the session after the close. The CTE runs first.
+        // One statement, one round trip. The grant record is erased before
+        // the unlock (the unlock reads the erasure's row), so that the next
+        // holder, granted the moment the unlock runs, finds no record of an
+        // unreleased grant and does not pause for this one (see
+        // pg::handover); its own grant waits on the erased row until this
+        // statement commits. The name's key says whether the lock was still
+        // held; unlock_all then frees the rest (a --max slot) now, not when
+        // the server gets round to ending the session after the close. The
+        // commit does not wait for the disk: an erasure lost in a crash
+        // only makes the next holder pause, and the next grant's commit
+        // flushes it anyway.
         let sql = match self.mode {
-            Mode::Exclusive => {
-                "WITH name AS MATERIALIZED (SELECT pg_catalog.pg_advisory_unlock($1) AS held) \
-                 SELECT held, pg_catalog.pg_advisory_unlock_all() FROM name"
-            }
-            Mode::Shared => {
-                "WITH name AS MATERIALIZED (SELECT pg_catalog.pg_advisory_unlock_shared($1) AS held) \
-                 SELECT held, pg_catalog.pg_advisory_unlock_all() FROM name"
-            }
+            Mode::Exclusive => RELEASE_EXCLUSIVE,
+            Mode::Shared => RELEASE_SHARED,
         };
-        let unlocked = client.query_typed(sql, &[(&self.key, Type::INT8)]);
+        let tokens: &[i64] = &[self.fence];
+        let unlocked =
+            client.query_typed(sql, &[(&self.key, Type::INT8), (&tokens, Type::INT8_ARRAY)]);
         let unlocked = unlocked.map_err(|cause| self.query_error("releasing the lock", cause))?;
         let was_held = unlocked.first().is_some_and(|row| row.get::<_, bool>(0));
         let server = self.server.clone();
@@ -360,6 +359,23 @@ impl PgGuard {
         }
     }
 }
+
+/// The release of an exclusive holder: `$1` the key, `$2` its grant's
+/// token (see [`PgGuard::release`]).
+const RELEASE_EXCLUSIVE: &str = "\
+WITH erased AS MATERIALIZED (SELECT withlock.forget_grants($1, $2)),
+     name AS MATERIALIZED (SELECT pg_catalog.pg_advisory_unlock($1) AS held FROM erased)
+SELECT held, pg_catalog.pg_advisory_unlock_all(),
+       pg_catalog.set_config('synchronous_commit', 'off', true)
+  FROM name";
+
+/// The same for a shared holder.
+const RELEASE_SHARED: &str = "\
+WITH erased AS MATERIALIZED (SELECT withlock.forget_grants($1, $2)),
+     name AS MATERIALIZED (SELECT pg_catalog.pg_advisory_unlock_shared($1) AS held FROM erased)
+SELECT held, pg_catalog.pg_advisory_unlock_all(),
+       pg_catalog.set_config('synchronous_commit', 'off', true)
+  FROM name";
 
 impl Drop for PgGuard {
     /// Dropping a held guard releases the lock and ends its session;

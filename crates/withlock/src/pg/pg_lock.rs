@@ -175,6 +175,16 @@ impl PgLock {
         }
     }
 
+    /// The try form of the lock call as an SQL expression, the key
+    /// written in: for a statement that does more (no parameters).
+    fn try_sql(&self) -> String {
+        let function = match self.mode {
+            Mode::Exclusive => "pg_try_advisory_lock",
+            Mode::Shared => "pg_try_advisory_lock_shared",
+        };
+        format!("pg_catalog.{function}(({})::pg_catalog.int8)", self.key)
+    }
+
     /// One lock call on `client`: the try form, or the blocking one.
     fn lock_call(
         &self,
@@ -239,11 +249,23 @@ impl Lock for PgLock {
             let (client, backend_pid, slot) =
                 Semaphore::new(&subject, max).acquire(deadline, hooks)?;
             return Ok(self
-                .granted(client, backend_pid, deadline, hooks)?
+                .granted(client, backend_pid, false, deadline, hooks)?
                 .with_slot(slot));
         }
-        let (mut client, backend_pid) = self.target.connect_session(&self.identity)?;
+        // The server's bound on a silent holder and the first try ride on
+        // the statement that finishes the connection's pooler check, when
+        // it lets them: one round trip instead of three.
+        let bound = heartbeat::server_bound(self.grace);
+        let mut then = vec![heartbeat::limit_silent_clients_sql(bound)];
+        // A cancelling request listens before it tries (see `cancel`), so
+        // its try stays a statement of its own.
+        if !self.cancelling {
+            then.push(self.try_sql());
+        }
+        let (mut client, backend_pid, done) =
+            self.target.connect_session_then(&self.identity, &then)?;
         let lock_error = |cause| self.query_error("taking the advisory lock", cause);
+        let bounded = done.is_some();
         let stamp = match self.cancelling {
             true => Some(cancel::listen(&mut client, backend_pid).map_err(lock_error)?),
             false => None,
@@ -251,7 +273,10 @@ impl Lock for PgLock {
         // A try first: the server's try does not barge past queued waiters
         // (it conflicts with their requested modes), so this keeps order
         // and tells whether the wait hooks are needed at all.
-        let mut taken = self.lock_call(&mut client, true).map_err(lock_error)?;
+        let mut taken = match done.as_ref().and_then(|values| values.get(1)) {
+            Some(tried) => tried.as_deref() == Some("true"),
+            None => self.lock_call(&mut client, true).map_err(lock_error)?,
+        };
         if !taken && deadline.may_wait() {
             hooks.waiting();
             if let Some(stamp) = stamp {
@@ -267,7 +292,7 @@ impl Lock for PgLock {
             let holders = self.conflict_holders(&mut client, hooks);
             return Err(deadline.refuse(self.describe(), holders));
         }
-        let guard = self.granted(client, backend_pid, deadline, hooks)?;
+        let guard = self.granted(client, backend_pid, bounded, deadline, hooks)?;
         match stamp {
             Some(stamp) => self.unless_superseded(guard.with_cancel_stamp(stamp)),
             None => Ok(guard),
@@ -352,15 +377,17 @@ impl PgLock {
         }
     }
 
-    /// The guard of the lock just granted on `client`.
+    /// The guard of the lock just granted on `client`; `bounded` if the
+    /// server's bound on a silent holder is set already.
     fn granted(
         &self,
         mut client: Client,
         backend_pid: i32,
+        bounded: bool,
         deadline: Deadline,
         hooks: &mut dyn WaitHooks,
     ) -> Result<PgGuard> {
-        match self.set_up_grant(&mut client, deadline, hooks) {
+        match self.set_up_grant(&mut client, bounded, deadline, hooks) {
             Ok((token, granted_at, bound)) => Ok(PgGuard::new(
                 client,
                 self.key,
@@ -391,6 +418,7 @@ impl PgLock {
     fn set_up_grant(
         &self,
         client: &mut Client,
+        bounded: bool,
         deadline: Deadline,
         hooks: &mut dyn WaitHooks,
     ) -> Result<(i64, SystemTime, Duration)> {
@@ -412,8 +440,10 @@ impl PgLock {
                 // The server's bound on a silent holder (see pg::heartbeat); one
                 // it refuses leaves the lock held, only without that bound.
                 let bound = heartbeat::server_bound(self.grace);
-                heartbeat::limit_silent_clients(client, bound)
-                    .map_err(|cause| self.query_error("setting up the lock session", cause))?;
+                if !bounded {
+                    heartbeat::limit_silent_clients(client, bound)
+                        .map_err(|cause| self.query_error("setting up the lock session", cause))?;
+                }
                 Ok(bound)
             });
         match settled {

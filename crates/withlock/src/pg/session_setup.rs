@@ -44,18 +44,86 @@ fn settings_sql(token: &str) -> String {
     )
 }
 
-/// Sets the session up and looks at it twice, in two round trips.
-pub(crate) fn set_up(client: &mut Client) -> Result<Observation, postgres::Error> {
+/// The values of the SQL expressions run with the second look, as text
+/// (None for NULL), in the order given.
+pub(crate) type Values = Vec<Option<String>>;
+
+/// Sets the session up and looks at it twice, in two round trips; with
+/// the second look, in the same statement, also evaluates the SQL
+/// expressions `then` (evaluated in order), but only in a session that
+/// the first look found direct (a client-set `application_name`, no
+/// inherited marker) and that is still the same server session with its
+/// marker: never in a session a pooler may hand to another client. Returns
+/// their values as text, or None if they were not run: the first look
+/// called for a closer look (the pooler check decides), or the server
+/// refused them with an error that leaves the session usable (then the
+/// second look is made again without them).
+pub(crate) fn set_up_then(
+    client: &mut Client,
+    then: &[String],
+) -> Result<(Observation, Option<Values>), postgres::Error> {
     let token = session_token();
     let row = first_row(client.simple_query(&settings_sql(&token))?);
-    let later = read_session(client)?;
-    Ok(Observation {
-        pid: column(&row, 0).unwrap_or_default().parse().unwrap_or(0),
-        inherited: column(&row, 1).map(str::to_owned),
-        application_name_source: column(&row, 3).map(str::to_owned),
+    let pid: i32 = column(&row, 0).unwrap_or_default().parse().unwrap_or(0);
+    let inherited = column(&row, 1).map(str::to_owned);
+    let application_name_source = column(&row, 3).map(str::to_owned);
+    let direct = inherited.as_deref().is_none_or(str::is_empty)
+        && application_name_source.as_deref() == Some("client");
+    let (later, done) = match direct && !then.is_empty() {
+        true => match read_session_then(client, pid, &token, then) {
+            Ok((later, done)) => (later, Some(done)),
+            Err(e) if e.as_db_error().is_some_and(|db| db.severity() == "ERROR") => {
+                (read_session(client)?, None)
+            }
+            Err(e) => return Err(e),
+        },
+        false => (read_session(client)?, None),
+    };
+    let observation = Observation {
+        pid,
+        inherited,
+        application_name_source,
         token,
         later,
-    })
+    };
+    // A value only if the guard held, which is only if the check passes.
+    let done = done.filter(|values| values.iter().any(Option::is_some));
+    Ok((observation, done))
+}
+
+/// [`read_session`] that also evaluates `then` if this is still the
+/// server session `pid` carrying `token`.
+fn read_session_then(
+    client: &mut Client,
+    pid: i32,
+    token: &str,
+    then: &[String],
+) -> Result<(pooler::Seen, Values), postgres::Error> {
+    let guarded: Vec<String> = then
+        .iter()
+        .map(|expression| {
+            format!(
+                "CASE WHEN pg_catalog.pg_backend_pid() = {pid} AND \
+                 pg_catalog.current_setting('{marker}', true) = '{token}' \
+                 THEN ({expression})::text END",
+                marker = pooler::MARKER
+            )
+        })
+        .collect();
+    let sql = format!(
+        "SELECT pg_catalog.pg_backend_pid(), pg_catalog.current_setting('{}', true), {}",
+        pooler::MARKER,
+        guarded.join(", ")
+    );
+    let row = first_row(client.simple_query(&sql)?);
+    let seen = pooler::Seen {
+        pid: column(&row, 0).unwrap_or_default().parse().unwrap_or(0),
+        marker: column(&row, 1).map(str::to_owned),
+    };
+    let values = (0..then.len())
+        .map(|i| column(&row, i + 2).map(str::to_owned))
+        .collect();
+    Ok((seen, values))
 }
 
 /// This session's backend pid and marker.
