@@ -11,5 +11,5 @@ mod tls;
 
 pub use pgbouncer::{Pgbouncer, PoolMode};
 pub use proxy::Proxy;
-pub use server::{DEFAULT_BIN, PASSWORD_ROLE, TestServer, on_pair};
+pub use server::{DEFAULT_BIN, PASSWORD_ROLE, ServerSettings, TestServer, on_pair};
 pub use tls::{SERVER_NAME, TlsFiles};

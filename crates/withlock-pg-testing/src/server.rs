@@ -40,21 +40,51 @@ pub struct TestServer {
     uid: u32,
     gid: u32,
     tls: Option<TlsFiles>,
+    settings: ServerSettings,
+}
+
+/// How a server is configured beyond the defaults of [`TestServer::start`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerSettings {
+    /// TLS on (`ssl=on`), with the certificates of [`TestServer::tls`].
+    pub tls: bool,
+    /// `fsync`, `full_page_writes` and `synchronous_commit` on, as on a
+    /// production server: every commit waits for its WAL to reach the
+    /// disk. Off by default, for fast tests.
+    pub durable: bool,
+    /// `max_connections` (100 by default; superuser_reserved_connections
+    /// keeps 3 of them for superusers).
+    pub max_connections: u32,
+}
+
+impl Default for ServerSettings {
+    fn default() -> ServerSettings {
+        ServerSettings {
+            tls: false,
+            durable: false,
+            max_connections: 100,
+        }
+    }
 }
 
 impl TestServer {
     /// Creates and starts a server in a new temporary directory.
     pub fn start() -> TestServer {
-        TestServer::start_with(false)
+        TestServer::start_with(ServerSettings::default())
     }
 
     /// The same with TLS on (`ssl=on`), with the certificates of
     /// [`TestServer::tls`].
     pub fn start_tls() -> TestServer {
-        TestServer::start_with(true)
+        TestServer::start_with(ServerSettings {
+            tls: true,
+            ..ServerSettings::default()
+        })
     }
 
-    fn start_with(tls: bool) -> TestServer {
+    /// The same with `settings`.
+    pub fn start_with(settings: ServerSettings) -> TestServer {
+        let tls = settings.tls;
         let bin = PathBuf::from(std::env::var_os("WITHLOCK_PG_BIN").unwrap_or(DEFAULT_BIN.into()));
         require_binaries(&bin);
         let (uid, gid) = server_user();
@@ -71,6 +101,7 @@ impl TestServer {
             uid,
             gid,
             tls: None,
+            settings,
         };
         let data = server.data_dir();
         server.run(
@@ -220,11 +251,17 @@ impl TestServer {
     }
 
     fn pg_ctl_start(&self) -> bool {
+        let durable = match self.settings.durable {
+            true => "on",
+            false => "off",
+        };
         let mut options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off \
-             -c synchronous_commit=off -c max_connections=100 -c shared_buffers=16MB",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync={durable} \
+             -c full_page_writes={durable} -c synchronous_commit={durable} \
+             -c max_connections={} -c shared_buffers=16MB",
             self.port,
-            self.dir.path().display()
+            self.dir.path().display(),
+            self.settings.max_connections
         );
         if let Some(tls) = &self.tls {
             options.push_str(&format!(

@@ -5,7 +5,7 @@
 
 use std::process::Command;
 
-use withlock_pg_testing::TestServer;
+use withlock_pg_testing::{ServerSettings, TestServer};
 
 use crate::support::{Env, Run, storm, wait_for};
 
@@ -293,4 +293,50 @@ fn a_role_or_database_that_does_not_exist_is_named_with_how_to_create_it() {
         "{err}"
     );
     assert!(err.contains("createdb nodb"), "{err}");
+}
+
+#[test]
+fn a_client_beyond_max_connections_exits_69_at_once_and_the_queue_is_still_served() {
+    // 5 connections in all (3 of them kept for superusers, which the test
+    // role is): the test's own session, a holder and 3 waiters.
+    let pg = PgEnv {
+        env: Env::new(),
+        server: TestServer::start_with(ServerSettings {
+            max_connections: 5,
+            ..ServerSettings::default()
+        }),
+    };
+    let mut admin = pg.server.client();
+    let key = withlock::pg::advisory_key("deploy");
+    let holder = pg.env.hold(pg.withlock().arg("deploy"), "h");
+    let mut waiters: Vec<_> = (0..3)
+        .map(|i| {
+            let ran = pg.env.file(&format!("waiter-{i}"));
+            let waiter = pg
+                .withlock()
+                .args(["-q", "deploy", "--", "touch"])
+                .arg(&ran)
+                .spawn();
+            (waiter, ran)
+        })
+        .collect();
+    wait_for("3 waiters on deploy in pg_locks", || {
+        pg.server.waiting_for(&mut admin, key) == 3
+    });
+    let ran = pg.env.file("excess-ran");
+    let out = pg
+        .withlock()
+        .args(["deploy", "--", "touch"])
+        .arg(&ran)
+        .output();
+    assert_eq!(out.status.code(), Some(69));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("max_connections"), "{err}");
+    assert!(!ran.exists(), "the excess client ran its command");
+    assert!(holder.release().success());
+    for (waiter, ran) in &mut waiters {
+        assert!(crate::support::wait_child(waiter).success());
+        assert!(ran.exists());
+    }
 }
