@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, List
 import pytest
 
 import withlock
-from conftest import EVENT_DEADLINE, lock_entries
+from conftest import EVENT_DEADLINE, command_holder, lock_entries
 
 if TYPE_CHECKING:
     from pg_server import PgServer
@@ -298,5 +298,47 @@ def test_a_cancelled_task_abandons_its_server_wait_which_lets_go_once_granted(
 
         await until("the abandoned wait to be granted and let go of", free)
         assert pg_server.waiting() == 0
+
+    run(main)
+
+
+def test_a_waiting_task_gets_the_lock_when_the_command_ends(
+    tmp_path: Path, withlock_command: str
+) -> None:
+    holder = command_holder(withlock_command, tmp_path, "ci")
+    path = str(tmp_path / "ci.lock")
+
+    async def main() -> int:
+        async def take() -> int:
+            async with withlock.async_lock("ci", dir=tmp_path) as lock:
+                return lock.holders()[0].pid
+
+        task = asyncio.create_task(take())
+        await until("the task to queue behind the command", lambda: waiting_stamps(path) == 1)
+        assert not task.done()
+        await asyncio.get_running_loop().run_in_executor(None, holder.release)
+        return await task
+
+    try:
+        assert run(main) == os.getpid()
+    finally:
+        if holder.proc.poll() is None:
+            holder.proc.kill()
+            holder.proc.wait()
+
+
+def test_several_locks_are_taken_all_or_none(tmp_path: Path) -> None:
+    async def main() -> None:
+        with withlock.lock("b", dir=tmp_path):
+            with pytest.raises(withlock.Busy):
+                await withlock.async_lock("a", "b", dir=tmp_path, timeout=0).acquire()
+            # None: "a" was not kept while "b" was busy.
+            withlock.lock("a", dir=tmp_path, timeout=0).acquire().release()
+        both = withlock.async_lock("a", "b=shared", dir=tmp_path)
+        async with both:
+            assert both.names == ("a", "b=shared")
+            with pytest.raises(withlock.Busy):
+                withlock.lock("a", dir=tmp_path, timeout=0).acquire()
+            withlock.lock("b", dir=tmp_path, shared=True, timeout=0).acquire().release()
 
     run(main)
