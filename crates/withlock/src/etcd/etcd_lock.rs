@@ -227,26 +227,28 @@ impl EtcdLock {
         key: &str,
         lease: &Lease,
         revision: i64,
-    ) -> std::result::Result<(Turn, i64, bool), EtcdError> {
+        record: &Record,
+    ) -> std::result::Result<(Turn, i64, Option<Record>), EtcdError> {
         if self.mode != Mode::Exclusive || self.max.is_some() {
             let (turn, read_at, _) = self.turn_now(client, revision)?;
-            return Ok((turn, read_at, false));
+            return Ok((turn, read_at, None));
         }
+        let stamped = record.granted_now();
         let txn = json!({
             "compare": [{"key": b64(&self.prefix), "range_end": prefix_end(&self.prefix),
                          "target": "CREATE", "result": "GREATER",
                          "create_revision": (revision - 1).to_string()}],
-            "success": [{"request_put": {"key": b64(key), "value": b64(self.record().to_json()),
+            "success": [{"request_put": {"key": b64(key), "value": b64(stamped.to_json()),
                                          "lease": lease.id().to_string()}}],
             "failure": [{"request_range": self.range_body(Some(revision))}],
         });
         let reply = client.call("/v3/kv/txn", &txn, "reading the lock's line")?;
         let read_at = int(&reply["header"]["revision"]);
         if reply["succeeded"] == json!(true) {
-            return Ok((Turn::Granted, read_at, true));
+            return Ok((Turn::Granted, read_at, Some(stamped)));
         }
         let ahead = line::entries(&reply["responses"][0]["response_range"]);
-        Ok((line::turn(&ahead, self.mode, self.max), read_at, false))
+        Ok((line::turn(&ahead, self.mode, self.max), read_at, None))
     }
 
     /// The turn of a request whose key was created at `revision`, read
@@ -338,13 +340,25 @@ impl Lock for EtcdLock {
             }
             Turn::WaitFor(keys) => {
                 hooks.waiting();
+                let place = waiting::Place {
+                    key: &key,
+                    revision,
+                    record: &record,
+                };
                 if self.cancelling {
                     cancel::ask(&client, &self.prefix, &lease)?;
                 }
-                match waiting::wait(self, &client, &lease, &key, revision, keys, &deadline)? {
-                    waiting::Outcome::Granted { fence, stamped } => {
-                        let record = self.record();
-                        if !stamped && self.max.is_none() {
+                match waiting::wait(self, &client, &lease, &place, keys, &deadline)? {
+                    waiting::Outcome::Granted {
+                        fence,
+                        stamped: Some(record),
+                    } => (fence, record),
+                    waiting::Outcome::Granted {
+                        fence,
+                        stamped: None,
+                    } => {
+                        let record = record.granted_now();
+                        if self.max.is_none() {
                             // Only the "since" of listings is at stake: a
                             // failure changes nothing else, and the lease
                             // watch notices a cluster gone.

@@ -66,6 +66,14 @@ impl Record {
         }
     }
 
+    /// The same record, granted now: `since` is this moment.
+    pub fn granted_now(&self) -> Record {
+        Record {
+            since: SystemTime::now(),
+            ..self.clone()
+        }
+    }
+
     /// The value to write.
     pub fn to_json(&self) -> String {
         json!({

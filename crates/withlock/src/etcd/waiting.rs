@@ -23,15 +23,25 @@ use crate::etcd::error::EtcdError;
 use crate::etcd::etcd_lock::EtcdLock;
 use crate::etcd::lease::{ANSWER_TIMEOUT, Lease};
 use crate::etcd::line::{Entry, Turn};
+use crate::etcd::record::Record;
 
 /// How long one watch request lasts before it is opened again.
 pub const RECHECK: Duration = Duration::from_secs(5);
 
+/// A request's place in line: its key, the revision that created it, and
+/// its holder record.
+#[derive(Clone, Copy)]
+pub(crate) struct Place<'a> {
+    pub(crate) key: &'a str,
+    pub(crate) revision: i64,
+    pub(crate) record: &'a Record,
+}
+
 /// How a wait ended, short of an error.
 pub(crate) enum Outcome {
     /// Granted at `fence` (the revision it was granted at); `stamped`
-    /// when the record was written again with the grant time meanwhile.
-    Granted { fence: i64, stamped: bool },
+    /// is the record written again with the grant time meanwhile, if it was.
+    Granted { fence: i64, stamped: Option<Record> },
     /// The deadline came; the keys still ahead.
     TimedOut(Vec<Entry>),
 }
@@ -42,11 +52,15 @@ pub(crate) fn wait(
     lock: &EtcdLock,
     client: &Client,
     lease: &Lease,
-    key: &str,
-    revision: i64,
+    place: &Place<'_>,
     mut waiting_for: Vec<Vec<u8>>,
     deadline: &Deadline,
 ) -> Result<Outcome, EtcdError> {
+    let Place {
+        key,
+        revision,
+        record,
+    } = *place;
     let prefix = lock.key_prefix();
     let mut from = revision + 1;
     loop {
@@ -96,7 +110,8 @@ pub(crate) fn wait(
             }
         }
         if read_again {
-            let (turn, read_at, stamped) = lock.turn_and_stamp(client, key, lease, revision)?;
+            let (turn, read_at, stamped) =
+                lock.turn_and_stamp(client, key, lease, revision, record)?;
             match turn {
                 Turn::Granted => {
                     return Ok(Outcome::Granted {
