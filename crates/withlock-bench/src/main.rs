@@ -7,10 +7,11 @@
 //! on both alike, and medians and 90th percentiles are reported, so a few
 //! delayed runs do not decide the result.
 //!
-//! With `--pg` it compares withlock's PostgreSQL backend (`--url`, on a
-//! private server it starts) with local withlock and flock(1) instead;
-//! with `--etcd`, withlock's etcd backend with `etcdctl lock` on a private
-//! etcd member it starts.
+//! With `--pg` it compares withlock's PostgreSQL backend (`--url`, on
+//! private servers it starts, one with durable commits and one without)
+//! with `etcdctl lock` (on a private etcd member), local withlock and
+//! flock(1) instead; with `--etcd`, withlock's etcd backend with `etcdctl
+//! lock` alone on a private etcd member it starts.
 //!
 //! The same binary also serves as the command being locked, through hidden
 //! subcommands (see [`helpers`]): that way the timestamps are taken inside
@@ -21,6 +22,7 @@ mod measure_etcd;
 mod measure_fairness;
 mod measure_handoff;
 mod measure_pg;
+mod measure_scale;
 mod measure_startup;
 mod measure_storm;
 mod measure_timeout;
@@ -29,6 +31,7 @@ mod report;
 mod report_etcd;
 mod report_pg;
 mod rig;
+mod round_trips;
 mod stats;
 
 use std::path::PathBuf;
@@ -39,6 +42,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use crate::measure_etcd::EtcdSettings;
+use crate::measure_pg::PgPlan;
 use crate::report::{Results, Settings};
 use crate::report_pg::PgSettings;
 use crate::rig::{Programs, Rig};
@@ -115,11 +119,14 @@ struct Options {
     #[arg(long, value_name = "MS", default_value_t = 100, value_parser = at_least_one())]
     hold_ms: u32,
 
-    /// Compare withlock's PostgreSQL backend (`--url`) with local withlock
-    /// and flock(1) instead: startup, handoff, in-process acquire+release
-    /// and arrival order, on a private server started for the run (needs
-    /// PostgreSQL's server binaries, in $WITHLOCK_PG_BIN or
-    /// /usr/lib/postgresql/15/bin). Uses --runs, --handoffs and --waiters.
+    /// Compare withlock's PostgreSQL backend (`--url`) with `etcdctl lock`,
+    /// local withlock and flock(1) instead: startup, handoff, storm, round
+    /// trips, in-process acquire+release and arrival order, on private
+    /// servers started for the run (PostgreSQL with fsync on and with it
+    /// off, and one etcd member; needs PostgreSQL's server binaries, in
+    /// $WITHLOCK_PG_BIN or /usr/lib/postgresql/15/bin, and /usr/bin/etcd and
+    /// /usr/bin/etcdctl). Uses --runs, --handoffs, --waiters, --procs,
+    /// --iterations and --rounds.
     #[arg(long)]
     pg: bool,
 
@@ -130,6 +137,22 @@ struct Options {
     /// --iterations, --rounds and --waiters.
     #[arg(long, conflicts_with = "pg")]
     etcd: bool,
+
+    /// Measure scale instead: --local-waiters waiters on one local lock
+    /// (withlock and flock(1)) and --pg-waiters on one PostgreSQL lock (on
+    /// a private server, as with --pg), each served in arrival order;
+    /// context switches and memory per waiter while they wait, and the
+    /// time until all have run.
+    #[arg(long, conflicts_with = "pg")]
+    scale: bool,
+
+    /// Waiters on one local lock with --scale.
+    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = at_least_one())]
+    local_waiters: u32,
+
+    /// Waiters on one PostgreSQL lock with --scale.
+    #[arg(long, value_name = "N", default_value_t = 200, value_parser = at_least_one())]
+    pg_waiters: u32,
 
     /// Print the figures as JSON instead of a table.
     #[arg(long)]
@@ -191,6 +214,9 @@ fn benchmark(options: &Options) -> Result<()> {
     if options.etcd {
         return benchmark_etcd(options);
     }
+    if options.scale {
+        return benchmark_scale(options);
+    }
     let rig = Rig::new(programs(options)?)?;
     let settings = Settings {
         runs: options.runs as usize,
@@ -231,13 +257,13 @@ fn benchmark(options: &Options) -> Result<()> {
     Ok(())
 }
 
-/// `--pg`: the server backend beside the local one, in one run.
+/// `--pg`: the server backends beside the local ones, in one run.
 fn benchmark_pg(options: &Options) -> Result<()> {
     let programs = programs(options)?;
-    // Checked before the server is started, which takes a few seconds.
+    // Checked before the servers are started, which takes a few seconds.
     let rig = Rig::new(programs)?;
-    let server = measure_pg::start_server()?;
-    let rig = rig.with_server(&server.url());
+    let servers = measure_pg::start_servers(100)?;
+    let rig = rig.with_servers(servers.urls());
     eprintln!("withlock: {}", rig.programs().withlock.display());
     eprintln!("flock(1): {}", rig.programs().flock.display());
     let settings = PgSettings {
@@ -245,10 +271,18 @@ fn benchmark_pg(options: &Options) -> Result<()> {
         handoffs: options.handoffs as usize,
         waiters: options.waiters as usize,
     };
-    let results = measure_pg::measure(&rig, settings.runs, settings.handoffs, settings.waiters)?;
-    // The rig's pg_locks session ends before the server stops.
+    let plan = PgPlan {
+        runs: settings.runs,
+        handoffs: settings.handoffs,
+        waiters: settings.waiters,
+        procs: options.procs as usize,
+        iterations: options.iterations as usize,
+        rounds: options.rounds as usize,
+    };
+    let results = measure_pg::measure(&rig, &servers, plan)?;
+    // The rig's pg_locks sessions end before the servers stop.
     drop(rig);
-    drop(server);
+    drop(servers);
     if options.json {
         print!("{}", report_pg::json(&results, settings));
     } else {
@@ -278,6 +312,79 @@ fn benchmark_etcd(options: &Options) -> Result<()> {
     } else {
         print!("{}", report_etcd::table(&results, settings));
     }
+    Ok(())
+}
+
+/// `--scale`: many waiters on one lock, local and on PostgreSQL.
+fn benchmark_scale(options: &Options) -> Result<()> {
+    let rig = Rig::new(programs(options)?)?;
+    // Every waiter holds a connection; the rig's watcher one more.
+    let servers = measure_pg::start_servers(options.pg_waiters + 20)?;
+    let rig = rig.with_servers(servers.urls());
+    let mut rows = Vec::new();
+    for (wrapper, waiters) in [
+        (rig::Wrapper::Withlock, options.local_waiters),
+        (rig::Wrapper::Flock, options.local_waiters),
+        (rig::Wrapper::Pg, options.pg_waiters),
+    ] {
+        eprintln!("scale: {waiters} waiters through {}", wrapper.key());
+        let scale = measure_scale::measure(&rig, wrapper, waiters as usize)
+            .with_context(|| format!("scale with {}", wrapper.key()))?;
+        rows.push((wrapper, scale));
+    }
+    drop(rig);
+    drop(servers);
+    if options.json {
+        let value: serde_json::Map<String, serde_json::Value> = rows
+            .iter()
+            .map(|(wrapper, s)| {
+                let row = serde_json::json!({
+                    "waiters": s.waiters,
+                    "inversions": s.inversions,
+                    "switches_per_waiter_per_sec": s.switches_per_waiter_sec,
+                    "max_switches_of_one_waiter": s.max_switches,
+                    "rss_kib_per_waiter": s.rss_kib,
+                    "pss_kib_per_waiter": s.pss_kib,
+                    "total_sec": s.total_sec,
+                });
+                (wrapper.key().to_string(), row)
+            })
+            .collect();
+        println!("{:#}", serde_json::Value::Object(value));
+        return Ok(());
+    }
+    println!(
+        "{:<22} {:>8} {:>11} {:>15} {:>12} {:>10} {:>10} {:>9}",
+        "wrapper",
+        "waiters",
+        "inversions",
+        "switches/w/s",
+        "max switches",
+        "RSS KiB/w",
+        "PSS KiB/w",
+        "total s"
+    );
+    for (wrapper, s) in &rows {
+        println!(
+            "{:<22} {:>8} {:>11} {:>15.3} {:>12} {:>10.0} {:>10.0} {:>9.2}",
+            wrapper.key(),
+            s.waiters,
+            s.inversions,
+            s.switches_per_waiter_sec,
+            s.max_switches,
+            s.rss_kib,
+            s.pss_kib,
+            s.total_sec
+        );
+    }
+    println!(
+        "\nswitches/w/s: context switches (voluntary and not, every thread) per waiter per\n\
+         second while all waited, over {} s; max switches: the most of one waiter in that\n\
+         window. RSS and PSS: each waiter process's own (PSS shares pages among the\n\
+         processes that map them); a PostgreSQL waiter's server backend is not counted.\n\
+         total: from the holder's go-ahead until every waiter had run its command.",
+        measure_scale::QUIET_WINDOW.as_secs()
+    );
     Ok(())
 }
 

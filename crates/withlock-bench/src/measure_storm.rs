@@ -51,13 +51,37 @@ pub(crate) fn measure(rig: &Rig, procs: usize, iterations: usize, rounds: usize)
             match wrapper {
                 Wrapper::Withlock => storm.withlock.push(outcome),
                 Wrapper::Flock => storm.flock.push(outcome),
-                Wrapper::Pg | Wrapper::Etcd | Wrapper::Etcdctl => {
-                    unreachable!("the storm runs the local wrappers only")
-                }
+                _ => unreachable!("this storm runs the local wrappers only"),
             }
         }
     }
     Ok(storm)
+}
+
+/// `rounds` storms of each of `wrappers`, taking turns in that order; each
+/// wrapper's rounds come back in the order of `wrappers` (`--pg`).
+pub(crate) fn each<const N: usize>(
+    rig: &Rig,
+    wrappers: [Wrapper; N],
+    procs: usize,
+    iterations: usize,
+    rounds: usize,
+) -> Result<[Vec<Round>; N]> {
+    let mut storms = [(); N].map(|()| Vec::with_capacity(rounds));
+    for round in 1..=rounds {
+        for (i, wrapper) in wrappers.into_iter().enumerate() {
+            let outcome = one_storm(rig, wrapper, procs, iterations)
+                .with_context(|| format!("storm round {round} with {}", wrapper.key()))?;
+            eprintln!(
+                "  round {round}/{rounds} {:>21}: {:.0} runs/s, {} lost",
+                wrapper.key(),
+                outcome.runs_per_sec,
+                outcome.lost_updates
+            );
+            storms[i].push(outcome);
+        }
+    }
+    Ok(storms)
 }
 
 pub(crate) fn one_storm(

@@ -49,9 +49,7 @@ pub(crate) fn measure(rig: &Rig, trials: usize, limit: Duration) -> Result<Timeo
             match wrapper {
                 Wrapper::Withlock => timeouts.withlock.push(ms),
                 Wrapper::Flock => timeouts.flock.push(ms),
-                Wrapper::Pg | Wrapper::Etcd | Wrapper::Etcdctl => {
-                    unreachable!("Wrapper::BOTH holds the local wrappers only")
-                }
+                _ => unreachable!("Wrapper::BOTH holds the local wrappers only"),
             }
         }
     }

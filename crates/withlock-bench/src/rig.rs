@@ -1,6 +1,8 @@
 //! The programs under test, the scratch directory they work in, and how each
 //! wrapper is asked to run a command under a named lock; with `--pg`, also
-//! the PostgreSQL server withlock's `--url` backend locks on.
+//! the servers the server-backed wrappers lock on: two PostgreSQL servers
+//! for withlock's `--url` backend (one that makes every commit durable,
+//! one that does not) and an etcd member for `etcdctl lock`.
 
 use std::ffi::OsStr;
 use std::fs;
@@ -28,13 +30,17 @@ pub(crate) enum Wrapper {
     /// withlock on this machine (`--dir`).
     Withlock,
     Flock,
-    /// withlock on the PostgreSQL server (`--url`): only with `--pg`.
+    /// withlock on the PostgreSQL server with `fsync` and
+    /// `synchronous_commit` on (`--url`): only with `--pg`.
     Pg,
-    /// withlock on the etcd member (`--url etcd://`): only with `--etcd`.
-    Etcd,
-    /// `etcdctl lock NAME -- COMMAND` on the same member: only with
-    /// `--etcd`, exclusive and without a wait limit (it has neither).
+    /// withlock on the PostgreSQL server with both off: only with `--pg`.
+    PgFast,
+    /// `etcdctl lock NAME -- COMMAND` on the etcd member: only with `--pg`
+    /// or `--etcd`, exclusive and without a wait limit (it has neither).
     Etcdctl,
+    /// withlock on the etcd member (`--url etcd://`): only with `--pg`
+    /// or `--etcd`.
+    Etcd,
 }
 
 impl Wrapper {
@@ -42,10 +48,25 @@ impl Wrapper {
     pub(crate) const BOTH: [Wrapper; 2] = [Wrapper::Withlock, Wrapper::Flock];
 
     /// What `--pg` compares, in the order it is reported.
-    pub(crate) const WITH_PG: [Wrapper; 3] = [Wrapper::Pg, Wrapper::Withlock, Wrapper::Flock];
+    pub(crate) const WITH_PG: [Wrapper; 6] = [
+        Wrapper::Pg,
+        Wrapper::PgFast,
+        Wrapper::Etcdctl,
+        Wrapper::Etcd,
+        Wrapper::Withlock,
+        Wrapper::Flock,
+    ];
 
     /// What `--etcd` compares, in the order it is reported.
     pub(crate) const WITH_ETCD: [Wrapper; 2] = [Wrapper::Etcd, Wrapper::Etcdctl];
+
+    /// The server-backed wrappers of `--pg`, in the order they are reported.
+    pub(crate) const SERVERS: [Wrapper; 4] = [
+        Wrapper::Pg,
+        Wrapper::PgFast,
+        Wrapper::Etcdctl,
+        Wrapper::Etcd,
+    ];
 
     /// A short name for file names and JSON keys.
     pub(crate) fn key(self) -> &'static str {
@@ -53,8 +74,9 @@ impl Wrapper {
             Wrapper::Withlock => "withlock",
             Wrapper::Flock => "flock",
             Wrapper::Pg => "withlock_pg",
-            Wrapper::Etcd => "withlock_etcd",
+            Wrapper::PgFast => "withlock_pg_fsync_off",
             Wrapper::Etcdctl => "etcdctl",
+            Wrapper::Etcd => "withlock_etcd",
         }
     }
 }
@@ -74,19 +96,34 @@ pub(crate) struct Programs {
 pub(crate) struct Rig {
     programs: Programs,
     scratch: TempDir,
-    server: Option<Server>,
+    servers: Option<Servers>,
     /// The etcd member [`Wrapper::Etcd`] and [`Wrapper::Etcdctl`] lock on:
     /// its `HOST:PORT`.
     etcd: Option<String>,
 }
 
-/// The PostgreSQL server [`Wrapper::Pg`] locks on, and a session of the
-/// benchmark's own that watches `pg_locks` for waiters (opened when first
-/// needed).
-struct Server {
-    url: String,
-    watcher: Mutex<Option<Client>>,
+/// Where the server-backed wrappers of `--pg` lock.
+#[derive(Debug, Clone)]
+pub(crate) struct ServerUrls {
+    /// The PostgreSQL server of [`Wrapper::Pg`] (durable commits).
+    pub pg: String,
+    /// The PostgreSQL server of [`Wrapper::PgFast`].
+    pub pg_fast: String,
+    /// The etcd member of [`Wrapper::Etcdctl`], as `etcdctl --endpoints`
+    /// takes it.
+    pub etcd: String,
 }
+
+struct Servers {
+    urls: ServerUrls,
+    pg: Watcher,
+    pg_fast: Watcher,
+}
+
+/// A session of the benchmark's own on one PostgreSQL server, that
+/// watches `pg_locks` for waiters (opened when first needed).
+#[derive(Default)]
+struct Watcher(Mutex<Option<Client>>);
 
 impl Rig {
     /// Checks the programs can be run and makes the scratch directory, with
@@ -101,7 +138,7 @@ impl Rig {
         let rig = Rig {
             programs,
             scratch,
-            server: None,
+            servers: None,
             etcd: None,
         };
         for wrapper in Wrapper::BOTH {
@@ -114,15 +151,6 @@ impl Rig {
         &self.programs
     }
 
-    /// The same rig with [`Wrapper::Pg`] locking on the server at `url`.
-    pub(crate) fn with_server(mut self, url: &str) -> Rig {
-        self.server = Some(Server {
-            url: url.to_owned(),
-            watcher: Mutex::new(None),
-        });
-        self
-    }
-
     /// The same rig with [`Wrapper::Etcd`] and [`Wrapper::Etcdctl`] locking
     /// on the etcd member at `endpoint` (`HOST:PORT`, plain TCP).
     pub(crate) fn with_etcd(mut self, endpoint: &str) -> Rig {
@@ -130,8 +158,8 @@ impl Rig {
         self
     }
 
-    /// `etcdctl` (API 3) for the etcd member, or for nothing without
-    /// `--etcd` (it then fails at once).
+    /// `etcdctl` (API 3) for the etcd member, or for nothing without one
+    /// (it then fails at once).
     pub(crate) fn etcdctl(&self) -> Command {
         let mut etcdctl = Command::new(withlock_etcd_testing::DEFAULT_ETCDCTL);
         etcdctl.env("ETCDCTL_API", "3").arg(format!(
@@ -141,30 +169,49 @@ impl Rig {
         etcdctl
     }
 
-    /// The server's URL, for the library-level measurements.
-    pub(crate) fn url(&self) -> Result<&str> {
-        Ok(&self.server()?.url)
+    /// The same rig with the server-backed wrappers locking at `urls`.
+    pub(crate) fn with_servers(mut self, urls: ServerUrls) -> Rig {
+        self.etcd = Some(urls.etcd.clone());
+        self.servers = Some(Servers {
+            urls,
+            pg: Watcher::default(),
+            pg_fast: Watcher::default(),
+        });
+        self
     }
 
-    fn server(&self) -> Result<&Server> {
-        self.server
+    /// The durable PostgreSQL server's URL, for the library-level
+    /// measurements.
+    pub(crate) fn url(&self) -> Result<&str> {
+        Ok(&self.servers()?.urls.pg)
+    }
+
+    fn servers(&self) -> Result<&Servers> {
+        self.servers
             .as_ref()
-            .context("no PostgreSQL server: the benchmark was not run with --pg")
+            .context("no servers: the benchmark was not run with --pg")
     }
 
     /// How many requests for the lock `name` under `wrapper` are waiting:
     /// blocked requests on the lock file's inode in `/proc/locks` for the
     /// local wrappers, sessions not granted the lock's advisory key in
-    /// `pg_locks` for [`Wrapper::Pg`], keys in line under `NAME/` but the
-    /// first (the holder's) for the etcd wrappers, which share etcd's lock
-    /// layout.
+    /// `pg_locks` for [`Wrapper::Pg`].
     pub(crate) fn waiting(&self, wrapper: Wrapper, name: &str) -> Result<usize> {
         match wrapper {
+            Wrapper::Withlock | Wrapper::Flock => {
+                let inode = fs::metadata(self.lock_file(wrapper, name))
+                    .context("the holder left no lock file")?
+                    .ino();
+                Ok(proc_locks::blocked_count(inode)?)
+            }
+            // Both share etcd's lock layout: keys in line under `NAME/`,
+            // the first of them the holder's.
             Wrapper::Etcd | Wrapper::Etcdctl => {
                 let out = self
                     .etcdctl()
                     .args(["get", "--prefix", "--keys-only"])
                     .arg(format!("{name}/"))
+                    .stdin(Stdio::null())
                     .output()
                     .context("cannot run etcdctl")?;
                 ensure!(
@@ -178,22 +225,20 @@ impl Rig {
                     .count();
                 Ok(keys.saturating_sub(1))
             }
-            Wrapper::Withlock | Wrapper::Flock => {
-                let inode = fs::metadata(self.lock_file(wrapper, name))
-                    .context("the holder left no lock file")?
-                    .ino();
-                Ok(proc_locks::blocked_count(inode)?)
-            }
-            Wrapper::Pg => {
+            Wrapper::Pg | Wrapper::PgFast => {
                 let parts = LockKeyParts::of(advisory_key(name));
-                let server = self.server()?;
-                let mut watcher = server
-                    .watcher
+                let servers = self.servers()?;
+                let (url, watcher) = match wrapper {
+                    Wrapper::Pg => (&servers.urls.pg, &servers.pg),
+                    _ => (&servers.urls.pg_fast, &servers.pg_fast),
+                };
+                let mut watcher = watcher
+                    .0
                     .lock()
                     .map_err(|_| anyhow::anyhow!("the pg_locks watcher panicked"))?;
                 if watcher.is_none() {
-                    let client = Client::connect(&server.url, NoTls).with_context(|| {
-                        format!("cannot connect to the PostgreSQL server at {}", server.url)
+                    let client = Client::connect(url, NoTls).with_context(|| {
+                        format!("cannot connect to the PostgreSQL server at {url}")
                     })?;
                     *watcher = Some(client);
                 }
@@ -277,21 +322,38 @@ impl Rig {
     ) -> Command {
         let seconds = limit.map(|limit| limit.as_secs_f64().to_string());
         let mut locked = match wrapper {
-            Wrapper::Withlock | Wrapper::Pg | Wrapper::Etcd => {
+            Wrapper::Etcdctl => {
+                // Only the measurements that need neither a shared mode nor
+                // a wait limit run etcdctl. `--` ends etcdctl's options, so
+                // the command's own (`sh -c`) are left alone.
+                assert!(
+                    !shared && limit.is_none(),
+                    "etcdctl lock has no shared mode and no wait limit"
+                );
+                let mut etcdctl = self.etcdctl();
+                etcdctl.args(["lock", name, "--"]);
+                etcdctl
+            }
+            Wrapper::Withlock | Wrapper::Pg | Wrapper::PgFast | Wrapper::Etcd => {
                 let mut withlock = Command::new(&self.programs.withlock);
                 // Only what the command line says: never a WITHLOCK_URL or
                 // WITHLOCK_DIR from the caller's environment.
                 withlock
                     .env_remove("WITHLOCK_URL")
                     .env_remove("WITHLOCK_DIR");
-                match (wrapper, &self.server) {
-                    (Wrapper::Pg, Some(server)) => withlock.arg("--url").arg(&server.url),
-                    // Without --pg there is no server: the wrapper fails
-                    // at once, and the benchmark stops with its status.
-                    (Wrapper::Pg, None) => withlock.arg("--url").arg("postgres://"),
+                match (wrapper, &self.servers) {
+                    (Wrapper::Pg, Some(servers)) => withlock.arg("--url").arg(&servers.urls.pg),
+                    (Wrapper::PgFast, Some(servers)) => {
+                        withlock.arg("--url").arg(&servers.urls.pg_fast)
+                    }
                     (Wrapper::Etcd, _) => withlock
                         .arg("--url")
                         .arg(format!("etcd://{}", self.etcd.as_deref().unwrap_or(""))),
+                    // Without --pg there is no server: the wrapper fails
+                    // at once, and the benchmark stops with its status.
+                    (Wrapper::Pg | Wrapper::PgFast, None) => {
+                        withlock.arg("--url").arg("postgres://")
+                    }
                     _ => withlock.arg("--dir").arg(self.lock_dir(wrapper)),
                 };
                 if shared {
@@ -306,17 +368,6 @@ impl Rig {
                 }
                 withlock.arg("--");
                 withlock
-            }
-            Wrapper::Etcdctl => {
-                // Only the measurements that need neither a shared mode nor
-                // a wait limit run etcdctl.
-                assert!(
-                    !shared && limit.is_none(),
-                    "etcdctl lock has no shared mode and no wait limit"
-                );
-                let mut etcdctl = self.etcdctl();
-                etcdctl.args(["lock", name, "--"]);
-                etcdctl
             }
             Wrapper::Flock => {
                 let mut flock = Command::new(&self.programs.flock);
@@ -469,7 +520,11 @@ mod tests {
 
     #[test]
     fn the_server_wrapper_gets_the_url_and_no_directory() {
-        let rig = rig().with_server("postgres://u@127.0.0.1:5/db");
+        let rig = rig().with_servers(ServerUrls {
+            pg: "postgres://u@127.0.0.1:5/db".into(),
+            pg_fast: "postgres://u@127.0.0.1:6/db".into(),
+            etcd: "127.0.0.1:7".into(),
+        });
         let pg = rig.locked_at_most(Wrapper::Pg, "h", Duration::from_millis(200), &["true"]);
         let args: Vec<&OsStr> = pg.get_args().collect();
         assert_eq!(
@@ -493,28 +548,25 @@ mod tests {
         );
         assert_eq!(rig.url().unwrap(), "postgres://u@127.0.0.1:5/db");
         assert!(self::rig().url().is_err());
-    }
-
-    #[test]
-    fn the_etcd_wrappers_lock_on_the_same_member() {
-        let rig = rig().with_etcd("127.0.0.1:7");
-        let withlock = rig.locked(Wrapper::Etcd, "h", &["true"]);
-        let args: Vec<&OsStr> = withlock.get_args().collect();
+        let fast = rig.locked(Wrapper::PgFast, "h", &["true"]);
         assert_eq!(
-            args,
-            ["--url", "etcd://127.0.0.1:7", "h", "--", "true"].map(OsStr::new)
+            fast.get_args().nth(1),
+            Some(OsStr::new("postgres://u@127.0.0.1:6/db"))
         );
-        let etcdctl = rig.locked(Wrapper::Etcdctl, "h", &["true"]);
-        assert_eq!(etcdctl.get_program(), "/usr/bin/etcdctl");
+        let etcdctl = rig.locked(Wrapper::Etcdctl, "h", &["sh", "-c", "true"]);
         let args: Vec<&OsStr> = etcdctl.get_args().collect();
         assert_eq!(
             args,
-            ["--endpoints=127.0.0.1:7", "lock", "h", "--", "true"].map(OsStr::new)
-        );
-        let envs: Vec<_> = etcdctl.get_envs().collect();
-        assert!(
-            envs.contains(&(OsStr::new("ETCDCTL_API"), Some(OsStr::new("3")))),
-            "{envs:?}"
+            [
+                "--endpoints=127.0.0.1:7",
+                "lock",
+                "h",
+                "--",
+                "sh",
+                "-c",
+                "true"
+            ]
+            .map(OsStr::new)
         );
     }
 
