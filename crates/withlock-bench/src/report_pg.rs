@@ -165,7 +165,7 @@ pub(crate) fn table(results: &PgResults, settings: PgSettings) -> String {
     }
     out.push_str(
         "\npg-durable and pg-fsync-off are `withlock --url URL` on the two private servers,\n\
-         etcdctl is `etcdctl lock NAME COMMAND` and wl-etcd `withlock --url etcd://HOST:PORT/P`\n\
+         etcdctl is `etcdctl lock NAME -- COMMAND` and wl-etcd `withlock --url etcd://HOST:PORT`\n\
          on the etcd member, withlock is `withlock --dir D`; all over\n\
          loopback. pg/etcdctl is pg-durable over etcdctl: for times lower is better, for\n\
          the storm higher is. Round trips are those withlock --url waits for before the\n\
