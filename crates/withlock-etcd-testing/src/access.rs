@@ -5,7 +5,7 @@
 use std::ffi::OsString;
 use std::process::Command;
 
-use crate::member::{DEFAULT_ETCDCTL, clean_env};
+use crate::binaries::{DEFAULT_ETCDCTL, clean_env};
 use crate::tls::TlsFiles;
 
 /// A member's transport security and the credentials `etcdctl` uses.

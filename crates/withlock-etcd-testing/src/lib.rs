@@ -10,14 +10,16 @@
 #![deny(missing_docs)]
 
 mod access;
+mod binaries;
 mod cluster;
 mod member;
 mod proxy;
 mod server;
 mod tls;
 
+pub use binaries::{DEFAULT_ETCD, DEFAULT_ETCDCTL};
 pub use cluster::Cluster;
-pub use member::{DEFAULT_ETCD, DEFAULT_ETCDCTL, Member};
+pub use member::Member;
 pub use proxy::Proxy;
 pub use server::{Etcd, Options};
 pub use tls::{SERVER_NAME, TlsFiles};

@@ -12,12 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::access::Access;
-
-/// Where the server binary is looked for by default.
-pub const DEFAULT_ETCD: &str = "/usr/bin/etcd";
-
-/// Where the client binary is looked for by default.
-pub const DEFAULT_ETCDCTL: &str = "/usr/bin/etcdctl";
+use crate::binaries::{DEFAULT_ETCD, DEFAULT_ETCDCTL, clean_env, require_binaries};
 
 /// How long a member (or a whole cluster) may take to answer.
 pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(120);
@@ -215,40 +210,5 @@ impl Member {
 impl Drop for Member {
     fn drop(&mut self) {
         self.kill();
-    }
-}
-
-/// Leaves none of the caller's `ETCD*` settings to a process: etcd reads
-/// `ETCD_<FLAG>` as flags, etcdctl `ETCDCTL_<FLAG>`.
-pub(crate) fn clean_env(command: &mut Command) {
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("ETCD") {
-            command.env_remove(key);
-        }
-    }
-}
-
-/// Fails the test, never skips it, with the command that installs the
-/// binaries if either is missing.
-pub(crate) fn require_binaries(etcd: &Path, etcdctl: &Path) {
-    for tool in [etcd, etcdctl] {
-        assert!(
-            tool.is_file(),
-            "etcd not found ({} is missing): install it with \
-             `apt-get install -y etcd-server etcd-client`",
-            tool.display()
-        );
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    #[should_panic(expected = "install it with `apt-get install -y etcd-server etcd-client`")]
-    fn missing_binaries_fail_with_the_command_that_installs_them() {
-        let empty = tempfile::tempdir().unwrap();
-        require_binaries(&empty.path().join("etcd"), &empty.path().join("etcdctl"));
     }
 }
