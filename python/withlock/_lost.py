@@ -17,11 +17,20 @@ import threading
 import warnings
 import weakref
 from types import FrameType
-from typing import TYPE_CHECKING, Any, Callable, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, List, Optional, Protocol, Tuple
 
 if TYPE_CHECKING:
     from ._errors import LockLost
-    from ._lock import Lock
+
+
+class Lock(Protocol):
+    """What a loss needs of the lock it happened to: whether the acquisition
+    that lost it still holds it, and where to report a loss. Named here, not
+    imported, so that this module does not depend on the lock it serves."""
+
+    def _still_holds(self, acquisition: object) -> bool: ...
+
+    def _on_native_loss(self, acquisition: object, message: str) -> None: ...
 
 #: The signal that carries a loss to the main thread. withlock already uses
 #: SIGRTMIN+5 to end timed waits; a program that uses this one itself
