@@ -3,7 +3,7 @@
 //!
 //! The watch starts just after the revision the line was last read at, so
 //! no deletion is missed. A deletion of a key the request waits for (see
-//! [`Turn::WaitFor`]) makes it read its turn again; the deletion of its own
+//! `Turn::WaitFor`) makes it read its turn again; the deletion of its own
 //! key means its lease ended: it lost its place. The watch is opened again
 //! from the last revision seen every [`RECHECK`] (and when a member goes),
 //! so a deadline, a lease lost while waiting or a member that stopped
