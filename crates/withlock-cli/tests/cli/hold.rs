@@ -183,8 +183,24 @@ fn bad_holds_and_releases_are_refused_and_take_nothing() {
     let gone_pid = gone.id().to_string();
     assert!(wait_child(&mut gone).success());
     let followed = Followed::start(&env, "f");
-    let cases: [&[&str]; 6] = [
+    let cases: [&[&str]; 8] = [
         &["hold", "d", "--until-exit", &gone_pid],
+        &[
+            "--time-limit",
+            "5",
+            "hold",
+            "d",
+            "--until-exit",
+            &followed.pid(),
+        ],
+        &[
+            "--once-per",
+            "1h",
+            "hold",
+            "d",
+            "--until-exit",
+            &followed.pid(),
+        ],
         &["hold", "d", "--until-exit", "0"],
         &["hold", "d", "--until-exit", "x"],
         &["hold", "d"],
