@@ -107,7 +107,7 @@ fn hold(cli: &Cli, followed: OwnedFd, ready: OwnedFd) -> anyhow::Result<u8> {
     let set = lock_request::lock_set(cli)?;
     signals::install();
     let (mut guard, _) = lock_request::take(cli, &set, cli.wait_limit())?;
-    let point = HoldPoint::open(&set)?;
+    let mut point = HoldPoint::open(&set)?;
     let followed = Arc::new(followed);
     let (lost_read, lost) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
     // Kept open here too: only a loss wakes the hold, not the end of a
@@ -135,7 +135,7 @@ fn hold(cli: &Cli, followed: OwnedFd, ready: OwnedFd) -> anyhow::Result<u8> {
         return Ok(exit_code::OS_ERROR);
     }
     drop(ready);
-    let status = keep(&followed, &lost_read, &point);
+    let status = keep(&followed, &lost_read, &mut point);
     match status {
         Kept::Released(asked) => {
             let _ = guard.release();
@@ -161,7 +161,7 @@ enum Kept {
 }
 
 /// Sleeps in poll() until the hold ends.
-fn keep(followed: &OwnedFd, lost: &OwnedFd, point: &HoldPoint) -> Kept {
+fn keep(followed: &OwnedFd, lost: &OwnedFd, point: &mut HoldPoint) -> Kept {
     loop {
         let mut fds: Vec<libc::pollfd> = [followed.as_raw_fd(), lost.as_raw_fd()]
             .into_iter()
@@ -189,11 +189,16 @@ fn keep(followed: &OwnedFd, lost: &OwnedFd, point: &HoldPoint) -> Kept {
         if fds[1].revents != 0 {
             return Kept::Lost;
         }
-        for (index, pollfd) in fds[2..].iter().enumerate() {
-            if pollfd.revents != 0 {
-                if let Some(asked) = point.accept(index) {
-                    return Kept::Released(Box::new(asked));
-                }
+        let ready: Vec<usize> = fds[2..]
+            .iter()
+            .enumerate()
+            .filter(|(_, pollfd)| pollfd.revents != 0)
+            .map(|(index, _)| index)
+            .collect();
+        // From the highest down: handling one changes the indices above it.
+        for index in ready.into_iter().rev() {
+            if let Some(asked) = point.ready(index) {
+                return Kept::Released(Box::new(asked));
             }
         }
     }

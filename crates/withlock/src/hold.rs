@@ -16,6 +16,11 @@
 //!    then it releases every lock of its set and only then answers `k`, so
 //!    once a release returns the locks are free; else it answers `n`.
 //!
+//! The holder never blocks on a connection: it accepts it and waits for
+//! its byte in the same `poll()` as everything else, so a connection that
+//! says nothing (or a release slow to check) holds nothing up. At most
+//! [`MAX_PENDING`] connections wait at once; the oldest is dropped.
+//!
 //! Nothing is written to disk, and no runtime directory is needed. A user
 //! who is neither the holder's nor root cannot end a hold (77 in the
 //! command), nor pass for one: the holder judges by the kernel's
@@ -28,7 +33,6 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-use nix::errno::Errno;
 use nix::sys::socket::{self, SockFlag, sockopt};
 use nix::unistd::{Uid, getuid};
 
@@ -48,8 +52,8 @@ pub fn prefix_for(key: &crate::LockKey) -> String {
     announce::prefix(NAME_PREFIX, key)
 }
 
-/// How long the one-byte request may take to arrive after a connection.
-const REQUEST_WAIT: Duration = Duration::from_secs(1);
+/// How many accepted connections may wait for their request at once.
+pub const MAX_PENDING: usize = 16;
 /// How long a release waits for the holder to let go and answer: a
 /// server lock's release is a round trip.
 const ANSWER_WAIT: Duration = Duration::from_secs(30);
@@ -58,10 +62,13 @@ const RELEASE: u8 = b'r';
 const DONE: u8 = b'k';
 const REFUSED: u8 = b'n';
 
-/// A hold's listening sockets, one per lock of its set.
+/// A hold's listening sockets, one per lock of its set, and the
+/// connections accepted that have not said their byte yet.
 #[derive(Debug)]
 pub struct HoldPoint {
     listeners: Vec<OwnedFd>,
+    /// Each with the uid the kernel gave for its other end.
+    pending: Vec<(UnixStream, u32, i32)>,
 }
 
 /// A release that a hold agreed to: answer it once the locks are free.
@@ -89,44 +96,77 @@ impl HoldPoint {
             .iter()
             .map(|(key, _)| announce::listen(&prefix_for(key), stamp, "").map(|(fd, _)| fd))
             .collect::<Result<Vec<_>>>()?;
-        Ok(HoldPoint { listeners })
+        Ok(HoldPoint {
+            listeners,
+            pending: Vec::new(),
+        })
     }
 
-    /// The listening sockets, to wait on with `poll()` for POLLIN.
+    /// The sockets to wait on with `poll()` for POLLIN: the listeners,
+    /// then the connections waiting for their byte.
     pub fn fds(&self) -> Vec<BorrowedFd<'_>> {
-        self.listeners.iter().map(AsFd::as_fd).collect()
+        self.listeners
+            .iter()
+            .map(AsFd::as_fd)
+            .chain(self.pending.iter().map(|(conn, _, _)| conn.as_fd()))
+            .collect()
     }
 
-    /// Answers a connection waiting on the socket `fds()[index]`: a
-    /// release from this user or root comes back to be answered with
-    /// [`ReleaseAsked::done`]; anyone else's is refused here.
-    pub fn accept(&self, index: usize) -> Option<ReleaseAsked> {
-        let listener = self.listeners.get(index)?;
-        let raw = match socket::accept4(listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC) {
-            Ok(raw) => raw,
-            Err(Errno::EAGAIN | Errno::EINTR | Errno::ECONNABORTED) => return None,
-            Err(_) => return None,
-        };
-        // SAFETY: accept4 just returned this descriptor, owned by nobody else.
-        let conn = unsafe { OwnedFd::from_raw_fd(raw) };
-        let cred = socket::getsockopt(&conn, sockopt::PeerCredentials).ok()?;
-        let mut conn = UnixStream::from(conn);
-        conn.set_nonblocking(false).ok()?;
-        conn.set_read_timeout(Some(REQUEST_WAIT)).ok()?;
-        let mut byte = [0u8];
-        conn.read_exact(&mut byte).ok()?;
-        if byte[0] != RELEASE {
+    /// Handles the socket `fds()[index]`, which `poll()` found ready: a
+    /// listener's connection is accepted (None: its byte comes later), a
+    /// waiting connection read. A release from this user or root comes
+    /// back to be answered with [`ReleaseAsked::done`]; anyone else's is
+    /// refused here. Handle the ready ones of one `poll()` from the
+    /// highest index down: this changes the indices above `index`.
+    pub fn ready(&mut self, index: usize) -> Option<ReleaseAsked> {
+        if index < self.listeners.len() {
+            self.accept(index);
             return None;
         }
-        let uid = Uid::from_raw(cred.uid());
+        let at = index - self.listeners.len();
+        if at >= self.pending.len() {
+            return None;
+        }
+        let (mut conn, uid, pid) = self.pending.remove(at);
+        let mut byte = [0u8];
+        match conn.read(&mut byte) {
+            Ok(1) if byte[0] == RELEASE => {}
+            _ => return None,
+        }
+        let uid = Uid::from_raw(uid);
         if uid != getuid() && !uid.is_root() {
+            let _ = conn.set_nonblocking(false);
             let _ = conn.write_all(&[REFUSED]);
             return None;
         }
+        let _ = conn.set_nonblocking(false);
         Some(ReleaseAsked {
             conn,
-            by: Holder::of_pid(cred.pid(), Mode::Exclusive),
+            by: Holder::of_pid(pid, Mode::Exclusive),
         })
+    }
+
+    /// Accepts a connection on listener `index` into the waiting ones.
+    fn accept(&mut self, index: usize) {
+        let Some(listener) = self.listeners.get(index) else {
+            return;
+        };
+        let Ok(raw) = socket::accept4(
+            listener.as_raw_fd(),
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        ) else {
+            return;
+        };
+        // SAFETY: accept4 just returned this descriptor, owned by nobody else.
+        let conn = unsafe { OwnedFd::from_raw_fd(raw) };
+        let Ok(cred) = socket::getsockopt(&conn, sockopt::PeerCredentials) else {
+            return;
+        };
+        if self.pending.len() >= MAX_PENDING {
+            self.pending.remove(0);
+        }
+        self.pending
+            .push((UnixStream::from(conn), cred.uid(), cred.pid()));
     }
 }
 

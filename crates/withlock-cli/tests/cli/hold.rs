@@ -195,7 +195,7 @@ fn bad_holds_and_releases_are_refused_and_take_nothing() {
         ],
         &[
             "--once-per",
-            "1h",
+            "3600",
             "hold",
             "d",
             "--until-exit",
