@@ -537,13 +537,6 @@ impl Cli {
                  such as $$ (this shell) or $PPID (a script's caller)"
                     .to_owned(),
             )),
-            (Action::Hold, Some(_)) if cli.time_limit.is_some() || cli.once_per.is_some() => {
-                Err(ParseError::Command(
-                    "withlock hold runs no command: --time-limit and --once-per are for runs; \
-                     drop them"
-                        .to_owned(),
-                ))
-            }
             (Action::Hold, Some(pid)) => {
                 // Short, and the pid before the names: a server lock's
                 // declared command has little room (withlock::pg::Identity).
