@@ -244,7 +244,7 @@ fn a_storm_of_clients_loses_no_update() {
 }
 
 #[test]
-fn the_fencing_token_grows_and_several_locks_mix_with_file_locks() {
+fn the_fencing_token_grows_and_several_locks_are_taken_all_or_none() {
     let e = EtcdEnv::new();
     let token = |args: &[&str]| -> String {
         let out = e
