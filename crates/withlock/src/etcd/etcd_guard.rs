@@ -6,7 +6,6 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::etcd::cancel;
 use crate::etcd::client::Client;
 use crate::etcd::error::EtcdError;
-use crate::etcd::etcd_lock::put_record;
 use crate::etcd::lease::{Lease, LeaseLost};
 use crate::etcd::record::Record;
 use crate::etcd::run_record;
@@ -125,13 +124,8 @@ impl EtcdGuard {
             return Ok(());
         };
         self.record.deadline = Some(deadline);
-        put_record(
-            &self.client,
-            &self.key,
-            lease,
-            &self.record,
-            "announcing the deadline",
-        )
+        self.record
+            .put(&self.client, &self.key, lease, "announcing the deadline")
     }
 
     /// Calls `on_lost` once, from the lease's keepalive thread, if the

@@ -215,62 +215,6 @@ impl EtcdLock {
         Ok((key, revision, ahead, read_at))
     }
 
-    /// The turn of the request with `key`, created at `revision`, read
-    /// again; once granted, the record written again with the grant time
-    /// (true when done). An exclusive request does both in one
-    /// transaction: "every key under the prefix was created at or after
-    /// mine" (a compare over the prefix) then stamps the record, else reads
-    /// who is ahead, so a handoff costs one round trip.
-    pub(crate) fn turn_and_stamp(
-        &self,
-        client: &Client,
-        key: &str,
-        lease: &Lease,
-        revision: i64,
-        record: &Record,
-    ) -> std::result::Result<(Turn, i64, Option<Record>), EtcdError> {
-        if self.mode != Mode::Exclusive || self.max.is_some() {
-            let (turn, read_at, _) = self.turn_now(client, revision)?;
-            return Ok((turn, read_at, None));
-        }
-        let stamped = record.granted_now();
-        let txn = json!({
-            "compare": [{"key": b64(&self.prefix), "range_end": prefix_end(&self.prefix),
-                         "target": "CREATE", "result": "GREATER",
-                         "create_revision": (revision - 1).to_string()}],
-            "success": [{"request_put": {"key": b64(key), "value": b64(stamped.to_json()),
-                                         "lease": lease.id().to_string()}}],
-            "failure": [{"request_range": self.range_body(Some(revision))}],
-        });
-        let reply = client.call("/v3/kv/txn", &txn, "reading the lock's line")?;
-        let read_at = int(&reply["header"]["revision"]);
-        if reply["succeeded"] == json!(true) {
-            return Ok((Turn::Granted, read_at, Some(stamped)));
-        }
-        let ahead = line::entries(&reply["responses"][0]["response_range"]);
-        Ok((line::turn(&ahead, self.mode, self.max), read_at, None))
-    }
-
-    /// The turn of a request whose key was created at `revision`, read
-    /// again; with the revision it was read at.
-    pub(crate) fn turn_now(
-        &self,
-        client: &Client,
-        revision: i64,
-    ) -> std::result::Result<(Turn, i64, Vec<Entry>), EtcdError> {
-        let range = client.call(
-            "/v3/kv/range",
-            &self.range_body(Some(revision)),
-            "reading the lock's line",
-        )?;
-        let ahead = line::entries(&range);
-        Ok((
-            line::turn(&ahead, self.mode, self.max),
-            int(&range["header"]["revision"]),
-            ahead,
-        ))
-    }
-
     fn conflict(&self, ahead: &[Entry], deadline: &Deadline, hooks: &dyn WaitHooks) -> Error {
         let holders = if hooks.name_holders() {
             line::holders(ahead)
@@ -362,8 +306,7 @@ impl Lock for EtcdLock {
                             // Only the "since" of listings is at stake: a
                             // failure changes nothing else, and the lease
                             // watch notices a cluster gone.
-                            let _ =
-                                put_record(&client, &key, &lease, &record, "stamping the grant");
+                            let _ = record.put(&client, &key, &lease, "stamping the grant");
                         }
                         (fence, record)
                     }
@@ -409,15 +352,72 @@ impl Lock for EtcdLock {
     }
 }
 
-/// Writes `record` as the value of `key`, with `lease`.
-pub(crate) fn put_record(
-    client: &Client,
-    key: &str,
-    lease: &Lease,
-    record: &Record,
-    what: &'static str,
-) -> std::result::Result<(), EtcdError> {
-    let put = json!({"key": b64(key), "value": b64(record.to_json()),
-                     "lease": lease.id().to_string()});
-    client.call("/v3/kv/put", &put, what).map(drop)
+impl waiting::Line for EtcdLock {
+    fn name(&self) -> &str {
+        EtcdLock::name(self)
+    }
+
+    fn cluster(&self) -> &str {
+        EtcdLock::cluster(self)
+    }
+
+    fn key_prefix(&self) -> &str {
+        EtcdLock::key_prefix(self)
+    }
+
+    /// The turn of the request with `key`, created at `revision`, read
+    /// again; once granted, the record written again with the grant time
+    /// (true when done). An exclusive request does both in one
+    /// transaction: "every key under the prefix was created at or after
+    /// mine" (a compare over the prefix) then stamps the record, else reads
+    /// who is ahead, so a handoff costs one round trip.
+    fn turn_and_stamp(
+        &self,
+        client: &Client,
+        key: &str,
+        lease: &Lease,
+        revision: i64,
+        record: &Record,
+    ) -> std::result::Result<(Turn, i64, Option<Record>), EtcdError> {
+        if self.mode != Mode::Exclusive || self.max.is_some() {
+            let (turn, read_at, _) = self.turn_now(client, revision)?;
+            return Ok((turn, read_at, None));
+        }
+        let stamped = record.granted_now();
+        let txn = json!({
+            "compare": [{"key": b64(&self.prefix), "range_end": prefix_end(&self.prefix),
+                         "target": "CREATE", "result": "GREATER",
+                         "create_revision": (revision - 1).to_string()}],
+            "success": [{"request_put": {"key": b64(key), "value": b64(stamped.to_json()),
+                                         "lease": lease.id().to_string()}}],
+            "failure": [{"request_range": self.range_body(Some(revision))}],
+        });
+        let reply = client.call("/v3/kv/txn", &txn, "reading the lock's line")?;
+        let read_at = int(&reply["header"]["revision"]);
+        if reply["succeeded"] == json!(true) {
+            return Ok((Turn::Granted, read_at, Some(stamped)));
+        }
+        let ahead = line::entries(&reply["responses"][0]["response_range"]);
+        Ok((line::turn(&ahead, self.mode, self.max), read_at, None))
+    }
+
+    /// The turn of a request whose key was created at `revision`, read
+    /// again; with the revision it was read at.
+    fn turn_now(
+        &self,
+        client: &Client,
+        revision: i64,
+    ) -> std::result::Result<(Turn, i64, Vec<Entry>), EtcdError> {
+        let range = client.call(
+            "/v3/kv/range",
+            &self.range_body(Some(revision)),
+            "reading the lock's line",
+        )?;
+        let ahead = line::entries(&range);
+        Ok((
+            line::turn(&ahead, self.mode, self.max),
+            int(&range["header"]["revision"]),
+            ahead,
+        ))
+    }
 }

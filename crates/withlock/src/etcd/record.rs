@@ -20,6 +20,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
+use crate::etcd::client::{Client, b64};
+use crate::etcd::error::EtcdError;
+use crate::etcd::lease::Lease;
 use crate::holder::Holder;
 use crate::request::Mode;
 
@@ -153,6 +156,21 @@ impl Record {
 fn millis(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis().try_into().unwrap_or(u64::MAX))
+}
+
+impl Record {
+    /// Writes this record as the value of `key`, with `lease`.
+    pub(crate) fn put(
+        &self,
+        client: &Client,
+        key: &str,
+        lease: &Lease,
+        what: &'static str,
+    ) -> Result<(), EtcdError> {
+        let put = json!({"key": b64(key), "value": b64(self.to_json()),
+                         "lease": lease.id().to_string()});
+        client.call("/v3/kv/put", &put, what).map(drop)
+    }
 }
 
 #[cfg(test)]

@@ -20,13 +20,39 @@ use serde_json::json;
 use crate::Deadline;
 use crate::etcd::client::{Client, b64, int, prefix_end, unb64};
 use crate::etcd::error::EtcdError;
-use crate::etcd::etcd_lock::EtcdLock;
 use crate::etcd::lease::{ANSWER_TIMEOUT, Lease};
 use crate::etcd::line::{Entry, Turn};
 use crate::etcd::record::Record;
 
 /// How long one watch request lasts before it is opened again.
 pub const RECHECK: Duration = Duration::from_secs(5);
+
+/// What a wait needs of the lock it waits for. The lock implements it, so
+/// that waiting, which the lock calls, does not depend on the lock.
+pub(crate) trait Line {
+    /// The lock's name, for messages.
+    fn name(&self) -> &str;
+    /// The cluster, as its URL names it, for messages.
+    fn cluster(&self) -> &str;
+    /// The prefix under which the line's keys are.
+    fn key_prefix(&self) -> &str;
+    /// The turn of the request whose key was created at `revision`, read
+    /// again; with the revision it was read at and the keys ahead.
+    fn turn_now(
+        &self,
+        client: &Client,
+        revision: i64,
+    ) -> Result<(Turn, i64, Vec<Entry>), EtcdError>;
+    /// The turn, taken with the grant stamped into `record` when it comes.
+    fn turn_and_stamp(
+        &self,
+        client: &Client,
+        key: &str,
+        lease: &Lease,
+        revision: i64,
+        record: &Record,
+    ) -> Result<(Turn, i64, Option<Record>), EtcdError>;
+}
 
 /// A request's place in line: its key, the revision that created it, and
 /// its holder record.
@@ -49,7 +75,7 @@ pub(crate) enum Outcome {
 /// Waits until the request with `key`, created at `revision`, has its
 /// turn; it waits for one of `waiting_for` to go.
 pub(crate) fn wait(
-    lock: &EtcdLock,
+    lock: &impl Line,
     client: &Client,
     lease: &Lease,
     place: &Place<'_>,
@@ -126,7 +152,7 @@ pub(crate) fn wait(
     }
 }
 
-fn lost_place(lock: &EtcdLock, cause: String) -> EtcdError {
+fn lost_place(lock: &impl Line, cause: String) -> EtcdError {
     EtcdError::LostWhileWaiting {
         lock: lock.name().to_owned(),
         cluster: lock.cluster().to_owned(),
