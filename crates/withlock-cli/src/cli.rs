@@ -312,7 +312,7 @@ pub(crate) struct Cli {
     /// while it runs (its session was ended, the server restarted, the
     /// network was cut; noticed within 8 seconds; with etcd, the lease
     /// ended or no keepalive got through for 5 seconds, noticed within 6 +
-    /// 1 per member; exit 80), withlock says so, sends SIGTERM to the
+    /// 1.5 per member; exit 80), withlock says so, sends SIGTERM to the
     /// command's process group, and SIGKILL SECONDS later (fractions
     /// allowed) if it still runs. The server keeps the lock of a holder it
     /// cannot hear for 8 + SECONDS + 10 seconds (etcd: a lease of the

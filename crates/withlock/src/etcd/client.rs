@@ -30,7 +30,7 @@ use crate::etcd::target::Target;
 pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long a member may take to say whether it has a leader.
-const STATUS_TIMEOUT: Duration = Duration::from_millis(500);
+pub(crate) const STATUS_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// gRPC status codes the gateway reports (`{"code": N, ...}`).
 const GRPC_INVALID_ARGUMENT: i64 = 3;

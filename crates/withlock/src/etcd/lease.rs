@@ -9,10 +9,12 @@
 //! down is not a loss: each keepalive tries the members in turn.
 //!
 //! **The bound.** A keepalive is sent every [`KEEPALIVE_EVERY`], and waits
-//! at most [`ANSWER_TIMEOUT`] for each member, so a loss is noticed at
-//! most [`detection_bound`] after the last keepalive that succeeded was
-//! sent: `LOSS_AFTER + KEEPALIVE_EVERY + members × ANSWER_TIMEOUT` (7 s
-//! for one member, 9 s for three). The cluster renews the lease for its
+//! at most [`ANSWER_TIMEOUT`] for each member, plus half a second to ask a
+//! member that did not answer whether it has a leader (so that a loss can
+//! say "no quorum"), so a loss is noticed at most [`detection_bound`] after
+//! the last keepalive that succeeded was sent: `LOSS_AFTER +
+//! KEEPALIVE_EVERY + members × (ANSWER_TIMEOUT + STATUS_TIMEOUT)` (7.5 s
+//! for one member, 10.5 s for three). The cluster renews the lease for its
 //! TTL from when it received that keepalive, and the TTL asked for is
 //! [`ttl`]`(grace, members)` = bound + grace + [`MARGIN`], so the holder
 //! has stopped its command (SIGTERM, then SIGKILL after `grace`) before
@@ -24,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::etcd::client::{Client, int};
+use crate::etcd::client::{Client, STATUS_TIMEOUT, int};
 use crate::etcd::error::EtcdError;
 
 /// How often the lease is renewed.
@@ -39,7 +41,7 @@ pub const MARGIN: Duration = Duration::from_secs(5);
 /// How long after the last successful keepalive a loss is noticed, for a
 /// cluster of `members` endpoints (module docs).
 pub fn detection_bound(members: usize) -> Duration {
-    LOSS_AFTER + KEEPALIVE_EVERY + ANSWER_TIMEOUT * members.max(1) as u32
+    LOSS_AFTER + KEEPALIVE_EVERY + (ANSWER_TIMEOUT + STATUS_TIMEOUT) * members.max(1) as u32
 }
 
 /// The lease TTL for a holder that stops within `grace` (module docs).
@@ -274,10 +276,10 @@ mod tests {
 
     #[test]
     fn the_ttl_outlasts_detection_and_grace() {
-        assert_eq!(detection_bound(1), Duration::from_secs(7));
-        assert_eq!(detection_bound(3), Duration::from_secs(9));
+        assert_eq!(detection_bound(1), Duration::from_millis(7_500));
+        assert_eq!(detection_bound(3), Duration::from_millis(10_500));
         let grace = Duration::from_secs(10);
         assert!(ttl(grace, 3) > detection_bound(3) + grace);
-        assert_eq!(ttl(grace, 1), Duration::from_secs(22));
+        assert_eq!(ttl(grace, 1), Duration::from_millis(22_500));
     }
 }
