@@ -2,7 +2,7 @@
 //! 0 to N-1, unique among the current holders (`WITHLOCK_SLOT`,
 //! `WITHLOCK_SLOT_INDEX`), `--slots a,b,c` names the places, a freed place
 //! goes to the next request in arrival order, and `--list` shows each
-//! holder's. On this machine and on a PostgreSQL server.
+//! holder's. On this machine, on a PostgreSQL server and on etcd.
 
 use std::fs;
 use std::process::Child;
@@ -16,11 +16,17 @@ use crate::support::{Env, Holder, Run, lines, spawn, stderr, wait_child};
 /// A holder's command: claims its slot's file in `$1` (refusing one that
 /// another current holder has: `set -C`), records its slot and how many
 /// holders it found at once, then gives the file back before it ends.
+/// Until two holders have met (a `met` file, at most a minute), a holder
+/// waits for another's slot file, so that holders surely run together
+/// however fast the commands are next to the lock's round trips.
 const CLAIM: &str = r#"d="$1"; s="$WITHLOCK_SLOT"
 case "$s" in 0|1|2) ;; *) echo "slot '$s' out of range" >> "$d/errors"; exit 1 ;; esac
 [ "$WITHLOCK_SLOT_INDEX" = "$s" ] || { echo "index $WITHLOCK_SLOT_INDEX for $s" >> "$d/errors"; exit 1; }
 if ! ( set -C; echo $$ > "$d/slot-$s" ) 2>/dev/null; then echo "two holders in slot $s" >> "$d/errors"; exit 1; fi
 set -- "$d"/slot-*; echo "$#" >> "$d/together"
+n=0; while [ ! -e "$d/met" ] && [ $n -lt 6000 ]; do
+  set -- "$d"/slot-*; if [ $# -gt 1 ]; then : > "$d/met"; fi; n=$((n+1)); sleep 0.01
+done
 echo "$s" >> "$d/used"
 rm "$d/slot-$s""#;
 
@@ -219,8 +225,14 @@ fn a_storm_and_named_slots_on_a_server() {
 }
 
 #[test]
-fn named_slots_on_etcd() {
+fn a_storm_and_named_slots_on_etcd() {
     let etcd = EtcdEnv::new();
+    let locker = format!(
+        "{} --url {} --max 3 pool --",
+        etcd.env.bin().display(),
+        etcd.etcd.url()
+    );
+    storm_of_max_3(&etcd.env, &locker, 6, 4);
     named_slots_are_handed_out_and_reused_in_arrival_order(&etcd.env, || etcd.withlock());
 }
 
