@@ -225,9 +225,8 @@ impl EtcdLock {
     }
 
     /// Claims the lowest place of `0..max` no other holder has, written
-    /// into the record in a transaction that holds only if no other
-    /// holder's key changed since it was read (a holder claiming at the
-    /// same time changes its key): else read again and retry.
+    /// into the record: read the line, try ([`EtcdLock::try_claim`]),
+    /// and read again while another client wrote in between.
     fn claim_slot(
         &self,
         client: &Client,
@@ -237,31 +236,45 @@ impl EtcdLock {
         max: u32,
     ) -> std::result::Result<(), EtcdError> {
         loop {
-            let (entries, _) = self.line(client)?;
-            let holding = line::holding(&entries);
-            let others: Vec<&Entry> = holding
-                .into_iter()
-                .filter(|e| e.key != key.as_bytes())
-                .collect();
-            record.slot = Some(line::free_slot(&others, max));
-            let unchanged: Vec<Value> = others
-                .iter()
-                .map(|e| {
-                    json!({"key": b64(&e.key), "target": "MOD", "result": "EQUAL",
-                           "mod_revision": e.mod_revision.to_string()})
-                })
-                .collect();
-            let txn = json!({
-                "compare": unchanged,
-                "success": [{"request_put": {"key": b64(key), "value": b64(record.to_json()),
-                                             "lease": lease.id().to_string()}}],
-                "failure": [],
-            });
-            let reply = client.call("/v3/kv/txn", &txn, "claiming a place")?;
-            if reply["succeeded"] == json!(true) {
+            let read = self.line(client)?;
+            if self.try_claim(client, key, lease, record, max, &read)? {
                 return Ok(());
             }
         }
+    }
+
+    /// Writes into the record the lowest place of `0..max` that no other
+    /// holder in `read` (the line, the revision it was read at) has, in a
+    /// transaction that holds only if no key under the prefix was written
+    /// since: a holder claiming at the same time writes its key, and so
+    /// does one granted since that claimed first (a compare over the keys
+    /// read alone would miss it). A key deleted since only frees a place.
+    /// False, writing nothing, if the line changed.
+    fn try_claim(
+        &self,
+        client: &Client,
+        key: &str,
+        lease: &Lease,
+        record: &mut Record,
+        max: u32,
+        read: &(Vec<Entry>, i64),
+    ) -> std::result::Result<bool, EtcdError> {
+        let (entries, read_at) = read;
+        let others: Vec<&Entry> = line::holding(entries)
+            .into_iter()
+            .filter(|e| e.key != key.as_bytes())
+            .collect();
+        record.slot = Some(line::free_slot(&others, max));
+        let txn = json!({
+            "compare": [{"key": b64(&self.prefix), "range_end": prefix_end(&self.prefix),
+                         "target": "MOD", "result": "LESS",
+                         "mod_revision": (read_at + 1).to_string()}],
+            "success": [{"request_put": {"key": b64(key), "value": b64(record.to_json()),
+                                         "lease": lease.id().to_string()}}],
+            "failure": [],
+        });
+        let reply = client.call("/v3/kv/txn", &txn, "claiming a place")?;
+        Ok(reply["succeeded"] == json!(true))
     }
 }
 
@@ -419,5 +432,55 @@ impl waiting::Line for EtcdLock {
             int(&range["header"]["revision"]),
             ahead,
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use withlock_etcd_testing::Etcd;
+
+    /// A request in line for `lock` with its own client and lease.
+    fn join(lock: &EtcdLock) -> (Arc<Client>, Lease, String, Record) {
+        let client = Client::connect(lock.target()).unwrap();
+        let lease = Lease::grant(&client, lock.lease_ttl(), lock.name()).unwrap();
+        let record = lock.record();
+        let (key, _, ahead, _) = lock.join_line(&client, &lease, &record).unwrap();
+        assert_eq!(line::turn(&ahead, lock.mode, lock.max), Turn::Granted);
+        (client, lease, key, record)
+    }
+
+    #[test]
+    fn a_holder_granted_after_a_claims_read_never_gets_its_place() {
+        let etcd = Etcd::start();
+        let lock = EtcdLock::new(&etcd.url(), "pool").unwrap().with_max(3);
+        let (a_client, a_lease, a_key, mut a_record) = join(&lock);
+        // A reads the line (A alone), then B is granted and claims a
+        // place before A's transaction.
+        let read = lock.line(&a_client).unwrap();
+        let (b_client, b_lease, b_key, mut b_record) = join(&lock);
+        lock.claim_slot(&b_client, &b_key, &b_lease, &mut b_record, 3)
+            .unwrap();
+        assert_eq!(b_record.slot, Some(0));
+        let claimed = lock
+            .try_claim(&a_client, &a_key, &a_lease, &mut a_record, 3, &read)
+            .unwrap();
+        assert!(
+            !claimed,
+            "A claimed place 0 from a line read before B's claim"
+        );
+        lock.claim_slot(&a_client, &a_key, &a_lease, &mut a_record, 3)
+            .unwrap();
+        assert_eq!(a_record.slot, Some(1));
+        let (entries, _) = lock.line(&a_client).unwrap();
+        let mut slots: Vec<Option<u32>> = entries
+            .iter()
+            .map(|e| e.record.as_ref().unwrap().slot)
+            .collect();
+        slots.sort();
+        assert_eq!(slots, [Some(0), Some(1)]);
+        a_lease.revoke().unwrap();
+        b_lease.revoke().unwrap();
     }
 }
