@@ -17,13 +17,14 @@
 //! not use timed waits.
 
 use std::io;
-use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
 use crate::request::Mode;
 use crate::signal_wake::Wake;
-use crate::timer_signal::{install_noop_handler, set_signal_blocked, timer_signal};
+use crate::timer_signal::{
+    install_noop_handler, set_signal_blocked, timer_for_this_thread, timer_signal, timespec,
+};
 
 /// How a lock attempt ended, other than with an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,20 +148,7 @@ const REFIRE: Duration = Duration::from_millis(1);
 impl DeadlineTimer {
     fn arm(deadline: Instant) -> io::Result<DeadlineTimer> {
         install_noop_handler();
-        let signal = timer_signal();
-        let signal_was_blocked = set_signal_blocked(signal, false)?;
-        // SAFETY: an all-zero sigevent is a valid value; we fill in the fields
-        // SIGEV_THREAD_ID reads.
-        let mut event: libc::sigevent = unsafe { MaybeUninit::zeroed().assume_init() };
-        event.sigev_notify = libc::SIGEV_THREAD_ID;
-        event.sigev_signo = signal;
-        // SAFETY: gettid has no preconditions.
-        event.sigev_notify_thread_id = unsafe { libc::gettid() };
-        let mut id: libc::timer_t = std::ptr::null_mut();
-        // SAFETY: `event` and `id` are valid for the call; the kernel copies them.
-        if unsafe { libc::timer_create(libc::CLOCK_MONOTONIC, &mut event, &mut id) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let (id, signal_was_blocked) = timer_for_this_thread()?;
         let timer = DeadlineTimer {
             id,
             signal_was_blocked,
@@ -191,17 +179,11 @@ impl Drop for DeadlineTimer {
     }
 }
 
-fn timespec(d: Duration) -> libc::timespec {
-    libc::timespec {
-        tv_sec: d.as_secs() as libc::time_t,
-        tv_nsec: d.subsec_nanos() as libc::c_long,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::fs::File;
+    use std::mem::MaybeUninit;
     use std::os::fd::AsFd;
 
     fn lock_file() -> (tempfile::TempDir, File, File) {

@@ -28,7 +28,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use crate::timer_signal::{install_noop_handler, set_signal_blocked, timer_signal};
+use crate::timer_signal::{
+    install_noop_handler, set_signal_blocked, timer_for_this_thread, timer_signal, timespec,
+};
 
 /// Signal numbers that can be caught are below this (Linux's `_NSIG`).
 const SIGNALS: usize = 65;
@@ -141,13 +143,6 @@ extern "C" fn relay(signal: libc::c_int, info: *mut libc::siginfo_t, context: *m
     }
 }
 
-fn timespec(d: Duration) -> libc::timespec {
-    libc::timespec {
-        tv_sec: d.as_secs() as libc::time_t,
-        tv_nsec: d.subsec_nanos() as libc::c_long,
-    }
-}
-
 /// One wait's timer, registered for [`relay`] to arm; none until a program
 /// has called [`wake_waits_on_handled_signals`].
 pub(crate) struct Wake {
@@ -167,23 +162,7 @@ impl Wake {
         if PREVIOUS.iter().all(|p| p.load(Ordering::SeqCst) == 0) {
             return Ok(Wake { registered: None });
         }
-        let signal_was_blocked = set_signal_blocked(timer_signal(), false)?;
-        // SAFETY: an all-zero sigevent is valid; we fill in the fields
-        // SIGEV_THREAD_ID reads.
-        let mut event: libc::sigevent = unsafe { MaybeUninit::zeroed().assume_init() };
-        event.sigev_notify = libc::SIGEV_THREAD_ID;
-        event.sigev_signo = timer_signal();
-        // SAFETY: gettid has no preconditions.
-        event.sigev_notify_thread_id = unsafe { libc::gettid() };
-        let mut id: libc::timer_t = std::ptr::null_mut();
-        // SAFETY: `event` and `id` are valid for the call; the kernel copies them.
-        if unsafe { libc::timer_create(libc::CLOCK_MONOTONIC, &mut event, &mut id) } != 0 {
-            let err = io::Error::last_os_error();
-            if signal_was_blocked {
-                let _ = set_signal_blocked(timer_signal(), true);
-            }
-            return Err(err);
-        }
+        let (id, signal_was_blocked) = timer_for_this_thread()?;
         let slot = WAITS.iter().position(|slot| {
             slot.compare_exchange(EMPTY, id as usize + 1, Ordering::SeqCst, Ordering::SeqCst)
                 .is_ok()

@@ -1,12 +1,14 @@
 //! The signal that interrupts a blocking call when a wait must stop (its
 //! deadline, a helper that saw the lock change, a signal handled during
 //! the wait): [`timer_signal`], its no-op handler, and blocking it per
-//! thread. Linux only; shared by `flock_wait.rs`, `signal_wake.rs`, the
+//! thread, and a timer that sends it to one thread. Linux only; shared by
+//! `flock_wait.rs`, `signal_wake.rs`, `wait_cancel.rs`, the
 //! arrival queue and `supersede.rs`.
 
 use std::io;
 use std::mem::MaybeUninit;
 use std::sync::Once;
+use std::time::Duration;
 
 /// The signal that interrupts a wait at its deadline: `SIGRTMIN + 5`.
 pub fn timer_signal() -> i32 {
@@ -51,5 +53,38 @@ pub(crate) fn set_signal_blocked(signal: i32, blocked: bool) -> io::Result<bool>
             return Err(io::Error::from_raw_os_error(rc));
         }
         Ok(libc::sigismember(&old, signal) == 1)
+    }
+}
+
+/// Creates a `CLOCK_MONOTONIC` timer that sends [`timer_signal`] to the
+/// calling thread, unblocking that signal in it first. Returns the timer
+/// and whether the signal was blocked before, for the caller to block it
+/// again when it deletes the timer; on failure the mask is as it was.
+pub(crate) fn timer_for_this_thread() -> io::Result<(libc::timer_t, bool)> {
+    let signal_was_blocked = set_signal_blocked(timer_signal(), false)?;
+    // SAFETY: an all-zero sigevent is a valid value; we fill in the fields
+    // SIGEV_THREAD_ID reads.
+    let mut event: libc::sigevent = unsafe { MaybeUninit::zeroed().assume_init() };
+    event.sigev_notify = libc::SIGEV_THREAD_ID;
+    event.sigev_signo = timer_signal();
+    // SAFETY: gettid has no preconditions.
+    event.sigev_notify_thread_id = unsafe { libc::gettid() };
+    let mut id: libc::timer_t = std::ptr::null_mut();
+    // SAFETY: `event` and `id` are valid for the call; the kernel copies them.
+    if unsafe { libc::timer_create(libc::CLOCK_MONOTONIC, &mut event, &mut id) } != 0 {
+        let err = io::Error::last_os_error();
+        if signal_was_blocked {
+            let _ = set_signal_blocked(timer_signal(), true);
+        }
+        return Err(err);
+    }
+    Ok((id, signal_was_blocked))
+}
+
+/// `d` as the `timespec` that `timer_settime` takes.
+pub(crate) fn timespec(d: Duration) -> libc::timespec {
+    libc::timespec {
+        tv_sec: d.as_secs() as libc::time_t,
+        tv_nsec: d.subsec_nanos() as libc::c_long,
     }
 }

@@ -27,14 +27,15 @@
 //! meanwhile once cancelled, so a caller abandons those waits instead.
 
 use std::io;
-use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::lock::WaitHooks;
-use crate::timer_signal::{install_noop_handler, set_signal_blocked, timer_signal};
+use crate::timer_signal::{
+    install_noop_handler, set_signal_blocked, timer_for_this_thread, timer_signal, timespec,
+};
 
 /// How often the waiting thread is signalled until its wait has stopped.
 const REFIRE: Duration = Duration::from_millis(1);
@@ -161,23 +162,7 @@ struct Timer {
 impl Timer {
     fn for_this_thread() -> io::Result<Timer> {
         install_noop_handler();
-        let signal_was_blocked = set_signal_blocked(timer_signal(), false)?;
-        // SAFETY: an all-zero sigevent is a valid value; we fill in the
-        // fields SIGEV_THREAD_ID reads.
-        let mut event: libc::sigevent = unsafe { MaybeUninit::zeroed().assume_init() };
-        event.sigev_notify = libc::SIGEV_THREAD_ID;
-        event.sigev_signo = timer_signal();
-        // SAFETY: gettid has no preconditions.
-        event.sigev_notify_thread_id = unsafe { libc::gettid() };
-        let mut id: libc::timer_t = std::ptr::null_mut();
-        // SAFETY: `event` and `id` are valid for the call; the kernel copies them.
-        if unsafe { libc::timer_create(libc::CLOCK_MONOTONIC, &mut event, &mut id) } != 0 {
-            let err = io::Error::last_os_error();
-            if signal_was_blocked {
-                let _ = set_signal_blocked(timer_signal(), true);
-            }
-            return Err(err);
-        }
+        let (id, signal_was_blocked) = timer_for_this_thread()?;
         Ok(Timer {
             id: id as usize,
             signal_was_blocked,
@@ -211,13 +196,6 @@ impl Drop for Timer {
             // hooks are dropped on the thread that made them.
             let _ = set_signal_blocked(timer_signal(), true);
         }
-    }
-}
-
-fn timespec(d: Duration) -> libc::timespec {
-    libc::timespec {
-        tv_sec: d.as_secs() as libc::time_t,
-        tv_nsec: d.subsec_nanos() as libc::c_long,
     }
 }
 
