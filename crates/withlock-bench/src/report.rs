@@ -331,7 +331,8 @@ pub(crate) fn json(results: &Results) -> String {
     format!("{value:#}\n")
 }
 
-fn summary(summary: Option<Summary>) -> Value {
+/// A summary in the JSON reports: median and p90, or `null` for none.
+pub(crate) fn summary(summary: Option<Summary>) -> Value {
     match summary {
         Some(s) => json!({"median": number(Some(s.median)), "p90": number(Some(s.p90))}),
         None => Value::Null,
@@ -357,6 +358,17 @@ pub(crate) fn number(x: Option<f64>) -> Value {
         Some(x) if x.is_finite() => json!((x * 1e3).round() / 1e3),
         _ => Value::Null,
     }
+}
+
+/// The cells after `label` in its row of a report's table, for the tests
+/// of every report.
+#[cfg(test)]
+pub(crate) fn cells(table: &str, label: &str) -> Vec<String> {
+    let line = table.lines().find(|l| l.starts_with(label)).unwrap();
+    line[label.len()..]
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
 }
 
 #[cfg(test)]
@@ -439,11 +451,7 @@ mod tests {
     #[test]
     fn the_table_shows_timeout_errors() {
         let table = table(&results());
-        let cells = |label: &str| -> Vec<String> {
-            let line = table.lines().find(|l| l.starts_with(label)).unwrap();
-            let cells: Vec<&str> = line[label.len()..].split_whitespace().collect();
-            cells.iter().map(|c| c.to_string()).collect()
-        };
+        let cells = |label: &str| cells(&table, label);
         assert_eq!(
             cells("timeout, median (ms)"),
             ["202.000", "200.000", "1.01x", "-"]

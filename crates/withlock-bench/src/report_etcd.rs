@@ -10,7 +10,7 @@ use std::fmt::Write;
 use serde_json::{Value, json};
 
 use crate::measure_etcd::{EtcdResults, EtcdSettings};
-use crate::report::number;
+use crate::report::{number, summary};
 use crate::stats::{self, Summary};
 
 /// Runs per second of each storm round.
@@ -154,13 +154,6 @@ pub(crate) fn json(results: &EtcdResults, settings: EtcdSettings) -> String {
     format!("{value:#}\n")
 }
 
-fn summary(summary: Option<Summary>) -> Value {
-    match summary {
-        Some(s) => json!({"median": number(Some(s.median)), "p90": number(Some(s.p90))}),
-        None => Value::Null,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,13 +186,7 @@ mod tests {
     #[test]
     fn the_table_puts_withlock_beside_etcdctl() {
         let table = table(&results(), SETTINGS);
-        let cells = |label: &str| -> Vec<String> {
-            let line = table.lines().find(|l| l.starts_with(label)).unwrap();
-            line[label.len()..]
-                .split_whitespace()
-                .map(str::to_owned)
-                .collect()
-        };
+        let cells = |label: &str| crate::report::cells(&table, label);
         assert_eq!(
             cells("startup, median (ms)"),
             ["6.000", "12.000", "0.50x", "0.500"]

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::measure_pg::PgResults;
 use crate::measure_storm::Round;
-use crate::report::number;
+use crate::report::{number, summary};
 use crate::rig::Wrapper;
 use crate::stats::{self, Summary};
 
@@ -244,13 +244,6 @@ pub(crate) fn json(results: &PgResults, settings: PgSettings) -> String {
     format!("{value:#}\n")
 }
 
-fn summary(summary: Option<Summary>) -> Value {
-    match summary {
-        Some(s) => json!({"median": number(Some(s.median)), "p90": number(Some(s.p90))}),
-        None => Value::Null,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -320,13 +313,7 @@ mod tests {
     #[test]
     fn the_table_compares_the_server_backends_with_each_other_and_the_local_ones() {
         let table = table(&results(), SETTINGS);
-        let cells = |label: &str| -> Vec<String> {
-            let line = table.lines().find(|l| l.starts_with(label)).unwrap();
-            line[label.len()..]
-                .split_whitespace()
-                .map(str::to_owned)
-                .collect()
-        };
+        let cells = |label: &str| crate::report::cells(&table, label);
         assert_eq!(
             cells("startup, median (ms)"),
             [
