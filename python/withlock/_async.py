@@ -45,33 +45,14 @@ class AsyncLock:
 
     The holder is the task: tasks sharing one object take turns, like
     ``asyncio.Lock``; the task that acquired it releases it.
+
+    Create it with :func:`withlock.async_lock`.
     """
 
-    def __init__(
-        self,
-        *names: Names,
-        shared: bool = False,
-        timeout: Optional[float] = None,
-        dir: Optional[StrPath] = None,
-        url: Optional[str] = None,
-        max: Optional[int] = None,
-        supersede: bool = False,
-        grace: float = DEFAULT_GRACE,
-        on_lost: Optional[OnLost] = None,
-    ) -> None:
-        # Checks the arguments and keeps the settings; each acquisition
-        # takes the lock through a fresh copy.
-        self._settings = Lock(
-            *names,
-            shared=shared,
-            timeout=timeout,
-            dir=dir,
-            url=url,
-            max=max,
-            supersede=supersede,
-            grace=grace,
-            on_lost=on_lost,
-        )
+    def __init__(self, settings: Lock) -> None:
+        # The arguments were checked once, by the Lock that keeps them (see
+        # async_lock); each acquisition takes the lock through a fresh copy.
+        self._settings = settings
         self._holds: Dict["asyncio.Task[Any]", Lock] = {}
 
     async def acquire(self, timeout: Optional[float] = _UNSET) -> "AsyncLock":
@@ -287,10 +268,7 @@ class AsyncLock:
         return on_lost
 
     def _copy(self) -> "AsyncLock":
-        copy = AsyncLock.__new__(AsyncLock)
-        copy._settings = self._settings._copy()
-        copy._holds = {}
-        return copy
+        return AsyncLock(self._settings._copy())
 
 
 async def _wait_in_thread(lock: Lock, wait: Optional[float]) -> None:
@@ -404,13 +382,15 @@ def async_lock(
     (unless ``on_lost=`` says otherwise).
     """
     return AsyncLock(
-        *names,
-        shared=shared,
-        timeout=timeout,
-        dir=dir,
-        url=url,
-        max=max,
-        supersede=supersede,
-        grace=grace,
-        on_lost=on_lost,
+        Lock(
+            *names,
+            shared=shared,
+            timeout=timeout,
+            dir=dir,
+            url=url,
+            max=max,
+            supersede=supersede,
+            grace=grace,
+            on_lost=on_lost,
+        )
     )
