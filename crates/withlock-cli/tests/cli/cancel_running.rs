@@ -4,26 +4,15 @@
 //! requests still waiting give up (79); a holder without the flag is
 //! never touched, and only who could take the lock can cancel.
 
-use std::io::Read;
-use std::path::PathBuf;
-use std::process::Child;
-
 use crate::support::{
-    ALICE, BOB, Env, command_as, ensure_user, output, set_mode, wait_blocked, wait_child, wait_for,
+    ALICE, BOB, Env, command_as, ensure_user, output, private_dir, stderr_of, wait_blocked,
+    wait_child, wait_for,
 };
 
 /// The documented status of a cancelled holder.
 const CANCELLED: i32 = 82;
 /// The documented status of a superseded request.
 const SUPERSEDED: i32 = 79;
-
-fn stderr_of(child: &mut Child) -> String {
-    let mut text = String::new();
-    if let Some(mut pipe) = child.stderr.take() {
-        pipe.read_to_string(&mut text).unwrap();
-    }
-    text
-}
 
 #[test]
 fn a_newer_request_cancels_a_running_holder_and_runs() {
@@ -118,13 +107,6 @@ fn another_user_who_could_take_the_lock_cancels_an_opted_in_holder() {
 }
 
 /// A lock directory only root can enter.
-fn private_dir(env: &Env) -> PathBuf {
-    let dir = env.file("private");
-    std::fs::create_dir(&dir).unwrap();
-    set_mode(&dir, 0o700);
-    dir
-}
-
 /// The abstract name root's holder listens on for cancels, once it does.
 fn cancel_socket(holder_pid: u32) -> Option<String> {
     let table = std::fs::read_to_string("/proc/net/unix").unwrap();

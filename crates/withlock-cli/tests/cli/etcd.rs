@@ -13,7 +13,7 @@ use serde_json::Value;
 use withlock_etcd_testing::Etcd;
 
 use crate::postgres_loss::{exit_within, stderr_of};
-use crate::support::{Env, Run, spawn, storm, wait_child, wait_for};
+use crate::support::{Env, Run, spawn, stderr, storm, wait_child, wait_for};
 
 /// A test's directory and binary, and its own one-member etcd.
 pub(crate) struct EtcdEnv {
@@ -70,10 +70,6 @@ impl EtcdEnv {
             .stderr(Stdio::piped());
         spawn(&mut etcdctl)
     }
-}
-
-fn stderr(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 #[test]

@@ -1,11 +1,10 @@
 //! `withlock hold` and `--cancel-running` with an etcd lock (`--url
 //! etcd://...`): the same as for local and PostgreSQL locks.
 
-use std::io::Read;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use crate::etcd::EtcdEnv;
-use crate::support::{spawn, stderr, wait_child, wait_for};
+use crate::support::{spawn, stderr, stderr_of, wait_child, wait_for};
 
 /// The documented statuses of a cancelled holder and a superseded request.
 const CANCELLED: i32 = 82;
@@ -46,14 +45,6 @@ fn a_hold_of_an_etcd_lock_lasts_until_release_or_its_pid_exits() {
             .status
             .success()
     });
-}
-
-fn stderr_of(child: &mut Child) -> String {
-    let mut text = String::new();
-    if let Some(mut pipe) = child.stderr.take() {
-        pipe.read_to_string(&mut text).unwrap();
-    }
-    text
 }
 
 #[test]

@@ -9,11 +9,10 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::Output;
 
 use withlock_etcd_testing::{Etcd, USER, USER_PASSWORD, USER_PREFIX};
 
-use crate::support::{Env, Run};
+use crate::support::{Env, Run, stderr};
 
 /// A test's directory and binary, and its own member with auth on.
 struct AuthEnv {
@@ -57,10 +56,6 @@ impl AuthEnv {
         assert!(out.status.success(), "{out:?}");
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// Runs `run -- touch RAN`, expecting `code` and one line that contains

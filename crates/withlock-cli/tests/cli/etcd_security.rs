@@ -7,11 +7,7 @@ use std::process::Output;
 
 use withlock_etcd_testing::{Etcd, USER, USER_PASSWORD, USER_PREFIX};
 
-use crate::support::Env;
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
+use crate::support::{Env, stderr};
 
 /// Runs `withlock -n NAME -- COMMAND` with `WITHLOCK_URL=url` and `envs`.
 fn run(env: &Env, url: &str, envs: &[(&str, &str)], name: &str, command: &[&str]) -> Output {

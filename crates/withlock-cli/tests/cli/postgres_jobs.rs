@@ -2,23 +2,14 @@
 //! statuses as on this machine, through the server: a cancel is a NOTIFY
 //! the holder checks in `pg_locks`, so it works across machines and roles.
 
-use std::io::Read;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use crate::postgres::PgEnv;
-use crate::support::{spawn, stderr, wait_child};
+use crate::support::{spawn, stderr, stderr_of, wait_child};
 
 /// The documented statuses of a cancelled holder and a superseded request.
 const CANCELLED: i32 = 82;
 const SUPERSEDED: i32 = 79;
-
-fn stderr_of(child: &mut Child) -> String {
-    let mut text = String::new();
-    if let Some(mut pipe) = child.stderr.take() {
-        pipe.read_to_string(&mut text).unwrap();
-    }
-    text
-}
 
 /// The test server's URL for another role.
 fn url_as(pg: &PgEnv, role: &str) -> String {

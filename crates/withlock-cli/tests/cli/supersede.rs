@@ -3,26 +3,16 @@
 //! stderr); a holder is never interrupted, and waiters without
 //! `--supersede` are not affected.
 
-use std::io::Read;
-use std::path::PathBuf;
 use std::process::Child;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::support::{
-    ALICE, BOB, Env, blocked_on, command_as, ensure_user, holding, output, set_mode, wait_blocked,
-    wait_child, wait_for,
+    ALICE, BOB, Env, blocked_on, command_as, ensure_user, holding, output, private_dir, stderr_of,
+    wait_blocked, wait_child, wait_for,
 };
 
 /// The documented status of a superseded request.
 const SUPERSEDED: i32 = 79;
-
-fn stderr_of(child: &mut Child) -> String {
-    let mut text = String::new();
-    if let Some(mut pipe) = child.stderr.take() {
-        pipe.read_to_string(&mut text).unwrap();
-    }
-    text
-}
 
 #[test]
 fn a_newer_request_makes_a_waiting_one_give_up_and_run_nothing() {
@@ -252,13 +242,6 @@ fn announced_name(pid: u32) -> Option<String> {
 }
 
 /// A lock directory only root may enter, in the test directory.
-fn private_dir(env: &Env) -> PathBuf {
-    let dir = env.file("private");
-    std::fs::create_dir(&dir).unwrap();
-    set_mode(&dir, 0o700);
-    dir
-}
-
 /// Needs root. Bob, who cannot enter root's lock directory, listens on an
 /// abstract name made like that of a newer request for root's lock: root's
 /// superseding requests neither give up at once (-n on a held lock is

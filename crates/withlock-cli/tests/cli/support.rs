@@ -555,6 +555,25 @@ pub(crate) fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// All a spawned child wrote to its stderr pipe, read once it has exited;
+/// empty the second time.
+pub(crate) fn stderr_of(child: &mut Child) -> String {
+    let mut text = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        std::io::Read::read_to_string(&mut pipe, &mut text).unwrap();
+    }
+    text
+}
+
+/// A lock directory only root can enter, for tests of what another user
+/// who cannot open the lock file may do.
+pub(crate) fn private_dir(env: &Env) -> PathBuf {
+    let dir = env.file("private");
+    fs::create_dir(&dir).unwrap();
+    set_mode(&dir, 0o700);
+    dir
+}
+
 /// Two unprivileged test users, created on first use.
 pub(crate) const ALICE: &str = "wl-alice";
 pub(crate) const BOB: &str = "wl-bob";
