@@ -88,7 +88,7 @@ pub use file::lock_dir;
 pub use file::lock_file::LOCK_FILE_MODE;
 pub use holder::{Holder, Holders, HoldersText, human_duration};
 pub use inspect::list;
-pub use lock::{Lock, NoHooks, WaitHooks, with_lock};
+pub use lock::{Lock, NoHooks, WaitHooks, WaitStopper, with_lock};
 pub use lock_loss::LockLoss;
 pub use lock_set::{LockSet, SetGuard, SetHooks, parse_spec};
 pub use lock_status::{Found, LockStatus};

@@ -21,6 +21,15 @@ pub trait WaitHooks {
         false
     }
 
+    /// Told, by a wait that blocks where no signal reaches it (a server's
+    /// client code, such as a PostgreSQL lock's), how another thread can
+    /// end that wait: `Some(stop)` as it begins, `None` once it is over.
+    /// Hooks that end waits from another thread ([`crate::WaitCancel`])
+    /// call `stop` when cancelled (at once, if they already are); the
+    /// wait then asks [`WaitHooks::interrupted`], as after a signal, and
+    /// stops with [`crate::Error::Interrupted`] holding nothing.
+    fn stop_with(&mut self, _stop: Option<WaitStopper>) {}
+
     /// Told something the caller should pass on to a person, such as a
     /// PostgreSQL lock's pause after a holder that ended without releasing
     /// (`pg::handover`); one line, without a trailing newline.
@@ -34,6 +43,10 @@ pub trait WaitHooks {
         true
     }
 }
+
+/// Ends a wait from another thread (see [`WaitHooks::stop_with`]):
+/// cheap, never blocks, harmless if called more than once.
+pub type WaitStopper = std::sync::Arc<dyn Fn() + Send + Sync>;
 
 /// Hooks that do nothing.
 #[derive(Debug, Clone, Copy, Default)]

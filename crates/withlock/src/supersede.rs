@@ -362,6 +362,10 @@ impl WaitHooks for SupersedeHooks<'_> {
         self.inner.interrupted()
     }
 
+    fn stop_with(&mut self, stop: Option<crate::lock::WaitStopper>) {
+        self.inner.stop_with(stop);
+    }
+
     fn notice(&mut self, message: &str) {
         self.inner.notice(message);
     }

@@ -21,10 +21,16 @@
 //! and socket locks do) stops within about a millisecond. A cancel that
 //! comes before the wait starts stops it at its first check; one that comes
 //! after the lock was granted changes nothing (the caller gets the guard
-//! and decides what to do with it). Server locks (PostgreSQL, etcd) wait
-//! inside their client code, which does not ask the hooks: such a wait
-//! goes on until it is granted or times out, signalled every millisecond
-//! meanwhile once cancelled, so a caller abandons those waits instead.
+//! and decides what to do with it).
+//!
+//! A wait that no signal ends, inside a server's client code, hands its
+//! hooks a way to end it instead ([`WaitHooks::stop_with`]), which
+//! [`WaitCancel::cancel`] calls: a PostgreSQL lock's wait sends the
+//! server a cancel request for its statement, an etcd lock's revokes its
+//! lease, and either then ends as above, so the server lists no waiter
+//! (its session closed, its key gone from the line). A PostgreSQL
+//! semaphore's wait, in helper sessions of its own, does not yet: it goes
+//! on until granted or timed out, so a caller abandons it instead.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,7 +38,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::lock::WaitHooks;
+use crate::lock::{WaitHooks, WaitStopper};
 use crate::timer_signal::{
     install_noop_handler, set_signal_blocked, timer_for_this_thread, timer_signal, timespec,
 };
@@ -52,6 +58,17 @@ struct Shared {
     cancelled: AtomicBool,
     /// The timer aimed at the waiting thread, while a wait is registered.
     timer: Mutex<Option<Timer>>,
+    /// How to end the wait in progress, if no signal does.
+    stop: Mutex<Option<Stop>>,
+}
+
+/// A [`WaitStopper`], shown without its contents.
+struct Stop(WaitStopper);
+
+impl std::fmt::Debug for Stop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Stop")
+    }
 }
 
 impl WaitCancel {
@@ -68,6 +85,13 @@ impl WaitCancel {
         let timer = self.shared.timer.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(timer) = timer.as_ref() {
             timer.fire_every(REFIRE);
+        }
+        drop(timer);
+        // Cloned out, so the stopper runs without the lock held.
+        let stop = self.shared.stop.lock().unwrap_or_else(|e| e.into_inner());
+        let stop = stop.as_ref().map(|stop| stop.0.clone());
+        if let Some(stop) = stop {
+            stop();
         }
     }
 
@@ -124,6 +148,25 @@ impl WaitHooks for WaitCancelHooks<'_> {
         self.inner.interrupted()
     }
 
+    fn stop_with(&mut self, stop: Option<WaitStopper>) {
+        self.inner.stop_with(stop.clone());
+        let mut slot = self
+            .cancel
+            .shared
+            .stop
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        *slot = stop.clone().map(Stop);
+        drop(slot);
+        // Stored before the flag is read, and cancel() sets the flag before
+        // it reads the slot: one of the two sees the other.
+        if let Some(stop) = stop
+            && self.cancel.is_cancelled()
+        {
+            stop();
+        }
+    }
+
     fn notice(&mut self, message: &str) {
         self.inner.notice(message);
     }
@@ -147,6 +190,12 @@ impl Drop for WaitCancelHooks<'_> {
             .unwrap_or_else(|e| e.into_inner())
             .take();
         drop(timer);
+        *self
+            .cancel
+            .shared
+            .stop
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = None;
     }
 }
 

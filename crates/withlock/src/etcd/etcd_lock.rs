@@ -1,6 +1,8 @@
 //! `EtcdLock`: a named lock on an etcd cluster, taken in the line of
 //! [`crate::etcd::line`] and waited for with a watch.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -305,7 +307,22 @@ impl Lock for EtcdLock {
                 if self.cancelling {
                     cancel::ask(&client, &self.prefix, &lease)?;
                 }
-                match waiting::wait(self, &client, &lease, &place, keys, &deadline)? {
+                // Another thread may end the wait (an asyncio task's
+                // cancel): it revokes the lease, which ends the watch.
+                let stopped = Arc::new(AtomicBool::new(false));
+                hooks.stop_with(Some(waiting::lease_revoker(
+                    &client,
+                    lease.id(),
+                    stopped.clone(),
+                )));
+                let waited = waiting::wait(self, &client, &lease, &place, keys, &deadline);
+                hooks.stop_with(None);
+                if stopped.load(Ordering::SeqCst) && hooks.interrupted() {
+                    return Err(Error::Interrupted {
+                        lock: self.describe(),
+                    });
+                }
+                match waited? {
                     waiting::Outcome::Granted {
                         fence,
                         stamped: Some(record),

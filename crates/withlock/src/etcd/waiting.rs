@@ -11,7 +11,11 @@
 //!
 //! A process that must stop while waiting (a signal) revokes the leases
 //! of its waits first ([`abandon_waits`]), so it leaves no key in line.
+//! A wait ended from another thread ([`crate::WaitCancel`]) revokes its
+//! own lease the same way ([`lease_revoker`]): the watch sees its key
+//! deleted and the wait ends.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -195,11 +199,35 @@ pub fn abandon_waits() {
     let waits: Vec<(Arc<Client>, i64)> =
         WAITS.lock().unwrap_or_else(PoisonError::into_inner).clone();
     for (client, lease) in waits {
-        let _ = client.call_within(
-            "/v3/lease/revoke",
-            &json!({"ID": lease.to_string()}),
-            "revoking a waiting lease",
-            ANSWER_TIMEOUT,
-        );
+        revoke_waiting(&client, lease);
     }
+}
+
+/// A [`crate::WaitStopper`] for the wait holding `lease` on `client`: it
+/// sets `stopped` and revokes the lease from a thread of its own, so the
+/// caller never blocks; its key leaves the line and the watch ends the wait.
+pub(crate) fn lease_revoker(
+    client: &Arc<Client>,
+    lease: i64,
+    stopped: Arc<AtomicBool>,
+) -> crate::WaitStopper {
+    let client = client.clone();
+    Arc::new(move || {
+        if stopped.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let client = client.clone();
+        std::thread::spawn(move || revoke_waiting(&client, lease));
+    })
+}
+
+/// Revokes a waiting request's `lease`, best effort: a lease that cannot
+/// be revoked ends with its keepalives.
+fn revoke_waiting(client: &Client, lease: i64) {
+    let _ = client.call_within(
+        "/v3/lease/revoke",
+        &json!({"ID": lease.to_string()}),
+        "revoking a waiting lease",
+        ANSWER_TIMEOUT,
+    );
 }

@@ -212,6 +212,24 @@ impl Target {
         connected.map_err(|e| self.connect_error(e))
     }
 
+    /// Ends the statement `client` is running, from another thread: the
+    /// server's cancel request, over a connection of its own with the same
+    /// TLS settings; blocks for that round trip. A statement cancelled
+    /// while it waits for a lock fails (`57014`); a request that comes
+    /// between statements is ignored by the server.
+    pub(crate) fn statement_canceller(&self, client: &Client) -> impl Fn() + Send + 'static {
+        let token = client.cancel_token();
+        let tls = self.tls.connector.clone();
+        move || {
+            // Best effort: if the request cannot be sent, the wait goes on
+            // until granted or timed out, as it would have anyway.
+            let _ = match &tls {
+                Some(tls) => token.cancel_query(tls.clone()),
+                None => token.cancel_query(NoTls),
+            };
+        }
+    }
+
     /// A second, short session: whether it lands in the server session of
     /// the first (see `pooler`). Bounded, since a session-mode pool with
     /// no free server session makes it wait; a wait means no sharing.

@@ -2,7 +2,10 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::{Deadline, Error, Holders, Lock, LockName, Mode, Result, WaitHooks};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::{Deadline, Error, Holders, Lock, LockName, Mode, Result, WaitHooks, WaitStopper};
 use postgres::Client;
 use postgres::error::SqlState;
 use postgres::types::Type;
@@ -18,6 +21,10 @@ use crate::pg::identity::Identity;
 use crate::pg::key::advisory_key;
 use crate::pg::pg_guard::PgGuard;
 use crate::pg::semaphore::{MAX_SLOTS, Semaphore, Subject};
+
+/// How often a stopped wait sends its cancel request again until the wait
+/// has ended (see [`PgLock::stoppable_wait`]).
+const CANCEL_AGAIN: Duration = Duration::from_millis(20);
 
 /// A lock name on a PostgreSQL server (one database: advisory keys are
 /// per database).
@@ -230,6 +237,55 @@ impl PgLock {
         taken
     }
 
+    /// The blocking wait on `client`, which `hooks` may end from another
+    /// thread ([`WaitHooks::stop_with`]); Err(Interrupted) when they did,
+    /// whatever the statement's outcome (the caller drops the session, and
+    /// the server with it anything granted meanwhile).
+    fn stoppable_wait(
+        &self,
+        client: &mut Client,
+        deadline: Deadline,
+        hooks: &mut dyn WaitHooks,
+    ) -> Result<std::result::Result<bool, postgres::Error>> {
+        let stopped = Arc::new(AtomicBool::new(false));
+        let over = Arc::new(AtomicBool::new(false));
+        let cancel_statement = Arc::new(Mutex::new(Some(self.target.statement_canceller(client))));
+        let stop: WaitStopper = {
+            let (stopped, over) = (stopped.clone(), over.clone());
+            Arc::new(move || {
+                if stopped.swap(true, Ordering::SeqCst) {
+                    return;
+                }
+                let cancel_statement = cancel_statement.lock().ok().and_then(|mut c| c.take());
+                let over = over.clone();
+                // Sent again until the wait is over: a request that comes
+                // before the lock statement starts (or between the two
+                // statements of a bounded wait) is lost.
+                std::thread::spawn(move || {
+                    if let Some(cancel_statement) = cancel_statement {
+                        while !over.load(Ordering::SeqCst) {
+                            cancel_statement();
+                            std::thread::sleep(CANCEL_AGAIN);
+                        }
+                    }
+                });
+            })
+        };
+        hooks.stop_with(Some(stop));
+        let waited = match deadline.remaining() {
+            Some(left) => self.wait_at_most(client, left),
+            None => self.lock_call(client, false),
+        };
+        hooks.stop_with(None);
+        over.store(true, Ordering::SeqCst);
+        if stopped.load(Ordering::SeqCst) && hooks.interrupted() {
+            return Err(Error::Interrupted {
+                lock: self.describe(),
+            });
+        }
+        Ok(waited)
+    }
+
     fn conflict_holders(&self, client: &mut Client, hooks: &dyn WaitHooks) -> Holders {
         if !hooks.name_holders() {
             return Holders::default();
@@ -282,11 +338,9 @@ impl Lock for PgLock {
             if let Some(stamp) = stamp {
                 cancel::ask(&mut client, self.key, stamp).map_err(lock_error)?;
             }
-            taken = match deadline.remaining() {
-                Some(left) => self.wait_at_most(&mut client, left),
-                None => self.lock_call(&mut client, false),
-            }
-            .map_err(lock_error)?;
+            taken = self
+                .stoppable_wait(&mut client, deadline, hooks)?
+                .map_err(lock_error)?;
         }
         if !taken {
             let holders = self.conflict_holders(&mut client, hooks);

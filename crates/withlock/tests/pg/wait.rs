@@ -3,12 +3,13 @@
 //! runs out is timed out, and `Wait::Forever` waits in the server and gets
 //! the lock when it is released; for a plain lock and a semaphore alike.
 //! A set whose deadline passed before its PostgreSQL lock is timed out too.
+//! A wait cancelled from another thread ends on the server.
 
 use std::time::Duration;
 
 use withlock::pg::PgLock;
 use withlock::pg::semaphore::slot_key;
-use withlock::{AnyLock, Error, FileLock, Lock, LockSet, Wait};
+use withlock::{AnyLock, Error, FileLock, Lock, LockSet, Wait, WaitCancel};
 
 use withlock_pg_testing::{TestServer, on_pair};
 
@@ -68,4 +69,47 @@ fn every_wait_gets_the_answer_file_and_socket_locks_give() {
         Err(Error::TimedOut { lock, .. }) => assert!(lock.contains("deploy"), "{lock}"),
         other => panic!("expected TimedOut, got {other:?}"),
     }
+}
+
+/// A wait ended from another thread ([`WaitCancel`], as an asyncio task's
+/// cancel does) stops at once, through the server's cancel request sent
+/// with the session's TLS settings: it fails as interrupted, and by then
+/// `pg_locks` lists no waiter of it; a bounded wait and an endless one.
+#[test]
+fn a_cancelled_wait_ends_on_the_server_leaving_no_waiter() {
+    let server = TestServer::start_tls();
+    let mut admin = server.client();
+    let lock = PgLock::new(&server.url(), "deploy").unwrap();
+    let held = lock.acquire().unwrap();
+    for wait in [Wait::Forever, Wait::For(Duration::from_secs(600))] {
+        let cancel = WaitCancel::new();
+        let (tx, outcome) = std::sync::mpsc::channel();
+        {
+            let (lock, cancel) = (lock.clone(), cancel.clone());
+            std::thread::spawn(move || {
+                let mut inner = withlock::NoHooks;
+                let waited = cancel
+                    .hooks(&mut inner)
+                    .and_then(|mut hooks| lock.acquire_with(wait, &mut hooks).map(drop));
+                tx.send(waited).unwrap();
+            });
+        }
+        server.wait_until("the waiter in pg_locks", BOUND, || {
+            server.waiting_for(&mut admin, lock.key()) == 1
+        });
+        cancel.cancel();
+        // Bounded: a wait the cancel does not reach would go on as long as
+        // the lock is held, which is to the end of the test.
+        match outcome
+            .recv_timeout(BOUND)
+            .expect("the cancelled wait ends")
+        {
+            Err(Error::Interrupted { lock }) => assert!(lock.contains("deploy"), "{lock}"),
+            other => panic!("{wait:?}: expected Interrupted, got {other:?}"),
+        }
+        assert_eq!(server.waiting_for(&mut admin, lock.key()), 0, "{wait:?}");
+    }
+    held.release().unwrap();
+    lock.acquire_with(Wait::NoWait, &mut withlock::NoHooks)
+        .expect("nothing of the cancelled waits was kept");
 }
