@@ -9,7 +9,7 @@ import asyncio
 import os
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, List
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, List, Optional
 
 import pytest
 
@@ -17,6 +17,7 @@ import withlock
 from conftest import EVENT_DEADLINE, command_holder, lock_entries
 
 if TYPE_CHECKING:
+    from etcd_server import EtcdServer
     from pg_server import PgServer
 
 
@@ -277,27 +278,49 @@ def test_async_with_over_a_server_lock_and_its_loss_raises_lock_lost_in_the_task
     run(main)
 
 
-def test_a_cancelled_task_abandons_its_server_wait_which_lets_go_once_granted(
-    pg_server: "PgServer", lock_name: str
+@pytest.mark.parametrize("timeout", [None, 600.0], ids=["forever", "bounded"])
+def test_a_cancelled_task_ends_its_postgres_wait_leaving_no_waiter_on_the_server(
+    pg_server: "PgServer", lock_name: str, timeout: Optional[float]
 ) -> None:
     async def main() -> None:
-        async with withlock.async_lock(lock_name, url=pg_server.url):
-            task = asyncio.create_task(withlock.async_lock(lock_name, url=pg_server.url).acquire())
+        async with withlock.async_lock(lock_name, url=pg_server.url) as holder:
+            waiter = withlock.async_lock(lock_name, url=pg_server.url, timeout=timeout)
+            task = asyncio.create_task(waiter.acquire())
             await until("the task to wait on the server", lambda: pg_server.waiting() == 1)
             task.cancel()
-            # At once, though the server wait goes on in the helper thread.
             with pytest.raises(asyncio.CancelledError):
                 await task
-        # Granted now that the holder let go, and let go of at once.
-        def free() -> bool:
-            try:
-                withlock.lock(lock_name, url=pg_server.url, timeout=0).acquire().release()
-            except withlock.Busy:
-                return False
-            return True
+            # The server's cancel request ended the wait before the
+            # cancellation came out: no waiter is left, though the holder
+            # still holds.
+            assert pg_server.waiting() == 0
+            assert holder.locked and not waiter.locked
+        # Nothing of the cancelled wait was granted or kept.
+        withlock.lock(lock_name, url=pg_server.url, timeout=0).acquire().release()
 
-        await until("the abandoned wait to be granted and let go of", free)
-        assert pg_server.waiting() == 0
+    run(main)
+
+
+@pytest.mark.parametrize("timeout", [None, 600.0], ids=["forever", "bounded"])
+def test_a_cancelled_task_ends_its_etcd_wait_leaving_no_key_in_line(
+    etcd_server: "EtcdServer", lock_name: str, timeout: Optional[float]
+) -> None:
+    def keys_in_line() -> int:
+        return len(etcd_server.ctl("get", "--prefix", "--keys-only", f"{lock_name}/").split())
+
+    async def main() -> None:
+        async with withlock.async_lock(lock_name, url=etcd_server.url) as holder:
+            waiter = withlock.async_lock(lock_name, url=etcd_server.url, timeout=timeout)
+            task = asyncio.create_task(waiter.acquire())
+            await until("the task to join the line", lambda: keys_in_line() == 2)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            # Its lease was revoked before the cancellation came out: only
+            # the holder's key is left in line.
+            assert keys_in_line() == 1
+            assert holder.locked and not waiter.locked
+        withlock.lock(lock_name, url=etcd_server.url, timeout=0).acquire().release()
 
     run(main)
 

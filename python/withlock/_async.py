@@ -4,8 +4,9 @@ flock(2) has no way to tell an event loop that a lock was granted, so each
 waiting task waits in a thread of its own, blocked in the kernel like a
 synchronous waiter (no polling), and the event loop only hears the outcome.
 Cancelling the task stops that wait through a native ``Canceller``: the
-thread is signalled, leaves the arrival queue and ends, and the cancellation
-propagates only once nothing is queued or held.
+thread is signalled (a server wait is ended on the server: a PostgreSQL
+statement cancelled, an etcd lease revoked), leaves the arrival queue and
+ends, and the cancellation propagates only once nothing is queued or held.
 
 A server lock lost while a task holds it (``url=``) cancels that task, and
 ``async with`` turns the cancellation into :class:`withlock.LockLost`; an
@@ -275,14 +276,15 @@ async def _wait_in_thread(lock: Lock, wait: Optional[float]) -> None:
     """Takes ``lock`` in a helper thread; a cancellation of the awaiting
     task ends that wait and propagates once nothing is queued or held.
 
-    A server lock's wait (``url=``) does not stop for a signal (its client
-    code waits on its own), so it is abandoned instead: the cancellation propagates at
+    Server waits stop too: the Canceller has the server cancel a PostgreSQL
+    lock's statement or revokes an etcd wait's lease. A PostgreSQL
+    semaphore's wait (``max=``) does not stop (its helper sessions wait on
+    their own), so it is abandoned instead: the cancellation propagates at
     once, and the helper thread lets go of the lock as soon as it is
     granted, or ends with the wait's timeout."""
     loop = asyncio.get_running_loop()
     outcome: "asyncio.Future[None]" = loop.create_future()
-    # File and socket waits stop for a signal; a server's client code does not.
-    cancellable = lock.url is None
+    cancellable = _wait_stops_on_cancel(lock)
     cancel = _native.Canceller() if cancellable else None
     # Between the helper thread and an abandoning task: whether the task
     # gave up, and whether the thread handed over a granted lock.
@@ -341,6 +343,17 @@ async def _wait_in_thread(lock: Lock, wait: Optional[float]) -> None:
             # Granted just as the task was cancelled: give it back.
             lock.release()
         raise
+
+
+def _wait_stops_on_cancel(lock: Lock) -> bool:
+    """Whether a Canceller ends ``lock``'s wait: file and socket waits stop
+    for a signal, a PostgreSQL lock's on the server's cancel request, an
+    etcd lock's once its lease is revoked; a PostgreSQL semaphore's helper
+    sessions are reached by neither."""
+    if lock.url is None:
+        return True
+    scheme = lock.url.split(":", 1)[0].lower()
+    return scheme in ("etcd", "etcds") or lock.max is None
 
 
 async def _until_done(outcome: "asyncio.Future[None]") -> None:
