@@ -5,8 +5,8 @@
 //! never touched, and only who could take the lock can cancel.
 
 use crate::support::{
-    ALICE, BOB, Env, command_as, ensure_user, output, private_dir, stderr_of, wait_blocked,
-    wait_child, wait_for,
+    ALICE, BOB, Env, ensure_user, private_dir, send_notice_as, stderr_of, wait_blocked, wait_child,
+    wait_for,
 };
 
 /// The documented status of a cancelled holder.
@@ -138,18 +138,7 @@ fn a_user_who_could_not_take_the_lock_cancels_nothing() {
     });
     // Sends the notice, then waits until the holder has judged it and
     // closed the connection.
-    let notice = "import socket, sys\n\
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\n\
-        s.connect('\\0' + sys.argv[1])\n\
-        s.sendall(b'c')\n\
-        s.recv(1)\n";
-    let out = output(
-        command_as(BOB, "python3")
-            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-            .args(["-c", notice])
-            .arg(name.unwrap()),
-    );
-    assert!(out.status.success(), "{}", crate::support::stderr(&out));
+    send_notice_as(BOB, &name.unwrap(), b'c');
     assert!(
         holder.child.try_wait().unwrap().is_none(),
         "a stranger's notice cancelled the holder"

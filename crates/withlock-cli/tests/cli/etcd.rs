@@ -12,8 +12,8 @@ use std::time::Duration;
 use serde_json::Value;
 use withlock_etcd_testing::Etcd;
 
-use crate::postgres_loss::{exit_within, stderr_of};
-use crate::support::{Env, Run, spawn, stderr, storm, wait_child, wait_for};
+use crate::postgres_loss::exit_within;
+use crate::support::{Env, Run, spawn, stderr, stderr_of, storm, wait_child, wait_for};
 
 /// A test's directory and binary, and its own one-member etcd.
 pub(crate) struct EtcdEnv {

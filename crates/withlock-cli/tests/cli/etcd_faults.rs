@@ -25,8 +25,8 @@ use nix::unistd::Pid;
 use withlock::etcd::lease::{detection_bound, ttl};
 use withlock_etcd_testing::{Cluster, Proxy};
 
-use crate::postgres_loss::{exit_within, read_pid, stderr_of};
-use crate::support::{Env, Run, finish, lines, spawn, storm, wait_child, wait_for};
+use crate::postgres_loss::{CHECK_FIRST_GONE, OnTerm, exit_within, holder_script, read_pid};
+use crate::support::{Env, Run, finish, lines, spawn, stderr_of, storm, wait_child, wait_for};
 
 /// Beyond a bound under test: scheduling on a loaded test machine.
 const SLACK: Duration = Duration::from_secs(15);
@@ -99,31 +99,6 @@ impl ClusterEnv {
         (leader, format!("etcd://{}", endpoints.join(",")))
     }
 }
-
-/// How the holder's command takes SIGTERM.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum OnTerm {
-    /// Writes TERM to a file and exits.
-    Record,
-    /// Ignores it, so only SIGKILL stops it.
-    Ignore,
-}
-
-/// The first holder's command: writes its pid to `$1`, blocks opening the
-/// FIFO `$2`; on SIGTERM writes TERM to `$3` (or ignores it).
-fn holder_script(on_term: OnTerm) -> &'static str {
-    match on_term {
-        OnTerm::Record => {
-            r#"trap 'echo TERM > "$3"; exit 143' TERM; echo "$$" > "$1"; { read _ < "$2"; } 2>/dev/null"#
-        }
-        OnTerm::Ignore => r#"trap '' TERM; echo "$$" > "$1"; { read _ < "$2"; } 2>/dev/null"#,
-    }
-}
-
-/// The second holder's command: whether the first command (pid `$1`)
-/// still existed when it started, into `$2`.
-const CHECK_FIRST_GONE: &str =
-    r#"if kill -0 "$1" 2>/dev/null; then echo overlap > "$2"; else echo after > "$2"; fi"#;
 
 /// A first holder of `deploy` at `url` with `--grace grace`, its command
 /// as [`holder_script`] says, its stderr piped; with its files.
@@ -530,25 +505,28 @@ fn an_etcdctl_lock_waiter_starts_only_after_a_withlock_holder_is_gone_and_back()
     assert_eq!(fs::read_to_string(&result).unwrap(), "after\n");
 }
 
+/// The fence `run` gives its holder of `deploy`, which must exit 0, passed
+/// back through the file `tag`.
+fn fence_of(env: &Env, run: Run, tag: &str) -> i64 {
+    let file = env.file(tag);
+    run.args([
+        "deploy",
+        "--",
+        "sh",
+        "-c",
+        r#"echo "$WITHLOCK_FENCE" > "$1""#,
+        "sh",
+    ])
+    .arg(&file)
+    .assert()
+    .code(0);
+    fs::read_to_string(&file).unwrap().trim().parse().unwrap()
+}
+
 #[test]
 fn the_fencing_token_grows_across_a_leader_change() {
     let mut ce = ClusterEnv::new();
-    let fence = |ce: &ClusterEnv, tag: &str| -> i64 {
-        let file = ce.env.file(tag);
-        ce.withlock()
-            .args([
-                "deploy",
-                "--",
-                "sh",
-                "-c",
-                r#"echo "$WITHLOCK_FENCE" > "$1""#,
-                "sh",
-            ])
-            .arg(&file)
-            .assert()
-            .code(0);
-        fs::read_to_string(&file).unwrap().trim().parse().unwrap()
-    };
+    let fence = |ce: &ClusterEnv, tag: &str| fence_of(&ce.env, ce.withlock(), tag);
     let before = fence(&ce, "before");
     let leader = ce.cluster.leader();
     ce.cluster.kill(leader);
@@ -562,20 +540,7 @@ fn the_fencing_token_grows_across_a_leader_change() {
     // And once the old leader is back, on a member that missed the grant.
     ce.cluster.restart(leader);
     let url = format!("etcd://{}", ce.cluster.member(leader).endpoint());
-    let file = ce.env.file("rejoined");
-    ce.withlock_at(&url)
-        .args([
-            "deploy",
-            "--",
-            "sh",
-            "-c",
-            r#"echo "$WITHLOCK_FENCE" > "$1""#,
-            "sh",
-        ])
-        .arg(&file)
-        .assert()
-        .code(0);
-    let rejoined: i64 = fs::read_to_string(&file).unwrap().trim().parse().unwrap();
+    let rejoined = fence_of(&ce.env, ce.withlock_at(&url), "rejoined");
     assert!(
         rejoined > after,
         "fence {rejoined} on the rejoined member, {after} before"

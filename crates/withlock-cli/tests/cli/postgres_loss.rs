@@ -13,7 +13,6 @@
 //! grant record unerased and pauses before its command (pg::handover).
 
 use std::fs;
-use std::io::Read;
 use std::path::Path;
 use std::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};
@@ -23,7 +22,7 @@ use withlock::pg::heartbeat::{DETECTION_BOUND, server_bound};
 use withlock_pg_testing::Proxy;
 
 use crate::postgres::PgEnv;
-use crate::support::{Run, spawn, wait_for};
+use crate::support::{Run, spawn, stderr_of, wait_for};
 
 /// Beyond a bound under test: scheduling on a loaded test machine.
 const SLACK: Duration = Duration::from_secs(10);
@@ -39,7 +38,7 @@ enum Fault {
 
 /// How the holder's command takes SIGTERM.
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum OnTerm {
+pub(crate) enum OnTerm {
     /// Writes TERM to a file and exits.
     Record,
     /// Ignores it, so only SIGKILL stops it.
@@ -48,7 +47,7 @@ enum OnTerm {
 
 /// The first holder's command: writes its pid to `$1`, blocks opening the
 /// FIFO `$2`; on SIGTERM writes TERM to `$3` (or ignores it).
-fn holder_script(on_term: OnTerm) -> &'static str {
+pub(crate) fn holder_script(on_term: OnTerm) -> &'static str {
     match on_term {
         OnTerm::Record => {
             r#"trap 'echo TERM > "$3"; exit 143' TERM; echo "$$" > "$1"; { read _ < "$2"; } 2>/dev/null"#
@@ -59,7 +58,7 @@ fn holder_script(on_term: OnTerm) -> &'static str {
 
 /// The second holder's command: whether the first command (pid `$1`)
 /// still existed when it started, into `$2`.
-const CHECK_FIRST_GONE: &str =
+pub(crate) const CHECK_FIRST_GONE: &str =
     r#"if kill -0 "$1" 2>/dev/null; then echo overlap > "$2"; else echo after > "$2"; fi"#;
 
 /// Waits for `child` to exit within `bound`; kills it and fails if not.
@@ -75,18 +74,6 @@ pub(crate) fn exit_within(child: &mut Child, bound: Duration, what: &str) -> Exi
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-}
-
-/// What an exited child wrote to its piped stderr.
-pub(crate) fn stderr_of(child: &mut Child) -> String {
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .expect("stderr piped")
-        .read_to_string(&mut err)
-        .unwrap();
-    err
 }
 
 pub(crate) fn read_pid(path: &Path) -> i32 {

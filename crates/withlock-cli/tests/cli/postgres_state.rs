@@ -15,8 +15,8 @@ use withlock::pg::heartbeat::DETECTION_BOUND;
 use withlock_pg_testing::PASSWORD_ROLE;
 
 use crate::postgres::PgEnv;
-use crate::postgres_loss::{exit_within, read_pid, stderr_of};
-use crate::support::{Run, stderr, wait_for};
+use crate::postgres_loss::{exit_within, read_pid};
+use crate::support::{Run, stderr, stderr_of, wait_for};
 
 /// Beyond a bound under test: scheduling on a loaded test machine.
 const SLACK: Duration = Duration::from_secs(10);

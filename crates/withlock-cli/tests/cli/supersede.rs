@@ -7,7 +7,7 @@ use std::process::Child;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::support::{
-    ALICE, BOB, Env, blocked_on, command_as, ensure_user, holding, output, private_dir, stderr_of,
+    ALICE, BOB, Env, blocked_on, ensure_user, holding, private_dir, send_notice_as, stderr_of,
     wait_blocked, wait_child, wait_for,
 };
 
@@ -298,18 +298,7 @@ fn a_stranger_connecting_supersedes_nothing() {
         name.is_some()
     });
 
-    let notice = "import socket, sys\n\
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\n\
-        s.connect('\\0' + sys.argv[1])\n\
-        s.sendall(b'x')\n\
-        s.recv(1)\n";
-    let out = output(
-        command_as(BOB, "python3")
-            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-            .args(["-c", notice])
-            .arg(name.unwrap()),
-    );
-    assert!(out.status.success(), "{}", crate::support::stderr(&out));
+    send_notice_as(BOB, &name.unwrap(), b'x');
     assert!(
         first.try_wait().unwrap().is_none(),
         "a stranger's notice counted"

@@ -555,14 +555,32 @@ pub(crate) fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
-/// All a spawned child wrote to its stderr pipe, read once it has exited;
-/// empty the second time.
+/// What an exited child wrote to its piped stderr (read once: the pipe is
+/// taken).
 pub(crate) fn stderr_of(child: &mut Child) -> String {
     let mut text = String::new();
-    if let Some(mut pipe) = child.stderr.take() {
-        std::io::Read::read_to_string(&mut pipe, &mut text).unwrap();
-    }
+    let mut pipe = child.stderr.take().expect("stderr piped");
+    std::io::Read::read_to_string(&mut pipe, &mut text).unwrap();
     text
+}
+
+/// Needs root. `user` connects to the abstract socket `name`, sends the
+/// byte `notice` and waits until the listener closes the connection, as a
+/// stranger asking a holder or waiter to give way would; fails the test if
+/// the connection or the send fails.
+pub(crate) fn send_notice_as(user: &str, name: &str, notice: u8) {
+    let script = "import socket, sys\n\
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\n\
+        s.connect('\\0' + sys.argv[1])\n\
+        s.sendall(bytes([int(sys.argv[2])]))\n\
+        s.recv(1)\n";
+    let out = output(
+        command_as(user, "python3")
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .args(["-c", script, name])
+            .arg(notice.to_string()),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
 }
 
 /// A lock directory only root can enter, for tests of what another user
