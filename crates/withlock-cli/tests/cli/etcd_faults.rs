@@ -17,7 +17,7 @@
 //! asserted beyond their bounds.
 
 use std::fs;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::kill;
@@ -341,26 +341,7 @@ fn an_exclusion_storm_on_the_cluster_loses_no_update() {
 #[test]
 fn a_max_storm_on_the_cluster_never_lets_more_than_n_run_at_once() {
     let ce = ClusterEnv::new();
-    let counts = ce.env.file("counts");
-    fs::create_dir(&counts).unwrap();
-    fs::write(counts.join("running"), "0\n").unwrap();
-    fs::write(counts.join("max"), "0\n").unwrap();
-    let count = ce.env.file("count.sh");
-    fs::write(&count, crate::postgres_several::COUNT).unwrap();
-    let runners: Vec<Child> = (0..6)
-        .map(|_| {
-            let script = format!(
-                "for i in $(seq 3); do {} --url {} --max 2 sem -- sh {} \"$1\" 2 || exit 1; done",
-                ce.env.bin().display(),
-                ce.cluster.url(),
-                count.display()
-            );
-            let mut command = Command::new("sh");
-            command.args(["-c", &script, "sh"]).arg(&counts);
-            spawn(&mut command)
-        })
-        .collect();
-    finish(runners);
+    let counts = crate::postgres_several::max_storm(&ce.env, ce.cluster.url(), 6, 3, 2);
     let read = |name: &str| fs::read_to_string(counts.join(name)).unwrap();
     assert_eq!(read("running"), "0\n");
     assert_eq!(

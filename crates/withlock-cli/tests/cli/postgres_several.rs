@@ -6,7 +6,7 @@
 //! or a file, never for time to pass.
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 
 use nix::sys::signal::Signal;
@@ -14,7 +14,7 @@ use withlock::pg::advisory_key;
 use withlock::pg::semaphore::{IntPair, MAX_SLOTS, gate_key, slot_key};
 
 use crate::postgres::PgEnv;
-use crate::support::{finish, lines, signal, spawn, storm, wait_child, wait_for};
+use crate::support::{Env, finish, lines, signal, spawn, storm, wait_child, wait_for};
 
 /// Advisory locks on the two-int4 key `key`: (granted, waiting).
 fn on_pair(pg: &PgEnv, key: IntPair) -> (i64, i64) {
@@ -79,23 +79,29 @@ done
 flock "$c/count.lock" sh -c 'echo $(($(cat "$0/running") - 1)) > "$0/running"' "$c"
 "#;
 
-#[test]
-fn a_max_storm_never_lets_more_than_n_run_at_once() {
-    let pg = PgEnv::new();
-    let counts = pg.env.file("counts");
+/// Runs `clients` shell loops that each take `sem` at `url` with
+/// `--max max`, `rounds` times, with [`COUNT`] as the command, and waits
+/// for them all; returns the directory holding the counts (`running`, and
+/// `max`, the most that ran at once).
+pub(crate) fn max_storm(
+    env: &Env,
+    url: impl std::fmt::Display,
+    clients: usize,
+    rounds: usize,
+    max: u32,
+) -> PathBuf {
+    let counts = env.file("counts");
     fs::create_dir(&counts).unwrap();
     fs::write(counts.join("running"), "0\n").unwrap();
     fs::write(counts.join("max"), "0\n").unwrap();
-    let count = pg.env.file("count.sh");
+    let count = env.file("count.sh");
     fs::write(&count, COUNT).unwrap();
-    let (clients, rounds) = (8, 3);
     let runners: Vec<_> = (0..clients)
         .map(|_| {
             let script = format!(
-                "for i in $(seq {rounds}); do {} --url {} --max 3 sem -- sh {} \"$1\" 3 \
-                 || exit 1; done",
-                pg.env.bin().display(),
-                pg.server.url(),
+                "for i in $(seq {rounds}); do {} --url {url} --max {max} sem -- sh {} \"$1\" \
+                 {max} || exit 1; done",
+                env.bin().display(),
                 count.display()
             );
             let mut command = Command::new("sh");
@@ -104,6 +110,13 @@ fn a_max_storm_never_lets_more_than_n_run_at_once() {
         })
         .collect();
     finish(runners);
+    counts
+}
+
+#[test]
+fn a_max_storm_never_lets_more_than_n_run_at_once() {
+    let pg = PgEnv::new();
+    let counts = max_storm(&pg.env, pg.server.url(), 8, 3, 3);
     let read = |name: &str| -> u32 {
         fs::read_to_string(counts.join(name))
             .unwrap()
