@@ -32,13 +32,14 @@
 //! (`withlock release` says there is no hold).
 
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::unistd::ForkResult;
 use withlock::hold::HoldPoint;
+use withlock::readable::wait_readable;
 
 use crate::cli::Cli;
 use crate::exit_code;
@@ -163,36 +164,29 @@ enum Kept {
 /// Sleeps in poll() until the hold ends.
 fn keep(followed: &OwnedFd, lost: &OwnedFd, point: &mut HoldPoint) -> Kept {
     loop {
-        let mut fds: Vec<libc::pollfd> = [followed.as_raw_fd(), lost.as_raw_fd()]
-            .into_iter()
-            .chain(point.fds().iter().map(AsRawFd::as_raw_fd))
-            .map(|fd| libc::pollfd {
-                fd,
-                events: libc::POLLIN,
-                revents: 0,
-            })
-            .collect();
-        // SAFETY: `fds` is a valid array of pollfd for its length, and the
-        // descriptors stay open for the call.
-        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
-        if ready < 0 {
-            if Errno::last() == Errno::EINTR {
-                continue;
-            }
+        let ready = {
+            let held = point.fds();
+            let fds: Vec<BorrowedFd<'_>> = [followed.as_fd(), lost.as_fd()]
+                .into_iter()
+                .chain(held.iter().map(AsFd::as_fd))
+                .collect();
+            wait_readable(&fds)
+        };
+        let Ok(ready) = ready else {
             // Nothing to wait on any more: hold until the followed exits
             // is no longer possible to tell, so let go.
             return Kept::Exited;
-        }
-        if fds[0].revents != 0 {
+        };
+        if ready[0] {
             return Kept::Exited;
         }
-        if fds[1].revents != 0 {
+        if ready[1] {
             return Kept::Lost;
         }
-        let ready: Vec<usize> = fds[2..]
+        let ready: Vec<usize> = ready[2..]
             .iter()
             .enumerate()
-            .filter(|(_, pollfd)| pollfd.revents != 0)
+            .filter(|(_, ready)| **ready)
             .map(|(index, _)| index)
             .collect();
         // From the highest down: handling one changes the indices above it.

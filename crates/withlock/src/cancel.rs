@@ -33,7 +33,7 @@
 //! the request that cancelled it (pid, user, command, from `/proc`).
 
 use std::io::Read;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -48,6 +48,7 @@ use crate::error::{Error, Result};
 use crate::holder::Holder;
 use crate::lock_set::LockSet;
 use crate::peer_check;
+use crate::readable::wait_readable;
 use crate::request::Mode;
 use crate::supersede::{self, Supersede};
 
@@ -145,28 +146,18 @@ fn watch(listening: &[Listening], stop: &OwnedFd, stamp: Stamp) -> Option<Cancel
         }
     }
     loop {
-        let mut fds: Vec<libc::pollfd> = std::iter::once(stop)
+        let fds: Vec<BorrowedFd<'_>> = std::iter::once(stop)
             .chain(listening.iter().map(|l| &l.listener))
-            .map(|fd| libc::pollfd {
-                fd: fd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            })
+            .map(AsFd::as_fd)
             .collect();
-        // SAFETY: `fds` is a valid array of pollfd for its length, and the
-        // descriptors stay open for the call.
-        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
-        if ready < 0 {
-            if Errno::last() == Errno::EINTR {
-                continue;
-            }
+        let Ok(ready) = wait_readable(&fds) else {
+            return None;
+        };
+        if ready[0] {
             return None;
         }
-        if fds[0].revents != 0 {
-            return None;
-        }
-        for (pollfd, this) in fds[1..].iter().zip(listening) {
-            if pollfd.revents == 0 {
+        for (&ready, this) in ready[1..].iter().zip(listening) {
+            if !ready {
                 continue;
             }
             match socket::accept4(this.listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC) {

@@ -63,6 +63,7 @@ mod peer_check;
 #[cfg(feature = "postgres")]
 pub mod pg;
 mod proc_locks;
+pub mod readable;
 mod request;
 mod run_record;
 mod server_session;

@@ -81,7 +81,7 @@
 //! ```
 
 use std::io::Read;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -100,6 +100,7 @@ use crate::holder::Holder;
 use crate::lock::WaitHooks;
 use crate::lock_set::{LockSet, SetHooks};
 use crate::peer_check;
+use crate::readable::wait_readable;
 use crate::request::Mode;
 use crate::timer_signal::{install_noop_handler, timer_signal};
 
@@ -396,24 +397,14 @@ fn notify(name: &str, mode: Mode) {
 /// The watcher thread: waits for notices on `listeners` until `stop` closes.
 fn watch(listeners: Vec<(OwnedFd, AnyLock)>, stop: OwnedFd, waiter: usize, shared: &Shared) {
     loop {
-        let mut fds: Vec<libc::pollfd> = std::iter::once(&stop)
+        let fds: Vec<BorrowedFd<'_>> = std::iter::once(&stop)
             .chain(listeners.iter().map(|(fd, _)| fd))
-            .map(|fd| libc::pollfd {
-                fd: fd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            })
+            .map(AsFd::as_fd)
             .collect();
-        // SAFETY: `fds` is a valid array of pollfd for its length, and the
-        // descriptors stay open for the call.
-        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
-        if ready < 0 {
-            if Errno::last() == Errno::EINTR {
-                continue;
-            }
+        let Ok(ready) = wait_readable(&fds) else {
             return;
-        }
-        if fds[0].revents != 0 {
+        };
+        if ready[0] {
             // A byte: the waiting thread found a newer request itself.
             // The end of the file: the watch is over.
             let mut byte = [0u8];
@@ -422,8 +413,8 @@ fn watch(listeners: Vec<(OwnedFd, AnyLock)>, stop: OwnedFd, waiter: usize, share
             }
             return;
         }
-        for (pollfd, (listener, lock)) in fds[1..].iter().zip(&listeners) {
-            if pollfd.revents == 0 {
+        for (&ready, (listener, lock)) in ready[1..].iter().zip(&listeners) {
+            if !ready {
                 continue;
             }
             let notice = match accept_notice(listener, lock) {
