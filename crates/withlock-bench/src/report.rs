@@ -103,6 +103,17 @@ fn ratio(withlock: Option<f64>, flock: Option<f64>) -> Option<f64> {
     stats::ratio(withlock?, flock?)
 }
 
+/// A table cell: `x` with `decimals` places, or `-` for none.
+pub(crate) fn cell(x: Option<f64>, decimals: usize) -> String {
+    x.map_or("-".to_string(), |x| format!("{x:.decimals$}"))
+}
+
+/// The cell of the ratio of `withlock` to its peer, as `0.50x`, or `-`
+/// where either is missing.
+pub(crate) fn ratio_cell(withlock: Option<f64>, peer: Option<f64>) -> String {
+    ratio(withlock, peer).map_or("-".to_string(), |r| format!("{r:.2}x"))
+}
+
 /// One line of the table.
 struct Row {
     label: &'static str,
@@ -117,13 +128,13 @@ impl Row {
         bare: Option<f64>,
         decimals: usize,
     ) -> Row {
-        let number = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{x:.decimals$}"));
+        let number = |x: Option<f64>| cell(x, decimals);
         Row {
             label,
             cells: [
                 number(figures[0]),
                 number(figures[1]),
-                ratio(figures[0], figures[1]).map_or("-".to_string(), |r| format!("{r:.2}x")),
+                ratio_cell(figures[0], figures[1]),
                 number(bare),
             ],
         }

@@ -10,7 +10,7 @@ use std::fmt::Write;
 use serde_json::{Value, json};
 
 use crate::measure_etcd::{EtcdResults, EtcdSettings};
-use crate::report::{number, summary};
+use crate::report::{cell, number, ratio_cell, summary};
 use crate::stats::{self, Summary};
 
 /// Runs per second of each storm round.
@@ -56,12 +56,12 @@ pub(crate) fn table(results: &EtcdResults, settings: EtcdSettings) -> String {
     // Counts (lost updates, inversions) get no ratio: 0 against 0 is no
     // number.
     let mut row = |label: &str, cells: [Option<f64>; 2], bare: Option<f64>, decimals: usize| {
-        let number = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{x:.decimals$}"));
-        let ratio = cells[0]
-            .zip(cells[1])
-            .filter(|_| decimals > 0)
-            .and_then(|(a, b)| stats::ratio(a, b))
-            .map_or("-".to_string(), |r| format!("{r:.2}x"));
+        let number = |x: Option<f64>| cell(x, decimals);
+        let ratio = if decimals > 0 {
+            ratio_cell(cells[0], cells[1])
+        } else {
+            "-".to_string()
+        };
         let _ = writeln!(
             out,
             "{label:<28} {:>14} {:>10} {:>16} {:>10}",

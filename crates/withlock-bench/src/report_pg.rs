@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::measure_pg::PgResults;
 use crate::measure_storm::Round;
-use crate::report::{number, summary};
+use crate::report::{cell, number, ratio_cell, summary};
 use crate::rig::Wrapper;
 use crate::stats::{self, Summary};
 
@@ -107,12 +107,12 @@ pub(crate) fn table(results: &PgResults, settings: PgSettings) -> String {
     );
     // Counts get no ratios: 0 against 0 is no number.
     let mut row = |label: &str, cells: [Option<f64>; 6], bare: Option<f64>, decimals: usize| {
-        let number = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{x:.decimals$}"));
-        let ratio = cells[0]
-            .zip(cells[2])
-            .filter(|_| decimals > 0)
-            .and_then(|(a, b)| stats::ratio(a, b))
-            .map_or("-".to_string(), |r| format!("{r:.2}x"));
+        let number = |x: Option<f64>| cell(x, decimals);
+        let ratio = if decimals > 0 {
+            ratio_cell(cells[0], cells[2])
+        } else {
+            "-".to_string()
+        };
         let _ = writeln!(
             out,
             "{label:<28} {:>11} {:>13} {:>9} {:>9} {:>9} {:>9} {:>10} {:>9}",
@@ -155,7 +155,7 @@ pub(crate) fn table(results: &PgResults, settings: PgSettings) -> String {
     );
     for (label, _, samples) in library_rows(results) {
         let s = Summary::of(samples);
-        let number = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{x:.1}"));
+        let number = |x: Option<f64>| cell(x, 1);
         let _ = writeln!(
             out,
             "{label:<28} {:>12} {:>10}",
