@@ -12,7 +12,7 @@
 //! A process that must stop while waiting (a signal) revokes the leases
 //! of its waits first ([`abandon_waits`]), so it leaves no key in line.
 //! A wait ended from another thread ([`crate::WaitCancel`]) revokes its
-//! own lease the same way ([`lease_revoker`]): the watch sees its key
+//! own lease the same way (`lease_revoker`): the watch sees its key
 //! deleted and the wait ends.
 
 use std::sync::atomic::{AtomicBool, Ordering};
