@@ -28,6 +28,7 @@ mod postgres_listing;
 mod postgres_loss;
 mod postgres_several;
 mod postgres_state;
+mod provision;
 mod security;
 mod several_locks;
 mod signals;
