@@ -6,6 +6,9 @@
 // A failed write must never panic: stderr goes through `say!`, stdout
 // through `output`.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
+// The process starts in `entry_point`, without the Rust runtime's start-up
+// work (see there why); unit tests keep the test harness's `main`.
+#![cfg_attr(not(test), no_main)]
 
 /// `eprintln!` that cannot panic: a line that cannot be written (stderr
 /// closed, or a pipe whose reader has gone) is dropped, and the exit status
@@ -22,6 +25,8 @@ mod abandon_on_signal;
 mod cancel_running;
 mod cli;
 mod command;
+#[cfg(not(test))]
+mod entry_point;
 mod exit_code;
 mod extras;
 mod fence_env;
@@ -44,7 +49,6 @@ mod time_limit;
 mod waiting_report;
 
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::time::Instant;
 
 use withlock::human_duration;
@@ -52,30 +56,38 @@ use withlock::human_duration;
 use crate::cli::{Cli, ParseError};
 use crate::command::StartError;
 
-fn main() -> ExitCode {
+/// Under the test harness, which brings its own `main`, this one only
+/// keeps `run_cli` in use.
+#[cfg(test)]
+fn main() {
+    std::process::exit(run_cli().into());
+}
+
+/// What withlock does, from its command line to its exit status.
+fn run_cli() -> u8 {
     let cli = match Cli::parse_args() {
         Ok(cli) => cli,
         Err(ParseError::Command(line)) => {
             say!("withlock: {line}");
-            return ExitCode::from(exit_code::USAGE);
+            return exit_code::USAGE;
         }
         Err(ParseError::Clap(err)) if err.kind() == clap::error::ErrorKind::ValueValidation => {
             // The value's own message names the cause and the fix: one line.
             let text = err.render().to_string();
             let line = text.lines().next().unwrap_or_default();
             say!("withlock: {}", line.strip_prefix("error: ").unwrap_or(line));
-            return ExitCode::from(exit_code::USAGE);
+            return exit_code::USAGE;
         }
         Err(ParseError::Clap(err)) if err.kind() == clap::error::ErrorKind::InvalidUtf8 => {
             say!(
                 "withlock: an argument before -- is not valid UTF-8: lock names, paths and \
                  option values must be (the command after -- may be any bytes)"
             );
-            return ExitCode::from(exit_code::USAGE);
+            return exit_code::USAGE;
         }
         Err(ParseError::Clap(err)) if err.use_stderr() => {
             let _ = err.print();
-            return ExitCode::from(exit_code::USAGE);
+            return exit_code::USAGE;
         }
         // --help, -h or --version.
         Err(ParseError::Clap(err)) => {
@@ -84,10 +96,10 @@ fn main() -> ExitCode {
                 _ => "the help",
             };
             return match output::stdout_status(what, err.print()) {
-                Ok(code) => ExitCode::from(code),
+                Ok(code) => code,
                 Err(err) => {
                     say!("withlock: {err:#}");
-                    ExitCode::from(exit_code::OS_ERROR)
+                    exit_code::OS_ERROR
                 }
             };
         }
@@ -106,7 +118,7 @@ fn main() -> ExitCode {
         run(&cli)
     };
     match outcome {
-        Ok(code) => ExitCode::from(code),
+        Ok(code) => code,
         Err(err) => {
             let code = error_code(&err, &cli);
             // Quiet hides only the expected outcomes of contention.
@@ -120,7 +132,7 @@ fn main() -> ExitCode {
                     None => say!("withlock: {err:#}"),
                 }
             }
-            ExitCode::from(code)
+            code
         }
     }
 }

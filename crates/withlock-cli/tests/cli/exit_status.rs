@@ -468,3 +468,44 @@ fn an_argument_that_is_not_utf8_is_64_in_one_line() {
         .assert()
         .code(0);
 }
+
+/// Started with its standard descriptors closed (`withlock ... <&- >&- 2>&-`
+/// from a careless script or daemon), withlock opens them on /dev/null
+/// before anything else, as the Rust runtime would: its lock file or lock
+/// directory never becomes descriptor 0, 1 or 2, so neither its own
+/// messages nor its command's output can land in the lock file.
+#[test]
+fn closed_standard_descriptors_never_become_the_lock_file() {
+    let env = Env::new();
+    let report = env.file("report");
+    let script = format!(
+        "a=$(readlink /proc/$$/fd/0); b=$(readlink /proc/$$/fd/1); c=$(readlink /proc/$$/fd/2); \
+         printf '%s\\n' \"$a\" \"$b\" \"$c\" > {}; echo into-stdout; echo into-stderr >&2",
+        report.display()
+    );
+    let mut command = env
+        .withlock()
+        .args(["t", "--", "sh", "-c", &script])
+        .command();
+    command
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    // SAFETY: between fork and exec the child only closes descriptors,
+    // which is async-signal-safe.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+            for fd in 0..3 {
+                libc::close(fd);
+            }
+            Ok(())
+        });
+    }
+    let status = command.status().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(
+        std::fs::read_to_string(&report).unwrap(),
+        "/dev/null\n/dev/null\n/dev/null\n"
+    );
+    assert_eq!(std::fs::read_to_string(env.lock_file("t")).unwrap(), "");
+}
