@@ -134,6 +134,9 @@ const AFTER_SHORT_HELP: &str = "Example: withlock deploy -- ./script deploy\n\
      More examples and every exit status: withlock --help, or man withlock.";
 
 /// The text after the options in `--help`: examples, then exit statuses.
+/// Laid out only for the help and the man page ([`Cli::shown`]): a
+/// derive attribute would lay it out on every run, a third of the
+/// instructions withlock ran before its lock.
 fn after_long_help() -> String {
     let width = help_layout::width();
     format!(
@@ -155,7 +158,6 @@ fn after_long_help() -> String {
     version,
     max_term_width = help_layout::MAX_WIDTH,
     after_help = AFTER_SHORT_HELP,
-    after_long_help = after_long_help(),
     override_usage = "withlock [OPTIONS] NAME... -- COMMAND [ARGS...]\n       \
                       withlock --list [--json] [NAME...]\n       \
                       withlock hold NAME... --until-exit PID"
@@ -629,6 +631,7 @@ impl Cli {
     pub(crate) fn shown() -> clap::Command {
         use clap::CommandFactory;
         Cli::command()
+            .after_long_help(after_long_help())
             .mut_arg("locks", |arg| arg.required(true))
             .mut_arg("command", |arg| arg.required(true))
     }
