@@ -559,7 +559,7 @@ impl Cli {
         use clap::parser::ValueSource::{CommandLine, EnvVariable};
         use clap::{CommandFactory, FromArgMatches};
         let mut command = Cli::command();
-        let matches = match command.try_get_matches_from_mut(args) {
+        let mut matches = match command.try_get_matches_from_mut(args) {
             Ok(matches) => matches,
             Err(err) if err.kind() == clap::error::ErrorKind::DisplayHelp => {
                 return Err(match Cli::shown().try_get_matches_from(args) {
@@ -569,23 +569,22 @@ impl Cli {
             }
             Err(err) => return Err(err),
         };
-        if matches.value_source("dir") == Some(CommandLine)
-            && matches.value_source("url") == Some(CommandLine)
-        {
+        let (dir, url) = (matches.value_source("dir"), matches.value_source("url"));
+        if dir == Some(CommandLine) && url == Some(CommandLine) {
             return Err(command.error(
                 clap::error::ErrorKind::ArgumentConflict,
                 "--dir is for locks on this machine and --url for locks on a server: drop one",
             ));
         }
-        let mut cli = Cli::from_arg_matches(&matches)?;
+        // Taking the values out, not copying the matches first: the copy
+        // and its drop were 6% of the instructions of a whole run.
+        let mut cli = Cli::from_arg_matches_mut(&mut matches)?;
         // The command line beats the environment: --dir with a
         // WITHLOCK_URL from the environment means a lock on this machine.
-        if matches.value_source("dir") == Some(CommandLine)
-            && matches.value_source("url") == Some(EnvVariable)
-        {
+        if dir == Some(CommandLine) && url == Some(EnvVariable) {
             cli.url = None;
         }
-        cli.url_on_command_line = matches.value_source("url") == Some(CommandLine);
+        cli.url_on_command_line = url == Some(CommandLine);
         Ok(cli)
     }
 

@@ -24,7 +24,6 @@
 //! its `main`.
 
 use std::ffi::{c_char, c_int};
-use std::io::Write as _;
 
 use crate::exit_code;
 
@@ -38,9 +37,10 @@ extern "C" fn main(_argc: c_int, _argv: *const *const c_char) -> c_int {
         return c_int::from(exit_code::OS_ERROR);
     }
     ignore_sigpipe();
+    // Unlike the runtime, nothing flushes stdout after this: whatever
+    // writes there flushes it itself (see `output`), so that a run that
+    // writes nothing does not set stdout up only to flush it.
     let status = std::panic::catch_unwind(crate::run_cli).unwrap_or(PANICKED);
-    // The runtime flushes stdout after main; nothing else would.
-    let _ = std::io::stdout().flush();
     c_int::from(status)
 }
 

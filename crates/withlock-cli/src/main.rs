@@ -95,7 +95,11 @@ fn run_cli() -> u8 {
                 clap::error::ErrorKind::DisplayVersion => "the version",
                 _ => "the help",
             };
-            return match output::stdout_status(what, err.print()) {
+            // The help's last lines may still be in stdout's buffer.
+            let printed = err
+                .print()
+                .and_then(|()| std::io::Write::flush(&mut std::io::stdout()));
+            return match output::stdout_status(what, printed) {
                 Ok(code) => code,
                 Err(err) => {
                     say!("withlock: {err:#}");
