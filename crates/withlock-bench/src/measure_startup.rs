@@ -4,6 +4,11 @@
 //! command it runs: its own exec and start-up, opening the lock file,
 //! flock(2), starting the command and waiting for it. Bare `true` is the
 //! floor both stand on.
+//!
+//! Peak memory is measured beside it: `ru_maxrss` of each run, the
+//! resident set of the wrapper at its largest (pages of its binary and
+//! libraries that it touched, shared with every other process running
+//! them, and its own heap and stack).
 
 use std::time::Instant;
 
@@ -11,13 +16,18 @@ use anyhow::Result;
 
 use crate::rig::{self, Rig, Wrapper};
 
-/// Wall times in milliseconds, one per run.
+/// Wall times in milliseconds, one per run, and peak resident set sizes
+/// in KiB, one per memory run, in the order withlock, flock(1), bare.
 #[derive(Debug, Default)]
 pub(crate) struct Startup {
     pub withlock: Vec<f64>,
     pub flock: Vec<f64>,
     pub bare: Vec<f64>,
+    pub peak_rss_kib: [Vec<f64>; 3],
 }
+
+/// Runs of each subject whose peak memory is read (it hardly varies).
+const MEMORY_RUNS: usize = 20;
 
 /// What one startup run runs.
 #[derive(Debug, Clone, Copy)]
@@ -38,10 +48,17 @@ const SUBJECTS: [Subject; 3] = [
 pub(crate) fn measure(rig: &Rig, runs: usize) -> Result<Startup> {
     eprintln!("startup: {runs} runs each of withlock, flock(1) and bare true");
     let [withlock, flock, bare] = interleaved(rig, runs, SUBJECTS)?;
+    let mut peak_rss_kib: [Vec<f64>; 3] = Default::default();
+    for _ in 0..MEMORY_RUNS.min(runs) {
+        for (i, subject) in SUBJECTS.into_iter().enumerate() {
+            peak_rss_kib[i].push(peak_rss(rig, subject)? as f64);
+        }
+    }
     Ok(Startup {
         withlock,
         flock,
         bare,
+        peak_rss_kib,
     })
 }
 
@@ -69,11 +86,20 @@ pub(crate) fn interleaved<const N: usize>(
 
 /// One run, in milliseconds from spawn to exit status.
 fn time(rig: &Rig, subject: Subject) -> Result<f64> {
-    let mut command = match subject {
-        Subject::Locked(wrapper) => rig.locked(wrapper, "startup", &["true"]),
-        Subject::Bare => rig.bare(&["true"]),
-    };
+    let mut command = command(rig, subject);
     let started = Instant::now();
     rig::run_checked(&mut command)?;
     Ok(started.elapsed().as_secs_f64() * 1e3)
+}
+
+/// One run's peak resident set size, in KiB.
+fn peak_rss(rig: &Rig, subject: Subject) -> Result<u64> {
+    rig::run_peak_rss(&mut command(rig, subject))
+}
+
+fn command(rig: &Rig, subject: Subject) -> std::process::Command {
+    match subject {
+        Subject::Locked(wrapper) => rig.locked(wrapper, "startup", &["true"]),
+        Subject::Bare => rig.bare(&["true"]),
+    }
 }
