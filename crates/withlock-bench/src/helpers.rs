@@ -56,6 +56,28 @@ pub(crate) fn increment(file: &Path) -> Result<()> {
         .with_context(|| format!("cannot write {}", file.display()))
 }
 
+/// `parent-peak FILE`: writes the peak resident set of the process that
+/// started this one, the wrapper, as `VmHWM` in KiB.
+///
+/// Read from inside the command, since a wrapper has done all it does
+/// before its command but wait and release; and read there because the
+/// other way, `ru_maxrss` from wait4(2), would report the benchmark's
+/// own size: a process's peak survives exec, and a child starts as a copy
+/// of the benchmark. `VmHWM` belongs to the memory the wrapper's own exec
+/// set up.
+pub(crate) fn parent_peak(file: &Path) -> Result<()> {
+    let parent = std::os::unix::process::parent_id();
+    let status = format!("/proc/{parent}/status");
+    let text = fs::read_to_string(&status).with_context(|| format!("cannot read {status}"))?;
+    let kib = text
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.trim().strip_suffix("kB"))
+        .and_then(|number| number.trim().parse::<u64>().ok())
+        .with_context(|| format!("no VmHWM in {status}"))?;
+    write_stamp(file, kib)
+}
+
 /// The number in a counter or stamp file; empty means zero.
 pub(crate) fn parse_count(text: &str) -> Result<u64> {
     let text = text.trim();

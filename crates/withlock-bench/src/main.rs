@@ -182,6 +182,10 @@ enum Helper {
     /// Add one to the number in FILE, deliberately without any locking.
     #[command(hide = true)]
     Increment { file: PathBuf },
+
+    /// Write the parent's peak resident set (VmHWM, KiB) into FILE.
+    #[command(hide = true)]
+    ParentPeak { file: PathBuf },
 }
 
 fn main() -> ExitCode {
@@ -203,6 +207,7 @@ fn dispatch(cli: Cli, started_ns: u64) -> Result<()> {
         Some(Helper::Stamp { file }) => helpers::stamp(&file, started_ns),
         Some(Helper::Hold { ready, go, end }) => helpers::hold(&ready, &go, &end),
         Some(Helper::Increment { file }) => helpers::increment(&file),
+        Some(Helper::ParentPeak { file }) => helpers::parent_peak(&file),
         None => benchmark(&cli.options),
     }
 }

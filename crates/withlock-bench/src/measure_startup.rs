@@ -5,25 +5,26 @@
 //! flock(2), starting the command and waiting for it. Bare `true` is the
 //! floor both stand on.
 //!
-//! Peak memory is measured beside it: `ru_maxrss` of each run, the
-//! resident set of the wrapper at its largest (pages of its binary and
-//! libraries that it touched, shared with every other process running
-//! them, and its own heap and stack).
+//! Peak memory is measured beside it: each wrapper's `VmHWM`, its resident
+//! set at its largest (the pages of its binary and libraries it touched,
+//! which it shares with every other process running them, and its own
+//! heap and stack), read by its command (`withlock-bench parent-peak`).
 
 use std::time::Instant;
 
 use anyhow::Result;
 
+use crate::helpers;
 use crate::rig::{self, Rig, Wrapper};
 
 /// Wall times in milliseconds, one per run, and peak resident set sizes
-/// in KiB, one per memory run, in the order withlock, flock(1), bare.
+/// in KiB, one per memory run, of withlock and flock(1).
 #[derive(Debug, Default)]
 pub(crate) struct Startup {
     pub withlock: Vec<f64>,
     pub flock: Vec<f64>,
     pub bare: Vec<f64>,
-    pub peak_rss_kib: [Vec<f64>; 3],
+    pub peak_rss_kib: [Vec<f64>; 2],
 }
 
 /// Runs of each subject whose peak memory is read (it hardly varies).
@@ -48,10 +49,10 @@ const SUBJECTS: [Subject; 3] = [
 pub(crate) fn measure(rig: &Rig, runs: usize) -> Result<Startup> {
     eprintln!("startup: {runs} runs each of withlock, flock(1) and bare true");
     let [withlock, flock, bare] = interleaved(rig, runs, SUBJECTS)?;
-    let mut peak_rss_kib: [Vec<f64>; 3] = Default::default();
+    let mut peak_rss_kib: [Vec<f64>; 2] = Default::default();
     for _ in 0..MEMORY_RUNS.min(runs) {
-        for (i, subject) in SUBJECTS.into_iter().enumerate() {
-            peak_rss_kib[i].push(peak_rss(rig, subject)? as f64);
+        for (i, wrapper) in Wrapper::BOTH.into_iter().enumerate() {
+            peak_rss_kib[i].push(peak_rss(rig, wrapper)? as f64);
         }
     }
     Ok(Startup {
@@ -92,9 +93,12 @@ fn time(rig: &Rig, subject: Subject) -> Result<f64> {
     Ok(started.elapsed().as_secs_f64() * 1e3)
 }
 
-/// One run's peak resident set size, in KiB.
-fn peak_rss(rig: &Rig, subject: Subject) -> Result<u64> {
-    rig::run_peak_rss(&mut command(rig, subject))
+/// The peak resident set size of `wrapper`, in KiB, in one run.
+fn peak_rss(rig: &Rig, wrapper: Wrapper) -> Result<u64> {
+    let trial = rig.trial_dir()?;
+    let file = trial.path().join("peak");
+    rig::run_checked(&mut rig.locked_helper(wrapper, "startup", "parent-peak", &[&file]))?;
+    helpers::read_number(&file)
 }
 
 fn command(rig: &Rig, subject: Subject) -> std::process::Command {

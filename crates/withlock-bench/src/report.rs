@@ -49,8 +49,8 @@ pub(crate) struct Results {
 /// The summaries both formats print.
 struct Figures {
     startup: [Option<Summary>; 3],
-    /// Median peak resident set size in KiB: withlock, flock(1), bare.
-    peak_rss_kib: [Option<f64>; 3],
+    /// Median peak resident set size in KiB: withlock, flock(1).
+    peak_rss_kib: [Option<f64>; 2],
     handoff: [Option<Summary>; 2],
     storm_rate: [Option<f64>; 2],
     storm_lost: [i64; 2],
@@ -84,7 +84,7 @@ impl Figures {
         let (startup, handoff, storm) = (&results.startup, &results.handoff, &results.storm);
         Figures {
             startup: [&startup.withlock, &startup.flock, &startup.bare].map(|s| Summary::of(s)),
-            peak_rss_kib: [0, 1, 2].map(|i| stats::median(&startup.peak_rss_kib[i])),
+            peak_rss_kib: [0, 1].map(|i| stats::median(&startup.peak_rss_kib[i])),
             handoff: [&handoff.withlock, &handoff.flock].map(|s| Summary::of(s)),
             storm_rate: [&storm.withlock, &storm.flock].map(|rounds| stats::median(&rates(rounds))),
             storm_lost: [&storm.withlock, &storm.flock].map(|rounds| lost(rounds)),
@@ -165,12 +165,7 @@ pub(crate) fn table(results: &Results) -> String {
             p90(bare),
             3,
         ),
-        Row::compare(
-            "peak RSS, median (KiB)",
-            [f.peak_rss_kib[0], f.peak_rss_kib[1]],
-            f.peak_rss_kib[2],
-            0,
-        ),
+        Row::compare("peak RSS, median (KiB)", f.peak_rss_kib, None, 0),
         Row::compare(
             "handoff, median (µs)",
             [median(hand_withlock), median(hand_flock)],
@@ -314,7 +309,6 @@ pub(crate) fn json(results: &Results) -> String {
         "peak_rss_kib": {
             "withlock": number(f.peak_rss_kib[0]),
             "flock": number(f.peak_rss_kib[1]),
-            "true": number(f.peak_rss_kib[2]),
             "ratio_median": number(ratio(f.peak_rss_kib[0], f.peak_rss_kib[1])),
         },
         "handoff_us": {
@@ -423,7 +417,7 @@ mod tests {
                 withlock: vec![3.0, 3.0, 9.0],
                 flock: vec![2.0, 2.0, 2.0],
                 bare: vec![1.0, 1.0, 1.0],
-                peak_rss_kib: [vec![4000.0], vec![1500.0], vec![1000.0]],
+                peak_rss_kib: [vec![4000.0], vec![1500.0]],
             },
             handoff: Handoff {
                 withlock: vec![100.0, 200.0],
@@ -462,7 +456,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             memory.split_whitespace().collect::<Vec<_>>()[4..],
-            ["4000", "1500", "2.67x", "1000"]
+            ["4000", "1500", "2.67x", "-"]
         );
         let storm = table
             .lines()
@@ -516,7 +510,7 @@ mod tests {
         assert_eq!(json["startup_ms"]["true"]["median"], 1.0);
         assert_eq!(json["startup_ms"]["ratio_median"], 1.5);
         assert_eq!(json["peak_rss_kib"]["withlock"], 4000.0);
-        assert_eq!(json["peak_rss_kib"]["true"], 1000.0);
+        assert_eq!(json["peak_rss_kib"]["flock"], 1500.0);
         assert_eq!(json["handoff_us"]["ratio_median"], 1.0);
         assert_eq!(json["storm"]["withlock"]["runs_per_sec"], json!([400.0]));
         assert_eq!(json["storm"]["withlock"]["lost_updates"], json!([0]));

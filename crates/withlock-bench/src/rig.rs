@@ -420,34 +420,6 @@ pub(crate) fn run_checked(command: &mut Command) -> Result<()> {
     Ok(())
 }
 
-/// Runs `command` to its end like [`run_checked`], and returns its peak
-/// resident set size in KiB: `ru_maxrss` of wait4(2), the largest of the
-/// process itself and the children it waited for (a wrapper's command).
-pub(crate) fn run_peak_rss(command: &mut Command) -> Result<u64> {
-    let child = command
-        .spawn()
-        .with_context(|| format!("cannot run {command:?}"))?;
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-    // SAFETY: `pid` is this process's own child, not yet waited for (std's
-    // `Child` is dropped without waiting); `status` and `usage` are valid
-    // for writes of their types.
-    let waited = unsafe { libc::wait4(pid, &mut status, 0, usage.as_mut_ptr()) };
-    ensure!(
-        waited == pid,
-        "cannot wait for {command:?}: {}",
-        std::io::Error::last_os_error()
-    );
-    ensure!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "{command:?} failed: wait status {status}"
-    );
-    // SAFETY: wait4 filled it in, having returned the child's pid.
-    let usage = unsafe { usage.assume_init() };
-    Ok(u64::try_from(usage.ru_maxrss).unwrap_or(0))
-}
-
 fn quiet(mut command: Command) -> Command {
     command
         .stdin(Stdio::null())
