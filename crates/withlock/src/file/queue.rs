@@ -73,8 +73,9 @@
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::thread::JoinHandleExt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -427,9 +428,13 @@ pub(crate) fn wait_for(fd: BorrowedFd<'_>, at: u64) -> io::Result<()> {
 /// leaves. The timer signal is unblocked in the calling thread meanwhile,
 /// as a deadline unblocks it. Helpers unblock only the timer signal, so a
 /// Ctrl-C is delivered to the calling thread as before. Before returning,
-/// the helpers are stopped by the same signal, sent again until each has
-/// ended (one might be about to enter its wait when the first arrives).
-/// Both are bounded waits after the event, not a poll for the lock.
+/// the caller gives its helpers the word to stop ([`Stop`]: one waiting
+/// between signals hears it at once) and interrupts those still in their
+/// `fcntl()` with the same signal, sent again every [`STOP_AGAIN`] until
+/// each has ended (one might be about to enter its wait when the first
+/// arrives); it learns that they have ended from a channel they hold, not
+/// by looking. Both are bounded waits after the event, not a poll for the
+/// lock.
 pub(crate) fn wait_for_any(fd: BorrowedFd<'_>, at: &[u64]) -> io::Result<()> {
     let Some((&first, others)) = at.split_first() else {
         return Ok(());
@@ -443,26 +448,35 @@ pub(crate) fn wait_for_any(fd: BorrowedFd<'_>, at: &[u64]) -> io::Result<()> {
     // SAFETY: pthread_self has no preconditions.
     let caller = unsafe { libc::pthread_self() } as usize;
     let woken = Arc::new(AtomicBool::new(false));
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(Stop::default());
+    // Every helper holds a sender until it ends: once all are dropped, the
+    // receiver says so at once.
+    let (running, ended) = mpsc::channel::<()>();
     let helpers: Vec<JoinHandle<()>> = others
         .iter()
         .map(|&byte| {
-            let (woken, stop) = (Arc::clone(&woken), Arc::clone(&stop));
+            let (woken, stop, running) = (Arc::clone(&woken), Arc::clone(&stop), running.clone());
             std::thread::spawn(move || {
                 // SAFETY: `raw` stays open until every helper is joined below.
                 let fd = unsafe { BorrowedFd::borrow_raw(raw) };
                 helper_wait(fd, byte, caller, &woken, &stop);
+                drop(running);
             })
         })
         .collect();
+    drop(running);
     let result = wait_for(fd, first);
-    stop.store(true, Ordering::SeqCst);
-    for helper in helpers {
-        while !helper.is_finished() {
+    stop.give();
+    loop {
+        for helper in helpers.iter().filter(|helper| !helper.is_finished()) {
             // SAFETY: the thread has not been joined, so its pthread_t is valid.
             unsafe { libc::pthread_kill(helper.as_pthread_t(), timer_signal()) };
-            std::thread::sleep(Duration::from_micros(200));
         }
+        if ended.recv_timeout(STOP_AGAIN) == Err(RecvTimeoutError::Disconnected) {
+            break;
+        }
+    }
+    for helper in helpers {
         let _ = helper.join();
     }
     if was_blocked {
@@ -478,18 +492,46 @@ pub(crate) fn wait_for_any(fd: BorrowedFd<'_>, at: &[u64]) -> io::Result<()> {
 /// the caller's wait has ended.
 const RESIGNAL: Duration = Duration::from_millis(1);
 
+/// How often the caller of [`wait_for_any`] signals a helper still in its
+/// `fcntl()` again, should the first signal have come before the call.
+const STOP_AGAIN: Duration = Duration::from_micros(200);
+
+/// The word from the caller of [`wait_for_any`] to its helpers that its
+/// wait is over. A helper waiting between two signals to the caller wakes
+/// as soon as it is given.
+#[derive(Default)]
+struct Stop {
+    given: Mutex<bool>,
+    changed: Condvar,
+}
+
+impl Stop {
+    fn give(&self) {
+        *self.given.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        self.changed.notify_all();
+    }
+
+    fn given(&self) -> bool {
+        *self.given.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Waits at most `timeout` for the word; true once it is given.
+    fn wait(&self, timeout: Duration) -> bool {
+        let given = self.given.lock().unwrap_or_else(PoisonError::into_inner);
+        let (given, _) = self
+            .changed
+            .wait_timeout_while(given, timeout, |given| !*given)
+            .unwrap_or_else(PoisonError::into_inner);
+        *given
+    }
+}
+
 /// One helper of [`wait_for_any`]: waits for `byte`'s owner to leave, then
 /// wakes the caller until it stops the helpers; gives up when told to stop.
-fn helper_wait(
-    fd: BorrowedFd<'_>,
-    byte: u64,
-    caller: usize,
-    woken: &AtomicBool,
-    stop: &AtomicBool,
-) {
+fn helper_wait(fd: BorrowedFd<'_>, byte: u64, caller: usize, woken: &AtomicBool, stop: &Stop) {
     only_timer_signal_unblocked();
     loop {
-        if stop.load(Ordering::SeqCst) {
+        if stop.given() {
             return;
         }
         match ofd(fd, libc::F_OFD_SETLKW, libc::F_RDLCK, byte, 1) {
@@ -498,16 +540,18 @@ fn helper_wait(
                 if outcome.is_ok() {
                     let _ = ofd(fd, libc::F_OFD_SETLK, libc::F_UNLCK, byte, 1);
                 }
-                if !stop.load(Ordering::SeqCst) {
-                    woken.store(true, Ordering::SeqCst);
+                if stop.given() {
+                    return;
                 }
-                while !stop.load(Ordering::SeqCst) {
+                woken.store(true, Ordering::SeqCst);
+                loop {
                     // SAFETY: the caller's thread waits in wait_for_any and
                     // joins this thread before it returns, so it is alive.
                     unsafe { libc::pthread_kill(caller as libc::pthread_t, timer_signal()) };
-                    std::thread::sleep(RESIGNAL);
+                    if stop.wait(RESIGNAL) {
+                        return;
+                    }
                 }
-                return;
             }
         }
     }
