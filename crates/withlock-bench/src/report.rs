@@ -450,12 +450,8 @@ mod tests {
             startup.split_whitespace().collect::<Vec<_>>()[3..],
             ["3.000", "2.000", "1.50x", "1.000"]
         );
-        let memory = table
-            .lines()
-            .find(|l| l.starts_with("peak RSS, median (KiB)"))
-            .unwrap();
         assert_eq!(
-            memory.split_whitespace().collect::<Vec<_>>()[4..],
+            cells(&table, "peak RSS, median (KiB)"),
             ["4000", "1500", "2.67x", "-"]
         );
         let storm = table
