@@ -69,13 +69,16 @@ pub(crate) fn parent_peak(file: &Path) -> Result<()> {
     let parent = std::os::unix::process::parent_id();
     let status = format!("/proc/{parent}/status");
     let text = fs::read_to_string(&status).with_context(|| format!("cannot read {status}"))?;
-    let kib = text
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|rest| rest.trim().strip_suffix("kB"))
-        .and_then(|number| number.trim().parse::<u64>().ok())
-        .with_context(|| format!("no VmHWM in {status}"))?;
+    let kib = kib_field(&text, "VmHWM:").with_context(|| format!("no VmHWM in {status}"))?;
     write_stamp(file, kib)
+}
+
+/// The number of the line that starts with `name` in a `/proc` file of
+/// `name value kB` lines (`status`, `smaps_rollup`).
+pub(crate) fn kib_field(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .find(|line| line.starts_with(name))
+        .and_then(|line| line.split_whitespace().nth(1)?.parse().ok())
 }
 
 /// The number in a counter or stamp file; empty means zero.
@@ -111,6 +114,14 @@ mod tests {
         assert_eq!(parse_count("41\n").unwrap(), 41);
         assert_eq!(parse_count("").unwrap(), 0);
         assert!(parse_count("4x").is_err());
+    }
+
+    #[test]
+    fn kib_fields_are_read_by_name() {
+        let status = "Name:\twithlock\nVmHWM:\t    3748 kB\nVmRSS:\t    3620 kB\n";
+        assert_eq!(kib_field(status, "VmHWM:"), Some(3748));
+        assert_eq!(kib_field(status, "VmRSS:"), Some(3620));
+        assert_eq!(kib_field(status, "Pss:"), None);
     }
 
     #[test]

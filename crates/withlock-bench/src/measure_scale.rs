@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 
+use crate::helpers::kib_field;
 use crate::measure_fairness::inversions;
 use crate::measure_handoff::{LOCK, STEP_LIMIT, start_holder};
 use crate::rig::{Rig, Wrapper};
@@ -146,15 +147,12 @@ fn switches(pid: u32) -> Result<u64> {
 
 /// `VmRSS` and `Pss` of `pid`, in KiB.
 fn memory_kib(pid: u32) -> Result<(u64, u64)> {
-    let field = |text: &str, name: &str| {
-        text.lines()
-            .find(|line| line.starts_with(name))
-            .and_then(|line| line.split_whitespace().nth(1)?.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
     let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
     let rollup = fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))?;
-    Ok((field(&status, "VmRSS:"), field(&rollup, "Pss:")))
+    Ok((
+        kib_field(&status, "VmRSS:").unwrap_or(0),
+        kib_field(&rollup, "Pss:").unwrap_or(0),
+    ))
 }
 
 /// A waiter, killed and reaped if the measurement stops early.
